@@ -1,0 +1,72 @@
+"""Reading and writing checkpoint files safely.
+
+Writes are atomic (a temporary file in the same folder, fsync, then rename), so a crash
+or a kill never leaves a truncated checkpoint behind. Reads never unpickle arbitrary
+objects: `.pth` files go through `torch.load(weights_only=True)` and `.safetensors`
+files through safetensors.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that is missing, damaged or not allowed to be loaded."""
+
+
+def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    # Make the rename itself durable.
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a `.pth`/`.pt` (weights only) or `.safetensors` file into a dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint '{path}' does not exist or is not a file.")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return {"model": load_file(str(path), device=str(map_location))}
+        except Exception as error:  # safetensors raises several types for bad headers
+            raise CheckpointError(f"Checkpoint '{path}' is not a valid safetensors file: {error}") from None
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        text = str(error)
+        if "Weights only load failed" in text or "Unsupported global" in text or "GLOBAL" in text:
+            raise CheckpointError(
+                f"Refusing to load '{path}': it contains Python objects other than tensors and "
+                "plain containers, and loading them could run arbitrary code. Only weights-only "
+                "checkpoints (or .safetensors) are accepted; re-save the state dict with torch.save."
+            ) from None
+        raise CheckpointError(
+            f"Checkpoint '{path}' could not be read ({type(error).__name__}: {text.splitlines()[0] if text else ''}). "
+            "It may be truncated or damaged."
+        ) from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"Checkpoint '{path}' holds a {type(obj).__name__}, expected a dict.")
+    return obj

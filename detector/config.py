@@ -1,0 +1,72 @@
+"""Composing the Hydra configuration outside of a Hydra application.
+
+`load_config` gives the same result as the command line of `tools/train_net.py`, so
+library users, tests and tools all see one configuration tree.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Iterable
+
+from omegaconf import DictConfig, OmegaConf
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO_ROOT / "conf"
+
+
+def _repo_path(relative: str) -> str:
+    """`${repo_path:x}` resolves x against the repository root, not the working directory."""
+    path = Path(relative)
+    return str(path if path.is_absolute() else (REPO_ROOT / path).resolve())
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("repo_path"):
+        OmegaConf.register_new_resolver("repo_path", _repo_path)
+
+
+register_resolvers()
+
+
+def load_config(overrides: Iterable[str] = (), config_name: str = "config") -> DictConfig:
+    """Compose `conf/<config_name>.yaml` with command-line style overrides.
+
+    Unknown keys and unknown group options raise Hydra's errors, which name the key or
+    list the valid choices.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from hydra.errors import ConfigCompositionException
+
+    overrides = list(overrides)
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        try:
+            return compose(config_name=config_name, overrides=overrides)
+        except ConfigCompositionException as error:
+            hint = unknown_key_hint(str(error), overrides, config_name)
+            if hint is None:
+                raise
+            raise ConfigCompositionException(f"{error}\n{hint}") from None
+
+
+def unknown_key_hint(message: str, overrides: list[str], config_name: str) -> str | None:
+    """For `Could not override 'a.b.typo'`, list the keys that `a.b` does have."""
+    match = re.search(r"Could not override '([^']+)'", message)
+    if match is None:
+        return None
+    from hydra import compose
+
+    bad_key = match.group(1)
+    others = [o for o in overrides if not o.lstrip("+~").startswith(bad_key + "=")]
+    cfg = compose(config_name=config_name, overrides=others)
+    parent_key, _, _ = bad_key.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+    if not isinstance(parent, DictConfig):
+        return None
+    valid = ", ".join(sorted(str(k) for k in parent.keys()))
+    where = f"'{parent_key}'" if parent_key else "the root"
+    return f"Unknown key '{bad_key}'. Valid keys under {where}: {valid}"

@@ -1,0 +1,34 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = (REPO_ROOT / ".." / "shared" / "datasets").resolve()
+
+# Two cores on the development machine: keep intra-op threads from fighting each other.
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def shared_dataset(name: str) -> Path:
+    """Path to ../shared/datasets/<name>, or skip the test with the reason."""
+    path = SHARED_DATASETS / name
+    if not path.exists():
+        pytest.skip(f"shared dataset '{name}' not found at {path} (only present inside the project environment)")
+    return path
+
+
+@pytest.fixture
+def coco128() -> Path:
+    return shared_dataset("coco128")
+
+
+@pytest.fixture
+def bccd() -> Path:
+    return shared_dataset("bccd") / "BCCD"
+
+
+@pytest.fixture
+def coco_eval_reference() -> Path:
+    return shared_dataset("coco_eval_reference")
