@@ -1,0 +1,161 @@
+"""From the `dataset`, `aug` and `dataloader` config nodes to datasets (the one config path).
+
+Formats: `coco` (dataset.train/test.images + .annotations; `generate: shapes` writes the
+generated dataset first) and `voc` (dataset.root + train_split/test_split).
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from functools import lru_cache
+
+from omegaconf import DictConfig, OmegaConf
+
+from detector.data.coco_index import BAD_IMAGE, FATAL, DatasetIndex, index_coco
+from detector.data.dataset import BadSampleError, BadSampleWarning, DetectionDataset
+from detector.data.image_io import DEFAULT_MAX_IMAGE_PIXELS
+from detector.data.transforms import build_train_transform
+
+SPLITS = ("train", "test")
+# Beyond this many, dataset problems are summarised in one line instead of one warning each.
+MAX_WARNINGS = 20
+
+COCO2017_HINT = (
+    "COCO 2017 is expected as datasets/coco/{train2017,val2017,annotations} (see datasets/README.md): "
+    "download train2017.zip, val2017.zip and annotations_trainval2017.zip from https://cocodataset.org/#download "
+    "and unzip them into datasets/coco/, or point dataset.root at an existing copy"
+)
+
+
+def class_names(cfg: DictConfig) -> list[str]:
+    """Class names in label order (label i <-> names[i - 1]) without building a dataset."""
+    data = cfg.dataset
+    if data.get("classes") is not None:
+        return [str(c) for c in data.classes]
+    if data.format == "voc":
+        from detector.data.voc import discover_classes
+
+        return discover_classes(_require_dir(data, data.root, "dataset.root"))
+    _maybe_generate(data)
+    annotations = _coco_paths(cfg, "train")[1]
+    categories = sorted(load_json(annotations).get("categories") or [], key=lambda c: c["id"])
+    return [str(c.get("name", c["id"])) for c in categories]
+
+
+def build_index(cfg: DictConfig, split: str) -> DatasetIndex:
+    """Checked records + evaluation GT for a split, whatever the format."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    data = cfg.dataset
+    classes = None if data.get("classes") is None else [str(c) for c in data.classes]
+    if data.format == "voc":
+        from detector.data.voc import voc_to_coco
+
+        root = _require_dir(data, data.root, "dataset.root")
+        split_name = data.train_split if split == "train" else data.test_split
+        coco, xml_problems = voc_to_coco(root, split_name, classes, bool(data.get("use_difficult", False)))
+        index = index_coco(coco, os.path.join(root, "JPEGImages"), root, classes)
+        from detector.data.coco_index import Problem
+
+        index.problems[:0] = [Problem(f, r, "unreadable_xml", BAD_IMAGE) for f, r in xml_problems]
+        return index
+    if data.format != "coco":
+        raise ValueError(f"dataset.format={data.format!r}: expected 'coco' or 'voc'")
+    _maybe_generate(data)
+    images, annotations = _coco_paths(cfg, split)
+    return index_coco(load_json(annotations), images, annotations, classes)
+
+
+def build_dataset(cfg: DictConfig, split: str) -> DetectionDataset:
+    """The `split` ("train" | "test") dataset; training applies conf/aug and dataset.filter_empty."""
+    data = cfg.dataset
+    policy = str(data.get("on_bad_sample", "skip"))
+    index = build_index(cfg, split)
+    _report_problems(index, policy, f"{data.name} {split}")
+    records = index.records
+    train = split == "train"
+    transform = None
+    if train:
+        if data.get("filter_empty", True):
+            # Images whose annotations are bad stay in, so that sampling them is reported.
+            records = [r for r in records if len(r.boxes) or r.problem is not None]
+        aug = cfg.aug.train
+        transform = build_train_transform(list(aug.min_size), int(aug.max_size), float(aug.hflip_prob),
+                                          bool(aug.color_jitter), float(aug.color_jitter_strength))
+    return DetectionDataset(
+        records, index.class_names, index.label_to_category_id, index.gt_dict, train=train, transform=transform,
+        seed=int(cfg.seed), on_bad_sample=policy, min_box_size=float(cfg.aug.train.get("min_box_size", 1.0)),
+        max_image_pixels=int(data.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS)), problems=index.problems,
+    )
+
+
+def _report_problems(index: DatasetIndex, policy: str, what: str) -> None:
+    fatal = [p for p in index.problems if p.effect == FATAL]
+    if fatal:
+        raise ValueError(f"{what}: the annotations cannot be used:\n" + "\n".join(f"  {p}" for p in fatal[:MAX_WARNINGS]))
+    bad = [p for p in index.problems if p.effect == BAD_IMAGE]
+    if bad and policy == "error":
+        listed = "\n".join(f"  {p}" for p in bad[:MAX_WARNINGS])
+        more = f"\n  ... and {len(bad) - MAX_WARNINGS} more" if len(bad) > MAX_WARNINGS else ""
+        raise BadSampleError(f"{what}: {len(bad)} bad annotation(s) (dataset.on_bad_sample=error):\n{listed}{more}\n"
+                             "Fix them, run tools/check_dataset.py for a full report, or set dataset.on_bad_sample=skip.")
+    for problem in index.problems[:MAX_WARNINGS]:
+        consequence = {BAD_IMAGE: "the image is skipped"}.get(problem.effect, "")
+        warnings.warn(f"{what}: {problem}" + (f"; {consequence}" if consequence else ""), BadSampleWarning, stacklevel=3)
+    if len(index.problems) > MAX_WARNINGS:
+        warnings.warn(f"{what}: {len(index.problems) - MAX_WARNINGS} more dataset problems not shown; "
+                      "run tools/check_dataset.py for the full list", BadSampleWarning, stacklevel=3)
+
+
+def _coco_paths(cfg: DictConfig, split: str) -> tuple[str, str]:
+    data = cfg.dataset
+    node = data.get(split)
+    if node is None or OmegaConf.is_missing(node, "images") or OmegaConf.is_missing(node, "annotations"):
+        raise ValueError(f"dataset={data.name}: set dataset.{split}.images and dataset.{split}.annotations "
+                         f"(e.g. dataset.{split}.images=/data/imgs dataset.{split}.annotations=/data/{split}.json)")
+    images = _require_dir(data, node.images, f"dataset.{split}.images")
+    annotations = str(node.annotations)
+    if not os.path.isfile(annotations):
+        raise FileNotFoundError(_missing_message(data, annotations, f"dataset.{split}.annotations"))
+    return images, annotations
+
+
+def _require_dir(data: DictConfig, path: str, key: str) -> str:
+    if not os.path.isdir(str(path)):
+        raise FileNotFoundError(_missing_message(data, str(path), key))
+    return str(path)
+
+
+def _missing_message(data: DictConfig, path: str, key: str) -> str:
+    message = f"dataset={data.name}: {key} = {path} does not exist."
+    if data.name == "coco2017":
+        return f"{message} {COCO2017_HINT}."
+    if data.format == "voc":
+        return f"{message} Expected a Pascal VOC folder with Annotations/, JPEGImages/ and ImageSets/Main/ (see datasets/README.md)."
+    return f"{message} Point {key} at the data (see datasets/README.md)."
+
+
+def _maybe_generate(data: DictConfig) -> None:
+    if data.get("generate") == "shapes":
+        from detector.data.shapes import ensure_shapes_dataset
+
+        ensure_shapes_dataset(data)
+
+
+def load_json(path: str) -> dict:
+    """Parsed JSON, cached while the file is unchanged (class_names and two splits may read it).
+
+    The result is shared: callers must not modify it.
+    """
+    stat = os.stat(path)
+    return _load_json_cached(os.path.abspath(path), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=4)
+def _load_json_cached(path: str, _mtime: int, _size: int) -> dict:
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None

@@ -1,0 +1,82 @@
+"""Batches for the trainer and the evaluator (the contract in docs/INTERFACES.md).
+
+The batch stream is a pure function of (seed, rank, world size, iteration): the samplers
+decide which samples, and each sample's augmentation is seeded from its stream position,
+so the number of workers and resuming change nothing.
+"""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+
+from detector.data.build import build_dataset
+from detector.data.samplers import InferenceBatchSampler, TrainBatchSampler
+
+
+def worker_init(worker_id: int) -> None:
+    # Each worker is one process of many on few cores: stop OpenCV and torch from each
+    # starting a thread per core. Global RNGs are seeded for any third-party code that
+    # uses them; our augmentation is seeded per sample and does not depend on this.
+    import cv2
+
+    cv2.setNumThreads(0)
+    torch.set_num_threads(1)
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def collate_train(samples: list[dict]) -> dict:
+    return {
+        "images": [s["image"] for s in samples],
+        "targets": [s["target"] for s in samples],
+        "skipped": [message for s in samples for message in s["skipped"]],
+    }
+
+
+def collate_test(samples: list[dict]) -> dict:
+    kept = [s for s in samples if s["image"] is not None]
+    return {
+        "images": [s["image"] for s in kept],
+        "image_ids": [s["image_id"] for s in kept],
+        "file_names": [s["file_name"] for s in kept],
+        "skipped": [message for s in samples for message in s["skipped"]],
+    }
+
+
+def build_train_loader(cfg: DictConfig, rank: int = 0, world_size: int = 1, start_iter: int = 0) -> DataLoader:
+    """Endless batches {"images", "targets", "skipped"} of cfg.dataloader.batch_size images."""
+    dataset = build_dataset(cfg, "train")
+    groups = dataset.aspect_groups() if cfg.dataloader.get("aspect_ratio_grouping", False) else None
+    batch_sampler = TrainBatchSampler(len(dataset), int(cfg.dataloader.batch_size), int(cfg.seed), rank, world_size,
+                                      start_iter, groups)
+    return _loader(dataset, batch_sampler, collate_train, int(cfg.dataloader.num_workers), persistent=False)
+
+
+def build_test_loader(cfg: DictConfig, rank: int = 0, world_size: int = 1) -> DataLoader:
+    """Batches {"images", "image_ids", "file_names", "skipped"}: every test image once across ranks.
+
+    A batch whose images were all unreadable (under on_bad_sample=skip) has empty lists
+    and only "skipped" messages.
+    """
+    dataset = build_dataset(cfg, "test")
+    batch_sampler = InferenceBatchSampler(len(dataset), int(cfg.dataloader.get("test_batch_size", 1)), rank,
+                                          world_size)
+    # Persistent: the evaluator iterates the same loader at every evaluation.
+    return _loader(dataset, batch_sampler, collate_test, int(cfg.dataloader.num_workers), persistent=True)
+
+
+def _loader(dataset, batch_sampler, collate, num_workers: int, persistent: bool) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_sampler=batch_sampler,
+        collate_fn=collate,
+        num_workers=num_workers,
+        worker_init_fn=worker_init if num_workers > 0 else None,
+        persistent_workers=persistent and num_workers > 0,
+        prefetch_factor=2 if num_workers > 0 else None,
+    )
