@@ -1,0 +1,25 @@
+"""COCO box evaluation: backends, results format, distributed inference."""
+from detector.evaluation.coco_evaluator import (
+    BACKENDS,
+    STAT_NAMES,
+    EvaluationError,
+    evaluate_boxes,
+    format_per_category,
+    format_summary,
+    metrics_document,
+)
+from detector.evaluation.inference import evaluate_detector, run_inference
+from detector.evaluation.results_format import detections_to_coco_results
+
+__all__ = [
+    "BACKENDS",
+    "STAT_NAMES",
+    "EvaluationError",
+    "evaluate_boxes",
+    "format_per_category",
+    "format_summary",
+    "metrics_document",
+    "evaluate_detector",
+    "run_inference",
+    "detections_to_coco_results",
+]

@@ -1,0 +1,103 @@
+"""Saving and restoring the complete training state.
+
+A checkpoint holds everything an uninterrupted run would still have in memory: model,
+optimizer, LR scheduler, GradScaler, EMA, the iteration count, the RNG states and the
+resolved config. Files are written atomically and read weights-only
+(detector/checkpoint_io.py), and a model holding NaN/inf weights is never written.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from detector.checkpoint_io import CheckpointError, load_checkpoint, save_checkpoint
+from detector.engine.ema import ModelEMA
+from detector.engine.rng_state import capture_rng_state
+
+LAST = "last.pth"
+FINAL = "model_final.pth"
+
+
+def non_finite_parameters(model: nn.Module) -> list[str]:
+    return [name for name, value in model.state_dict().items() if value.is_floating_point() and not torch.isfinite(value).all()]
+
+
+class Checkpointer:
+    def __init__(
+        self,
+        model: nn.Module,
+        save_dir: str | Path,
+        optimizer: torch.optim.Optimizer | None = None,
+        scheduler: Any = None,
+        scaler: Any = None,
+        ema: ModelEMA | None = None,
+        config: dict | None = None,
+        save_to_disk: bool = True,
+        logger: logging.Logger | None = None,
+    ):
+        self.model = model.module if hasattr(model, "module") else model
+        self.save_dir = Path(save_dir)
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.scaler = scaler
+        self.ema = ema
+        self.config = config
+        self.save_to_disk = save_to_disk
+        self.logger = logger or logging.getLogger("detector")
+
+    def state(self, iteration: int) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "model": self.model.state_dict(),
+            "iteration": int(iteration),
+            "config": self.config,
+            "rng": capture_rng_state(),
+        }
+        if self.optimizer is not None:
+            state["optimizer"] = self.optimizer.state_dict()
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
+
+    def save(self, name: str, iteration: int, final: bool = False) -> Path | None:
+        """Write `save_dir/name` (rank 0 only). The final checkpoint's "model" is the EMA
+        when one is kept, since that is the model evaluated; "model_raw" keeps the other."""
+        bad = non_finite_parameters(self.model)
+        if bad:
+            raise FloatingPointError(
+                f"Not saving {name} at iteration {iteration}: parameters {bad[:5]} hold NaN/inf. The previous "
+                f"checkpoint in {self.save_dir} is kept. Lower solver.base_lr or set train.clip_grad_norm."
+            )
+        if not self.save_to_disk:
+            return None
+        state = self.state(iteration)
+        if final and self.ema is not None:
+            state["model_raw"] = state["model"]
+            state["model"] = self.ema.module.state_dict()
+        path = save_checkpoint(state, self.save_dir / name)
+        self.logger.info("Saved checkpoint %s (iteration %d).", path, iteration)
+        return path
+
+    def resume(self, path: str | Path) -> dict[str, Any]:
+        """Restore every piece of training state from `path`; returns the checkpoint."""
+        checkpoint = load_checkpoint(path)
+        missing = [k for k in ("model", "iteration") if k not in checkpoint]
+        if missing:
+            raise CheckpointError(f"Checkpoint '{path}' lacks {missing}; it cannot be resumed from.")
+        self.model.load_state_dict(checkpoint["model"])
+        for key, target in (("optimizer", self.optimizer), ("scheduler", self.scheduler), ("scaler", self.scaler), ("ema", self.ema)):
+            if target is None:
+                continue
+            if key not in checkpoint:
+                self.logger.warning("Checkpoint %s has no %s state; it starts fresh.", path, key)
+                continue
+            target.load_state_dict(checkpoint[key])
+        self.logger.info("Resumed from %s at iteration %d.", path, checkpoint["iteration"])
+        return checkpoint

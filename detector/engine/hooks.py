@@ -1,0 +1,128 @@
+"""The standard hooks: LR schedule, checkpoints, evaluation, writers."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Sequence
+
+from detector.engine.checkpointer import FINAL, LAST, Checkpointer
+from detector.engine.rng_state import capture_rng_state, restore_rng_state
+from detector.engine.trainer import HookBase
+from detector.utils.distributed import barrier
+
+
+class LRSchedulerHook(HookBase):
+    """Records the lr used by this iteration, then advances the schedule."""
+
+    def __init__(self, optimizer, scheduler):
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+
+    def after_step(self) -> None:
+        self.trainer.storage.put_scalar("lr", self.optimizer.param_groups[0]["lr"], smooth=False)
+        self.scheduler.step()
+
+
+class PeriodicCheckpointer(HookBase):
+    """`last.pth` every `period` iterations; `model_final.pth` (and `last.pth`) at the end.
+
+    Only rank 0 writes (the Checkpointer knows); all ranks call it so that the
+    finiteness check raises everywhere alike.
+    """
+
+    def __init__(self, checkpointer: Checkpointer, period: int):
+        self.checkpointer = checkpointer
+        self.period = int(period)
+
+    def after_step(self) -> None:
+        done = self.trainer.iter + 1
+        if done >= self.trainer.max_iter:
+            self.checkpointer.save(LAST, done)
+            self.checkpointer.save(FINAL, done, final=True)
+        elif self.period > 0 and done % self.period == 0:
+            self.checkpointer.save(LAST, done)
+        else:
+            return
+        barrier()  # the file exists before any rank moves on (a crash now loses nothing)
+
+
+EvalFunction = Callable[[int], tuple[dict[str, float], Sequence[tuple[str, Any]]]]
+
+
+class EvalHook(HookBase):
+    """Evaluates every `period` iterations (0: only at the end) and at the last one.
+
+    `eval_function(iteration)` returns (scalars, images): flat metric names -> values and
+    (tag, uint8 HWC picture) pairs, both stored for the writers. The RNG states are
+    restored afterwards, so evaluating (which may draw random numbers, e.g. to seed
+    loader workers) does not change the training that follows -- a resumed run must match
+    an uninterrupted one, whatever the evaluation schedule.
+    """
+
+    def __init__(self, period: int, eval_function: EvalFunction):
+        self.period = int(period)
+        self.eval_function = eval_function
+        self.last_metrics: dict[str, float] | None = None
+
+    def after_step(self) -> None:
+        done = self.trainer.iter + 1
+        if done >= self.trainer.max_iter or (self.period > 0 and done % self.period == 0):
+            self.evaluate(done)
+
+    def evaluate(self, iteration: int) -> None:
+        rng = capture_rng_state()
+        try:
+            scalars, images = self.eval_function(iteration)
+        finally:
+            restore_rng_state(rng)
+        storage = self.trainer.storage
+        for name, value in scalars.items():
+            if value is not None:
+                storage.put_scalar(name, value, smooth=False)
+        for tag, picture in images:
+            storage.put_image(tag, picture)
+        self.last_metrics = dict(scalars)
+        self.trainer.model.train()
+
+
+class PeriodicWriter(HookBase):
+    """Calls each writer every `period` iterations, at the last iteration, and right
+    after an evaluation (so its metrics reach TensorBoard at the iteration they belong to)."""
+
+    def __init__(self, writers: Sequence, period: int):
+        self.writers = list(writers)
+        self.period = max(1, int(period))
+
+    def after_step(self) -> None:
+        done = self.trainer.iter + 1
+        if done % self.period == 0 or done >= self.trainer.max_iter or self.trainer.storage._images:
+            self.write()
+
+    def write(self) -> None:
+        for writer in self.writers:
+            writer.write(self.trainer)
+
+    def close(self) -> None:
+        for writer in self.writers:
+            writer.close()
+
+
+class SkippedSamplesReport(HookBase):
+    """Counts the bad training samples the loader replaced, and reports them at the end."""
+
+    def __init__(self, logger: logging.Logger):
+        self.logger = logger
+        self.reported = 0
+
+    def after_step(self) -> None:
+        skipped = self.trainer.skipped_samples
+        if len(skipped) > self.reported:
+            for message in skipped[self.reported :]:
+                self.logger.warning("Skipped a bad training sample: %s", message)
+            self.reported = len(skipped)
+
+    def after_train(self) -> None:
+        from detector.utils.distributed import all_reduce_mean, get_world_size
+
+        local = len(self.trainer.skipped_samples)
+        total = round(all_reduce_mean({"n": local}, self.trainer.device)["n"] * get_world_size())
+        self.logger.info("Bad training samples skipped (replaced) during this run: %d.", total)

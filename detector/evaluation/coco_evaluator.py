@@ -1,0 +1,194 @@
+"""COCO box AP of a list of detections against a COCO ground truth.
+
+Two interchangeable backends compute the same numbers: faster-coco-eval (C++ matching
+and accumulation, the default) and the reference pycocotools. The summary and the
+per-category table are printed by this module, not by the backends, so the output looks
+the same whichever backend ran.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+BACKENDS = ("faster_coco_eval", "pycocotools")
+
+# The order of COCOeval.stats: 6 AP numbers then 6 AR numbers.
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+_SUMMARY_LINES = (
+    ("Average Precision", "(AP)", "0.50:0.95", "all", 100),
+    ("Average Precision", "(AP)", "0.50", "all", 100),
+    ("Average Precision", "(AP)", "0.75", "all", 100),
+    ("Average Precision", "(AP)", "0.50:0.95", "small", 100),
+    ("Average Precision", "(AP)", "0.50:0.95", "medium", 100),
+    ("Average Precision", "(AP)", "0.50:0.95", "large", 100),
+    ("Average Recall", "(AR)", "0.50:0.95", "all", 1),
+    ("Average Recall", "(AR)", "0.50:0.95", "all", 10),
+    ("Average Recall", "(AR)", "0.50:0.95", "all", 100),
+    ("Average Recall", "(AR)", "0.50:0.95", "small", 100),
+    ("Average Recall", "(AR)", "0.50:0.95", "medium", 100),
+    ("Average Recall", "(AR)", "0.50:0.95", "large", 100),
+)
+
+
+class EvaluationError(ValueError):
+    """Ground truth or results that cannot be evaluated."""
+
+
+def load_json(path: str | os.PathLike, what: str) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise EvaluationError(f"{what} file '{path}' does not exist.")
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as error:
+        raise EvaluationError(f"{what} file '{path}' is not valid JSON: {error}") from None
+
+
+def _gt_dataset(coco_gt: Any) -> dict:
+    """Accept a pycocotools/faster-coco-eval COCO object, a COCO dict or a path."""
+    if isinstance(coco_gt, (str, os.PathLike)):
+        return load_json(coco_gt, "Ground-truth")
+    if isinstance(coco_gt, dict):
+        return coco_gt
+    dataset = getattr(coco_gt, "dataset", None)
+    if not isinstance(dataset, dict):
+        raise EvaluationError(f"Expected a COCO object, a COCO dict or a path, got {type(coco_gt).__name__}.")
+    return dataset
+
+
+def _check_results(results: list[dict], gt: dict) -> None:
+    image_ids = {image["id"] for image in gt.get("images", [])}
+    category_ids = {category["id"] for category in gt.get("categories", [])}
+    for index, det in enumerate(results):
+        missing = [key for key in ("image_id", "category_id", "bbox", "score") if key not in det]
+        if missing:
+            raise EvaluationError(f"Result #{index} lacks the key(s) {missing}; COCO box results need image_id, category_id, bbox [x, y, w, h], score.")
+        if det["image_id"] not in image_ids:
+            raise EvaluationError(f"Result #{index} has image_id {det['image_id']}, which is not in the ground truth.")
+        if det["category_id"] not in category_ids:
+            raise EvaluationError(
+                f"Result #{index} has category_id {det['category_id']}, which is not a ground-truth category "
+                f"(valid: {sorted(category_ids)[:20]}{' ...' if len(category_ids) > 20 else ''})."
+            )
+
+
+def _run_backend(backend: str, gt: dict, results: list[dict], image_ids: Sequence[int] | None):
+    """Return (stats[12], precision array [T, R, K, A, M], category ids in K order)."""
+    if backend not in BACKENDS:
+        raise EvaluationError(f"Unknown evaluator '{backend}'; test.evaluator must be one of {BACKENDS}.")
+    # Both libraries print progress and mutate their inputs (loadRes adds ids and areas).
+    results = copy.deepcopy(results)
+    with contextlib.redirect_stdout(io.StringIO()):
+        if backend == "faster_coco_eval":
+            from faster_coco_eval import COCO, COCOeval_faster
+
+            coco_gt = COCO(copy.deepcopy(gt))
+            coco_dt = coco_gt.loadRes(results)
+            evaluator = COCOeval_faster(coco_gt, coco_dt, "bbox", print_function=lambda *a, **k: None)
+        else:
+            from pycocotools.coco import COCO
+            from pycocotools.cocoeval import COCOeval
+
+            coco_gt = COCO()
+            coco_gt.dataset = copy.deepcopy(gt)
+            coco_gt.createIndex()
+            coco_dt = coco_gt.loadRes(results)
+            evaluator = COCOeval(coco_gt, coco_dt, "bbox")
+        if image_ids is not None:
+            evaluator.params.imgIds = sorted(int(i) for i in image_ids)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    stats = [float(value) for value in np.asarray(evaluator.stats)[: len(STAT_NAMES)]]
+    return stats, np.asarray(evaluator.eval["precision"]), list(evaluator.params.catIds)
+
+
+def _fraction_or_none(value: float) -> float | None:
+    # COCOeval reports -1 where a bucket has no ground truth: that is "undefined", not 0.
+    return None if value < 0 or math.isnan(value) else float(value)
+
+
+def evaluate_boxes(
+    coco_gt: Any,
+    results: list[dict],
+    backend: str = "faster_coco_eval",
+    image_ids: Iterable[int] | None = None,
+) -> dict[str, Any]:
+    """COCO box metrics of `results` (COCO results format) as fractions.
+
+    Returns {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", ..., "ARl",
+    "per_category": {name: AP}}; a value is None where COCO leaves it undefined (no
+    ground truth of that size or category). `image_ids` restricts the evaluation to those
+    images (default: every ground-truth image).
+    """
+    gt = _gt_dataset(coco_gt)
+    if not isinstance(results, list):
+        raise EvaluationError(f"Results must be a list of detections, got {type(results).__name__}.")
+    _check_results(results, gt)
+    image_ids = None if image_ids is None else list(image_ids)
+    categories = sorted(gt.get("categories", []), key=lambda c: c["id"])
+    if not results:
+        # Both backends refuse an empty results list; with no detections every AP is 0.
+        metrics: dict[str, Any] = {name: 0.0 for name in STAT_NAMES}
+        metrics["per_category"] = {c["name"]: 0.0 for c in categories}
+        return metrics
+    stats, precision, category_ids = _run_backend(backend, gt, results, image_ids)
+    metrics = {name: _fraction_or_none(value) for name, value in zip(STAT_NAMES, stats)}
+    names = {c["id"]: c["name"] for c in categories}
+    per_category = {}
+    for k, category_id in enumerate(category_ids):
+        # IoU 0.50:0.95, all recall points, area "all", maxDets 100 -- the AP column.
+        values = precision[:, :, k, 0, -1]
+        values = values[values > -1]
+        per_category[names[category_id]] = float(values.mean()) if values.size else None
+    metrics["per_category"] = per_category
+    return metrics
+
+
+def format_summary(metrics: dict[str, Any]) -> str:
+    """The 12-line summary in COCOeval's wording, values to 3 decimals."""
+    lines = []
+    for (title, short, iou, area, max_dets), name in zip(_SUMMARY_LINES, STAT_NAMES):
+        value = metrics.get(name)
+        value = -1.0 if value is None else value
+        lines.append(f" {title:<18} {short} @[ IoU={iou:<9} | area={area:>6s} | maxDets={max_dets:>3d} ] = {value:0.3f}")
+    return "\n".join(lines)
+
+
+def format_per_category(per_category: dict[str, float | None], columns: int = 3) -> str:
+    """A table of per-category AP (in percent, as is customary for reading)."""
+    cells = [(name, "  n/a" if ap is None else f"{100 * ap:5.1f}") for name, ap in per_category.items()]
+    if not cells:
+        return ""
+    width = max(len(name) for name, _ in cells)
+    header = " | ".join(f"{'category':<{width}} | {'AP':>5}" for _ in range(min(columns, len(cells))))
+    rows = [header, "-" * len(header)]
+    for start in range(0, len(cells), columns):
+        chunk = cells[start : start + columns]
+        rows.append(" | ".join(f"{name:<{width}} | {ap:>5}" for name, ap in chunk))
+    return "\n".join(rows)
+
+
+def metrics_document(metrics: dict[str, Any], iteration: int | None) -> dict[str, Any]:
+    """The metrics.json shape: {"iteration": N, "bbox": {...}}."""
+    return {"iteration": iteration, "bbox": metrics}
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> Path:
+    """Write JSON atomically (temporary file then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as handle:
+        json.dump(obj, handle)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,104 @@
+"""Process-group helpers that work the same with and without torch.distributed.
+
+Everything here degrades to single-process behaviour when no process group exists, so
+library code can call `get_rank()` or `gather_to_main()` unconditionally.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main_process() -> bool:
+    return get_rank() == 0
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+
+
+def init_distributed(device_type: str, timeout_s: float = 600.0) -> tuple[int, int, int]:
+    """Join the process group described by torchrun's environment variables.
+
+    Returns (rank, world_size, local_rank); (0, 1, 0) outside torchrun. The timeout bounds
+    every collective, so a rank that dies or stalls turns into an error on the others
+    instead of an endless wait (torchrun then stops the job with a non-zero exit).
+    """
+    if not launched_by_torchrun():
+        return 0, 1, 0
+    rank = int(os.environ["RANK"])
+    world_size = int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if not is_distributed():
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        if device_type == "cuda":
+            torch.cuda.set_device(local_rank)
+        kwargs = {}
+        if backend == "nccl":
+            kwargs["device_id"] = torch.device("cuda", local_rank)
+        dist.init_process_group(
+            backend=backend,
+            rank=rank,
+            world_size=world_size,
+            timeout=datetime.timedelta(seconds=timeout_s),
+            **kwargs,
+        )
+    return rank, world_size, local_rank
+
+
+def destroy_distributed() -> None:
+    if is_distributed():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if is_distributed() and get_world_size() > 1:
+        if dist.get_backend() == "nccl":
+            dist.barrier(device_ids=[torch.cuda.current_device()])
+        else:
+            dist.barrier()
+
+
+def gather_to_main(obj: Any) -> list[Any] | None:
+    """Every rank's `obj`, in rank order, on rank 0; None on the other ranks."""
+    if not is_distributed() or get_world_size() == 1:
+        return [obj]
+    gathered: list[Any] | None = [None] * get_world_size() if is_main_process() else None
+    dist.gather_object(obj, gathered, dst=0)
+    return gathered
+
+
+def broadcast_from_main(obj: Any) -> Any:
+    """Rank 0's `obj` on every rank."""
+    if not is_distributed() or get_world_size() == 1:
+        return obj
+    holder = [obj if is_main_process() else None]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    """Average scalar values over ranks (for logging the same losses on every rank)."""
+    if not is_distributed() or get_world_size() == 1 or not values:
+        return values
+    keys = sorted(values)
+    tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    tensor /= get_world_size()
+    return {k: float(v) for k, v in zip(keys, tensor.tolist())}

@@ -1,0 +1,185 @@
+"""The training loop on a tiny regression model and a synthetic, iteration-indexed loader."""
+import logging
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from detector.checkpoint_io import load_checkpoint
+from detector.engine import (
+    LAST,
+    Checkpointer,
+    HookBase,
+    LRSchedulerHook,
+    ModelEMA,
+    NonFiniteLossError,
+    PeriodicCheckpointer,
+    Trainer,
+)
+from detector.solver import WarmupLR
+
+
+class Regressor(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 1))
+
+
+def step(model, batch):
+    x, y = batch["x"], batch["y"]
+    pred = model.net(x)
+    return {"loss_mse": ((pred - y) ** 2).mean(), "loss_l1": (pred - y).abs().mean() * 0.1}
+
+
+class Loader:
+    """Batches that depend only on the iteration, like the real train loader."""
+
+    def __init__(self, batch_size=8, start_iter=0, poison_at=None):
+        self.batch_size, self.start_iter, self.poison_at = batch_size, start_iter, poison_at
+
+    def __iter__(self):
+        i = self.start_iter
+        while True:
+            g = torch.Generator().manual_seed(i)
+            x = torch.randn(self.batch_size, 4, generator=g)
+            y = x.sum(dim=1, keepdim=True) * 0.5
+            if self.poison_at is not None and i == self.poison_at:
+                y = y * float("nan")
+            yield {"x": x, "y": y, "skipped": ["bad.jpg"] if i == 2 else []}
+            i += 1
+
+
+def make(tmp_path, max_iter=12, start_iter=0, resume=None, poison_at=None, accum=1, batch_size=8, ema=False, period=4):
+    torch.manual_seed(0)
+    model = Regressor()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    sched = WarmupLR(opt, max_iter=max_iter, decay="cosine", warmup_iters=3)
+    ema_model = ModelEMA(model, decay=0.9, ramp=1.0) if ema else None
+    ckpt = Checkpointer(model, tmp_path, optimizer=opt, scheduler=sched, ema=ema_model, config={"seed": 1})
+    trainer = Trainer(
+        model, opt, Loader(batch_size, start_iter * accum, poison_at), max_iter, step_fn=step,
+        start_iter=start_iter, grad_accum_steps=accum, ema=ema_model,
+    )
+    if resume is not None:
+        state = ckpt.resume(resume)
+        trainer.start_iter = trainer.iter = state["iteration"]
+        trainer.data_loader = Loader(batch_size, state["iteration"] * accum, poison_at)
+        trainer.pending_rng_state = state["rng"]
+    trainer.register_hooks([LRSchedulerHook(opt, sched), PeriodicCheckpointer(ckpt, period)])
+    return trainer
+
+
+class Recorder(HookBase):
+    def __init__(self):
+        self.events = []
+
+    def before_train(self):
+        self.events.append("before_train")
+
+    def after_step(self):
+        self.events.append(("step", self.trainer.iter, self.trainer.storage.latest()["loss_mse"][0]))
+
+    def after_train(self):
+        self.events.append("after_train")
+
+
+def test_loop_trains_and_calls_hooks(tmp_path):
+    trainer = make(tmp_path, max_iter=30, period=10)
+    recorder = Recorder()
+    trainer.register_hooks([recorder])
+    trainer.train()
+    assert recorder.events[0] == "before_train" and recorder.events[-1] == "after_train"
+    steps = [e for e in recorder.events if isinstance(e, tuple)]
+    assert [s[1] for s in steps] == list(range(30))
+    assert steps[-1][2] < steps[0][2] * 0.5  # it learned
+    assert trainer.skipped_samples == ["bad.jpg"]
+    assert trainer.storage.latest()["lr"][0] > 0
+    final = load_checkpoint(tmp_path / "model_final.pth")
+    assert final["iteration"] == 30 and final["config"] == {"seed": 1}
+    assert set(final) >= {"model", "optimizer", "scheduler", "rng", "iteration", "config"}
+
+
+def test_resume_gives_identical_weights(tmp_path):
+    straight = make(tmp_path / "a", max_iter=12)
+    straight.train()
+    interrupted = make(tmp_path / "b", max_iter=12)
+    interrupted.max_iter = 8  # stop after the checkpoint at 8 (the run "dies" there)
+    interrupted.hooks[0].scheduler.max_iter = 12
+    interrupted.train()
+    state = load_checkpoint(tmp_path / "b" / LAST)
+    assert state["iteration"] == 8
+    resumed = make(tmp_path / "b", max_iter=12, resume=tmp_path / "b" / LAST)
+    assert resumed.start_iter == 8
+    resumed.train()
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert straight.optimizer.param_groups[0]["lr"] == resumed.optimizer.param_groups[0]["lr"]
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    trainer = make(tmp_path, max_iter=12, poison_at=6)
+    with pytest.raises(NonFiniteLossError) as info:
+        trainer.train()
+    message = str(info.value)
+    assert "iteration 6" in message and "loss_mse=nan" in message and "loss_l1=nan" in message
+    last = load_checkpoint(tmp_path / LAST)
+    assert last["iteration"] == 4
+    assert all(torch.isfinite(v).all() for v in last["model"].values())
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())  # no step taken
+    assert not (tmp_path / "model_final.pth").exists()
+
+
+def test_checkpointer_refuses_non_finite_weights(tmp_path):
+    model = Regressor()
+    ckpt = Checkpointer(model, tmp_path)
+    ckpt.save(LAST, 3)
+    with torch.no_grad():
+        model.net[0].weight[0, 0] = float("inf")
+    with pytest.raises(FloatingPointError, match="net.0.weight"):
+        ckpt.save(LAST, 4)
+    assert load_checkpoint(tmp_path / LAST)["iteration"] == 3
+
+
+def test_gradient_accumulation_matches_a_bigger_batch(tmp_path):
+    # Without dropout, two accumulated batches of 4 equal one batch of 8 of the same samples.
+    def no_dropout(trainer):
+        trainer.model.net[2].p = 0.0
+        return trainer
+
+    class Halves(Loader):
+        def __iter__(self):
+            for batch in Loader(8, self.start_iter // 2).__iter__():
+                yield {"x": batch["x"][:4], "y": batch["y"][:4]}
+                yield {"x": batch["x"][4:], "y": batch["y"][4:]}
+
+    big = no_dropout(make(tmp_path / "a", max_iter=5))
+    big.train()
+    accum = no_dropout(make(tmp_path / "b", max_iter=5, accum=2, batch_size=4))
+    accum.data_loader = Halves()
+    accum.train()
+    for a, b in zip(big.model.parameters(), accum.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_ema_follows_the_weights(tmp_path):
+    trainer = make(tmp_path, max_iter=10, ema=True)
+    trainer.train()
+    ema = trainer.ema
+    assert ema.updates == 10
+    model_w = trainer.model.net[0].weight
+    ema_w = ema.module.net[0].weight
+    assert not torch.equal(model_w, ema_w)
+    final = load_checkpoint(tmp_path / "model_final.pth")
+    assert torch.equal(final["model"]["net.0.weight"], ema_w)  # the final model is the EMA
+    assert torch.equal(final["model_raw"]["net.0.weight"], model_w)
+
+
+def test_clip_grad_norm_is_recorded(tmp_path):
+    trainer = make(tmp_path, max_iter=3)
+    trainer.clip_grad_norm = 1e-3
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.train()
+    assert "grad_norm" in trainer.storage.latest()
+    moved = math.sqrt(sum(float(((p.detach() - b) ** 2).sum()) for p, b in zip(trainer.model.parameters(), before)))
+    assert moved < 3 * 0.05 * 1e-3 * 10  # tiny steps: the gradient was clipped
