@@ -14,7 +14,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from detector.data.coco_index import BAD_IMAGE, FATAL, DatasetIndex, index_coco
 from detector.data.dataset import BadSampleError, BadSampleWarning, DetectionDataset
-from detector.data.image_io import DEFAULT_MAX_IMAGE_PIXELS
 from detector.data.transforms import build_train_transform
 
 SPLITS = ("train", "test")
@@ -50,16 +49,11 @@ def build_index(cfg: DictConfig, split: str) -> DatasetIndex:
     data = cfg.dataset
     classes = None if data.get("classes") is None else [str(c) for c in data.classes]
     if data.format == "voc":
-        from detector.data.voc import voc_to_coco
+        from detector.data.voc import index_voc
 
         root = _require_dir(data, data.root, "dataset.root")
         split_name = data.train_split if split == "train" else data.test_split
-        coco, xml_problems = voc_to_coco(root, split_name, classes, bool(data.get("use_difficult", False)))
-        index = index_coco(coco, os.path.join(root, "JPEGImages"), root, classes)
-        from detector.data.coco_index import Problem
-
-        index.problems[:0] = [Problem(f, r, "unreadable_xml", BAD_IMAGE) for f, r in xml_problems]
-        return index
+        return index_voc(root, split_name, classes, bool(data.use_difficult))
     if data.format != "coco":
         raise ValueError(f"dataset.format={data.format!r}: expected 'coco' or 'voc'")
     _maybe_generate(data)
@@ -85,8 +79,8 @@ def build_dataset(cfg: DictConfig, split: str) -> DetectionDataset:
                                           bool(aug.color_jitter), float(aug.color_jitter_strength))
     return DetectionDataset(
         records, index.class_names, index.label_to_category_id, index.gt_dict, train=train, transform=transform,
-        seed=int(cfg.seed), on_bad_sample=policy, min_box_size=float(cfg.aug.train.get("min_box_size", 1.0)),
-        max_image_pixels=int(data.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS)), problems=index.problems,
+        seed=int(cfg.seed), on_bad_sample=policy, min_box_size=float(cfg.aug.train.min_box_size),
+        max_image_pixels=int(data.max_image_pixels), problems=index.problems,
     )
 
 

@@ -127,3 +127,25 @@ def _int(text, default: int) -> int:
         return int(float(text))
     except (TypeError, ValueError):
         return default
+
+
+def index_voc(root: str, split: str, classes: list[str] | None = None, use_difficult: bool = False):
+    """DatasetIndex of a VOC split: voc_to_coco, then the checks every format shares."""
+    from detector.data.coco_index import BAD_IMAGE, Problem, index_coco
+
+    coco, xml_problems = voc_to_coco(root, split, classes, use_difficult)
+    index = index_coco(coco, os.path.join(root, "JPEGImages"), root, classes)
+    index.problems[:0] = [Problem(f, r, "unreadable_xml", BAD_IMAGE) for f, r in xml_problems]
+    return index
+
+
+def voc_split_to_coco_json(root: str, split: str, classes: list[str] | None = None, use_difficult: bool = False):
+    """(clean COCO dict, problems), exactly the evaluation GT the VOC dataset uses.
+
+    Zero-area boxes and unreadable XML files are left out and reported; difficult
+    objects are kept as iscrowd=1 (ignored by COCOeval) unless use_difficult.
+    """
+    index = index_voc(root, split, classes, use_difficult)
+    clean = dict(index.gt_dict)
+    clean["annotations"] = [{k: v for k, v in a.items() if k != "source"} for a in clean["annotations"]]
+    return clean, index.problems

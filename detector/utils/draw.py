@@ -1,0 +1,38 @@
+"""Drawing boxes with class names (and scores) on an image, for browsing data and predictions."""
+from __future__ import annotations
+
+import zlib
+
+import cv2
+import numpy as np
+
+
+def label_colour(text: str) -> tuple[int, int, int]:
+    """A bright colour that is the same for the same class name in every picture."""
+    hue = zlib.crc32(text.encode()) % 180
+    hsv = np.array([[[hue, 220, 255]]], dtype=np.uint8)
+    return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
+
+
+def draw_boxes(image, boxes, labels_text, scores=None) -> np.ndarray:
+    """A copy of `image` (HxWx3 uint8 RGB) with xyxy pixel `boxes` and their captions drawn.
+
+    labels_text: one caption per box (class names); scores: optional, appended as 0.87.
+    Accepts numpy arrays or tensors for boxes and scores.
+    """
+    out = np.ascontiguousarray(np.asarray(image, dtype=np.uint8)).copy()
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    scores = None if scores is None else np.asarray(scores, dtype=np.float32).reshape(-1)
+    thickness = max(1, round(min(out.shape[:2]) / 300))
+    font_scale = max(0.35, min(out.shape[:2]) / 1000)
+    for i, (x1, y1, x2, y2) in enumerate(boxes.round().astype(int)):
+        text = str(labels_text[i])
+        colour = label_colour(text)
+        cv2.rectangle(out, (x1, y1), (x2, y2), colour, thickness, cv2.LINE_AA)
+        caption = text if scores is None else f"{text} {scores[i]:.2f}"
+        (tw, th), base = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+        top = y1 - th - base - 2 if y1 - th - base - 2 >= 0 else y1  # inside the box at the top edge
+        cv2.rectangle(out, (x1, top), (x1 + tw + 2, top + th + base + 2), colour, -1)
+        cv2.putText(out, caption, (x1 + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    return out
