@@ -1,0 +1,79 @@
+"""Anchors for every feature level: one size per level, several aspect ratios."""
+from __future__ import annotations
+
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+class AnchorGenerator(nn.Module):
+    """Produces the anchors of all levels, concatenated level after level, and within a level
+    location-major (row, column) with the aspect ratios innermost. That order matches the
+    RPN head's flattened outputs.
+
+    round_anchors: torchvision rounds the base (cell) anchors to integers, Detectron2 does
+    not. strides: the step between anchor centres per level; None derives it as
+    image_size // feature_size per level, as torchvision does (for P6 of an odd-sized P5
+    this is not 64), while Detectron2 uses the fixed strides [4, 8, 16, 32, 64].
+    """
+
+    def __init__(self, sizes: Sequence[float], aspect_ratios: Sequence[float], round_anchors: bool = True,
+                 strides: Sequence[int] | None = None, max_cache_entries: int = 32):
+        super().__init__()
+        if strides is not None and len(strides) != len(sizes):
+            raise ValueError(f"anchor strides {list(strides)} and sizes {list(sizes)} must have one entry per level.")
+        self.sizes = [float(s) for s in sizes]
+        self.aspect_ratios = [float(r) for r in aspect_ratios]
+        self.round_anchors = round_anchors
+        self.strides = None if strides is None else [int(s) for s in strides]
+        self.max_cache_entries = max_cache_entries
+        self._cache: dict[tuple, list[torch.Tensor]] = {}
+
+    @property
+    def num_anchors_per_location(self) -> int:
+        return len(self.aspect_ratios)
+
+    def cell_anchors(self, size: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """[A, 4] anchors centred on (0, 0); height/width = aspect ratio, area = size**2."""
+        ratios = torch.as_tensor(self.aspect_ratios, dtype=dtype, device=device)
+        scale = torch.as_tensor([size], dtype=dtype, device=device)
+        height_factor = torch.sqrt(ratios)
+        width_factor = 1 / height_factor
+        widths = (width_factor[:, None] * scale[None, :]).view(-1)
+        heights = (height_factor[:, None] * scale[None, :]).view(-1)
+        anchors = torch.stack([-widths, -heights, widths, heights], dim=1) / 2
+        return anchors.round() if self.round_anchors else anchors
+
+    def forward(self, feature_sizes: Sequence[tuple[int, int]], image_size: tuple[int, int],
+                dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> list[torch.Tensor]:
+        """Anchors per level, each [H_l * W_l * A, 4], for a padded batch of `image_size`."""
+        if len(feature_sizes) != len(self.sizes):
+            raise ValueError(f"{len(feature_sizes)} feature levels but {len(self.sizes)} anchor sizes "
+                             f"({self.sizes}); model.anchor_generator.sizes needs one size per FPN level.")
+        device = torch.device(device)
+        feature_sizes = [(int(h), int(w)) for h, w in feature_sizes]
+        if self.strides is None:
+            strides = [(image_size[0] // h, image_size[1] // w) for h, w in feature_sizes]
+        else:
+            strides = [(s, s) for s in self.strides]
+        key = (tuple(feature_sizes), tuple(strides), dtype, device)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        anchors = []
+        for (height, width), (stride_y, stride_x), size in zip(feature_sizes, strides, self.sizes):
+            shift_x = torch.arange(width, dtype=torch.int64, device=device) * stride_x
+            shift_y = torch.arange(height, dtype=torch.int64, device=device) * stride_y
+            grid_y, grid_x = torch.meshgrid(shift_y, shift_x, indexing="ij")
+            grid_x, grid_y = grid_x.reshape(-1), grid_y.reshape(-1)
+            shifts = torch.stack((grid_x, grid_y, grid_x, grid_y), dim=1)
+            cell = self.cell_anchors(size, dtype, device)
+            anchors.append((shifts.view(-1, 1, 4) + cell.view(1, -1, 4)).reshape(-1, 4))
+        if len(self._cache) >= self.max_cache_entries:
+            self._cache.clear()
+        self._cache[key] = anchors
+        return anchors
+
+

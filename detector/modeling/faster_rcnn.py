@@ -1,0 +1,47 @@
+"""Faster R-CNN: backbone + FPN, region proposals, RoI box heads.
+
+Calling convention (torchvision's): in train mode `model(images, targets)` returns a dict of
+losses; in eval mode `model(images)` returns one dict {"boxes", "scores", "labels"} per image,
+with boxes in the input image's pixels.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from detector.modeling.preprocessing import (ImagePreprocessor, boxes_to_original, validate_images,
+                                             validate_targets)
+
+
+class FasterRCNN(nn.Module):
+    def __init__(self, backbone: nn.Module, rpn: nn.Module, roi_heads: nn.Module, preprocessor: ImagePreprocessor,
+                 num_classes: int, pooled_levels: Sequence[str]):
+        super().__init__()
+        self.backbone = backbone
+        self.rpn = rpn
+        self.roi_heads = roi_heads
+        self.preprocessor = preprocessor
+        self.num_classes = num_classes
+        # FPN levels the RoI heads pool from (P6 only feeds the RPN).
+        self.pooled_levels = list(pooled_levels)
+
+    def forward(self, images: Sequence[torch.Tensor], targets: Sequence[dict] | None = None):
+        validate_images(images)
+        if self.training:
+            validate_targets(targets, len(images), self.num_classes)
+        batch = self.preprocessor(images)
+        if self.training:
+            device = batch.tensor.device
+            targets = [{"boxes": t["boxes"].to(device, torch.float32), "labels": t["labels"].to(device)}
+                       for t in targets]
+        features = self.backbone(batch.tensor)
+        proposals, _, rpn_losses = self.rpn(list(features.values()), batch.image_sizes, batch.padded_size, targets)
+        pooled = [features[name] for name in self.pooled_levels]
+        detections, roi_losses = self.roi_heads(pooled, proposals, batch.image_sizes, targets)
+        if self.training:
+            return {**rpn_losses, **roi_losses}
+        for result, resized, original in zip(detections, batch.image_sizes, batch.original_sizes):
+            result["boxes"] = boxes_to_original(result["boxes"], resized, original)
+        return detections

@@ -1,0 +1,198 @@
+"""Second stage of Faster R-CNN: pool each proposal, classify it and refine its box."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import batched_nms, box_iou
+
+from detector.modeling.backbone.norm import GROUP_NORM_GROUPS
+from detector.modeling.box_coder import BoxCoder
+from detector.modeling.losses import box_regression_loss
+from detector.modeling.matcher import Matcher
+from detector.modeling.poolers import MultiLevelRoIAlign
+from detector.modeling.rpn import clip_boxes
+
+PREDICTOR_LAYOUTS = ("torchvision", "detectron2")
+
+
+class FCBoxHead(nn.Module):
+    """Flatten the pooled features, then two fully connected layers with ReLU."""
+
+    def __init__(self, in_channels: int, resolution: int, fc_dim: int = 1024):
+        super().__init__()
+        self.fc1 = nn.Linear(in_channels * resolution * resolution, fc_dim)
+        self.fc2 = nn.Linear(fc_dim, fc_dim)
+        self.out_dim = fc_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.fc1(x.flatten(start_dim=1)))
+        return F.relu(self.fc2(x))
+
+
+class ConvFCBoxHead(nn.Module):
+    """Four 3x3 conv layers (optionally GroupNorm) then one fully connected layer ("4conv1fc")."""
+
+    def __init__(self, in_channels: int, resolution: int, conv_dim: int = 256, fc_dim: int = 1024,
+                 num_convs: int = 4, norm: str = ""):
+        super().__init__()
+        if norm not in ("", "gn"):
+            raise ValueError(f"model.roi_heads.conv_norm='{norm}' is not supported; valid choices: '' (none), 'gn'.")
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for _ in range(num_convs):
+            layers.append(nn.Conv2d(channels, conv_dim, 3, padding=1, bias=norm == ""))
+            if norm == "gn":
+                layers.append(nn.GroupNorm(GROUP_NORM_GROUPS, conv_dim))
+            layers.append(nn.ReLU(inplace=True))
+            channels = conv_dim
+        self.convs = nn.Sequential(*layers)
+        self.fc1 = nn.Linear(conv_dim * resolution * resolution, fc_dim)
+        self.out_dim = fc_dim
+        for module in self.convs:
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.fc1(self.convs(x).flatten(start_dim=1)))
+
+
+class BoxPredictor(nn.Module):
+    """Class scores and class-specific box deltas.
+
+    layout "torchvision": cls_score has K+1 outputs with background at index 0, bbox_pred
+    has 4 per class including background. layout "detectron2": background is the last
+    score and bbox_pred has 4 per foreground class only. Either way `forward` returns
+    background-first logits [R, K+1] and deltas [R, 4*(K+1)] so the rest of the code has
+    one convention.
+    """
+
+    def __init__(self, in_dim: int, num_classes: int, layout: str = "torchvision"):
+        super().__init__()
+        if layout not in PREDICTOR_LAYOUTS:
+            raise ValueError(f"model.roi_heads.predictor_layout='{layout}'; valid choices: {', '.join(PREDICTOR_LAYOUTS)}.")
+        self.num_classes = num_classes
+        self.layout = layout
+        self.cls_score = nn.Linear(in_dim, num_classes + 1)
+        box_outputs = num_classes + 1 if layout == "torchvision" else num_classes
+        self.bbox_pred = nn.Linear(in_dim, box_outputs * 4)
+        nn.init.normal_(self.cls_score.weight, std=0.01)
+        nn.init.normal_(self.bbox_pred.weight, std=0.001)
+        nn.init.zeros_(self.cls_score.bias)
+        nn.init.zeros_(self.bbox_pred.bias)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.cls_score(x)
+        deltas = self.bbox_pred(x)
+        if self.layout == "detectron2":
+            logits = torch.cat([logits[:, -1:], logits[:, :-1]], dim=1)
+            # Background never gets a box; zeros keep the class-indexed layout.
+            deltas = torch.cat([deltas.new_zeros((deltas.shape[0], 4)), deltas], dim=1)
+        return logits, deltas
+
+
+class RoIHeads(nn.Module):
+    def __init__(
+        self,
+        pooler: MultiLevelRoIAlign,
+        box_head: nn.Module,
+        box_predictor: BoxPredictor,
+        box_coder: BoxCoder,
+        matcher: Matcher,
+        sampler,
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.5,
+        detections_per_img: int = 100,
+        min_box_size: float = 1e-2,
+        box_loss: str = "smooth_l1",
+        smooth_l1_beta: float = 1.0 / 9,
+    ):
+        super().__init__()
+        self.pooler = pooler
+        self.box_head = box_head
+        self.box_predictor = box_predictor
+        self.box_coder = box_coder
+        self.matcher = matcher
+        self.sampler = sampler
+        self.score_thresh = score_thresh
+        self.nms_thresh = nms_thresh
+        self.detections_per_img = detections_per_img
+        self.min_box_size = min_box_size
+        self.box_loss = box_loss
+        self.smooth_l1_beta = smooth_l1_beta
+
+    def forward(self, features: Sequence[torch.Tensor], proposals: list[torch.Tensor],
+                image_sizes: Sequence[tuple[int, int]], targets: Sequence[dict] | None = None):
+        """Returns (detections: list of dicts per image in resized-image pixels, losses)."""
+        if self.training:
+            if targets is None:
+                raise ValueError("the RoI heads need targets in training mode.")
+            proposals, labels, regression_targets = self.sample_proposals(proposals, targets)
+        box_features = self.box_head(self.pooler(features, proposals))
+        logits, deltas = self.box_predictor(box_features)
+        if self.training:
+            return [], self.losses(logits, deltas, labels, regression_targets)
+        return self.postprocess(logits, deltas, proposals, image_sizes), {}
+
+    @torch.no_grad()
+    def sample_proposals(self, proposals: list[torch.Tensor], targets: Sequence[dict]):
+        sampled_proposals, sampled_labels, sampled_targets = [], [], []
+        for image_proposals, target in zip(proposals, targets):
+            gt_boxes, gt_labels = target["boxes"].to(image_proposals.dtype), target["labels"]
+            # Ground-truth boxes join the proposals so every object has a perfect positive.
+            candidates = torch.cat([image_proposals, gt_boxes])
+            if gt_boxes.numel() == 0:
+                matches = torch.full((len(candidates),), Matcher.BELOW_LOW_THRESHOLD, dtype=torch.int64,
+                                     device=candidates.device)
+                gt_boxes = candidates.new_zeros((1, 4))
+                gt_labels = gt_labels.new_zeros((1,))
+            else:
+                matches = self.matcher(box_iou(gt_boxes, candidates))
+            labels = gt_labels[matches.clamp(min=0)].to(torch.int64)
+            labels[matches == Matcher.BELOW_LOW_THRESHOLD] = 0
+            labels[matches == Matcher.BETWEEN_THRESHOLDS] = -1
+            positive, negative = self.sampler(labels)
+            chosen = torch.cat([positive, negative])
+            chosen_boxes = candidates[chosen]
+            sampled_proposals.append(chosen_boxes)
+            sampled_labels.append(labels[chosen])
+            sampled_targets.append(self.box_coder.encode(gt_boxes[matches[chosen].clamp(min=0)], chosen_boxes))
+        return sampled_proposals, torch.cat(sampled_labels), torch.cat(sampled_targets)
+
+    def losses(self, logits: torch.Tensor, deltas: torch.Tensor, labels: torch.Tensor,
+               regression_targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        classification = F.cross_entropy(logits, labels)
+        positive = torch.nonzero(labels > 0, as_tuple=True)[0]
+        class_deltas = deltas.view(deltas.shape[0], -1, 4)[positive, labels[positive]]
+        box_loss = box_regression_loss(class_deltas, regression_targets[positive], self.box_loss,
+                                       self.smooth_l1_beta) / max(1, labels.numel())
+        return {"loss_classifier": classification, "loss_box_reg": box_loss}
+
+    @torch.no_grad()
+    def postprocess(self, logits: torch.Tensor, deltas: torch.Tensor, proposals: list[torch.Tensor],
+                    image_sizes: Sequence[tuple[int, int]]) -> list[dict[str, torch.Tensor]]:
+        counts = [len(p) for p in proposals]
+        boxes = self.box_coder.decode(deltas, torch.cat(proposals))   # [R, K+1, 4]
+        scores = F.softmax(logits, -1)
+        num_classes = scores.shape[1]
+        results = []
+        for image_boxes, image_scores, size in zip(boxes.split(counts), scores.split(counts), image_sizes):
+            image_boxes = clip_boxes(image_boxes[None], torch.as_tensor([size], device=boxes.device))[0]
+            labels = torch.arange(num_classes, device=boxes.device).view(1, -1).expand_as(image_scores)
+            # Drop the background column, then treat every (proposal, class) pair as a candidate.
+            image_boxes = image_boxes[:, 1:].reshape(-1, 4)
+            image_scores = image_scores[:, 1:].reshape(-1)
+            labels = labels[:, 1:].reshape(-1)
+            keep = torch.nonzero(image_scores > self.score_thresh, as_tuple=True)[0]
+            image_boxes, image_scores, labels = image_boxes[keep], image_scores[keep], labels[keep]
+            widths = image_boxes[:, 2] - image_boxes[:, 0]
+            heights = image_boxes[:, 3] - image_boxes[:, 1]
+            keep = torch.nonzero((widths >= self.min_box_size) & (heights >= self.min_box_size), as_tuple=True)[0]
+            image_boxes, image_scores, labels = image_boxes[keep], image_scores[keep], labels[keep]
+            keep = batched_nms(image_boxes, image_scores, labels, self.nms_thresh)[: self.detections_per_img]
+            results.append({"boxes": image_boxes[keep], "scores": image_scores[keep], "labels": labels[keep]})
+        return results

@@ -1,0 +1,90 @@
+"""Converting foreign weight files into checkpoints of this project.
+
+Every output carries its config, so `load_model(OUT)` (or `model.weights=OUT`) needs no
+other flag. Detection outputs are checked before writing: the model is built from the
+carried config and the weights are loaded into it strictly.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from detector.checkpoint_io import save_checkpoint
+from detector.weights.converted_config import converted_config
+from detector.weights.state_dicts import load_state_dict_strict, read_state_dict
+
+logger = logging.getLogger(__name__)
+
+SOURCES = ("torchvision", "detectron2")
+PREDICTOR_PREFIX = "roi_heads.box_predictor."
+
+
+def _reinitialized_predictor(config: dict, num_classes: int) -> dict[str, torch.Tensor]:
+    """A freshly initialized box predictor for `num_classes` (for fine-tuning elsewhere)."""
+    from omegaconf import OmegaConf
+
+    from detector.modeling.build import build_model
+
+    cfg = OmegaConf.create(config)
+    cfg.model.num_classes = num_classes
+    cfg.model.weights = None
+    cfg.backbone.weights = None
+    model = build_model(cfg)
+    return {k: v for k, v in model.state_dict().items() if k.startswith(PREDICTOR_PREFIX)}
+
+
+def _check_loadable(config: dict, state: dict[str, torch.Tensor], source: str) -> None:
+    from omegaconf import OmegaConf
+
+    from detector.modeling.build import build_model
+
+    cfg = OmegaConf.create(config)
+    cfg.model.weights = None
+    cfg.backbone.weights = None
+    load_state_dict_strict(build_model(cfg), state, source)
+
+
+def convert_weights(source: str, input_path: str | os.PathLike, output_path: str | os.PathLike,
+                    num_classes: int | None = None, coco80: bool = False) -> Path:
+    if source not in SOURCES:
+        raise ValueError(f"--source '{source}' is not supported; valid choices: {', '.join(SOURCES)}.")
+    input_path = Path(input_path)
+    if not input_path.is_file():
+        raise FileNotFoundError(f"input weights '{input_path}' do not exist.")
+    if source == "detectron2":
+        from detector.weights.detectron2_conversion import convert_detectron2
+        from detector.weights.restricted_pickle import load_restricted_pickle
+
+        if input_path.suffix != ".pkl":
+            raise ValueError(f"Detectron2 weights are .pkl files; got '{input_path}'.")
+        state, backbone, model, found_classes, names = convert_detectron2(load_restricted_pickle(input_path))
+        return _write_detection(state, backbone, model, found_classes, names, num_classes, output_path, input_path)
+
+    from detector.weights import torchvision_conversion as tv
+
+    raw, _ = read_state_dict(input_path)
+    if tv.is_torchvision_detection(raw):
+        state, backbone, model, found_classes, names = tv.convert_torchvision_detection(raw, coco80=coco80)
+        return _write_detection(state, backbone, model, found_classes, names, num_classes, output_path, input_path)
+    if tv.is_torchvision_classification(raw):
+        body, backbone = tv.convert_torchvision_classification(raw)
+        config = converted_config(backbone, {}, num_classes, None)
+        logger.info("Backbone %s: use it with backbone.weights=%s", backbone["name"], output_path)
+        return save_checkpoint({"model": body, "iteration": 0, "config": config}, output_path)
+    raise ValueError(f"'{input_path}' is neither a torchvision Faster R-CNN state dict (keys backbone.body.*, rpn.head.*) "
+                     "nor a torchvision ResNet classification state dict (keys conv1.*, layer1.*).")
+
+
+def _write_detection(state, backbone, model, found_classes, names, num_classes, output_path, input_path) -> Path:
+    config = converted_config(backbone, model, found_classes, names)
+    if num_classes is not None and num_classes != found_classes:
+        # Keep everything but the class-specific layers, re-initialized for the new classes.
+        logger.info("Re-initializing the box predictor for %d classes (weights have %d).", num_classes, found_classes)
+        state = {k: v for k, v in state.items() if not k.startswith(PREDICTOR_PREFIX)}
+        state.update(_reinitialized_predictor(config, num_classes))
+        config = converted_config(backbone, model, num_classes, None)
+    _check_loadable(config, state, str(input_path))
+    return save_checkpoint({"model": state, "iteration": 0, "config": config}, output_path)

@@ -1,0 +1,66 @@
+"""Loading state dicts with strict key checks and errors that say exactly what differs."""
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from detector.checkpoint_io import load_checkpoint
+
+# BatchNorm's step counter: not a weight, absent from FrozenBatchNorm2d and Detectron2 files.
+OPTIONAL_SUFFIXES = ("num_batches_tracked",)
+MAX_KEYS_LISTED = 20
+
+
+class WeightsMismatchError(ValueError):
+    """A state dict whose keys or shapes do not match the model."""
+
+
+def _listing(keys: list[str]) -> str:
+    shown = ", ".join(keys[:MAX_KEYS_LISTED])
+    more = f" ... and {len(keys) - MAX_KEYS_LISTED} more" if len(keys) > MAX_KEYS_LISTED else ""
+    return shown + more
+
+
+def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    if state and all(k.startswith(prefix) for k in state):
+        return {k[len(prefix):]: v for k, v in state.items()}
+    return dict(state)
+
+
+def load_state_dict_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load `state` into `module`; any missing or unexpected key, or shape mismatch, raises
+    WeightsMismatchError naming them and `source`."""
+    state = strip_prefix(state, "module.")   # saved from a DistributedDataParallel wrapper
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state and not k.endswith(OPTIONAL_SUFFIXES)]
+    unexpected = [k for k in state if k not in expected and not k.endswith(OPTIONAL_SUFFIXES)]
+    mismatched = [f"{k} (file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)})"
+                  for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f"missing keys ({len(missing)}): {_listing(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys ({len(unexpected)}): {_listing(unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatches ({len(mismatched)}): {_listing(mismatched)}")
+    if problems:
+        raise WeightsMismatchError(
+            f"Weights in '{source}' do not match the model: " + "; ".join(problems)
+            + ". Check that the config (backbone, num_classes, head sizes) matches the one the weights were made with.")
+    # Optional counters may be absent from the file: fill them from the model itself.
+    full = {k: state.get(k, v) for k, v in expected.items()}
+    module.load_state_dict(full, strict=True)
+
+
+def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """(state dict, whole checkpoint) from a checkpoint of this project ({"model": ...}),
+    a safetensors file, or a bare state dict (e.g. a torchvision download)."""
+    checkpoint = load_checkpoint(path)
+    state = checkpoint.get("model", checkpoint)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsMismatchError(f"'{path}' holds no state dict: expected a dict of tensors, or a checkpoint "
+                                   "with one under 'model'.")
+    return state, checkpoint

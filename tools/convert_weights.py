@@ -1,0 +1,43 @@
+"""Convert torchvision or Detectron2 weights into a checkpoint of this project.
+
+    python tools/convert_weights.py --source torchvision --input fasterrcnn.pth --output out.pth
+    python tools/convert_weights.py --source torchvision --input resnet50.pth --output r50.pth   # backbone
+    python tools/convert_weights.py --source detectron2 --input model_final_280758.pkl --output d2.pth
+
+The output carries its config: `load_model(OUT)` or `model.weights=OUT` needs nothing else.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from detector.weights.convert import SOURCES, convert_weights  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", required=True, choices=SOURCES)
+    parser.add_argument("--input", required=True, help="torchvision .pth state dict or Detectron2 .pkl")
+    parser.add_argument("--output", required=True, help="checkpoint to write (.pth)")
+    parser.add_argument("--num-classes", type=int, default=None,
+                        help="foreground classes; if it differs from the weights', the box predictor is re-initialized")
+    parser.add_argument("--coco80", action="store_true",
+                        help="torchvision COCO models: keep only the 80 used category ids, as labels 1..80 "
+                             "(matches dataset=coco2017); default keeps torchvision's 91 outputs")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        path = convert_weights(args.source, args.input, args.output, args.num_classes, args.coco80)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
