@@ -101,7 +101,7 @@ def write_shapes_dataset(folder: str, params: dict) -> None:
     for split_code, (split, count) in enumerate((("train", params["num_train"]), ("test", params["num_test"]))):
         os.makedirs(os.path.join(folder, split))
         jobs = [(folder, split, split_code, index, params) for index in range(count)]
-        if workers > 1 and count > 32:
+        if workers > 1 and count > 32 and not multiprocessing.current_process().daemon:
             # Images are independent (each has its own seed), so the order of work is free.
             with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
                 results = list(pool.map(_render_and_write, jobs, chunksize=16))

@@ -1,0 +1,67 @@
+"""Training augmentation: sizes follow the config, boxes move with the image and stay inside it."""
+import numpy as np
+import pytest
+import torch
+
+from detector.data import build_dataset
+from detector.data.transforms import apply_transform, build_train_transform
+
+
+def _check_samples(dataset, min_sizes, max_size, count=12):
+    for position in range(count):
+        index = position % len(dataset)
+        sample = dataset[(index, position)]
+        image, boxes = sample["image"], sample["target"]["boxes"]
+        height, width = image.shape[1:]
+        assert image.dtype == torch.float32 and 0 <= float(image.min()) and float(image.max()) <= 1
+        assert min(height, width) in min_sizes or max(height, width) == pytest.approx(max_size, abs=1)
+        assert max(height, width) <= max_size + 1
+        assert boxes.dtype == torch.float32 and sample["target"]["labels"].dtype == torch.int64
+        assert len(boxes) == len(sample["target"]["labels"])
+        assert bool((boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all())
+        assert bool((boxes[:, 2] <= width).all() and (boxes[:, 3] <= height).all())
+        assert bool(((boxes[:, 2:] - boxes[:, :2]) >= 1).all())
+
+
+def test_augmented_boxes_inside_the_image_coco128(coco128_cfg):
+    _check_samples(build_dataset(coco128_cfg(), "train"), (160, 192), 256)
+
+
+def test_augmented_boxes_inside_the_image_bccd(bccd_cfg):
+    with pytest.warns(UserWarning):  # the two zero-area boxes
+        dataset = build_dataset(bccd_cfg(), "train")
+    _check_samples(dataset, (160, 192), 256)
+
+
+def test_augmented_boxes_inside_the_image_shapes(shapes_cfg):
+    _check_samples(build_dataset(shapes_cfg(), "train"), (288, 320, 352), 352)
+
+
+def test_boxes_follow_the_flip_and_resize():
+    image = np.zeros((100, 200, 3), np.uint8)
+    image[10:30, 20:60] = 255  # the box's pixels
+    boxes = np.array([[20, 10, 60, 30]], np.float32)
+    transform = build_train_transform([50], 1000, hflip_prob=0.5)
+    flips = 0
+    for seed in range(8):
+        out, out_boxes, labels = apply_transform(transform, image, boxes, np.array([3]), seed)
+        assert out.shape == (50, 100, 3) and labels.tolist() == [3]
+        x1, y1, x2, y2 = out_boxes[0]
+        assert (y1, y2) == pytest.approx((5, 15), abs=0.01)
+        flipped = x1 > 50
+        flips += flipped
+        assert (x1, x2) == pytest.approx((70, 90) if flipped else (10, 30), abs=0.01)
+        inside = out[int(y1) + 1:int(y2) - 1, int(x1) + 1:int(x2) - 1]
+        assert inside.min() > 200  # the bright patch is where the box says
+    assert 0 < flips < 8
+    same = [apply_transform(transform, image, boxes, np.array([3]), 7)[1] for _ in range(2)]
+    assert np.array_equal(same[0], same[1])
+
+
+def test_max_size_caps_the_long_side_and_degenerate_boxes_are_dropped():
+    image = np.zeros((100, 400, 3), np.uint8)
+    boxes = np.array([[0, 0, 400, 100], [10, 10, 10.5, 90], [390, 0, 400, 0.2]], np.float32)
+    out, out_boxes, labels = apply_transform(build_train_transform([200], 300, 0.0), image, boxes,
+                                             np.array([1, 2, 3]), 0)
+    assert out.shape == (75, 300, 3)
+    assert labels.tolist() == [1] and out_boxes[0].tolist() == pytest.approx([0, 0, 300, 75])
