@@ -1,18 +1,25 @@
 """Datasets, augmentation, samplers and loaders: files -> batches for the model.
 
 Public entry points (docs/INTERFACES.md): class_names, build_dataset, build_train_loader,
-build_test_loader.
+build_test_loader. Imported lazily, so tools that only convert or check annotations
+(voc2coco, check_dataset) start without importing torch.
 """
-from detector.data.build import build_dataset, class_names
-from detector.data.dataset import BadSampleError, BadSampleWarning, DetectionDataset
-from detector.data.loader import build_test_loader, build_train_loader
+_EXPORTS = {
+    "class_names": "detector.data.build",
+    "build_dataset": "detector.data.build",
+    "build_train_loader": "detector.data.loader",
+    "build_test_loader": "detector.data.loader",
+    "DetectionDataset": "detector.data.dataset",
+    "BadSampleError": "detector.data.dataset",
+    "BadSampleWarning": "detector.data.dataset",
+}
 
-__all__ = [
-    "class_names",
-    "build_dataset",
-    "build_train_loader",
-    "build_test_loader",
-    "DetectionDataset",
-    "BadSampleError",
-    "BadSampleWarning",
-]
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'detector.data' has no attribute {name!r}")

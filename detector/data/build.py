@@ -13,8 +13,6 @@ from functools import lru_cache
 from omegaconf import DictConfig, OmegaConf
 
 from detector.data.coco_index import BAD_IMAGE, FATAL, DatasetIndex, index_coco
-from detector.data.dataset import BadSampleError, BadSampleWarning, DetectionDataset
-from detector.data.transforms import build_train_transform
 
 SPLITS = ("train", "test")
 # Beyond this many, dataset problems are summarised in one line instead of one warning each.
@@ -63,8 +61,11 @@ def build_index(cfg: DictConfig, split: str) -> DatasetIndex:
 
 def build_dataset(cfg: DictConfig, split: str) -> DetectionDataset:
     """The `split` ("train" | "test") dataset; training applies conf/aug and dataset.filter_empty."""
+    from detector.data.dataset import DetectionDataset
+    from detector.data.transforms import build_train_transform
+
     data = cfg.dataset
-    policy = str(data.get("on_bad_sample", "skip"))
+    policy = str(data.on_bad_sample)
     index = build_index(cfg, split)
     _report_problems(index, policy, f"{data.name} {split}")
     records = index.records
@@ -85,6 +86,8 @@ def build_dataset(cfg: DictConfig, split: str) -> DetectionDataset:
 
 
 def _report_problems(index: DatasetIndex, policy: str, what: str) -> None:
+    from detector.data.dataset import BadSampleError, BadSampleWarning
+
     fatal = [p for p in index.problems if p.effect == FATAL]
     if fatal:
         raise ValueError(f"{what}: the annotations cannot be used:\n" + "\n".join(f"  {p}" for p in fatal[:MAX_WARNINGS]))
