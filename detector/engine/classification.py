@@ -1,0 +1,273 @@
+"""Training and evaluating a ResNet classifier: the wiring behind tools/train_cls.py.
+
+The loop, checkpoints, resume, DDP, AMP, EMA, LR schedule and writers are the detection
+engine's own (trainer.py, hooks.py, checkpointer.py, launch.py); this module supplies only
+what differs for classification: the step (cross-entropy on a batch of images), the
+evaluation (accuracies, confusion matrix) and the data.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from detector.engine.checkpointer import LAST, Checkpointer, rng_state_for_this_rank
+from detector.engine.config_checks import ConfigError, _positive
+from detector.engine.detection import RunContext, _sync_from_rank0, seed_everything
+from detector.engine.ema import ModelEMA
+from detector.engine.hooks import EvalHook, LRSchedulerHook, PeriodicCheckpointer, PeriodicWriter, SkippedSamplesReport
+from detector.engine.launch import wrap_for_training
+from detector.engine.precision import Precision, resolve_precision
+from detector.engine.trainer import Trainer
+from detector.engine.writers import ConsoleWriter, TensorboardWriter
+from detector.utils.distributed import barrier, is_main_process
+
+METRICS_FILE = "metrics.json"
+CONFUSION_PNG = "confusion_matrix.png"
+
+
+class ClassificationStep:
+    """step_fn for the Trainer: a batch {"images", "labels"} -> {"loss_cls": cross-entropy}."""
+
+    def __init__(self, device: torch.device, class_weights: torch.Tensor | None = None, label_smoothing: float = 0.0):
+        self.device = device
+        self.class_weights = None if class_weights is None else class_weights.to(device)
+        self.label_smoothing = float(label_smoothing)
+
+    def __call__(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+        images = batch["images"].to(self.device, non_blocking=True)
+        labels = batch["labels"].to(self.device, non_blocking=True)
+        logits = model(images)
+        weight = None if self.class_weights is None else self.class_weights.to(logits.dtype)
+        loss = F.cross_entropy(logits, labels, weight=weight, label_smoothing=self.label_smoothing)
+        return {"loss_cls": loss}
+
+
+def validate_cls_config(cfg: DictConfig) -> None:
+    """ConfigError for values of conf/cls.yaml that cannot work."""
+    if OmegaConf.is_missing(cfg, "data.root"):
+        raise ConfigError("data.root is not set: point it at a folder holding train/<class>/ and test/<class>/ "
+                          "(tools/crop_instances.py writes one), e.g. data.root=/tmp/bccd_crops.")
+    if OmegaConf.is_missing(cfg, "train.max_iter"):
+        raise ConfigError("train.max_iter is not set; pick a schedule (schedule=cls_cpu) or set train.max_iter=N.")
+    for key in ("train.max_iter", "train.checkpoint_period", "train.log_period", "train.grad_accum_steps",
+                "dataloader.batch_size", "dataloader.test_batch_size", "data.image_size", "solver.base_lr",
+                "solver.reference_batch_size"):
+        _positive(cfg, key)
+    for key in ("train.eval_period", "dataloader.num_workers", "solver.weight_decay", "solver.warmup_iters",
+                "data.balance_strength", "loss.label_smoothing", "model.dropout"):
+        _positive(cfg, key, allow_zero=True)
+    if str(cfg.data.balance) not in ("none", "sampling", "loss"):
+        raise ConfigError(f"data.balance={cfg.data.balance!r}: use none, sampling or loss.")
+    if not 0.0 <= float(cfg.data.balance_strength) <= 1.0:
+        raise ConfigError(f"data.balance_strength={cfg.data.balance_strength} must be in [0, 1] "
+                          "(0: the data's own frequencies, 1: fully balanced).")
+    if cfg.train.amp not in ("none", "bf16", "fp16"):
+        raise ConfigError(f"train.amp={cfg.train.amp!r}: use none, bf16 or fp16.")
+    for key in ("model.weights", "backbone.weights"):
+        value = OmegaConf.select(cfg, key)
+        if value and not Path(str(value)).is_file():
+            raise ConfigError(f"{key}={value!r} does not exist.")
+    if bool(cfg.get("eval_only", False)) and not cfg.model.get("weights"):
+        raise ConfigError("eval_only=true needs model.weights=PATH/TO/checkpoint.pth.")
+
+
+def fill_cls_classes(cfg: DictConfig) -> list[str]:
+    """model.num_classes / class_names from the training folders when the config leaves them null."""
+    from detector.data.classification import cls_class_names
+
+    names = cls_class_names(cfg)
+    OmegaConf.set_struct(cfg, False)
+    if cfg.model.get("class_names") is None:
+        cfg.model.class_names = names
+    if cfg.model.get("num_classes") is None:
+        cfg.model.num_classes = len(names)
+    OmegaConf.set_struct(cfg, True)
+    if list(cfg.model.class_names) != names or int(cfg.model.num_classes) != len(names):
+        raise ConfigError(
+            f"model.num_classes={cfg.model.num_classes} / model.class_names={list(cfg.model.class_names)[:10]} do not "
+            f"match the class folders of {cfg.data.root}/{cfg.data.train_dir}: {names[:10]}; leave them null to take "
+            "them from the data."
+        )
+    return names
+
+
+class ClassificationEvaluator:
+    """eval_function for EvalHook: accuracies on the test split, the confusion matrix as a
+    PNG and a TensorBoard picture, and output_dir/metrics.json (rank 0 writes)."""
+
+    def __init__(self, cfg: DictConfig, model_for_eval, device: torch.device, precision: Precision,
+                 output_dir: Path, rank: int, world_size: int, logger: logging.Logger):
+        self.cfg = cfg
+        self.model_for_eval = model_for_eval
+        self.device = device
+        self.precision = precision
+        self.output_dir = Path(output_dir)
+        self.rank, self.world_size = rank, world_size
+        self.logger = logger
+        self._loader = None
+        self.metrics: dict[str, Any] | None = None
+
+    @property
+    def loader(self):
+        if self._loader is None:
+            from detector.data.classification import build_cls_test_loader
+
+            self._loader = build_cls_test_loader(self.cfg, self.rank, self.world_size)
+        return self._loader
+
+    def __call__(self, iteration: int | None) -> tuple[dict[str, float], list[tuple[str, Any]]]:
+        from detector.evaluation.classification import (
+            confusion_matrix_picture,
+            evaluate_classifier,
+            format_report,
+            save_picture,
+        )
+
+        model = self.model_for_eval()
+        _sync_from_rank0(model)
+        start = time.perf_counter()
+        class_names = list(self.loader.dataset.class_names)
+        metrics = evaluate_classifier(model, self.loader, self.device, class_names, self.precision.dtype, self.logger)
+        metrics = {"iteration": int(iteration or 0), **metrics}
+        self.metrics = metrics
+        self.logger.info("Evaluation at iteration %s (%.1fs):\n%s", iteration, time.perf_counter() - start,
+                         format_report(metrics))
+        scalars = {"cls/top1": metrics["top1"], f"cls/top{metrics['top5_k']}": metrics["top5"],
+                   "cls/mean_class_accuracy": metrics["mean_class_accuracy"]}
+        scalars.update({f"cls_per_class/{name}": value for name, value in metrics["per_class_accuracy"].items()
+                        if value is not None})
+        images = []
+        if is_main_process():
+            picture = confusion_matrix_picture(metrics["confusion_matrix"], class_names,
+                                               title=f"Confusion matrix (iteration {iteration})")
+            save_picture(picture, self.output_dir / CONFUSION_PNG)
+            (self.output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+            images.append(("confusion_matrix", picture))
+        return scalars, images
+
+
+def _prepare(cfg: DictConfig, load_weights: bool = True) -> tuple[RunContext, nn.Module]:
+    """Context, classes, config.yaml and the model, identically initialised on every rank."""
+    from detector.modeling.classifier import build_classifier
+
+    ctx = RunContext(cfg)
+    fill_cls_classes(cfg)
+    if is_main_process():
+        OmegaConf.save(cfg, ctx.output_dir / "config.yaml", resolve=True)
+    barrier()
+    seed_everything(int(cfg.seed))
+    if load_weights:
+        model = build_classifier(cfg, logger=ctx.logger)
+    else:
+        plain = OmegaConf.merge(cfg, {"model": {"weights": None}, "backbone": {"weights": None}})
+        model = build_classifier(plain, logger=ctx.logger)
+    return ctx, model
+
+
+def evaluate_cls_checkpoint(cfg: DictConfig) -> dict[str, Any]:
+    """eval_only: metrics of cfg.model.weights on the test split (strict: the head must match)."""
+    from detector.checkpoint_io import load_checkpoint
+    from detector.modeling.classifier import classifier_state_from_file
+    from detector.weights.state_dicts import load_state_dict_strict
+
+    ctx, model = _prepare(cfg, load_weights=False)
+    path = str(cfg.model.weights)
+    load_state_dict_strict(model, classifier_state_from_file(path), source=path)
+    iteration = None if path.endswith(".safetensors") else load_checkpoint(path).get("iteration")
+    model.to(ctx.device).eval()
+    precision = resolve_precision(str(cfg.train.amp), ctx.device)
+    evaluator = ClassificationEvaluator(cfg, lambda: model, ctx.device, precision, ctx.output_dir, ctx.rank,
+                                        ctx.world_size, ctx.logger)
+    scalars, images = evaluator(iteration)
+    if is_main_process():
+        writer = TensorboardWriter(ctx.output_dir / "tb")
+        step = int(iteration or 0)
+        for name, value in scalars.items():
+            writer.writer.add_scalar(name, value, step)
+        for tag, picture in images:
+            writer.writer.add_image(tag, picture, step, dataformats="HWC")
+        writer.close()
+    return evaluator.metrics
+
+
+def train_classifier(cfg: DictConfig) -> dict[str, Any]:
+    """Train (or resume) with the engine's Trainer, evaluate periodically and at the end;
+    returns the final metrics (also in output_dir/metrics.json)."""
+    from detector.data.classification import build_cls_dataset, build_cls_train_loader, class_loss_weights
+    from detector.solver import build_lr_scheduler, build_optimizer
+
+    ctx, model = _prepare(cfg)
+    logger, device = ctx.logger, ctx.device
+    last = ctx.output_dir / "checkpoints" / LAST
+    resume = bool(cfg.train.resume) and last.is_file()
+    if bool(cfg.train.resume) and not resume:
+        logger.info("train.resume=true but %s does not exist: starting from scratch.", last)
+
+    precision = resolve_precision(str(cfg.train.amp), device)
+    sync_bn = str(cfg.backbone.get("norm", "")) == "sync_bn"
+    model = wrap_for_training(model, device, sync_bn, bool(cfg.train.get("find_unused_parameters", False)), logger)
+    core = model.module if hasattr(model, "module") else model
+    optimizer = build_optimizer(cfg, core, ctx.world_size)
+    scheduler = build_lr_scheduler(cfg, optimizer)
+    scaler = precision.make_scaler()
+    ema = ModelEMA(core, float(cfg.train.ema.decay)) if cfg.train.ema.enabled else None
+    checkpointer = Checkpointer(core, ctx.output_dir / "checkpoints", optimizer, scheduler, scaler, ema,
+                                config=OmegaConf.to_container(cfg, resolve=True), save_to_disk=is_main_process(),
+                                logger=logger)
+    start_iter, rng_state = 0, None
+    if resume:
+        checkpoint = checkpointer.resume(last)
+        start_iter = int(checkpoint["iteration"])
+        rng_state = rng_state_for_this_rank(checkpoint, logger)
+    else:
+        seed_everything(int(cfg.seed) + ctx.rank)
+
+    train_set = build_cls_dataset(cfg, "train")
+    counts = train_set.class_counts()
+    logger.info("Training images per class: %s.", dict(zip(train_set.class_names, counts.tolist())))
+    class_weights = None
+    if str(cfg.data.balance) == "loss":
+        weights = class_loss_weights(counts, float(cfg.data.balance_strength))
+        class_weights = torch.tensor(weights, dtype=torch.float32)
+        logger.info("Loss weights per class: %s.", {n: round(float(w), 3) for n, w in zip(train_set.class_names, weights)})
+    logger.info("Model: %d parameters (%d trainable). Peak lr %.5g.", sum(p.numel() for p in core.parameters()),
+                sum(p.numel() for p in core.parameters() if p.requires_grad), scheduler.base_lrs[0])
+
+    accum = int(cfg.train.grad_accum_steps)
+    train_loader = build_cls_train_loader(cfg, ctx.rank, ctx.world_size, start_iter=start_iter * accum, dataset=train_set)
+    trainer = Trainer(
+        model, optimizer, train_loader, int(cfg.train.max_iter),
+        step_fn=ClassificationStep(device, class_weights, float(cfg.loss.label_smoothing)),
+        start_iter=start_iter, grad_accum_steps=accum, clip_grad_norm=float(cfg.train.clip_grad_norm),
+        precision=precision, scaler=scaler, ema=ema, device=device, logger=logger,
+    )
+    trainer.pending_rng_state = rng_state
+    evaluator = ClassificationEvaluator(cfg, (lambda: ema.module) if ema is not None else (lambda: core), device,
+                                        precision, ctx.output_dir, ctx.rank, ctx.world_size, logger)
+    writers = []
+    if is_main_process():
+        writers = [ConsoleWriter(int(cfg.train.max_iter), logger), TensorboardWriter(ctx.output_dir / "tb")]
+    trainer.register_hooks([
+        LRSchedulerHook(optimizer, scheduler),
+        PeriodicCheckpointer(checkpointer, int(cfg.train.checkpoint_period)),
+        EvalHook(int(cfg.train.eval_period), evaluator),
+        SkippedSamplesReport(logger),
+        PeriodicWriter(writers, int(cfg.train.log_period)),
+    ])
+    if start_iter >= int(cfg.train.max_iter):
+        logger.info("%s is already at train.max_iter=%d: evaluating only.", last, cfg.train.max_iter)
+        evaluator(start_iter)
+        return evaluator.metrics
+    start = time.perf_counter()
+    trainer.train()
+    logger.info("Training and evaluation took %.1f min. Outputs are in %s.", (time.perf_counter() - start) / 60,
+                ctx.output_dir)
+    return evaluator.metrics
