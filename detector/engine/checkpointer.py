@@ -17,6 +17,7 @@ from torch import nn
 from detector.checkpoint_io import CheckpointError, load_checkpoint, save_checkpoint
 from detector.engine.ema import ModelEMA
 from detector.engine.rng_state import capture_rng_state
+from detector.utils.distributed import gather_to_main, get_rank, get_world_size
 
 LAST = "last.pth"
 FINAL = "model_final.pth"
@@ -38,6 +39,7 @@ class Checkpointer:
         config: dict | None = None,
         save_to_disk: bool = True,
         logger: logging.Logger | None = None,
+        extra: dict[str, Any] | None = None,
     ):
         self.model = model.module if hasattr(model, "module") else model
         self.save_dir = Path(save_dir)
@@ -48,14 +50,20 @@ class Checkpointer:
         self.config = config
         self.save_to_disk = save_to_disk
         self.logger = logger or logging.getLogger("detector")
+        self.extra = dict(extra or {})  # constant entries, e.g. the dataset's category ids
 
-    def state(self, iteration: int) -> dict[str, Any]:
+    def state(self, iteration: int, rng_per_rank: list | None = None) -> dict[str, Any]:
+        rng_per_rank = rng_per_rank or [capture_rng_state()]
         state: dict[str, Any] = {
             "model": self.model.state_dict(),
             "iteration": int(iteration),
             "config": self.config,
-            "rng": capture_rng_state(),
+            "rng": rng_per_rank[0],
+            # Each process draws its own random numbers (e.g. RoI sampling on its own
+            # images), so an exact resume restores each rank's generators.
+            "rng_per_rank": rng_per_rank,
         }
+        state.update(self.extra)
         if self.optimizer is not None:
             state["optimizer"] = self.optimizer.state_dict()
         if self.scheduler is not None:
@@ -66,7 +74,7 @@ class Checkpointer:
             state["ema"] = self.ema.state_dict()
         return state
 
-    def save(self, name: str, iteration: int, final: bool = False) -> Path | None:
+    def save(self, name: str, iteration: int, final: bool = False, extra: dict[str, Any] | None = None) -> Path | None:
         """Write `save_dir/name` (rank 0 only). The final checkpoint's "model" is the EMA
         when one is kept, since that is the model evaluated; "model_raw" keeps the other."""
         bad = non_finite_parameters(self.model)
@@ -75,9 +83,12 @@ class Checkpointer:
                 f"Not saving {name} at iteration {iteration}: parameters {bad[:5]} hold NaN/inf. The previous "
                 f"checkpoint in {self.save_dir} is kept. Lower solver.base_lr or set train.clip_grad_norm."
             )
+        # Every rank takes part (a collective), only rank 0 writes.
+        rng_per_rank = gather_to_main(capture_rng_state())
         if not self.save_to_disk:
             return None
-        state = self.state(iteration)
+        state = self.state(iteration, rng_per_rank)
+        state.update(extra or {})
         if final and self.ema is not None:
             state["model_raw"] = state["model"]
             state["model"] = self.ema.module.state_dict()
@@ -101,3 +112,16 @@ class Checkpointer:
             target.load_state_dict(checkpoint[key])
         self.logger.info("Resumed from %s at iteration %d.", path, checkpoint["iteration"])
         return checkpoint
+
+
+def rng_state_for_this_rank(checkpoint: dict[str, Any], logger: logging.Logger | None = None) -> dict | None:
+    """This process's RNG state from a checkpoint (rank 0's when the world size changed)."""
+    per_rank = checkpoint.get("rng_per_rank")
+    if per_rank and len(per_rank) == get_world_size():
+        return per_rank[get_rank()]
+    if per_rank and logger is not None:
+        logger.warning(
+            "The checkpoint was written by %d processes, this run has %d: random streams differ from an "
+            "uninterrupted run (training itself is unaffected).", len(per_rank), get_world_size(),
+        )
+    return checkpoint.get("rng")

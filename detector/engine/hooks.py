@@ -35,11 +35,12 @@ class PeriodicCheckpointer(HookBase):
 
     def after_step(self) -> None:
         done = self.trainer.iter + 1
+        events = {"events": self.trainer.storage.state_dict()}
         if done >= self.trainer.max_iter:
-            self.checkpointer.save(LAST, done)
-            self.checkpointer.save(FINAL, done, final=True)
+            self.checkpointer.save(LAST, done, extra=events)
+            self.checkpointer.save(FINAL, done, final=True, extra=events)
         elif self.period > 0 and done % self.period == 0:
-            self.checkpointer.save(LAST, done)
+            self.checkpointer.save(LAST, done, extra=events)
         else:
             return
         barrier()  # the file exists before any rank moves on (a crash now loses nothing)

@@ -118,7 +118,8 @@ class Trainer:
             for hook in self.hooks:
                 hook.before_train()
             for self.iter in range(self.start_iter, self.max_iter):
-                self.storage.iteration = self.iter
+                # Events of this step are filed under the number of iterations done after it.
+                self.storage.iteration = self.iter + 1
                 for hook in self.hooks:
                     hook.before_step()
                 self.run_step()

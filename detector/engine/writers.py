@@ -42,11 +42,11 @@ class ConsoleWriter:
             if name.startswith("loss") or name == "total_loss"
         )
         time_per_iter = storage.median("time")
-        eta = datetime.timedelta(seconds=int(time_per_iter * (self.max_iter - iteration - 1)))
+        eta = datetime.timedelta(seconds=int(time_per_iter * (self.max_iter - iteration)))
         lr = latest.get("lr", (float("nan"), 0))[0]
         extra = f"  grad_norm: {storage.value('grad_norm'):.3f}" if "grad_norm" in latest else ""
         self.logger.info(
-            f"iter: {iteration + 1}/{self.max_iter}  {losses}  lr: {lr:.6g}{extra}  "
+            f"iter: {iteration}/{self.max_iter}  {losses}  lr: {lr:.6g}{extra}  "
             f"time: {time_per_iter:.3f}s/it  data_time: {storage.median('data_time'):.3f}s  "
             f"eta: {eta}  max_mem: {peak_memory_mb(trainer.device):.0f}M"
         )

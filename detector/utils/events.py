@@ -46,6 +46,20 @@ class EventStorage:
             return self.median(name)
         return self._latest[name][0]
 
+    def state_dict(self) -> dict:
+        """The smoothing windows, so a resumed run logs the same smoothed values."""
+        return {
+            "recent": {name: list(values) for name, values in self._recent.items()},
+            "latest": {name: [value, iteration] for name, (value, iteration) in self._latest.items()},
+            "smoothing": dict(self.smoothing),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, values in state["recent"].items():
+            self._recent[name].extend(float(v) for v in values)
+        self._latest.update({name: (float(v), int(i)) for name, (v, i) in state["latest"].items()})
+        self.smoothing.update(state["smoothing"])
+
     def pop_images(self) -> list[tuple[str, Any, int]]:
         images, self._images = self._images, []
         return images

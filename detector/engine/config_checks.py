@@ -1,0 +1,108 @@
+"""Checks on a composed config that catch mistakes before any work starts."""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the key and the fix."""
+
+
+def _positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is None:
+        return
+    if not isinstance(value, (int, float)) or value < 0 or (value == 0 and not allow_zero):
+        need = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{key}={value!r} must be a number {need}.")
+
+
+def check_output_dir(path: str | Path) -> Path:
+    """Create `path` and prove it is writable now, not after an hour of training."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write_test_{uuid.uuid4().hex}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(
+            f"output_dir={str(path)!r} is not writable ({error.strerror or error}). Pick another with output_dir=/some/dir."
+        ) from None
+    return path
+
+
+def _dataset_paths(cfg: DictConfig, eval_only: bool) -> list[tuple[str, str]]:
+    data = cfg.dataset
+    if data.get("generate"):
+        return []  # written on first use
+    keys = []
+    if data.get("format") == "voc":
+        keys.append("dataset.root")
+    else:
+        splits = ["test"] if eval_only else ["train", "test"]
+        keys += [f"dataset.{split}.{part}" for split in splits for part in ("images", "annotations")]
+    out = []
+    for key in keys:
+        if OmegaConf.is_missing(cfg, key):
+            raise ConfigError(f"{key} is not set: dataset={data.name} needs it, e.g. {key}=/path/to/data.")
+        out.append((key, str(OmegaConf.select(cfg, key))))
+    return out
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Raise ConfigError for values that would fail later (or silently do nothing)."""
+    eval_only = bool(cfg.get("eval_only", False))
+    if OmegaConf.is_missing(cfg, "train.max_iter"):
+        raise ConfigError("train.max_iter is not set; pick a schedule (schedule=shapes|1x|3x) or set train.max_iter=N.")
+    if eval_only and not cfg.model.get("weights"):
+        raise ConfigError("eval_only=true needs model.weights=PATH/TO/checkpoint.pth.")
+    if cfg.model.get("weights") and not os.path.isfile(str(cfg.model.weights)):
+        raise ConfigError(f"model.weights={cfg.model.weights!r} does not exist.")
+    _positive(cfg, "train.max_iter")
+    _positive(cfg, "train.checkpoint_period")
+    _positive(cfg, "train.eval_period", allow_zero=True)
+    _positive(cfg, "train.log_period")
+    _positive(cfg, "train.grad_accum_steps")
+    _positive(cfg, "train.clip_grad_norm", allow_zero=True)
+    _positive(cfg, "dataloader.batch_size")
+    _positive(cfg, "dataloader.test_batch_size")
+    _positive(cfg, "dataloader.num_workers", allow_zero=True)
+    _positive(cfg, "solver.base_lr")
+    _positive(cfg, "solver.reference_batch_size")
+    _positive(cfg, "solver.weight_decay", allow_zero=True)
+    _positive(cfg, "solver.weight_decay_norm", allow_zero=True)
+    _positive(cfg, "solver.warmup_iters", allow_zero=True)
+    if not 0 < float(cfg.solver.warmup_factor) <= 1:
+        raise ConfigError(f"solver.warmup_factor={cfg.solver.warmup_factor} must be in (0, 1].")
+    steps = list(cfg.solver.steps)
+    if steps != sorted(steps) or any(s <= 0 or s > cfg.train.max_iter for s in steps):
+        raise ConfigError(f"solver.steps={steps} must be increasing iterations within 1..train.max_iter={cfg.train.max_iter}.")
+    if cfg.train.amp not in ("none", "bf16", "fp16"):
+        raise ConfigError(f"train.amp={cfg.train.amp!r}: use none, bf16 or fp16.")
+    if cfg.train.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"train.device={cfg.train.device!r}: use auto, cpu or cuda.")
+    if cfg.solver.optimizer not in ("sgd", "adamw"):
+        raise ConfigError(f"solver.optimizer={cfg.solver.optimizer!r}: use sgd or adamw.")
+    if cfg.solver.lr_scheduler not in ("multistep", "cosine"):
+        raise ConfigError(f"solver.lr_scheduler={cfg.solver.lr_scheduler!r}: use multistep or cosine.")
+    if cfg.test.evaluator not in ("faster_coco_eval", "pycocotools"):
+        raise ConfigError(f"test.evaluator={cfg.test.evaluator!r}: use faster_coco_eval or pycocotools.")
+    min_test, max_test = cfg.model.input.min_size_test, cfg.model.input.max_size_test
+    if min_test <= 0 or max_test <= 0 or min_test > max_test:
+        raise ConfigError(
+            f"model.input.min_size_test={min_test} and max_size_test={max_test}: both must be > 0 and min <= max."
+        )
+    min_sizes = list(cfg.aug.train.min_size) if OmegaConf.is_list(cfg.aug.train.min_size) else [cfg.aug.train.min_size]
+    if not min_sizes or min(min_sizes) <= 0 or max(min_sizes) > cfg.aug.train.max_size:
+        raise ConfigError(
+            f"aug.train.min_size={min_sizes} and aug.train.max_size={cfg.aug.train.max_size}: sizes must be > 0 "
+            "and no min_size larger than max_size."
+        )
+    for key, path in _dataset_paths(cfg, eval_only):
+        if not os.path.exists(path):
+            raise ConfigError(f"{key}={path} does not exist. Point it at the data (see datasets/README.md).")

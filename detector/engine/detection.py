@@ -1,0 +1,304 @@
+"""Training and evaluating a detector from the config: the wiring behind tools/train_net.py.
+
+Everything detection-specific lives here -- how a batch reaches the model, how the test
+set is evaluated, what is drawn -- while the loop itself (trainer.py) stays generic.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from detector.checkpoint_io import load_checkpoint
+from detector.engine.checkpointer import FINAL, LAST, Checkpointer, rng_state_for_this_rank
+from detector.engine.config_checks import check_output_dir
+from detector.engine.ema import ModelEMA
+from detector.engine.hooks import EvalHook, LRSchedulerHook, PeriodicCheckpointer, PeriodicWriter, SkippedSamplesReport
+from detector.engine.launch import select_device, wrap_for_training
+from detector.engine.precision import Precision, resolve_precision
+from detector.engine.trainer import Trainer
+from detector.engine.writers import ConsoleWriter, TensorboardWriter
+from detector.evaluation import STAT_NAMES, evaluate_detector
+from detector.utils.distributed import barrier, get_world_size, init_distributed, is_distributed, is_main_process
+from detector.utils.logger import setup_logger
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class DetectionStep:
+    """Moves a batch to the device and returns the model's loss dict."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def __call__(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+        images = [image.to(self.device, non_blocking=True) for image in batch["images"]]
+        targets = [
+            {"boxes": t["boxes"].to(self.device, non_blocking=True), "labels": t["labels"].to(self.device, non_blocking=True)}
+            for t in batch["targets"]
+        ]
+        return model(images, targets)
+
+
+def fill_classes(cfg: DictConfig) -> None:
+    """model.num_classes / class_names from the dataset, when the config leaves them null.
+
+    Rank 0 goes first: reading the classes may generate the shapes dataset, which two
+    processes must not write at once.
+    """
+    if cfg.model.get("num_classes") is not None and cfg.model.get("class_names") is not None:
+        return
+    from detector.data import class_names
+
+    names = None
+    if is_main_process():
+        names = list(class_names(cfg))
+    barrier()
+    if names is None:
+        names = list(class_names(cfg))
+    OmegaConf.set_struct(cfg, False)
+    if cfg.model.get("num_classes") is None:
+        cfg.model.num_classes = len(names)
+    if cfg.model.get("class_names") is None:
+        cfg.model.class_names = names
+    OmegaConf.set_struct(cfg, True)
+    if cfg.model.num_classes != len(cfg.model.class_names):
+        raise ValueError(
+            f"model.num_classes={cfg.model.num_classes} but the dataset has {len(names)} classes {names[:10]}; "
+            "leave model.num_classes=null to take them from the dataset."
+        )
+
+
+def build_eval_loader(cfg: DictConfig, rank: int, world_size: int):
+    """The sharded test loader; with test.max_images, only the first N test images."""
+    from detector.data import build_test_loader
+
+    max_images = cfg.test.get("max_images")
+    if max_images is None:
+        return build_test_loader(cfg, rank, world_size)
+    from torch.utils.data import DataLoader
+
+    from detector.data.loader import collate_test
+    from detector.data.samplers import InferenceBatchSampler
+
+    full = build_test_loader(cfg, rank, world_size)
+    sampler = InferenceBatchSampler(min(int(max_images), len(full.dataset)), int(cfg.dataloader.test_batch_size), rank, world_size)
+    return DataLoader(full.dataset, batch_sampler=sampler, collate_fn=collate_test, num_workers=0)
+
+
+def _sync_from_rank0(model: nn.Module) -> None:
+    """Rank 0's parameters and buffers on every rank. Under DDP each rank's BatchNorm
+    running statistics last saw its own batch; evaluating with rank 0's (those written to
+    the checkpoint) makes distributed evaluation equal the checkpoint's evaluation."""
+    if not is_distributed() or get_world_size() == 1:
+        return
+    with torch.no_grad():
+        for tensor in list(model.state_dict().values()):
+            dist.broadcast(tensor, src=0)
+
+
+class DetectionEvaluator:
+    """eval_function for EvalHook: run, gather, evaluate, write, draw."""
+
+    def __init__(self, cfg: DictConfig, model_for_eval, device: torch.device, precision: Precision,
+                 output_dir: Path, rank: int, world_size: int, logger: logging.Logger):
+        self.cfg = cfg
+        self.model_for_eval = model_for_eval
+        self.device = device
+        self.precision = precision
+        self.output_dir = output_dir
+        self.rank, self.world_size = rank, world_size
+        self.logger = logger
+        self._loader = None
+
+    @property
+    def loader(self):
+        if self._loader is None:
+            self._loader = build_eval_loader(self.cfg, self.rank, self.world_size)
+        return self._loader
+
+    def __call__(self, iteration: int | None) -> tuple[dict[str, float], list[tuple[str, Any]]]:
+        model = self.model_for_eval()
+        _sync_from_rank0(model)
+        dataset = self.loader.dataset
+        num_samples = int(self.cfg.train.vis_period_images) if is_main_process() else 0
+        start = time.perf_counter()
+        metrics, samples = evaluate_detector(
+            model, self.loader, dataset.coco_gt, dataset.label_to_category_id, self.device,
+            output_dir=self.output_dir if is_main_process() else None, iteration=iteration,
+            backend=str(self.cfg.test.evaluator), autocast_dtype=self.precision.dtype,
+            num_samples=num_samples, log=self.logger,
+        )
+        self.logger.info("Evaluation took %.1fs.", time.perf_counter() - start)
+        scalars = {f"bbox/{name}": metrics[name] for name in STAT_NAMES if metrics.get(name) is not None}
+        scalars.update({f"bbox_per_category/{name}": ap for name, ap in metrics["per_category"].items() if ap is not None})
+        images = self._draw(samples, list(dataset.class_names))
+        self.metrics = metrics
+        return scalars, images
+
+    def _draw(self, samples, names: list[str]) -> list[tuple[str, Any]]:
+        if not samples:
+            return []
+        from detector.utils.draw import draw_boxes
+
+        threshold = float(self.cfg.test.vis_score_thresh)
+        pictures = []
+        for index, (image, boxes, labels, scores) in enumerate(samples):
+            keep = scores >= threshold
+            texts = [names[int(label) - 1] if 0 < int(label) <= len(names) else str(int(label)) for label in labels[keep]]
+            pictures.append((f"predictions/{index}", draw_boxes(image, boxes[keep], texts, scores[keep])))
+        return pictures
+
+
+def _resolved_config(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def _checkpoint_iteration(path: str) -> int | None:
+    """The iteration a checkpoint was written at (None for bare weights)."""
+    if str(path).endswith(".safetensors"):
+        return None
+    return load_checkpoint(path).get("iteration")
+
+
+class RunContext:
+    """Device, process group, output folder and logger of one run (every rank)."""
+
+    def __init__(self, cfg: DictConfig):
+        import os
+
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        self.device = select_device(str(cfg.train.device), local_rank)
+        self.rank, self.world_size, _ = init_distributed(self.device.type, float(cfg.train.get("dist_timeout_s", 600)))
+        self.output_dir = Path(str(cfg.output_dir)).absolute()
+        if self.rank == 0:
+            check_output_dir(self.output_dir)
+        self.logger = setup_logger(self.output_dir, self.rank)
+        if self.world_size > 1:
+            self.logger.info("Process group: %d processes (%s), this is rank %d.", self.world_size,
+                             dist.get_backend(), self.rank)
+
+
+def prepare(cfg: DictConfig) -> tuple[RunContext, nn.Module]:
+    """Context, classes, config.yaml and the model, identically initialised on every rank."""
+    ctx = RunContext(cfg)
+    fill_classes(cfg)
+    if is_main_process():
+        OmegaConf.save(cfg, ctx.output_dir / "config.yaml", resolve=True)
+    seed_everything(int(cfg.seed))
+    from detector.modeling.build import build_model
+
+    model = build_model(cfg)
+    return ctx, model
+
+
+def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
+    """eval_only: the metrics of cfg.model.weights on the test set (also written to output_dir)."""
+    ctx, model = prepare(cfg)  # build_model loads cfg.model.weights, strictly
+    iteration = _checkpoint_iteration(str(cfg.model.weights))
+    model.to(ctx.device).eval()
+    precision = resolve_precision(str(cfg.train.amp), ctx.device)
+    evaluator = DetectionEvaluator(cfg, lambda: model, ctx.device, precision, ctx.output_dir, ctx.rank, ctx.world_size, ctx.logger)
+    writer = TensorboardWriter(ctx.output_dir / "tb") if is_main_process() else None
+    scalars, images = evaluator(iteration)
+    if writer is not None:
+        step = int(iteration or 0)
+        for name, value in scalars.items():
+            writer.writer.add_scalar(name, value, step)
+        for tag, picture in images:
+            writer.writer.add_image(tag, picture, step, dataformats="HWC")
+        writer.close()
+    return evaluator.metrics
+
+
+def train_detector(cfg: DictConfig) -> dict[str, Any]:
+    """Train (or resume), evaluate periodically and at the end; returns the final metrics."""
+    ctx, model = prepare(cfg)
+    logger, device = ctx.logger, ctx.device
+    last = ctx.output_dir / "checkpoints" / LAST
+    resume = bool(cfg.train.resume) and last.is_file()
+    if bool(cfg.train.resume) and not resume:
+        logger.info("train.resume=true but %s does not exist: starting from scratch.", last)
+    # cfg.model.weights (initial weights) were loaded by build_model; a resume overrides them.
+
+    from detector.solver import build_lr_scheduler, build_optimizer
+
+    precision = resolve_precision(str(cfg.train.amp), device)
+    sync_bn = str(cfg.backbone.get("norm", "")) == "sync_bn"
+    model = wrap_for_training(model, device, sync_bn, bool(cfg.train.get("find_unused_parameters", False)), logger)
+    core = model.module if hasattr(model, "module") else model
+    optimizer = build_optimizer(cfg, core, ctx.world_size)
+    scheduler = build_lr_scheduler(cfg, optimizer)
+    scaler = precision.make_scaler()
+    ema = ModelEMA(core, float(cfg.train.ema.decay)) if cfg.train.ema.enabled else None
+    checkpointer = Checkpointer(
+        core, ctx.output_dir / "checkpoints", optimizer, scheduler, scaler, ema,
+        config=_resolved_config(cfg), save_to_disk=is_main_process(), logger=logger,
+    )
+    start_iter, rng_state = 0, None
+    if resume:
+        checkpoint = checkpointer.resume(last)
+        start_iter = int(checkpoint["iteration"])
+        rng_state = rng_state_for_this_rank(checkpoint, logger)
+    else:
+        # Same initial weights everywhere (above); from here each rank draws its own numbers.
+        seed_everything(int(cfg.seed) + ctx.rank)
+    logger.info(
+        "Model: %d parameters (%d trainable). Peak lr %.5g = solver.base_lr %.5g x total batch %d / %d.",
+        sum(p.numel() for p in core.parameters()), sum(p.numel() for p in core.parameters() if p.requires_grad),
+        scheduler.base_lrs[0], cfg.solver.base_lr,
+        cfg.dataloader.batch_size * ctx.world_size * cfg.train.grad_accum_steps, cfg.solver.reference_batch_size,
+    )
+
+    from detector.data import build_train_loader
+
+    accum = int(cfg.train.grad_accum_steps)
+    train_loader = build_train_loader(cfg, ctx.rank, ctx.world_size, start_iter=start_iter * accum)
+    # Predictions outside a dataset (tools/predict.py) report the dataset's own category ids.
+    train_set = train_loader.dataset
+    checkpointer.extra["category_ids"] = [
+        int(train_set.label_to_category_id[label]) for label in range(1, len(train_set.class_names) + 1)
+    ]
+    trainer = Trainer(
+        model, optimizer, train_loader, int(cfg.train.max_iter), step_fn=DetectionStep(device),
+        start_iter=start_iter, grad_accum_steps=accum, clip_grad_norm=float(cfg.train.clip_grad_norm),
+        precision=precision, scaler=scaler, ema=ema, device=device, logger=logger,
+    )
+    trainer.pending_rng_state = rng_state
+    if resume and "events" in checkpoint:
+        trainer.storage.load_state_dict(checkpoint["events"])  # smoothed logs continue seamlessly
+    evaluator = DetectionEvaluator(
+        cfg, (lambda: ema.module) if ema is not None else (lambda: core), device, precision,
+        ctx.output_dir, ctx.rank, ctx.world_size, logger,
+    )
+    writers = []
+    if is_main_process():
+        writers = [ConsoleWriter(int(cfg.train.max_iter), logger), TensorboardWriter(ctx.output_dir / "tb")]
+    eval_hook = EvalHook(int(cfg.train.eval_period), evaluator)
+    trainer.register_hooks([
+        LRSchedulerHook(optimizer, scheduler),
+        PeriodicCheckpointer(checkpointer, int(cfg.train.checkpoint_period)),
+        eval_hook,
+        SkippedSamplesReport(logger),
+        PeriodicWriter(writers, int(cfg.train.log_period)),
+    ])
+    if start_iter >= int(cfg.train.max_iter):
+        logger.info("%s is already at train.max_iter=%d: evaluating only.", last, cfg.train.max_iter)
+        evaluator(start_iter)
+        return evaluator.metrics
+    start = time.perf_counter()
+    trainer.train()
+    logger.info("Training and evaluation took %.1f min. Outputs are in %s.", (time.perf_counter() - start) / 60, ctx.output_dir)
+    return evaluator.metrics

@@ -1,0 +1,49 @@
+"""Train and evaluate a detector (or only evaluate a checkpoint).
+
+    python tools/train_net.py                                   # shapes demo on the CPU
+    python tools/train_net.py backbone=resnet50 dataset=coco2017 schedule=1x
+    torchrun --nproc_per_node=8 tools/train_net.py dataset=coco2017 schedule=1x
+    python tools/train_net.py train.resume=true                 # continue output_dir/checkpoints/last.pth
+    python tools/train_net.py eval_only=true model.weights=outputs/x/checkpoints/model_final.pth
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from detector.config import register_resolvers  # noqa: E402
+
+register_resolvers()
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from detector.engine.config_checks import ConfigError, check_output_dir, validate_config
+    from detector.engine.detection import evaluate_checkpoint, train_detector
+    from detector.engine.trainer import NonFiniteLossError
+    from detector.utils.distributed import destroy_distributed
+
+    try:
+        validate_config(cfg)
+        if int(os.environ.get("RANK", 0)) == 0:
+            check_output_dir(cfg.output_dir)  # fail now, not after an hour of training
+        if cfg.eval_only:
+            evaluate_checkpoint(cfg)
+        else:
+            train_detector(cfg)
+    except (ConfigError, NonFiniteLossError) as error:
+        # Expected failures: one clear line, no traceback, non-zero exit.
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    finally:
+        destroy_distributed()
+
+
+if __name__ == "__main__":
+    main()
