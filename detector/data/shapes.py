@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 SHAPE_KINDS = ("circle", "rectangle", "triangle", "cross", "star")
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 STAMP = "generator.json"  # written last: its presence means the folder is complete
 
 
@@ -111,10 +111,12 @@ def write_shapes_dataset(folder: str, params: dict) -> None:
         for index, objects in enumerate(results):
             image_id = index + 1
             images.append({"id": image_id, "file_name": f"{index:06d}.jpg", "width": size, "height": size})
-            for label, (x1, y1, x2, y2), area in objects:
+            for label, (x1, y1, x2, y2) in objects:
+                box = [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)]
+                # Box area, as for other box-only data (VOC): COCO's small/medium/large then
+                # speak of box sizes, and the largest objects do reach "large".
                 annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": label,
-                                    "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                                    "area": float(area), "iscrowd": 0})
+                                    "bbox": box, "area": round(box[2] * box[3], 2), "iscrowd": 0})
         with open(os.path.join(folder, "annotations", f"{split}.json"), "w") as handle:
             json.dump({"info": {"description": "generated shapes", "generator": params},
                        "images": images, "annotations": annotations, "categories": categories}, handle)
@@ -134,7 +136,7 @@ def _render_and_write(job) -> list:
 # ---------------------------------------------------------------------------- drawing
 
 def render_image(rng: np.random.Generator, params: dict):
-    """(HxWx3 uint8 RGB image, [(label, (x1, y1, x2, y2), area), ...])."""
+    """(HxWx3 uint8 RGB image, [(label, (x1, y1, x2, y2)), ...])."""
     size = params["image_size"]
     image = _background(rng, size)
     _draw_distractors(rng, image, rng.integers(params["distractors_per_image"][0],
@@ -171,7 +173,7 @@ def render_image(rng: np.random.Generator, params: dict):
     _draw_distractors(rng, image, int(rng.integers(0, 3)), under=False)
     noisy = image + rng.standard_normal(image.shape, dtype=np.float32) * np.float32(params["noise_std"])
     image = np.clip(noisy, 0, 255).astype(np.uint8)
-    return image, [(o["label"], o["box"], o["area"]) for o in placed]
+    return image, [(o["label"], o["box"]) for o in placed]
 
 
 def _overlap(obj: dict, window, mask: np.ndarray, clear: bool = False) -> np.ndarray:
