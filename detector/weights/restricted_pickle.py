@@ -2,7 +2,7 @@
 
 A pickle can name any importable callable and have it called while loading (that is how
 `os.system` ends up in malicious files). This unpickler resolves only the few names that
-numpy arrays, dtypes and scalars need, plus OrderedDict; any other name is refused before
+numpy arrays, dtypes and scalars need (pure constructors from bytes), plus OrderedDict; any other name is refused before
 anything is called. Plain dicts, lists, tuples, strings, bytes and numbers need no names.
 """
 from __future__ import annotations
@@ -27,6 +27,14 @@ def _numpy_core():
     return multiarray
 
 
+def _numpy_frombuffer():
+    try:
+        from numpy._core.numeric import _frombuffer  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core.numeric import _frombuffer
+    return _frombuffer
+
+
 def _allowed() -> dict[tuple[str, str], object]:
     multiarray = _numpy_core()
     allowed = {
@@ -39,6 +47,9 @@ def _allowed() -> dict[tuple[str, str], object]:
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
         allowed[(module, "_reconstruct")] = multiarray._reconstruct
         allowed[(module, "scalar")] = multiarray.scalar
+    # Protocol 5 pickles of arrays: an array from raw bytes, dtype and shape.
+    for module in ("numpy.core.numeric", "numpy._core.numeric"):
+        allowed[(module, "_frombuffer")] = _numpy_frombuffer()
     return allowed
 
 
