@@ -5,6 +5,7 @@ generated dataset first) and `voc` (dataset.root + train_split/test_split).
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import warnings
@@ -78,11 +79,22 @@ def build_dataset(cfg: DictConfig, split: str) -> DetectionDataset:
         aug = cfg.aug.train
         transform = build_train_transform(list(aug.min_size), int(aug.max_size), float(aug.hflip_prob),
                                           bool(aug.color_jitter), float(aug.color_jitter_strength))
-    return DetectionDataset(
-        records, index.class_names, index.label_to_category_id, index.gt_dict, train=train, transform=transform,
+    gt_dict = index.gt_dict
+    if train:
+        # The training GT is rarely evaluated; rebuilding it on demand keeps the (for
+        # COCO 2017, gigabyte-sized) annotation list out of memory and out of forked workers.
+        gt_dict = functools.partial(_gt_dict, cfg, split)
+    dataset = DetectionDataset(
+        records, index.class_names, index.label_to_category_id, gt_dict, train=train, transform=transform,
         seed=int(cfg.seed), on_bad_sample=policy, min_box_size=float(cfg.aug.train.min_box_size),
         max_image_pixels=int(data.max_image_pixels), problems=index.problems,
     )
+    _load_json_cached.cache_clear()
+    return dataset
+
+
+def _gt_dict(cfg: DictConfig, split: str) -> dict:
+    return build_index(cfg, split).gt_dict
 
 
 def _report_problems(index: DatasetIndex, policy: str, what: str) -> None:
@@ -141,7 +153,7 @@ def _maybe_generate(data: DictConfig) -> None:
 
 
 def load_json(path: str) -> dict:
-    """Parsed JSON, cached while the file is unchanged (class_names and two splits may read it).
+    """Parsed JSON, cached until a dataset is built (class_names and build_dataset both read it).
 
     The result is shared: callers must not modify it.
     """
@@ -149,7 +161,7 @@ def load_json(path: str) -> dict:
     return _load_json_cached(os.path.abspath(path), stat.st_mtime_ns, stat.st_size)
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=2)
 def _load_json_cached(path: str, _mtime: int, _size: int) -> dict:
     try:
         with open(path) as handle:

@@ -49,14 +49,14 @@ class DetectionDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, records: list[ImageRecord], class_names: list[str], label_to_category_id: dict[int, int],
-                 gt_dict: dict, train: bool, transform=None, seed: int = 0, on_bad_sample: str = "skip",
+                 gt_dict, train: bool, transform=None, seed: int = 0, on_bad_sample: str = "skip",
                  min_box_size: float = 1.0, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, problems=()):
         if on_bad_sample not in ON_BAD_SAMPLE:
             raise ValueError(f"dataset.on_bad_sample={on_bad_sample!r}: expected one of {ON_BAD_SAMPLE}")
         self.records = records
         self.class_names = list(class_names)
         self.label_to_category_id = dict(label_to_category_id)
-        self.gt_dict = gt_dict
+        self._gt_dict = gt_dict  # a COCO dict, or a function that builds it
         self.train = train
         self.transform = transform
         self.seed = int(seed)
@@ -80,6 +80,13 @@ class DetectionDataset(torch.utils.data.Dataset):
                 coco.createIndex()
             self._coco_gt = coco
         return self._coco_gt
+
+    @property
+    def gt_dict(self) -> dict:
+        """The split's COCO dict for evaluation (crowd regions kept, bad boxes left out)."""
+        if callable(self._gt_dict):
+            self._gt_dict = self._gt_dict()
+        return self._gt_dict
 
     def aspect_groups(self) -> list[int]:
         """0 for landscape (width >= height), 1 for portrait, from the annotated sizes."""

@@ -37,6 +37,9 @@ def read_image_rgb(
     the EXIF-rotated size differs, the annotations were made on the stored pixels and the
     rotation is not applied.
     """
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        # PIL refuses outright at twice its own limit; a larger limit asked for explicitly wins.
+        Image.MAX_IMAGE_PIXELS = max_pixels
     try:
         with Image.open(path) as image:
             width, height = image.size
