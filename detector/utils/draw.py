@@ -28,7 +28,7 @@ def draw_boxes(image, boxes, labels_text, scores=None) -> np.ndarray:
     for i, (x1, y1, x2, y2) in enumerate(boxes.round().astype(int)):
         text = str(labels_text[i])
         colour = label_colour(text)
-        cv2.rectangle(out, (x1, y1), (x2, y2), colour, thickness, cv2.LINE_AA)
+        cv2.rectangle(out, (x1, y1), (x2, y2), colour, thickness, cv2.LINE_8)
         caption = text if scores is None else f"{text} {scores[i]:.2f}"
         (tw, th), base = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
         top = y1 - th - base - 2 if y1 - th - base - 2 >= 0 else y1  # inside the box at the top edge

@@ -53,12 +53,14 @@ def test_size_mismatch_duplicates_and_orphans_are_errors(coco128, tmp_path):
     data["images"][-1]["width"] += 7
     data["annotations"].append(dict(data["annotations"][-1]))  # same id twice
     data["annotations"].append(dict(data["annotations"][-1], id=10**9, image_id=424242))
+    data["images"].append(dict(data["images"][-1], file_name="copy.jpg"))  # same image id twice
     path.write_text(json.dumps(data))
     result = _run("--images", str(tmp_path / "images"), "--annotations", str(path))
     assert result.returncode == 1
     assert "size mismatch" in result.stdout
     assert "duplicate annotation id" in result.stdout
     assert "image id 424242" in result.stdout
+    assert f"duplicate image id {data['images'][-1]['id']}" in result.stdout
 
 
 def test_clean_dataset_exits_0_and_reports_histograms(coco128):
