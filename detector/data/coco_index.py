@@ -133,12 +133,16 @@ def index_coco(coco: dict, images_dir: str, source: str, classes=None) -> Datase
 
     images = {}
     order = []
+    gt_images = []
     for entry in coco["images"]:
         if not isinstance(entry, dict) or "id" not in entry or "file_name" not in entry:
             problems.append(Problem(source, f"image entry {str(entry)[:120]} lacks 'id' or 'file_name'", "malformed_image", FATAL))
             continue
         image_id = entry["id"]
-        path = os.path.join(images_dir, entry["file_name"])
+        path = os.path.join(images_dir, str(entry["file_name"]))
+        if not _hashable(image_id):
+            problems.append(Problem(path, f"image id {image_id!r} is not a number or string", "malformed_image", FATAL))
+            continue
         if image_id in images:
             problems.append(Problem(path, f"duplicate image id {image_id} (also used by {images[image_id]['path']})",
                                     "duplicate_image_id", FATAL))
@@ -152,13 +156,18 @@ def index_coco(coco: dict, images_dir: str, source: str, classes=None) -> Datase
         images[image_id] = {"path": path, "width": int(width), "height": int(height), "boxes": [], "labels": [],
                             "problem": problem}
         order.append(image_id)
+        gt_images.append(dict(entry))
 
     seen_ann = set()
     gt_annotations = []
     num_crowd = 0
     for ann in annotations:
-        ann_id = ann.get("id")
-        image = images.get(ann.get("image_id"))
+        if not isinstance(ann, dict):
+            problems.append(Problem(source, f"annotation {str(ann)[:120]} is not an object", "malformed_annotation",
+                                    ANNOTATION_IGNORED))
+            continue
+        ann_id = ann.get("id") if _hashable(ann.get("id")) else repr(ann.get("id"))
+        image = images.get(ann.get("image_id")) if _hashable(ann.get("image_id")) else None
         if image is None:
             problems.append(Problem(source, f"annotation id {ann_id} points at image id {ann.get('image_id')!r}, "
                                             "which is not in 'images'", "missing_image_id", ANNOTATION_IGNORED))
@@ -169,7 +178,7 @@ def index_coco(coco: dict, images_dir: str, source: str, classes=None) -> Datase
             problems.append(Problem(path, f"duplicate annotation id {ann_id}", "duplicate_annotation_id", REPORTED))
         seen_ann.add(ann_id)
         category_id = ann.get("category_id")
-        if category_id not in seen_cat:
+        if not _hashable(category_id) or category_id not in seen_cat:
             reason = f"annotation id {ann_id} has unknown category id {category_id!r}"
             problems.append(Problem(path, reason, "unknown_category", BAD_IMAGE))
             image["problem"] = image["problem"] or reason
@@ -213,12 +222,15 @@ def index_coco(coco: dict, images_dir: str, source: str, classes=None) -> Datase
     gt_dict = {
         "info": coco.get("info", {}),
         "licenses": coco.get("licenses", []),
-        "images": [{k: v for k, v in entry.items()} for entry in coco["images"]
-                   if isinstance(entry, dict) and entry.get("id") in images],
+        "images": gt_images,
         "annotations": gt_annotations,
         "categories": [c for c in categories if c["id"] in kept_cat_ids],
     }
     return DatasetIndex(records, class_names, label_to_cat, gt_dict, problems, num_crowd)
+
+
+def _hashable(value) -> bool:
+    return isinstance(value, (int, float, str)) or value is None
 
 
 def _gt_annotation(ann: dict) -> dict:
