@@ -36,6 +36,8 @@ STAMP = "generator.json"  # written last: its presence means the folder is compl
 def generator_params(data) -> dict:
     """Every setting that changes the generated files (the cache is rebuilt if one changes)."""
     classes = list(data.classes) if data.get("classes") is not None else list(SHAPE_KINDS)
+    if data.size_distribution not in ("uniform", "log_uniform"):
+        raise ValueError(f"dataset.size_distribution={data.size_distribution!r}: expected uniform or log_uniform")
     unknown = [c for c in classes if c not in SHAPE_KINDS]
     if unknown:
         raise ValueError(f"dataset.classes={classes}: the shapes generator can draw {list(SHAPE_KINDS)}, not {unknown}")
@@ -48,6 +50,7 @@ def generator_params(data) -> dict:
         "classes": classes,
         "objects_per_image": [int(v) for v in data.objects_per_image],
         "object_size": [float(v) for v in data.object_size],
+        "size_distribution": str(data.size_distribution),
         "max_occlusion": float(data.max_occlusion),
         "distractors_per_image": [int(v) for v in data.distractors_per_image],
         "min_contrast": float(data.min_contrast),
@@ -148,7 +151,10 @@ def render_image(rng: np.random.Generator, params: dict):
     for _ in range(wanted):
         for _attempt in range(30):
             label = int(rng.integers(len(params["classes"]))) + 1
-            extent = float(math.exp(rng.uniform(math.log(low), math.log(high))))
+            if params["size_distribution"] == "log_uniform":
+                extent = float(math.exp(rng.uniform(math.log(low), math.log(high))))
+            else:
+                extent = float(rng.uniform(low, high))
             polygon = _shape_polygon(rng, params["classes"][label - 1], extent)
             width, height = extent_of(polygon)
             polygon = polygon + rng.uniform(1, [size - 1 - width, size - 1 - height])

@@ -46,7 +46,8 @@ def test_error_policy_names_the_file_and_reason(coco128, tmp_path):
         assert damaged[defect] in str(error.value)
     # Image problems are found when the image is loaded.
     cfg = _cfg(tmp_path, "dataset.on_bad_sample=error")
-    dataset = build_dataset(_cfg(tmp_path), "train")
+    with pytest.warns(BadSampleWarning):
+        dataset = build_dataset(_cfg(tmp_path), "train")
     dataset.on_bad_sample = "error"
     index = next(i for i, r in enumerate(dataset.records) if Path(r.path).name == damaged["truncated"])
     with pytest.raises(BadSampleError, match=f"{damaged['truncated']}: unreadable or corrupt"):
