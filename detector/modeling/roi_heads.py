@@ -134,6 +134,7 @@ class RoIHeads(nn.Module):
             proposals, labels, regression_targets = self.sample_proposals(proposals, targets)
         box_features = self.box_head(self.pooler(features, proposals))
         logits, deltas = self.box_predictor(box_features)
+        logits, deltas = logits.float(), deltas.float()   # losses and decoding in float32 under autocast
         if self.training:
             return [], self.losses(logits, deltas, labels, regression_targets)
         return self.postprocess(logits, deltas, proposals, image_sizes), {}

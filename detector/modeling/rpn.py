@@ -93,8 +93,10 @@ class RPN(nn.Module):
         """Returns (proposals: list of [P_i, 4] per image, in the resized image's pixels;
         their objectness probabilities; losses dict (empty in eval))."""
         objectness, deltas = self.head(features)
+        # Anchors and box arithmetic stay in float32 even under autocast: half precision
+        # cannot hold pixel coordinates of large images exactly.
         anchors = self.anchor_generator([f.shape[-2:] for f in features], padded_size,
-                                        dtype=features[0].dtype, device=features[0].device)
+                                        dtype=torch.float32, device=features[0].device)
         proposals, scores = self.select_proposals(anchors, objectness, deltas, image_sizes)
         losses = {}
         if self.training:
@@ -113,8 +115,8 @@ class RPN(nn.Module):
         top_scores, top_boxes, top_levels = [], [], []
         for level, (level_anchors, level_logits, level_deltas) in enumerate(zip(anchors, objectness, deltas)):
             k = min(pre_nms_topk, level_logits.shape[1])
-            logits, index = level_logits.detach().topk(k, dim=1)
-            picked_deltas = torch.gather(level_deltas.detach(), 1, index[..., None].expand(-1, -1, 4))
+            logits, index = level_logits.detach().float().topk(k, dim=1)
+            picked_deltas = torch.gather(level_deltas.detach().float(), 1, index[..., None].expand(-1, -1, 4))
             picked_anchors = level_anchors[index.reshape(-1)]
             boxes = self.box_coder.decode(picked_deltas.reshape(-1, 4), picked_anchors).view(num_images, k, 4)
             top_scores.append(logits)
@@ -160,11 +162,11 @@ class RPN(nn.Module):
             negatives.append(neg + offset)
         positive = torch.cat(positives)
         sampled = torch.cat([positive, torch.cat(negatives)])
-        flat_deltas = deltas.reshape(-1, 4)
+        flat_deltas = deltas.reshape(-1, 4).float()
         flat_anchors = anchors.repeat(len(targets), 1)
         regression_targets = self.box_coder.encode(torch.cat(matched_boxes)[positive], flat_anchors[positive])
         box_loss = box_regression_loss(flat_deltas[positive], regression_targets, self.box_loss,
                                        self.smooth_l1_beta) / max(1, sampled.numel())
-        objectness_loss = F.binary_cross_entropy_with_logits(objectness.reshape(-1)[sampled],
+        objectness_loss = F.binary_cross_entropy_with_logits(objectness.reshape(-1)[sampled].float(),
                                                              labels_all.reshape(-1)[sampled])
         return {"loss_objectness": objectness_loss, "loss_rpn_box_reg": box_loss}

@@ -11,11 +11,11 @@ def two_images():
     images, targets = [], []
     for seed in (0, 1):
         generator = torch.Generator().manual_seed(seed)
-        image = torch.rand(3, 96, 128, generator=generator) * 0.2
-        image[0, 20:70, 10:50] = 0.9
-        image[2, 10:50, 70:120] = 0.9
+        image = torch.rand(3, 64, 96, generator=generator) * 0.2
+        image[0, 12:48, 8:38] = 0.9
+        image[2, 6:32, 48:90] = 0.9
         images.append(image)
-        targets.append({"boxes": torch.tensor([[10.0, 20, 50, 70], [70, 10, 120, 50]]),
+        targets.append({"boxes": torch.tensor([[8.0, 12, 38, 48], [48, 6, 90, 32]]),
                         "labels": torch.tensor([1, 2])})
     return images, targets
 
@@ -31,7 +31,7 @@ def test_training_overfits_two_images(make_small_config):
     images, targets = two_images()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.0)
     history = []
-    for _ in range(40):
+    for _ in range(30):
         losses = model(images, targets)
         assert set(losses) == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"}
         total = sum(losses.values())
