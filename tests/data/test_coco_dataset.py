@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 
-
 from detector.data import build_dataset, class_names
 
 

@@ -1,14 +1,13 @@
 """Pascal VOC loading on bccd: counts, the two real zero-area boxes, difficult objects."""
-import warnings
 import shutil
+import warnings
 import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
 
-
-from detector.data import BadSampleWarning, build_dataset, class_names
 from detector.config import load_config
+from detector.data import BadSampleWarning, build_dataset, class_names
 
 
 def _xml_boxes(root, split):
