@@ -34,7 +34,7 @@ def class_names(cfg: DictConfig) -> list[str]:
     if data.format == "voc":
         from detector.data.voc import discover_classes
 
-        return discover_classes(_require_dir(data, data.root, "dataset.root"))
+        return discover_classes(_voc_root(data))
     _maybe_generate(data)
     annotations = _coco_paths(cfg, "train")[1]
     categories = sorted(load_json(annotations).get("categories") or [], key=lambda c: c["id"])
@@ -50,7 +50,7 @@ def build_index(cfg: DictConfig, split: str) -> DatasetIndex:
     if data.format == "voc":
         from detector.data.voc import index_voc
 
-        root = _require_dir(data, data.root, "dataset.root")
+        root = _voc_root(data)
         split_name = data.train_split if split == "train" else data.test_split
         return index_voc(root, split_name, classes, bool(data.use_difficult))
     if data.format != "coco":
@@ -128,6 +128,13 @@ def _coco_paths(cfg: DictConfig, split: str) -> tuple[str, str]:
     if not os.path.isfile(annotations):
         raise FileNotFoundError(_missing_message(data, annotations, f"dataset.{split}.annotations"))
     return images, annotations
+
+
+def _voc_root(data: DictConfig) -> str:
+    if OmegaConf.is_missing(data, "root"):
+        raise ValueError(f"dataset={data.name}: set dataset.root to a Pascal VOC folder (with Annotations/, "
+                         "JPEGImages/ and ImageSets/Main/), e.g. dataset.root=/data/VOCdevkit/VOC2007")
+    return _require_dir(data, data.root, "dataset.root")
 
 
 def _require_dir(data: DictConfig, path: str, key: str) -> str:
