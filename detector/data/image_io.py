@@ -53,7 +53,8 @@ def read_image_rgb(
                 # PIL warns instead of raising between 1x and 2x its own limit; ours is checked above.
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 image.load()
-            oriented = ImageOps.exif_transpose(image)
+            # exif_transpose copies the image even when there is nothing to do: ask first.
+            oriented = ImageOps.exif_transpose(image) if image.getexif().get(0x0112, 1) != 1 else image
             if expected_size is not None and tuple(oriented.size) != tuple(expected_size):
                 if tuple(image.size) == tuple(expected_size):
                     oriented = image
