@@ -68,7 +68,7 @@ def build_dataset(cfg: DictConfig, split: str) -> DetectionDataset:
     data = cfg.dataset
     policy = str(data.on_bad_sample)
     index = build_index(cfg, split)
-    _report_problems(index, policy, f"{data.name} {split}")
+    _report_problems(index, policy, f"{data.name} {split}", split == "train")
     records = index.records
     train = split == "train"
     transform = None
@@ -97,7 +97,7 @@ def _gt_dict(cfg: DictConfig, split: str) -> dict:
     return build_index(cfg, split).gt_dict
 
 
-def _report_problems(index: DatasetIndex, policy: str, what: str) -> None:
+def _report_problems(index: DatasetIndex, policy: str, what: str, train: bool) -> None:
     from detector.data.dataset import BadSampleError, BadSampleWarning
 
     fatal = [p for p in index.problems if p.effect == FATAL]
@@ -110,7 +110,9 @@ def _report_problems(index: DatasetIndex, policy: str, what: str) -> None:
         raise BadSampleError(f"{what}: {len(bad)} bad annotation(s) (dataset.on_bad_sample=error):\n{listed}{more}\n"
                              "Fix them, run tools/check_dataset.py for a full report, or set dataset.on_bad_sample=skip.")
     for problem in index.problems[:MAX_WARNINGS]:
-        consequence = {BAD_IMAGE: "the image is skipped"}.get(problem.effect, "")
+        # Training skips such an image; evaluation keeps it, without the faulty annotation.
+        consequence = "" if problem.effect != BAD_IMAGE else (
+            "the image is skipped in training" if train else "the annotation is left out of evaluation")
         warnings.warn(f"{what}: {problem}" + (f"; {consequence}" if consequence else ""), BadSampleWarning, stacklevel=3)
     if len(index.problems) > MAX_WARNINGS:
         warnings.warn(f"{what}: {len(index.problems) - MAX_WARNINGS} more dataset problems not shown; "
