@@ -54,7 +54,8 @@ def build_train_loader(cfg: DictConfig, rank: int = 0, world_size: int = 1, star
     groups = dataset.aspect_groups() if cfg.dataloader.get("aspect_ratio_grouping", False) else None
     batch_sampler = TrainBatchSampler(len(dataset), int(cfg.dataloader.batch_size), int(cfg.seed), rank, world_size,
                                       start_iter, groups)
-    return _loader(dataset, batch_sampler, collate_train, int(cfg.dataloader.num_workers), persistent=False)
+    return _loader(dataset, batch_sampler, collate_train, int(cfg.dataloader.num_workers), persistent=False,
+                   pin_memory=_pin_memory(cfg))
 
 
 def build_test_loader(cfg: DictConfig, rank: int = 0, world_size: int = 1) -> DataLoader:
@@ -67,10 +68,16 @@ def build_test_loader(cfg: DictConfig, rank: int = 0, world_size: int = 1) -> Da
     batch_sampler = InferenceBatchSampler(len(dataset), int(cfg.dataloader.get("test_batch_size", 1)), rank,
                                           world_size)
     # Persistent: the evaluator iterates the same loader at every evaluation.
-    return _loader(dataset, batch_sampler, collate_test, int(cfg.dataloader.num_workers), persistent=True)
+    return _loader(dataset, batch_sampler, collate_test, int(cfg.dataloader.num_workers), persistent=True,
+                   pin_memory=_pin_memory(cfg))
 
 
-def _loader(dataset, batch_sampler, collate, num_workers: int, persistent: bool) -> DataLoader:
+def _pin_memory(cfg: DictConfig) -> bool:
+    # Page-locked batches let `.to("cuda", non_blocking=True)` overlap the copy with compute.
+    return str(cfg.train.device) != "cpu" and torch.cuda.is_available()
+
+
+def _loader(dataset, batch_sampler, collate, num_workers: int, persistent: bool, pin_memory: bool) -> DataLoader:
     return DataLoader(
         dataset,
         batch_sampler=batch_sampler,
@@ -78,5 +85,6 @@ def _loader(dataset, batch_sampler, collate, num_workers: int, persistent: bool)
         num_workers=num_workers,
         worker_init_fn=worker_init if num_workers > 0 else None,
         persistent_workers=persistent and num_workers > 0,
+        pin_memory=pin_memory,
         prefetch_factor=2 if num_workers > 0 else None,
     )
