@@ -59,7 +59,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         self._gt_dict = gt_dict  # a COCO dict, or a function that builds it
         self.train = train
         self.transform = transform
-        self.seed = int(seed)
+        self.seed = int(seed) & 0xFFFFFFFFFFFFFFFF  # numpy seeds must be non-negative
         self.on_bad_sample = on_bad_sample
         self.min_box_size = float(min_box_size)
         self.max_image_pixels = int(max_image_pixels)

@@ -15,7 +15,7 @@ import numpy as np
 def epoch_permutation(size: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
     if not shuffle:
         return np.arange(size)
-    return np.random.default_rng([seed, epoch]).permutation(size)
+    return np.random.default_rng([int(seed) & 0xFFFFFFFFFFFFFFFF, epoch]).permutation(size)  # seeds >= 0
 
 
 class TrainingSampler:
