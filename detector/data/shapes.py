@@ -130,7 +130,8 @@ def write_shapes_dataset(folder: str, params: dict) -> None:
 def _render_and_write(job) -> list:
     folder, split, split_code, index, params = job
     cv2.setNumThreads(1)
-    image, objects = render_image(np.random.default_rng([params["seed"], split_code, index]), params)
+    seed = params["seed"] & 0xFFFFFFFFFFFFFFFF  # numpy seeds must be non-negative
+    image, objects = render_image(np.random.default_rng([seed, split_code, index]), params)
     cv2.imwrite(os.path.join(folder, split, f"{index:06d}.jpg"), image[:, :, ::-1],
                 [cv2.IMWRITE_JPEG_QUALITY, params["jpeg_quality"]])
     return objects
