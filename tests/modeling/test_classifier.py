@@ -1,0 +1,146 @@
+"""The ResNet classifier: torchvision parity, strict loading, head re-initialisation, transfer."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+import torchvision
+
+from detector.config import load_config
+from detector.modeling.build import build_resnet, load_backbone_weights
+from detector.modeling.classifier import (
+    ResNetClassifier,
+    build_classifier,
+    classifier_state_from_file,
+    load_classifier_weights,
+)
+from detector.weights.state_dicts import WeightsMismatchError
+
+
+def randomize_batch_norm(model: torch.nn.Module, seed: int = 0) -> None:
+    """Non-trivial BatchNorm statistics and affine terms, so a wrong BN mapping shows up."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                n = module.num_features
+                module.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
+                module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+                module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
+                module.bias.copy_(torch.randn(n, generator=generator) * 0.1)
+
+
+@pytest.fixture(scope="module")
+def torchvision_resnet50_file(tmp_path_factory):
+    torch.manual_seed(0)
+    reference = torchvision.models.resnet50(weights=None).eval()
+    randomize_batch_norm(reference)
+    path = tmp_path_factory.mktemp("weights") / "resnet50_tv.pth"
+    torch.save(reference.state_dict(), path)
+    return path, reference
+
+
+def test_resnet50_logits_equal_torchvision(torchvision_resnet50_file):
+    path, reference = torchvision_resnet50_file
+    model = ResNetClassifier(num_classes=1000, depth=50).eval()
+    reinitialised = load_classifier_weights(model, classifier_state_from_file(path), str(path))
+    assert reinitialised == []
+    assert list(model.state_dict()) == list(reference.state_dict())  # torchvision's names, in its order
+    images = torch.randn(2, 3, 96, 128, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours, theirs = model(images), reference(images)
+    assert ours.shape == (2, 1000)
+    assert (ours - theirs).abs().max().item() <= 1e-4
+
+
+def test_resnet50_file_loads_strictly_into_detector_backbone(torchvision_resnet50_file):
+    path, reference = torchvision_resnet50_file
+    cfg = load_config(["backbone=resnet50"])
+    body = build_resnet(cfg.backbone)
+    load_backbone_weights(body, path)  # strict apart from the fc head the body does not have
+    assert torch.equal(body.layer3[2].conv2.weight, reference.layer3[2].conv2.weight)
+    assert torch.equal(body.bn1.running_var, reference.bn1.running_var)
+
+
+@pytest.mark.parametrize("arch, depth, groups, width", [("resnext50_32x4d", 50, 32, 4), ("resnet18", 18, 1, 64)])
+def test_torchvision_state_dicts_load_strictly(arch, depth, groups, width):
+    reference = getattr(torchvision.models, arch)(weights=None, num_classes=7).eval()
+    randomize_batch_norm(reference, seed=3)
+    model = ResNetClassifier(num_classes=7, depth=depth, groups=groups, width_per_group=width).eval()
+    load_classifier_weights(model, reference.state_dict(), arch)
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert (model(images) - reference(images)).abs().max().item() <= 1e-4
+
+
+def test_strict_errors_name_missing_and_unexpected_keys():
+    model = ResNetClassifier(num_classes=5, depth=18)
+    state = dict(model.state_dict())
+    del state["layer2.1.conv1.weight"]
+    state["layer2.1.extra.weight"] = torch.zeros(1)
+    with pytest.raises(WeightsMismatchError) as error:
+        load_classifier_weights(model, state, "broken.pth")
+    message = str(error.value)
+    assert "broken.pth" in message
+    assert "missing keys (1): layer2.1.conv1.weight" in message
+    assert "unexpected keys (1): layer2.1.extra.weight" in message
+
+
+def test_wrong_depth_is_a_shape_error_not_a_silent_load():
+    resnet34 = torchvision.models.resnet34(weights=None, num_classes=5).state_dict()
+    model = ResNetClassifier(num_classes=5, depth=18)
+    with pytest.raises(WeightsMismatchError, match="unexpected keys .*layer1.2.conv1.weight"):
+        load_classifier_weights(model, resnet34, "resnet34.pth")
+
+
+def test_new_class_count_reinitialises_only_the_head(caplog):
+    torch.manual_seed(0)
+    source = ResNetClassifier(num_classes=10, depth=18)
+    randomize_batch_norm(source)
+    torch.manual_seed(1)
+    target = ResNetClassifier(num_classes=3, depth=18)
+    fresh_fc = target.fc.weight.detach().clone()
+    with caplog.at_level(logging.INFO, logger="detector"):
+        reinitialised = load_classifier_weights(target, source.state_dict(), "ten_classes.pth")
+    assert reinitialised == ["fc.weight", "fc.bias"]
+    assert "re-initialised fc.weight, fc.bias" in caplog.text
+    assert "10 classes" in caplog.text
+    source_state, target_state = source.state_dict(), target.state_dict()
+    for key, value in target_state.items():
+        if key.startswith("fc."):
+            assert value.shape[0] == 3
+        else:
+            assert torch.equal(value, source_state[key]), key
+    # A new head: not the one of the model before loading either (reset_head drew new values).
+    assert target.fc.weight.shape == fresh_fc.shape
+    assert target.fc.weight.abs().max() <= 1 / (512 ** 0.5) + 1e-6  # nn.Linear's default range
+
+
+def test_freeze_at_fixes_the_stem_and_early_stages():
+    model = ResNetClassifier(num_classes=3, depth=18, freeze_at=2)
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    assert "conv1.weight" in frozen and "layer1.0.conv1.weight" in frozen
+    assert not any(name.startswith(("layer2", "layer3", "layer4", "fc")) for name in frozen)
+
+
+def test_classifier_checkpoint_is_a_detector_backbone(tmp_path):
+    """Transfer: a checkpoint of this project's classifier starts the detector's backbone."""
+    cfg = load_config(["data.root=/unused", "model.num_classes=3"], config_name="cls")
+    classifier = build_classifier(cfg)
+    randomize_batch_norm(classifier, seed=5)
+    path = tmp_path / "model_final.pth"
+    torch.save({"model": classifier.state_dict(), "iteration": 10}, path)
+
+    det_cfg = load_config(["backbone=resnet18", f"backbone.weights={path}", "backbone.norm=frozen_bn",
+                           "model.num_classes=3"])
+    from detector.modeling.build import build_backbone
+
+    backbone = build_backbone(det_cfg)
+    assert torch.equal(backbone.body.layer4[1].conv2.weight, classifier.layer4[1].conv2.weight)
+    assert torch.equal(backbone.body.layer2[0].downsample[1].running_mean, classifier.layer2[0].downsample[1].running_mean)
+
+    # And back: the classifier config's model.weights takes the same file, head included.
+    again = build_classifier(load_config(["data.root=/unused", "model.num_classes=3", f"model.weights={path}"],
+                                         config_name="cls"))
+    assert torch.equal(again.fc.weight, classifier.fc.weight)
