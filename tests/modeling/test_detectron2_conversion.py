@@ -91,12 +91,11 @@ def detectron2_file(tmp_path_factory):
         pickle.dump({"model": weights, "__author__": "Detectron2 Model Zoo", "matching_heuristics": True}, handle)
     output = path.with_name("converted.pth")
     convert_weights("detectron2", path, output)
-    return weights, output
+    return weights, load_model(output)
 
 
 def test_every_tensor_lands_where_it_belongs(detectron2_file):
-    weights, output = detectron2_file
-    model = load_model(output)
+    weights, model = detectron2_file
     state = model.state_dict()
     # All 4x4 + stems etc: every source tensor is used exactly once, nothing is left over.
     assert len(weights) == len([k for k in state if not k.endswith("num_batches_tracked")])
@@ -107,8 +106,7 @@ def test_every_tensor_lands_where_it_belongs(detectron2_file):
 
 
 def test_class_order_background_last_becomes_background_first(detectron2_file):
-    weights, output = detectron2_file
-    model = load_model(output)
+    weights, model = detectron2_file
     x = torch.randn(3, FC_DIM)
     logits, deltas = model.roi_heads.box_predictor(x)
     cls_w, cls_b = (torch.from_numpy(weights[f"roi_heads.box_predictor.cls_score.{n}"]) for n in ("weight", "bias"))
@@ -121,8 +119,7 @@ def test_class_order_background_last_becomes_background_first(detectron2_file):
 
 
 def test_converted_config_reproduces_detectron2(detectron2_file):
-    _, output = detectron2_file
-    model = load_model(output)
+    _, model = detectron2_file
     cfg = model.config
     assert cfg.model.input.format == "BGR"
     np.testing.assert_allclose(list(cfg.model.input.pixel_mean), [103.53 / 255, 116.28 / 255, 123.675 / 255])
@@ -138,7 +135,9 @@ def test_converted_config_reproduces_detectron2(detectron2_file):
     red[0] = 1.0
     torch.testing.assert_close(model.preprocessor.normalize(red).flatten(),
                                torch.tensor([-103.53, -116.28, 255 - 123.675]), rtol=1e-5, atol=1e-3)
-    model([torch.rand(3, 64, 80)])   # runs end to end
+    model.preprocessor.min_size_test = 64   # small, to run end to end quickly
+    with torch.no_grad():
+        assert len(model([torch.rand(3, 64, 80)])) == 1
 
 
 class _CreatesAFile:
