@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from detector.checkpoint_io import save_checkpoint
+from detector.weights.coco_classes import COCO_IDS, COCO_NAMES, names_by_category_id
 from detector.weights.converted_config import converted_config
 from detector.weights.state_dicts import load_state_dict_strict, read_state_dict
 
@@ -87,4 +88,17 @@ def _write_detection(state, backbone, model, found_classes, names, num_classes, 
         state.update(_reinitialized_predictor(config, num_classes))
         config = converted_config(backbone, model, num_classes, None)
     _check_loadable(config, state, str(input_path))
-    return save_checkpoint({"model": state, "iteration": 0, "config": config}, output_path)
+    checkpoint = {"model": state, "iteration": 0, "config": config}
+    category_ids = coco_category_ids(config["model"]["class_names"])
+    if category_ids is not None:
+        # label -> COCO category id, for writing COCO-format results (tools/predict.py reads it).
+        checkpoint["category_ids"] = category_ids
+    return save_checkpoint(checkpoint, output_path)
+
+
+def coco_category_ids(class_names: list[str] | None) -> list[int] | None:
+    if class_names == COCO_NAMES:
+        return list(COCO_IDS)
+    if class_names is not None and class_names == names_by_category_id(len(class_names)):
+        return list(range(1, len(class_names) + 1))   # torchvision: label == category id
+    return None

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from detector.checkpoint_io import load_checkpoint
 from detector.modeling.build import load_model
 from detector.weights.convert import convert_weights
 from detector.weights.restricted_pickle import RestrictedPickleError, load_restricted_pickle
@@ -91,6 +92,7 @@ def detectron2_file(tmp_path_factory):
         pickle.dump({"model": weights, "__author__": "Detectron2 Model Zoo", "matching_heuristics": True}, handle)
     output = path.with_name("converted.pth")
     convert_weights("detectron2", path, output)
+    assert load_checkpoint(output)["category_ids"][:13] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14]
     return weights, load_model(output)
 
 
