@@ -143,6 +143,10 @@ def build_model(cfg: DictConfig) -> FasterRCNN:
     """Faster R-CNN from `cfg.backbone` and `cfg.model`; loads `cfg.model.weights` if set."""
     num_classes = resolve_num_classes(cfg)
     backbone = build_backbone(cfg)
+    if len(cfg.model.anchor_generator.sizes) != len(backbone.strides):
+        raise ValueError(f"model.anchor_generator.sizes={list(cfg.model.anchor_generator.sizes)} needs one size per "
+                         f"FPN level: {len(backbone.strides)} levels (strides {backbone.strides}) come from "
+                         f"backbone.out_features={list(cfg.backbone.out_features)} plus the pooled top level.")
     levels = [f"p{name[len('res'):]}" for name in backbone.body.out_features]
     pooled_strides = backbone.strides[: len(levels)]
     model = FasterRCNN(

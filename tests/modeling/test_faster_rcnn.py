@@ -109,3 +109,13 @@ def test_images_without_boxes_train(make_small_config):
     losses = model([torch.rand(3, 64, 64)], [empty])
     sum(losses.values()).backward()
     assert losses["loss_box_reg"].item() == 0.0 and losses["loss_rpn_box_reg"].item() == 0.0
+
+
+def test_anchor_sizes_must_match_pyramid_levels(make_small_config):
+    with pytest.raises(ValueError, match="one size per FPN level"):
+        build_model(make_small_config("model.anchor_generator.sizes=[32,64,128]"))
+    model = small_model(make_small_config, "backbone.out_features=[res3,res4,res5]",
+                        "model.anchor_generator.sizes=[32,64,128,256]").eval()
+    assert model.pooled_levels == ["p3", "p4", "p5"]
+    with torch.no_grad():
+        assert set(model([torch.rand(3, 64, 64)])[0]) == {"boxes", "scores", "labels"}
