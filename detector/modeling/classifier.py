@@ -127,7 +127,18 @@ def build_classifier(cfg, num_classes: int | None = None, logger: logging.Logger
         path = str(cfg.model.weights)
         load_classifier_weights(model, classifier_state_from_file(path), path, logger)
     elif b.get("weights"):
-        from detector.modeling.build import load_backbone_weights
-
-        load_backbone_weights(model, str(b.weights))
+        load_body_weights(model, str(b.weights), logger)
     return model
+
+
+def load_body_weights(model: ResNetClassifier, path: str, logger: logging.Logger | None = None) -> None:
+    """The ResNet body from `path` (a torchvision file, a classifier checkpoint, or a backbone
+    written with a "backbone.body." prefix), strictly; the fc head stays new."""
+    logger = logger or logging.getLogger("detector")
+    state = classifier_state_from_file(path)
+    for prefix in ("backbone.body.", "body.", "backbone."):
+        state = strip_prefix(state, prefix)
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    state.update({k: v for k, v in model.state_dict().items() if k in HEAD_KEYS})
+    load_state_dict_strict(model, state, source=path)
+    logger.info("Loaded backbone weights from %s; the fc head (%d classes) is new.", path, model.num_classes)

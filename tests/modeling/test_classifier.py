@@ -144,3 +144,12 @@ def test_classifier_checkpoint_is_a_detector_backbone(tmp_path):
     again = build_classifier(load_config(["data.root=/unused", "model.num_classes=3", f"model.weights={path}"],
                                          config_name="cls"))
     assert torch.equal(again.fc.weight, classifier.fc.weight)
+
+
+def test_backbone_weights_give_the_body_and_keep_a_new_head(torchvision_resnet50_file):
+    path, reference = torchvision_resnet50_file
+    cfg = load_config(["data.root=/unused", "model.num_classes=4", "backbone=resnet50", f"backbone.weights={path}"],
+                      config_name="cls")
+    model = build_classifier(cfg)
+    assert torch.equal(model.layer4[2].conv3.weight, reference.layer4[2].conv3.weight)
+    assert model.fc.weight.shape == (4, 2048)

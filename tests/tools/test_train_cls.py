@@ -123,3 +123,21 @@ def test_learns_colours_with_the_engine_trainer(tmp_path):
                            "data.balance=loss", "data.balance_strength=1.0"), config_name="cls")
     metrics = train_classifier(cfg)
     assert metrics["top1"] >= 0.8, metrics
+
+
+def test_two_process_training_evaluates_like_one_process(six_classes, tmp_path):
+    import shutil
+
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun is not installed next to this Python")
+    out = tmp_path / "ddp"
+    proc = run(tiny(six_classes, out, "train.max_iter=2", "dataloader.test_batch_size=4"),
+               launcher=[torchrun, "--nproc_per_node=2", "--max_restarts=0"], timeout=300)
+    assert "Process group: 2 processes (gloo)" in proc.stdout
+    assert len(list((out / "tb").iterdir())) == 1  # rank 0 alone writes
+    distributed = json.loads((out / "metrics.json").read_text())
+    assert distributed["num_samples"] == 18  # both shards gathered, each test image once
+    single = tmp_path / "single"
+    run(tiny(six_classes, single, "eval_only=true", f"model.weights={out / 'checkpoints' / 'model_final.pth'}"))
+    assert json.loads((single / "metrics.json").read_text()) == distributed
