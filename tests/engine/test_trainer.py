@@ -183,3 +183,24 @@ def test_clip_grad_norm_is_recorded(tmp_path):
     assert "grad_norm" in trainer.storage.latest()
     moved = math.sqrt(sum(float(((p.detach() - b) ** 2).sum()) for p, b in zip(trainer.model.parameters(), before)))
     assert moved < 3 * 0.05 * 1e-3 * 10  # tiny steps: the gradient was clipped
+
+
+def test_cpu_bf16_autocast_runs_and_fp16_needs_cuda(tmp_path):
+    from detector.engine import resolve_precision
+
+    seen = []
+
+    def recording_step(model, batch):
+        out = step(model, batch)
+        seen.append(model.net[0](batch["x"]).dtype)  # inside autocast: a bf16 matmul
+        return out
+
+    trainer = make(tmp_path, max_iter=3)
+    trainer.precision = resolve_precision("bf16", torch.device("cpu"))
+    trainer.step_fn = recording_step
+    trainer.train()
+    assert seen == [torch.bfloat16] * 3
+    assert all(torch.isfinite(p).all() and p.dtype == torch.float32 for p in trainer.model.parameters())
+    assert resolve_precision("none", torch.device("cpu")).dtype is None
+    with pytest.raises(ValueError, match="train.amp=fp16 needs a CUDA device"):
+        resolve_precision("fp16", torch.device("cpu"))
