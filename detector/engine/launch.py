@@ -42,7 +42,23 @@ def wrap_for_training(
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         else:
             logger.warning("backbone.norm=sync_bn: SyncBatchNorm needs CUDA; on the CPU each process keeps its own BatchNorm statistics.")
+            model = revert_sync_batchnorm(model)
     device_ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(
         model, device_ids=device_ids, find_unused_parameters=find_unused_parameters
     )
+
+
+def revert_sync_batchnorm(module: nn.Module) -> nn.Module:
+    """SyncBatchNorm layers replaced by BatchNorm2d with the same state (PyTorch refuses
+    SyncBatchNorm on CPU tensors under a process group)."""
+    if isinstance(module, nn.SyncBatchNorm):
+        plain = nn.BatchNorm2d(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+        plain.load_state_dict(module.state_dict())
+        plain.train(module.training)
+        return plain.to(next(module.buffers(), torch.empty(0)).device)
+    for name, child in module.named_children():
+        replaced = revert_sync_batchnorm(child)
+        if replaced is not child:
+            setattr(module, name, replaced)
+    return module
