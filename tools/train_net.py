@@ -22,11 +22,20 @@ from detector.config import register_resolvers  # noqa: E402
 register_resolvers()
 
 
+def record_in_log_file(message: str) -> None:
+    """Also leave the reason a run stopped in output_dir/log.txt (if the run got that far)."""
+    import logging
+
+    for handler in logging.getLogger("detector").handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.emit(logging.LogRecord("detector", logging.ERROR, __file__, 0, message, None, None))
+
+
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from detector.engine.config_checks import ConfigError, check_output_dir, validate_config
     from detector.engine.detection import evaluate_checkpoint, train_detector
-    from detector.engine.trainer import NonFiniteLossError
+    from detector.checkpoint_io import CheckpointError
     from detector.utils.distributed import destroy_distributed
 
     try:
@@ -37,9 +46,11 @@ def main(cfg: DictConfig) -> None:
             evaluate_checkpoint(cfg)
         else:
             train_detector(cfg)
-    except (ConfigError, NonFiniteLossError) as error:
-        # Expected failures: one clear line, no traceback, non-zero exit.
+    except (ConfigError, FloatingPointError, CheckpointError, FileNotFoundError) as error:
+        # Expected failures (bad config, missing files, a diverged loss): one clear line,
+        # no traceback, non-zero exit.
         print(f"error: {error}", file=sys.stderr)
+        record_in_log_file(f"error: {error}")
         sys.exit(1)
     finally:
         destroy_distributed()

@@ -172,7 +172,7 @@ class Trainer:
         if not all_finite:
             terms = ", ".join(f"{k}={v:.6g}" for k, v in sorted(local.items()))
             raise NonFiniteLossError(
-                f"Non-finite loss at iteration {self.iter}: {terms}"
+                f"Non-finite loss at iteration {self.iter + 1}: {terms}"
                 + ("" if not finite else " (this rank's losses are finite; another rank's are not)")
                 + ". Training stopped before the optimizer step, so the weights and the last "
                 "checkpoint are untouched. Lower solver.base_lr, lengthen solver.warmup_iters, set "
