@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from detector.checkpoint_io import load_checkpoint
-from detector.engine.checkpointer import FINAL, LAST, Checkpointer, rng_state_for_this_rank
+from detector.engine.checkpointer import LAST, Checkpointer, rng_state_for_this_rank
 from detector.engine.config_checks import check_output_dir
 from detector.engine.ema import ModelEMA
 from detector.engine.hooks import EvalHook, LRSchedulerHook, PeriodicCheckpointer, PeriodicWriter, SkippedSamplesReport

@@ -95,7 +95,7 @@ class PeriodicWriter(HookBase):
 
     def after_step(self) -> None:
         done = self.trainer.iter + 1
-        if done % self.period == 0 or done >= self.trainer.max_iter or self.trainer.storage._images:
+        if done % self.period == 0 or done >= self.trainer.max_iter or self.trainer.storage.has_images():
             self.write()
 
     def write(self) -> None:

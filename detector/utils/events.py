@@ -60,6 +60,9 @@ class EventStorage:
         self._latest.update({name: (float(v), int(i)) for name, (v, i) in state["latest"].items()})
         self.smoothing.update(state["smoothing"])
 
+    def has_images(self) -> bool:
+        return bool(self._images)
+
     def pop_images(self) -> list[tuple[str, Any, int]]:
         images, self._images = self._images, []
         return images

@@ -1,5 +1,4 @@
 """The training loop on a tiny regression model and a synthetic, iteration-indexed loader."""
-import logging
 import math
 
 import pytest
