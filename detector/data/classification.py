@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from detector.data.dataset import ON_BAD_SAMPLE, BadSampleError, BadSampleWarning
 from detector.data.image_io import DEFAULT_MAX_IMAGE_PIXELS, BadImageError, read_image_rgb
-from detector.data.loader import worker_init
+from detector.data.loader import _pin_memory, worker_init
 from detector.data.samplers import InferenceBatchSampler, TrainBatchSampler
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -131,7 +131,7 @@ class ImageFolderDataset(Dataset):
         self.class_names = list(class_names)
         self.transform = transform
         self.train = train
-        self.seed = int(seed)
+        self.seed = int(seed) & 0xFFFFFFFFFFFFFFFF  # numpy seeds must be non-negative
         self.on_bad_sample = on_bad_sample
         self.max_image_pixels = int(max_image_pixels)
         self._cache: dict[int, np.ndarray | BadImageError] | None = None
@@ -230,7 +230,7 @@ class ClassBalancedBatchSampler:
             raise ValueError("the training set is empty: nothing to sample")
         self.members = [np.flatnonzero(labels == c) for c in range(num_classes)]
         self.probabilities = class_sampling_probabilities([len(m) for m in self.members], strength)
-        self.batch_size, self.seed = int(batch_size), int(seed)
+        self.batch_size, self.seed = int(batch_size), int(seed) & 0xFFFFFFFFFFFFFFFF  # numpy seeds >= 0
         self.rank, self.world_size, self.start_iter = int(rank), int(world_size), int(start_iter)
 
     def item(self, position: int) -> tuple[int, int]:
@@ -298,10 +298,11 @@ def collate_cls_test(samples: list[dict]) -> dict:
     }
 
 
-def _loader(dataset, batch_sampler, collate, num_workers: int, persistent: bool) -> DataLoader:
+def _loader(cfg: DictConfig, dataset, batch_sampler, collate, persistent: bool) -> DataLoader:
+    num_workers = int(cfg.dataloader.num_workers)
     return DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=collate, num_workers=num_workers,
                       worker_init_fn=worker_init if num_workers > 0 else None,
-                      persistent_workers=persistent and num_workers > 0,
+                      persistent_workers=persistent and num_workers > 0, pin_memory=_pin_memory(cfg),
                       prefetch_factor=2 if num_workers > 0 else None)
 
 
@@ -319,11 +320,11 @@ def build_cls_train_loader(cfg: DictConfig, rank: int = 0, world_size: int = 1, 
                                             float(cfg.data.balance_strength), rank, world_size, start_iter)
     else:
         sampler = TrainBatchSampler(len(dataset), batch_size, int(cfg.seed), rank, world_size, start_iter)
-    return _loader(dataset, sampler, collate_cls_train, int(cfg.dataloader.num_workers), persistent=False)
+    return _loader(cfg, dataset, sampler, collate_cls_train, persistent=False)
 
 
 def build_cls_test_loader(cfg: DictConfig, rank: int = 0, world_size: int = 1) -> DataLoader:
     """Batches {"images", "labels", "indices", "skipped"}: every test image once across ranks."""
     dataset = build_cls_dataset(cfg, "test")
     sampler = InferenceBatchSampler(len(dataset), int(cfg.dataloader.test_batch_size), rank, world_size)
-    return _loader(dataset, sampler, collate_cls_test, int(cfg.dataloader.num_workers), persistent=True)
+    return _loader(cfg, dataset, sampler, collate_cls_test, persistent=True)
