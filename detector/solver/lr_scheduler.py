@@ -72,6 +72,16 @@ class WarmupLR(LRScheduler):
             decay = cosine_factor_at(iteration, self.max_iter, self.min_factor)
         return warmup_factor_at(iteration, self.warmup_iters, self.warmup_factor) * decay
 
+    # Only the position is state; the shape of the schedule comes from the config, so a run
+    # resumed with a longer train.max_iter (or other steps) follows the new schedule.
+    _STATE_KEYS = ("last_epoch", "base_lrs", "_last_lr", "_step_count")
+
+    def state_dict(self) -> dict:
+        return {key: self.__dict__[key] for key in self._STATE_KEYS if key in self.__dict__}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.__dict__.update({key: state_dict[key] for key in self._STATE_KEYS if key in state_dict})
+
     def get_lr(self) -> list[float]:
         factor = self.lr_factor(self.last_epoch)
         return [base_lr * factor for base_lr in self.base_lrs]

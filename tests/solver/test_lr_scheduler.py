@@ -82,3 +82,14 @@ def test_bad_schedule_is_rejected():
         WarmupLR(_opt(), max_iter=10, decay="linear")
     with pytest.raises(ValueError, match="train.max_iter"):
         WarmupLR(_opt(), max_iter=10, steps=[20])
+
+
+def test_resume_with_a_longer_schedule_follows_the_new_one():
+    opt = _opt(0.1)
+    first = WarmupLR(opt, max_iter=10, decay="cosine")
+    _lrs(first, opt, 5)
+    opt2 = _opt(0.1)
+    longer = WarmupLR(opt2, max_iter=100, decay="cosine")
+    longer.load_state_dict(first.state_dict())
+    assert longer.last_epoch == 5 and longer.max_iter == 100
+    assert longer.lr_factor(longer.last_epoch) == pytest.approx(0.5 * (1 + math.cos(math.pi * 5 / 100)))
