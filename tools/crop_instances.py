@@ -11,7 +11,6 @@ and boxes narrower or shorter than --min-size pixels are not cropped.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
