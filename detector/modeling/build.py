@@ -43,6 +43,7 @@ def build_resnet(backbone_cfg: DictConfig) -> ResNet:
         freeze_at=backbone_cfg.freeze_at,
         out_features=list(backbone_cfg.out_features),
         stride_in_1x1=backbone_cfg.stride_in_1x1,
+        base_channels=backbone_cfg.get("base_channels", 64),
     )
 
 

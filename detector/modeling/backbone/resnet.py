@@ -106,6 +106,7 @@ class ResNet(nn.Module):
         out_features: Sequence[str] = STAGE_NAMES,
         stride_in_1x1: bool = False,
         bottleneck: bool | None = None,
+        base_channels: int = 64,
     ):
         super().__init__()
         blocks = blocks_for(depth, blocks_per_stage)
@@ -123,17 +124,20 @@ class ResNet(nn.Module):
         self.freeze_at = freeze_at
         self.block_expansion = block.expansion
 
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = make_norm(norm, 64)
+        if base_channels < 8 or base_channels % 8:
+            raise ValueError(f"backbone.base_channels={base_channels} must be a positive multiple of 8 (64 is the standard ResNet).")
+        # base_channels < 64 gives a narrow ResNet for CPU recipes; 64 matches torchvision.
+        self.conv1 = nn.Conv2d(3, base_channels, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = make_norm(norm, base_channels)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
 
         num_stages = STAGE_NAMES.index(self.out_features[-1]) + 1
         self.out_channels: dict[str, int] = {}
         self.strides = {name: STAGE_STRIDES[name] for name in self.out_features}
-        in_channels = 64
+        in_channels = base_channels
         for index in range(num_stages):
-            planes = 64 * 2**index
+            planes = base_channels * 2**index
             stride = 1 if index == 0 else 2
             stage, in_channels = self._make_stage(block, in_channels, planes, blocks[index], stride, norm,
                                                   groups, width_per_group, stride_in_1x1)
