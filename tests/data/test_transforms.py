@@ -34,7 +34,8 @@ def test_augmented_boxes_inside_the_image_bccd(bccd_cfg):
 
 
 def test_augmented_boxes_inside_the_image_shapes(shapes_cfg):
-    _check_samples(build_dataset(shapes_cfg(), "train"), (288, 320, 352), 352)
+    cfg = shapes_cfg()
+    _check_samples(build_dataset(cfg, "train"), tuple(cfg.aug.train.min_size), cfg.aug.train.max_size)
 
 
 def test_boxes_follow_the_flip_and_resize():

@@ -39,7 +39,7 @@ def test_backbone_builds_with_expected_feature_shapes(name):
     assert list(pyramid) == ["p2", "p3", "p4", "p5", "p6"]
     for index, feature in enumerate(pyramid.values()):
         stride = 4 * 2**index
-        assert feature.shape == (1, 256, -(-64 // stride), -(-96 // stride))
+        assert feature.shape == (1, cfg.model.fpn.out_channels, -(-64 // stride), -(-96 // stride))
 
 
 @pytest.mark.parametrize("tv_name", ["resnet18", "resnext50_32x4d"])
