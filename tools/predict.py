@@ -1,6 +1,6 @@
 """Detect objects in an image or a folder of images with a trained checkpoint.
 
-    python tools/predict.py --weights outputs/shapes_resnet18/checkpoints/model_final.pth \
+    python tools/predict.py --weights outputs/shapes_resnet18_narrow/checkpoints/model_final.pth \
         --input path/to/images --output predictions/ [--score-thresh 0.5] [--device cpu]
 
 Writes DIR/predictions.json ({file_name, bbox [x, y, w, h], score, category_id,

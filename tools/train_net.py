@@ -43,7 +43,12 @@ def main(cfg: DictConfig) -> None:
         if int(os.environ.get("RANK", 0)) == 0:
             check_output_dir(cfg.output_dir)  # fail now, not after an hour of training
         if cfg.eval_only:
-            evaluate_checkpoint(cfg)
+            from hydra.core.hydra_config import HydraConfig
+
+            # The checkpoint's own architecture is used; only these command-line keys refine it.
+            model_overrides = [o for o in HydraConfig.get().overrides.task if o.startswith(("model.", "backbone."))
+                               and not o.startswith(("model.weights=", "backbone.weights="))]
+            evaluate_checkpoint(cfg, model_overrides)
         else:
             train_detector(cfg)
     except (ConfigError, FloatingPointError, CheckpointError, FileNotFoundError) as error:

@@ -18,15 +18,10 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from detector.engine.checkpointer import LAST, Checkpointer, rng_state_for_this_rank
 from detector.engine.config_checks import ConfigError, _positive
 from detector.engine.detection import RunContext, _sync_from_rank0, seed_everything
-from detector.engine.ema import ModelEMA
-from detector.engine.hooks import EvalHook, LRSchedulerHook, PeriodicCheckpointer, PeriodicWriter, SkippedSamplesReport
-from detector.engine.launch import wrap_for_training
 from detector.engine.precision import Precision, resolve_precision
-from detector.engine.trainer import Trainer
-from detector.engine.writers import ConsoleWriter, TensorboardWriter
+from detector.engine.writers import TensorboardWriter
 from detector.utils.distributed import barrier, is_main_process
 
 METRICS_FILE = "metrics.json"
@@ -202,33 +197,11 @@ def train_classifier(cfg: DictConfig) -> dict[str, Any]:
     """Train (or resume) with the engine's Trainer, evaluate periodically and at the end;
     returns the final metrics (also in output_dir/metrics.json)."""
     from detector.data.classification import build_cls_dataset, build_cls_train_loader, class_loss_weights
-    from detector.solver import build_lr_scheduler, build_optimizer
+    from detector.engine.training_run import prepare_training, run_training
 
     ctx, model = _prepare(cfg)
     logger, device = ctx.logger, ctx.device
-    last = ctx.output_dir / "checkpoints" / LAST
-    resume = bool(cfg.train.resume) and last.is_file()
-    if bool(cfg.train.resume) and not resume:
-        logger.info("train.resume=true but %s does not exist: starting from scratch.", last)
-
-    precision = resolve_precision(str(cfg.train.amp), device)
-    sync_bn = str(cfg.backbone.get("norm", "")) == "sync_bn"
-    model = wrap_for_training(model, device, sync_bn, bool(cfg.train.get("find_unused_parameters", False)), logger)
-    core = model.module if hasattr(model, "module") else model
-    optimizer = build_optimizer(cfg, core, ctx.world_size)
-    scheduler = build_lr_scheduler(cfg, optimizer)
-    scaler = precision.make_scaler()
-    ema = ModelEMA(core, float(cfg.train.ema.decay)) if cfg.train.ema.enabled else None
-    checkpointer = Checkpointer(core, ctx.output_dir / "checkpoints", optimizer, scheduler, scaler, ema,
-                                config=OmegaConf.to_container(cfg, resolve=True), save_to_disk=is_main_process(),
-                                logger=logger)
-    start_iter, rng_state = 0, None
-    if resume:
-        checkpoint = checkpointer.resume(last)
-        start_iter = int(checkpoint["iteration"])
-        rng_state = rng_state_for_this_rank(checkpoint, logger)
-    else:
-        seed_everything(int(cfg.seed) + ctx.rank)
+    run = prepare_training(cfg, ctx, model, seed_everything)
 
     train_set = build_cls_dataset(cfg, "train")
     counts = train_set.class_counts()
@@ -238,36 +211,9 @@ def train_classifier(cfg: DictConfig) -> dict[str, Any]:
         weights = class_loss_weights(counts, float(cfg.data.balance_strength))
         class_weights = torch.tensor(weights, dtype=torch.float32)
         logger.info("Loss weights per class: %s.", {n: round(float(w), 3) for n, w in zip(train_set.class_names, weights)})
-    logger.info("Model: %d parameters (%d trainable). Peak lr %.5g.", sum(p.numel() for p in core.parameters()),
-                sum(p.numel() for p in core.parameters() if p.requires_grad), scheduler.base_lrs[0])
-
     accum = int(cfg.train.grad_accum_steps)
-    train_loader = build_cls_train_loader(cfg, ctx.rank, ctx.world_size, start_iter=start_iter * accum, dataset=train_set)
-    trainer = Trainer(
-        model, optimizer, train_loader, int(cfg.train.max_iter),
-        step_fn=ClassificationStep(device, class_weights, float(cfg.loss.label_smoothing)),
-        start_iter=start_iter, grad_accum_steps=accum, clip_grad_norm=float(cfg.train.clip_grad_norm),
-        precision=precision, scaler=scaler, ema=ema, device=device, logger=logger,
-    )
-    trainer.pending_rng_state = rng_state
-    evaluator = ClassificationEvaluator(cfg, (lambda: ema.module) if ema is not None else (lambda: core), device,
-                                        precision, ctx.output_dir, ctx.rank, ctx.world_size, logger)
-    writers = []
-    if is_main_process():
-        writers = [ConsoleWriter(int(cfg.train.max_iter), logger), TensorboardWriter(ctx.output_dir / "tb")]
-    trainer.register_hooks([
-        LRSchedulerHook(optimizer, scheduler),
-        PeriodicCheckpointer(checkpointer, int(cfg.train.checkpoint_period)),
-        EvalHook(int(cfg.train.eval_period), evaluator),
-        SkippedSamplesReport(logger),
-        PeriodicWriter(writers, int(cfg.train.log_period)),
-    ])
-    if start_iter >= int(cfg.train.max_iter):
-        logger.info("%s is already at train.max_iter=%d: evaluating only.", last, cfg.train.max_iter)
-        evaluator(start_iter)
-        return evaluator.metrics
-    start = time.perf_counter()
-    trainer.train()
-    logger.info("Training and evaluation took %.1f min. Outputs are in %s.", (time.perf_counter() - start) / 60,
-                ctx.output_dir)
-    return evaluator.metrics
+    train_loader = build_cls_train_loader(cfg, ctx.rank, ctx.world_size, start_iter=run.start_iter * accum, dataset=train_set)
+    evaluator = ClassificationEvaluator(cfg, run.eval_model, device, run.precision, ctx.output_dir, ctx.rank,
+                                        ctx.world_size, logger)
+    step_fn = ClassificationStep(device, class_weights, float(cfg.loss.label_smoothing))
+    return run_training(cfg, ctx, run, train_loader, step_fn, evaluator)

@@ -14,18 +14,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from detector.checkpoint_io import load_checkpoint
-from detector.engine.checkpointer import LAST, Checkpointer, rng_state_for_this_rank
 from detector.engine.config_checks import check_output_dir
-from detector.engine.ema import ModelEMA
-from detector.engine.hooks import EvalHook, LRSchedulerHook, PeriodicCheckpointer, PeriodicWriter, SkippedSamplesReport
-from detector.engine.launch import select_device, wrap_for_training
+from detector.engine.launch import select_device
 from detector.engine.precision import Precision, resolve_precision
-from detector.engine.trainer import Trainer
-from detector.engine.writers import ConsoleWriter, TensorboardWriter
+from detector.engine.writers import TensorboardWriter
 from detector.evaluation import STAT_NAMES, evaluate_detector
 from detector.utils.distributed import barrier, get_world_size, init_distributed, is_distributed, is_main_process
 from detector.utils.logger import setup_logger
@@ -204,8 +200,30 @@ def prepare(cfg: DictConfig) -> tuple[RunContext, nn.Module]:
     return ctx, model
 
 
-def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
+def adopt_checkpoint_architecture(cfg: DictConfig, model_overrides: list[str]) -> None:
+    """eval_only: a checkpoint that carries its config (a converted torchvision/Detectron2
+    model, or one trained under another schedule) is rebuilt as it was trained, not as the
+    command line's schedule would shape it; `model.*`/`backbone.*` overrides given on the
+    command line (e.g. model.roi_heads.score_thresh=0.3) still apply on top."""
+    from detector.checkpoint_io import load_checkpoint
+    from detector.modeling.build import config_from_checkpoint
+
+    path = str(cfg.model.weights)
+    checkpoint = load_checkpoint(path)
+    if not isinstance(checkpoint.get("config"), dict):
+        return
+    own = config_from_checkpoint(checkpoint, path, overrides=model_overrides)
+    with open_dict(cfg):
+        weights = cfg.model.weights
+        cfg.backbone = own.backbone
+        cfg.model = own.model
+        cfg.model.weights = weights
+        cfg.backbone.weights = None
+
+
+def evaluate_checkpoint(cfg: DictConfig, model_overrides: list[str] | None = None) -> dict[str, Any]:
     """eval_only: the metrics of cfg.model.weights on the test set (also written to output_dir)."""
+    adopt_checkpoint_architecture(cfg, list(model_overrides or []))
     ctx, model = prepare(cfg)  # build_model loads cfg.model.weights, strictly
     iteration = _checkpoint_iteration(str(cfg.model.weights))
     model.to(ctx.device).eval()
@@ -225,80 +243,18 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
 
 def train_detector(cfg: DictConfig) -> dict[str, Any]:
     """Train (or resume), evaluate periodically and at the end; returns the final metrics."""
-    ctx, model = prepare(cfg)
-    logger, device = ctx.logger, ctx.device
-    last = ctx.output_dir / "checkpoints" / LAST
-    resume = bool(cfg.train.resume) and last.is_file()
-    if bool(cfg.train.resume) and not resume:
-        logger.info("train.resume=true but %s does not exist: starting from scratch.", last)
-    # cfg.model.weights (initial weights) were loaded by build_model; a resume overrides them.
-
-    from detector.solver import build_lr_scheduler, build_optimizer
-
-    precision = resolve_precision(str(cfg.train.amp), device)
-    sync_bn = str(cfg.backbone.get("norm", "")) == "sync_bn"
-    model = wrap_for_training(model, device, sync_bn, bool(cfg.train.get("find_unused_parameters", False)), logger)
-    core = model.module if hasattr(model, "module") else model
-    optimizer = build_optimizer(cfg, core, ctx.world_size)
-    scheduler = build_lr_scheduler(cfg, optimizer)
-    scaler = precision.make_scaler()
-    ema = ModelEMA(core, float(cfg.train.ema.decay)) if cfg.train.ema.enabled else None
-    checkpointer = Checkpointer(
-        core, ctx.output_dir / "checkpoints", optimizer, scheduler, scaler, ema,
-        config=_resolved_config(cfg), save_to_disk=is_main_process(), logger=logger,
-    )
-    start_iter, rng_state = 0, None
-    if resume:
-        checkpoint = checkpointer.resume(last)
-        start_iter = int(checkpoint["iteration"])
-        rng_state = rng_state_for_this_rank(checkpoint, logger)
-    else:
-        # Same initial weights everywhere (above); from here each rank draws its own numbers.
-        seed_everything(int(cfg.seed) + ctx.rank)
-    logger.info(
-        "Model: %d parameters (%d trainable). Peak lr %.5g = solver.base_lr %.5g x total batch %d / %d.",
-        sum(p.numel() for p in core.parameters()), sum(p.numel() for p in core.parameters() if p.requires_grad),
-        scheduler.base_lrs[0], cfg.solver.base_lr,
-        cfg.dataloader.batch_size * ctx.world_size * cfg.train.grad_accum_steps, cfg.solver.reference_batch_size,
-    )
-
     from detector.data import build_train_loader
+    from detector.engine.training_run import prepare_training, run_training
 
+    ctx, model = prepare(cfg)  # cfg.model.weights (initial weights) are loaded here; a resume overrides them
+    run = prepare_training(cfg, ctx, model, seed_everything)
     accum = int(cfg.train.grad_accum_steps)
-    train_loader = build_train_loader(cfg, ctx.rank, ctx.world_size, start_iter=start_iter * accum)
+    train_loader = build_train_loader(cfg, ctx.rank, ctx.world_size, start_iter=run.start_iter * accum)
     # Predictions outside a dataset (tools/predict.py) report the dataset's own category ids.
     train_set = train_loader.dataset
-    checkpointer.extra["category_ids"] = [
+    run.checkpointer.extra["category_ids"] = [
         int(train_set.label_to_category_id[label]) for label in range(1, len(train_set.class_names) + 1)
     ]
-    trainer = Trainer(
-        model, optimizer, train_loader, int(cfg.train.max_iter), step_fn=DetectionStep(device),
-        start_iter=start_iter, grad_accum_steps=accum, clip_grad_norm=float(cfg.train.clip_grad_norm),
-        precision=precision, scaler=scaler, ema=ema, device=device, logger=logger,
-    )
-    trainer.pending_rng_state = rng_state
-    if resume and "events" in checkpoint:
-        trainer.storage.load_state_dict(checkpoint["events"])  # smoothed logs continue seamlessly
-    evaluator = DetectionEvaluator(
-        cfg, (lambda: ema.module) if ema is not None else (lambda: core), device, precision,
-        ctx.output_dir, ctx.rank, ctx.world_size, logger,
-    )
-    writers = []
-    if is_main_process():
-        writers = [ConsoleWriter(int(cfg.train.max_iter), logger), TensorboardWriter(ctx.output_dir / "tb")]
-    eval_hook = EvalHook(int(cfg.train.eval_period), evaluator)
-    trainer.register_hooks([
-        LRSchedulerHook(optimizer, scheduler),
-        PeriodicCheckpointer(checkpointer, int(cfg.train.checkpoint_period)),
-        eval_hook,
-        SkippedSamplesReport(logger),
-        PeriodicWriter(writers, int(cfg.train.log_period)),
-    ])
-    if start_iter >= int(cfg.train.max_iter):
-        logger.info("%s is already at train.max_iter=%d: evaluating only.", last, cfg.train.max_iter)
-        evaluator(start_iter)
-        return evaluator.metrics
-    start = time.perf_counter()
-    trainer.train()
-    logger.info("Training and evaluation took %.1f min. Outputs are in %s.", (time.perf_counter() - start) / 60, ctx.output_dir)
-    return evaluator.metrics
+    evaluator = DetectionEvaluator(cfg, run.eval_model, ctx.device, run.precision, ctx.output_dir, ctx.rank,
+                                   ctx.world_size, ctx.logger)
+    return run_training(cfg, ctx, run, train_loader, DetectionStep(ctx.device), evaluator)

@@ -35,7 +35,7 @@ def test_backbone_builds_with_expected_feature_shapes(name):
     assert list(body_features) == ["res2", "res3", "res4", "res5"]
     for index, (stage, feature) in enumerate(body_features.items()):
         stride = 4 * 2**index
-        assert feature.shape == (1, 64 * 2**index * expansion, 64 // stride, 96 // stride), stage
+        assert feature.shape == (1, cfg.backbone.base_channels * 2**index * expansion, 64 // stride, 96 // stride), stage
     assert list(pyramid) == ["p2", "p3", "p4", "p5", "p6"]
     for index, feature in enumerate(pyramid.values()):
         stride = 4 * 2**index

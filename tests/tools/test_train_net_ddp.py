@@ -18,7 +18,8 @@ def test_two_process_training_writes_once_and_evaluates_like_one_process(tmp_pat
         pytest.skip("torchrun is not installed next to this Python")
     root, out = tmp_path / "shapes", tmp_path / "ddp"
     proc = run(
-        tiny(root, out, "train.max_iter=4", "train.checkpoint_period=2", "dataset.num_test=7", "solver.reference_batch_size=8"),
+        tiny(root, out, "train.max_iter=4", "train.checkpoint_period=2", "dataset.num_test=7", "solver.reference_batch_size=8",
+             "solver.base_lr=0.02", "model.roi_heads.score_thresh=0.0"),  # detections on every image
         launcher=[torchrun, "--nproc_per_node=2", "--max_restarts=0"], timeout=300,
     )
     assert "Process group: 2 processes (gloo)" in proc.stdout

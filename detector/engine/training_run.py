@@ -1,0 +1,112 @@
+"""What every task's training run shares: the optimizer, schedule, AMP scaler, EMA and
+checkpointer around a model, resuming from `last.pth`, and the Trainer with its standard
+hooks. Detection (engine/detection.py) and classification (engine/classification.py) differ
+only in their data, step function and evaluator."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from detector.engine.checkpointer import LAST, Checkpointer, rng_state_for_this_rank
+from detector.engine.ema import ModelEMA
+from detector.engine.hooks import EvalHook, LRSchedulerHook, PeriodicCheckpointer, PeriodicWriter, SkippedSamplesReport
+from detector.engine.launch import wrap_for_training
+from detector.engine.precision import Precision, resolve_precision
+from detector.engine.trainer import Trainer
+from detector.engine.writers import ConsoleWriter, TensorboardWriter
+from detector.utils.distributed import is_main_process
+
+
+@dataclass
+class TrainingRun:
+    model: nn.Module          # possibly DDP-wrapped
+    core: nn.Module           # the bare model
+    optimizer: Any
+    scheduler: Any
+    scaler: Any
+    ema: ModelEMA | None
+    precision: Precision
+    checkpointer: Checkpointer
+    last: Path
+    start_iter: int
+    rng_state: Any
+    checkpoint: dict | None   # the resumed checkpoint, if any
+
+    def eval_model(self) -> nn.Module:
+        """The weights to evaluate: the EMA when enabled."""
+        return self.ema.module if self.ema is not None else self.core
+
+
+def prepare_training(cfg: DictConfig, ctx, model: nn.Module, seed_everything: Callable[[int], None]) -> TrainingRun:
+    from detector.solver import build_lr_scheduler, build_optimizer
+
+    logger, device = ctx.logger, ctx.device
+    last = ctx.output_dir / "checkpoints" / LAST
+    resume = bool(cfg.train.resume) and last.is_file()
+    if bool(cfg.train.resume) and not resume:
+        logger.info("train.resume=true but %s does not exist: starting from scratch.", last)
+    precision = resolve_precision(str(cfg.train.amp), device)
+    sync_bn = str(cfg.backbone.get("norm", "")) == "sync_bn"
+    model = wrap_for_training(model, device, sync_bn, bool(cfg.train.get("find_unused_parameters", False)), logger)
+    core = model.module if hasattr(model, "module") else model
+    optimizer = build_optimizer(cfg, core, ctx.world_size)
+    scheduler = build_lr_scheduler(cfg, optimizer)
+    scaler = precision.make_scaler()
+    ema = ModelEMA(core, float(cfg.train.ema.decay)) if cfg.train.ema.enabled else None
+    checkpointer = Checkpointer(core, ctx.output_dir / "checkpoints", optimizer, scheduler, scaler, ema,
+                                config=OmegaConf.to_container(cfg, resolve=True), save_to_disk=is_main_process(),
+                                logger=logger)
+    start_iter, rng_state, checkpoint = 0, None, None
+    if resume:
+        checkpoint = checkpointer.resume(last)
+        start_iter = int(checkpoint["iteration"])
+        rng_state = rng_state_for_this_rank(checkpoint, logger)
+    else:
+        # Same initial weights on every rank (built before); from here each rank draws its own numbers.
+        seed_everything(int(cfg.seed) + ctx.rank)
+    logger.info(
+        "Model: %d parameters (%d trainable). Peak lr %.5g = solver.base_lr %.5g x total batch %d / %d.",
+        sum(p.numel() for p in core.parameters()), sum(p.numel() for p in core.parameters() if p.requires_grad),
+        scheduler.base_lrs[0], cfg.solver.base_lr,
+        cfg.dataloader.batch_size * ctx.world_size * cfg.train.grad_accum_steps, cfg.solver.reference_batch_size,
+    )
+    return TrainingRun(model, core, optimizer, scheduler, scaler, ema, precision, checkpointer, last,
+                       start_iter, rng_state, checkpoint)
+
+
+def run_training(cfg: DictConfig, ctx, run: TrainingRun, train_loader, step_fn, evaluator) -> dict[str, Any]:
+    """Train with the standard hooks, evaluating periodically and at the end; returns the metrics."""
+    logger = ctx.logger
+    trainer = Trainer(
+        run.model, run.optimizer, train_loader, int(cfg.train.max_iter), step_fn=step_fn,
+        start_iter=run.start_iter, grad_accum_steps=int(cfg.train.grad_accum_steps),
+        clip_grad_norm=float(cfg.train.clip_grad_norm), precision=run.precision, scaler=run.scaler,
+        ema=run.ema, device=ctx.device, logger=logger,
+    )
+    trainer.pending_rng_state = run.rng_state
+    if run.checkpoint is not None and "events" in run.checkpoint:
+        trainer.storage.load_state_dict(run.checkpoint["events"])  # smoothed logs continue seamlessly
+    writers = []
+    if is_main_process():
+        writers = [ConsoleWriter(int(cfg.train.max_iter), logger), TensorboardWriter(ctx.output_dir / "tb")]
+    trainer.register_hooks([
+        LRSchedulerHook(run.optimizer, run.scheduler),
+        PeriodicCheckpointer(run.checkpointer, int(cfg.train.checkpoint_period)),
+        EvalHook(int(cfg.train.eval_period), evaluator),
+        SkippedSamplesReport(logger),
+        PeriodicWriter(writers, int(cfg.train.log_period)),
+    ])
+    if run.start_iter >= int(cfg.train.max_iter):
+        logger.info("%s is already at train.max_iter=%d: evaluating only.", run.last, cfg.train.max_iter)
+        evaluator(run.start_iter)
+        return evaluator.metrics
+    start = time.perf_counter()
+    trainer.train()
+    logger.info("Training and evaluation took %.1f min. Outputs are in %s.", (time.perf_counter() - start) / 60,
+                ctx.output_dir)
+    return evaluator.metrics
