@@ -21,7 +21,6 @@ from torch import nn
 from detector.engine.config_checks import ConfigError, _positive
 from detector.engine.detection import RunContext, _sync_from_rank0, seed_everything
 from detector.engine.precision import Precision, resolve_precision
-from detector.engine.writers import TensorboardWriter
 from detector.utils.distributed import barrier, is_main_process
 
 METRICS_FILE = "metrics.json"
@@ -182,14 +181,9 @@ def evaluate_cls_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     evaluator = ClassificationEvaluator(cfg, lambda: model, ctx.device, precision, ctx.output_dir, ctx.rank,
                                         ctx.world_size, ctx.logger)
     scalars, images = evaluator(iteration)
-    if is_main_process():
-        writer = TensorboardWriter(ctx.output_dir / "tb")
-        step = int(iteration or 0)
-        for name, value in scalars.items():
-            writer.writer.add_scalar(name, value, step)
-        for tag, picture in images:
-            writer.writer.add_image(tag, picture, step, dataformats="HWC")
-        writer.close()
+    from detector.engine.training_run import log_evaluation
+
+    log_evaluation(ctx.output_dir, iteration, scalars, images)
     return evaluator.metrics
 
 

@@ -21,7 +21,6 @@ from detector.checkpoint_io import load_checkpoint
 from detector.engine.config_checks import check_output_dir
 from detector.engine.launch import select_device
 from detector.engine.precision import Precision, resolve_precision
-from detector.engine.writers import TensorboardWriter
 from detector.evaluation import STAT_NAMES, evaluate_detector
 from detector.utils.distributed import barrier, get_world_size, init_distributed, is_distributed, is_main_process
 from detector.utils.logger import setup_logger
@@ -229,15 +228,10 @@ def evaluate_checkpoint(cfg: DictConfig, model_overrides: list[str] | None = Non
     model.to(ctx.device).eval()
     precision = resolve_precision(str(cfg.train.amp), ctx.device)
     evaluator = DetectionEvaluator(cfg, lambda: model, ctx.device, precision, ctx.output_dir, ctx.rank, ctx.world_size, ctx.logger)
-    writer = TensorboardWriter(ctx.output_dir / "tb") if is_main_process() else None
     scalars, images = evaluator(iteration)
-    if writer is not None:
-        step = int(iteration or 0)
-        for name, value in scalars.items():
-            writer.writer.add_scalar(name, value, step)
-        for tag, picture in images:
-            writer.writer.add_image(tag, picture, step, dataformats="HWC")
-        writer.close()
+    from detector.engine.training_run import log_evaluation
+
+    log_evaluation(ctx.output_dir, iteration, scalars, images)
     return evaluator.metrics
 
 

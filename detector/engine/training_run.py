@@ -110,3 +110,16 @@ def run_training(cfg: DictConfig, ctx, run: TrainingRun, train_loader, step_fn, 
     logger.info("Training and evaluation took %.1f min. Outputs are in %s.", (time.perf_counter() - start) / 60,
                 ctx.output_dir)
     return evaluator.metrics
+
+
+def log_evaluation(output_dir: Path, iteration: int | None, scalars: dict, images: list) -> None:
+    """eval_only runs: write one evaluation's scalars and pictures to output_dir/tb (rank 0 only)."""
+    if not is_main_process():
+        return
+    writer = TensorboardWriter(output_dir / "tb")
+    step = int(iteration or 0)
+    for name, value in scalars.items():
+        writer.writer.add_scalar(name, value, step)
+    for tag, picture in images:
+        writer.writer.add_image(tag, picture, step, dataformats="HWC")
+    writer.close()
