@@ -127,6 +127,13 @@ class DetectionEvaluator:
     def __call__(self, iteration: int | None) -> tuple[dict[str, float], list[tuple[str, Any]]]:
         model = self.model_for_eval()
         _sync_from_rank0(model)
+        from detector.evaluation.tta import build_tta
+
+        tta = build_tta(self.cfg, model)  # the model itself unless test.aug=true
+        if tta is not model:
+            self.logger.info("Test-time augmentation: %d views (scales %s x test size%s), merged by %s.",
+                             tta.num_views, tta.scales, ", each also mirrored" if tta.flip else "", tta.merge)
+        model = tta
         dataset = self.loader.dataset
         num_samples = int(self.cfg.train.vis_period_images) if is_main_process() else 0
         start = time.perf_counter()

@@ -1,0 +1,163 @@
+"""Test-time augmentation: a detector run on flipped and rescaled copies of each image,
+the detections mapped back to the input image and merged.
+
+`TestTimeAugmentation(model, ...)` wraps any detector with torchvision's eval calling
+convention and keeps it: `tta([img, ...]) -> [{"boxes", "scores", "labels"}, ...]`, boxes in
+input-image pixels. Views: every scale in `scales`, each also mirrored when `flip`.
+
+Scales are multiples of the model's own test resize (model.input.min_size_test and
+max_size_test): 1.0 is the plain test size. Running at another scale sets this project's
+`model.preprocessor.min_size_test / max_size_test` for the duration of the call, so any
+other model works with scales [1.0] (flip only).
+
+Merging (`merge`):
+  "nms" - all views' detections concatenated, then per-class NMS at the model's own
+          nms_thresh and the top `detections_per_img` kept: the same post-processing a
+          single pass uses, so a flip-only TTA of a symmetric scene is symmetric.
+  "wbf" - weighted box fusion: per class, boxes that overlap a cluster's fused box by
+          more than `wbf_iou_thresh` join it; the fused box is the score-weighted mean of
+          its members and its score their summed score divided by the number of views
+          (a box found in one view of six keeps a sixth of its score).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+from torchvision.ops import batched_nms, box_iou
+
+MERGE_METHODS = ("nms", "wbf")
+
+
+def hflip_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:
+    """Boxes (x1, y1, x2, y2) of a mirrored image of `width` pixels, in the original image:
+    a pixel column x becomes width - x, and left and right edges swap."""
+    flipped = boxes.clone()
+    flipped[:, 0] = width - boxes[:, 2]
+    flipped[:, 2] = width - boxes[:, 0]
+    return flipped
+
+
+@contextlib.contextmanager
+def scaled_test_size(model: nn.Module, scale: float) -> Iterator[None]:
+    """The model's eval-time resize multiplied by `scale` while inside the block."""
+    if scale == 1.0:
+        yield
+        return
+    pre = getattr(model, "preprocessor", None)
+    if pre is None or not hasattr(pre, "min_size_test") or not hasattr(pre, "max_size_test"):
+        raise ValueError(f"test-time augmentation at scale {scale} needs a model whose .preprocessor has "
+                         f"min_size_test/max_size_test (this project's FasterRCNN); {type(model).__name__} has "
+                         "none: use test.aug_scales=[1.0] (flip only).")
+    saved = pre.min_size_test, pre.max_size_test
+    pre.min_size_test = max(1, int(round(saved[0] * scale)))
+    pre.max_size_test = max(1, int(round(saved[1] * scale)))
+    try:
+        yield
+    finally:
+        pre.min_size_test, pre.max_size_test = saved
+
+
+def weighted_box_fusion(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, num_views: int,
+                        iou_thresh: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fused (boxes, scores, labels); see the module docstring."""
+    out_boxes, out_scores, out_labels = [], [], []
+    for label in labels.unique():
+        mask = labels == label
+        cls_boxes, cls_scores = boxes[mask], scores[mask]
+        order = cls_scores.argsort(descending=True)
+        cls_boxes, cls_scores = cls_boxes[order], cls_scores[order]
+        fused: list[torch.Tensor] = []       # current fused box of each cluster
+        weighted: list[torch.Tensor] = []    # sum of score * box
+        total: list[torch.Tensor] = []       # sum of scores
+        for box, score in zip(cls_boxes, cls_scores):
+            if fused:
+                ious = box_iou(box[None], torch.stack(fused))[0]
+                best = int(ious.argmax())
+                if float(ious[best]) > iou_thresh:
+                    weighted[best] = weighted[best] + score * box
+                    total[best] = total[best] + score
+                    fused[best] = weighted[best] / total[best]
+                    continue
+            fused.append(box.clone())
+            weighted.append(score * box)
+            total.append(score.clone())
+        out_boxes.append(torch.stack(fused))
+        out_scores.append(torch.stack(total) / num_views)
+        out_labels.append(label.repeat(len(fused)))
+    if not out_boxes:
+        return boxes, scores, labels
+    return torch.cat(out_boxes), torch.cat(out_scores), torch.cat(out_labels)
+
+
+class TestTimeAugmentation(nn.Module):
+    """A detector evaluated on several views of each image; see the module docstring."""
+
+    __test__ = False  # not a pytest test class, whatever its name
+
+    def __init__(self, model: nn.Module, scales: Sequence[float] = (1.0,), flip: bool = True, nms_thresh: float = 0.5,
+                 detections_per_img: int = 100, merge: str = "nms", wbf_iou_thresh: float = 0.55):
+        super().__init__()
+        scales = [float(s) for s in scales]
+        if not scales or any(s <= 0 for s in scales):
+            raise ValueError(f"test.aug_scales={scales}: give one or more positive multiples of the test size, e.g. [1.0].")
+        if merge not in MERGE_METHODS:
+            raise ValueError(f"test.aug_merge={merge!r}; valid choices: {', '.join(MERGE_METHODS)}.")
+        if not scales[1:] and not flip:
+            raise ValueError("test.aug=true with one scale and test.aug_flip=false is a single plain pass; "
+                             "give several test.aug_scales or set test.aug_flip=true.")
+        self.model = model
+        self.scales = scales
+        self.flip = bool(flip)
+        self.nms_thresh = float(nms_thresh)
+        self.detections_per_img = int(detections_per_img)
+        self.merge = merge
+        self.wbf_iou_thresh = float(wbf_iou_thresh)
+        self.train(model.training)  # wrapping an eval-mode model gives an eval-mode wrapper
+
+    @property
+    def num_views(self) -> int:
+        return len(self.scales) * (2 if self.flip else 1)
+
+    def forward(self, images: Sequence[torch.Tensor], targets=None):
+        if self.training or targets is not None:
+            raise RuntimeError("TestTimeAugmentation is for inference: call .eval() and pass images only.")
+        per_image: list[list[dict]] = [[] for _ in images]
+        for scale in self.scales:
+            with scaled_test_size(self.model, scale):
+                for result, views in zip(self.model(list(images)), per_image):
+                    views.append(result)
+                if self.flip:
+                    mirrored = self.model([image.flip(-1) for image in images])
+                    for image, result, views in zip(images, mirrored, per_image):
+                        views.append({**result, "boxes": hflip_boxes(result["boxes"], int(image.shape[-1]))})
+        return [self._merge(views) for views in per_image]
+
+    def _merge(self, views: list[dict]) -> dict[str, torch.Tensor]:
+        # float32: under autocast the views may come back in reduced precision, and
+        # averaging or NMS in bf16 would move boxes by whole pixels.
+        boxes = torch.cat([v["boxes"].float() for v in views])
+        scores = torch.cat([v["scores"].float() for v in views])
+        labels = torch.cat([v["labels"] for v in views])
+        if self.merge == "wbf":
+            boxes, scores, labels = weighted_box_fusion(boxes, scores, labels, self.num_views, self.wbf_iou_thresh)
+            keep = scores.argsort(descending=True)
+        else:
+            keep = batched_nms(boxes, scores, labels, self.nms_thresh)  # sorted by decreasing score
+        keep = keep[: self.detections_per_img]
+        return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+
+
+def build_tta(cfg, model: nn.Module) -> nn.Module:
+    """`model` wrapped for test-time augmentation when cfg.test.aug is true, else `model`."""
+    test = cfg.test
+    if not bool(test.get("aug", False)):
+        return model
+    roi = cfg.model.roi_heads
+    return TestTimeAugmentation(
+        model, scales=list(test.aug_scales), flip=bool(test.aug_flip), nms_thresh=float(roi.nms_thresh),
+        detections_per_img=int(roi.detections_per_img), merge=str(test.aug_merge),
+        wbf_iou_thresh=float(test.aug_wbf_iou_thresh),
+    )
