@@ -1,0 +1,127 @@
+"""Ground truth and detections regrouped per image, the way COCOeval sees them.
+
+COCOeval keeps, for each (image, category), the `max_dets` highest-scoring detections
+(a stable sort on the score, so ties keep their order in the results file) and ignores
+the rest. The error analysis must look at exactly those detections, or its counts would
+not add up to what AP measures; detections cut by `max_dets` are listed separately.
+Crowd ground truth (iscrowd=1) is kept apart: it never counts as an object to find,
+it only excuses detections that fall on it (see matching.py).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from detector.evaluation.coco_evaluator import EvaluationError, _check_results
+
+COCO_MAX_DETS = 100
+
+
+@dataclass
+class ImageGroup:
+    """One image: its annotations and its considered detections (indices into the inputs).
+
+    `det` is sorted by descending score (stable), `gt` keeps the annotation file order.
+    """
+
+    image_id: int
+    gt: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    det: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+@dataclass
+class AnalysisInputs:
+    """Flat arrays over all annotations / all results, plus the per-image grouping."""
+
+    gt_boxes: np.ndarray          # [G, 4] x, y, w, h
+    gt_labels: np.ndarray         # [G] category ids
+    gt_crowd: np.ndarray          # [G] bool
+    gt_area: np.ndarray           # [G] the annotation's "area" (what COCO's size ranges use)
+    det_boxes: np.ndarray         # [D, 4] x, y, w, h
+    det_labels: np.ndarray        # [D]
+    det_scores: np.ndarray        # [D]
+    det_considered: np.ndarray    # [D] bool: within the max_dets best of its (image, category)
+    images: list[ImageGroup]
+    category_ids: list[int]
+    category_names: dict[int, str]
+
+
+def _bbox_array(items: list[dict], what: str) -> np.ndarray:
+    boxes = np.zeros((len(items), 4), dtype=np.float64)
+    for index, item in enumerate(items):
+        bbox = item.get("bbox")
+        if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
+            raise EvaluationError(f"{what} #{index} has bbox {bbox!r}; expected [x, y, width, height].")
+        boxes[index] = bbox
+    return boxes
+
+
+def prepare_inputs(gt: dict, results: list[dict], max_dets: int = COCO_MAX_DETS) -> AnalysisInputs:
+    """Validate and regroup a COCO ground-truth dict and a COCO results list."""
+    if not isinstance(gt, dict) or "annotations" not in gt or "images" not in gt or "categories" not in gt:
+        raise EvaluationError("Ground truth must be a COCO dict with 'images', 'annotations' and 'categories'.")
+    if not isinstance(results, list):
+        raise EvaluationError(f"Results must be a list of detections, got {type(results).__name__}.")
+    _check_results(results, gt)
+    annotations = gt["annotations"]
+    image_ids = sorted({int(image["id"]) for image in gt["images"]})
+    known_images = set(image_ids)
+    for index, ann in enumerate(annotations):
+        if ann.get("image_id") not in known_images:
+            raise EvaluationError(f"Ground-truth annotation #{index} (id {ann.get('id')}) has image_id "
+                                  f"{ann.get('image_id')}, which is not in 'images'.")
+    category_ids = {c["id"] for c in gt["categories"]}
+    for index, ann in enumerate(annotations):
+        if ann.get("category_id") not in category_ids:
+            raise EvaluationError(f"Ground-truth annotation #{index} (id {ann.get('id')}) has category_id "
+                                  f"{ann.get('category_id')}, which is not in 'categories'.")
+    gt_boxes = _bbox_array(annotations, "Ground-truth annotation")
+    det_boxes = _bbox_array(results, "Result")
+    # COCO measures size by the annotation's "area" (the mask area for COCO itself);
+    # files without it fall back to the box area.
+    gt_area = np.array([float(a["area"]) if "area" in a else float(b[2] * b[3])
+                        for a, b in zip(annotations, gt_boxes)], dtype=np.float64)
+    det_scores = np.array([float(r["score"]) for r in results], dtype=np.float64)
+    det_labels = np.array([int(r["category_id"]) for r in results], dtype=np.int64)
+
+    gt_by_image: dict[int, list[int]] = defaultdict(list)
+    for index, ann in enumerate(annotations):
+        gt_by_image[int(ann["image_id"])].append(index)
+    dets_by_pair: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for index, det in enumerate(results):
+        dets_by_pair[(int(det["image_id"]), int(det["category_id"]))].append(index)
+
+    considered = np.zeros(len(results), dtype=bool)
+    dets_by_image: dict[int, list[int]] = defaultdict(list)
+    for (image_id, _), indices in dets_by_pair.items():
+        indices = np.asarray(indices, dtype=np.int64)
+        order = np.argsort(-det_scores[indices], kind="mergesort")
+        kept = indices[order[:max_dets]]
+        considered[kept] = True
+        dets_by_image[image_id].extend(kept.tolist())
+
+    images = []
+    for image_id in image_ids:
+        det = np.asarray(dets_by_image.get(image_id, []), dtype=np.int64)
+        # Stable on the results-file order, like COCOeval's per-category sort, so each
+        # category's sub-sequence is exactly the order COCOeval matches in.
+        det = det[np.argsort(det, kind="mergesort")]
+        det = det[np.argsort(-det_scores[det], kind="mergesort")]
+        images.append(ImageGroup(image_id, np.asarray(gt_by_image.get(image_id, []), dtype=np.int64), det))
+
+    categories = sorted(gt["categories"], key=lambda c: c["id"])
+    return AnalysisInputs(
+        gt_boxes=gt_boxes,
+        gt_labels=np.array([int(a["category_id"]) for a in annotations], dtype=np.int64),
+        gt_crowd=np.array([bool(a.get("iscrowd", 0)) for a in annotations], dtype=bool),
+        gt_area=gt_area,
+        det_boxes=det_boxes,
+        det_labels=det_labels,
+        det_scores=det_scores,
+        det_considered=considered,
+        images=images,
+        category_ids=[int(c["id"]) for c in categories],
+        category_names={int(c["id"]): str(c.get("name", c["id"])) for c in categories},
+    )

@@ -1,0 +1,85 @@
+"""TIDE's oracles: fix one kind of error, re-evaluate, and report the AP gained (dAP).
+
+Each oracle edits a copy of the detections (or of the ground truth) and the AP at the
+foreground IoU is recomputed by COCOeval on the edited copy (coco_metrics.py):
+
+    cls     give the detection the class of the object it overlaps (IoU >= fg); box unchanged
+    loc     move the detection's box onto its object (the same-class object of highest IoU)
+    both    remove the detection (it is unclear which of the two to fix)
+    dupe    remove the detection
+    bkg     remove the detection
+    missed  TIDE's recall fix: remove the missed objects from the ground truth, i.e. lower
+            the number of objects to find (adding detections would need invented scores)
+
+A cls or loc fix can only turn a detection into a true positive if its object is still
+free: when a higher-scoring detection already took that object, the fixed detection would
+be a duplicate, so it is removed instead; when several errors of the kind point at the same
+free object, the highest-scoring one is fixed and the others are removed. (TIDE picks the
+highest-scoring cls *or* loc error per object; here each kind is fixed on its own.)
+Two further oracles from TIDE bound what is possible: `false_positives` removes every
+false positive (perfect precision) and `false_negatives` removes every unmatched object
+from the ground truth (perfect recall). dAP values are reported as computed, not clipped.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from detector.evaluation.analysis.coco_metrics import box_metrics
+from detector.evaluation.analysis.errors import ERROR_KINDS, FP_KINDS, GT_MATCHED, GT_MISSED, ErrorTable
+from detector.evaluation.analysis.inputs import AnalysisInputs
+
+SPECIAL_ORACLES = ("false_positives", "false_negatives")
+ORACLES = ERROR_KINDS + SPECIAL_ORACLES
+
+
+def _fix_to_true_positive(kind: str, gt: dict, results: list[dict], table: ErrorTable, scores: np.ndarray) -> list[dict]:
+    annotations = gt["annotations"]
+    fixed = list(results)
+    claimed: set[int] = set()
+    # Best score first (stable), so the highest-scoring error of each object is the one fixed.
+    for det in np.argsort(-scores, kind="mergesort"):
+        if table.det_kind[det] != kind:
+            continue
+        target = int(table.det_target[det])
+        if table.gt_state[target] == GT_MATCHED or target in claimed:
+            fixed[det] = None  # it would be a duplicate
+            continue
+        claimed.add(target)
+        det_copy = dict(results[det])
+        if kind == "cls":
+            det_copy["category_id"] = annotations[target]["category_id"]
+        else:
+            det_copy["bbox"] = list(annotations[target]["bbox"])
+        fixed[det] = det_copy
+    return [det for det in fixed if det is not None]
+
+
+def apply_oracle(oracle: str, gt: dict, results: list[dict], inputs: AnalysisInputs, table: ErrorTable) -> tuple[dict, list[dict]]:
+    """The ground truth and detections with one kind of error fixed (inputs are not modified)."""
+    if oracle not in ORACLES:
+        raise ValueError(f"unknown oracle '{oracle}'; choose from {ORACLES}")
+    if oracle in ("cls", "loc"):
+        return gt, _fix_to_true_positive(oracle, gt, results, table, inputs.det_scores)
+    if oracle in FP_KINDS or oracle == "false_positives":
+        drop = set(FP_KINDS) if oracle == "false_positives" else {oracle}
+        return gt, [det for det, kind in zip(results, table.det_kind) if kind not in drop]
+    remove = table.gt_state == GT_MISSED
+    if oracle == "false_negatives":
+        remove = remove | np.isin(table.gt_state, ("covered",))
+    fixed_gt = copy.copy(gt)
+    fixed_gt["annotations"] = [ann for ann, gone in zip(gt["annotations"], remove) if not gone]
+    return fixed_gt, results
+
+
+def oracle_gains(gt: dict, results: list[dict], inputs: AnalysisInputs, table: ErrorTable, base_ap: float | None,
+                 backend: str = "faster_coco_eval", oracles: tuple[str, ...] = ORACLES) -> dict[str, dict]:
+    """{oracle: {"ap": AP at fg IoU after the fix, "dap": gain over base_ap}}."""
+    gains = {}
+    for oracle in oracles:
+        fixed_gt, fixed_results = apply_oracle(oracle, gt, results, inputs, table)
+        ap = box_metrics(fixed_gt, fixed_results, backend).ap(iou=table.fg_iou)
+        dap = None if ap is None or base_ap is None else ap - base_ap
+        gains[oracle] = {"ap": ap, "dap": dap}
+    return gains
