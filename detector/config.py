@@ -67,6 +67,29 @@ def unknown_key_hint(message: str, overrides: list[str], config_name: str) -> st
     parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
     if not isinstance(parent, DictConfig):
         return None
-    valid = ", ".join(sorted(str(k) for k in parent.keys()))
+    import difflib
+
+    keys = sorted(str(k) for k in parent.keys())
+    valid = ", ".join(keys)
     where = f"'{parent_key}'" if parent_key else "the root"
-    return f"Unknown key '{bad_key}'. Valid keys under {where}: {valid}"
+    close = difflib.get_close_matches(bad_key.rpartition(".")[2], keys, n=1)
+    guess = f" Did you mean '{parent_key + '.' if parent_key else ''}{close[0]}'?" if close else ""
+    return f"Unknown key '{bad_key}'.{guess} Valid keys under {where}: {valid}"
+
+
+def override_hint(overrides: Iterable[str], config_name: str = "config") -> str | None:
+    """The unknown-key hint for command-line overrides that fail to compose, else None.
+
+    Hydra applications print Hydra's own message, which names the bad key but not the
+    valid ones; tools call this after such a failure to add them."""
+    from hydra.errors import ConfigCompositionException
+
+    overrides = [o for o in overrides if not o.startswith("-") and not o.lstrip("+~").startswith("hydra")]
+    try:
+        load_config(overrides, config_name)
+    except ConfigCompositionException as error:
+        lines = [line for line in str(error).splitlines() if line.startswith("Unknown key")]
+        return lines[-1] if lines else None
+    except Exception:  # noqa: BLE001 - only a hint; the real error was already printed
+        return None
+    return None

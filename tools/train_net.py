@@ -31,11 +31,20 @@ def record_in_log_file(message: str) -> None:
             handler.emit(logging.LogRecord("detector", logging.ERROR, __file__, 0, message, None, None))
 
 
+def without_worker_traceback(message: str) -> str:
+    """A DataLoader worker's error arrives as "Caught X in DataLoader worker process N.
+    Original Traceback ...": keep only its last line, the error itself."""
+    if "Original Traceback" not in message:
+        return message
+    return message.strip().splitlines()[-1]
+
+
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from detector.engine.config_checks import ConfigError, check_output_dir, validate_config
     from detector.engine.detection import evaluate_checkpoint, train_detector
     from detector.checkpoint_io import CheckpointError
+    from detector.data import BadSampleError, DatasetError
     from detector.utils.distributed import destroy_distributed
 
     try:
@@ -51,15 +60,25 @@ def main(cfg: DictConfig) -> None:
             evaluate_checkpoint(cfg, model_overrides)
         else:
             train_detector(cfg)
-    except (ConfigError, FloatingPointError, CheckpointError, FileNotFoundError) as error:
-        # Expected failures (bad config, missing files, a diverged loss): one clear line,
-        # no traceback, non-zero exit.
-        print(f"error: {error}", file=sys.stderr)
-        record_in_log_file(f"error: {error}")
+    except (ConfigError, FloatingPointError, CheckpointError, FileNotFoundError, DatasetError, BadSampleError) as error:
+        # Expected failures (bad config, missing files, unusable data, a diverged loss): a
+        # clear message, no traceback, non-zero exit.
+        message = without_worker_traceback(str(error))
+        print(f"error: {message}", file=sys.stderr)
+        record_in_log_file(f"error: {message}")
         sys.exit(1)
     finally:
         destroy_distributed()
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SystemExit as stop:
+        if stop.code:  # Hydra names an unknown key but not the valid ones: add them
+            from detector.config import override_hint
+
+            hint = override_hint(sys.argv[1:])
+            if hint:
+                print(hint, file=sys.stderr)
+        raise

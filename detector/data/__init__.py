@@ -12,6 +12,7 @@ _EXPORTS = {
     "DetectionDataset": "detector.data.dataset",
     "BadSampleError": "detector.data.dataset",
     "BadSampleWarning": "detector.data.dataset",
+    "DatasetError": "detector.data.coco_index",
 }
 
 __all__ = list(_EXPORTS)

@@ -13,7 +13,7 @@ from functools import lru_cache
 
 from omegaconf import DictConfig, OmegaConf
 
-from detector.data.coco_index import BAD_IMAGE, FATAL, DatasetIndex, index_coco
+from detector.data.coco_index import ANNOTATION_IGNORED, BAD_IMAGE, FATAL, DatasetError, DatasetIndex, index_coco
 
 SPLITS = ("train", "test")
 # Beyond this many, dataset problems are summarised in one line instead of one warning each.
@@ -54,7 +54,7 @@ def build_index(cfg: DictConfig, split: str) -> DatasetIndex:
         split_name = data.train_split if split == "train" else data.test_split
         return index_voc(root, split_name, classes, bool(data.use_difficult))
     if data.format != "coco":
-        raise ValueError(f"dataset.format={data.format!r}: expected 'coco' or 'voc'")
+        raise DatasetError(f"dataset.format={data.format!r}: expected 'coco' or 'voc'")
     _maybe_generate(data)
     images, annotations = _coco_paths(cfg, split)
     return index_coco(load_json(annotations), images, annotations, classes)
@@ -102,8 +102,9 @@ def _report_problems(index: DatasetIndex, policy: str, what: str, train: bool) -
 
     fatal = [p for p in index.problems if p.effect == FATAL]
     if fatal:
-        raise ValueError(f"{what}: the annotations cannot be used:\n" + "\n".join(f"  {p}" for p in fatal[:MAX_WARNINGS]))
-    bad = [p for p in index.problems if p.effect == BAD_IMAGE]
+        raise DatasetError(f"{what}: the annotations cannot be used:\n" + "\n".join(f"  {p}" for p in fatal[:MAX_WARNINGS]))
+    # Under "error", an annotation that belongs to no image is refused too: the file is inconsistent.
+    bad = [p for p in index.problems if p.effect in (BAD_IMAGE, ANNOTATION_IGNORED)]
     if bad and policy == "error":
         listed = "\n".join(f"  {p}" for p in bad[:MAX_WARNINGS])
         more = f"\n  ... and {len(bad) - MAX_WARNINGS} more" if len(bad) > MAX_WARNINGS else ""
@@ -123,7 +124,7 @@ def _coco_paths(cfg: DictConfig, split: str) -> tuple[str, str]:
     data = cfg.dataset
     node = data.get(split)
     if node is None or OmegaConf.is_missing(node, "images") or OmegaConf.is_missing(node, "annotations"):
-        raise ValueError(f"dataset={data.name}: set dataset.{split}.images and dataset.{split}.annotations "
+        raise DatasetError(f"dataset={data.name}: set dataset.{split}.images and dataset.{split}.annotations "
                          f"(e.g. dataset.{split}.images=/data/imgs dataset.{split}.annotations=/data/{split}.json)")
     images = _require_dir(data, node.images, f"dataset.{split}.images")
     annotations = str(node.annotations)
@@ -134,7 +135,7 @@ def _coco_paths(cfg: DictConfig, split: str) -> tuple[str, str]:
 
 def _voc_root(data: DictConfig) -> str:
     if OmegaConf.is_missing(data, "root"):
-        raise ValueError(f"dataset={data.name}: set dataset.root to a Pascal VOC folder (with Annotations/, "
+        raise DatasetError(f"dataset={data.name}: set dataset.root to a Pascal VOC folder (with Annotations/, "
                          "JPEGImages/ and ImageSets/Main/), e.g. dataset.root=/data/VOCdevkit/VOC2007")
     return _require_dir(data, data.root, "dataset.root")
 
@@ -176,4 +177,4 @@ def _load_json_cached(path: str, _mtime: int, _size: int) -> dict:
         with open(path) as handle:
             return json.load(handle)
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
+        raise DatasetError(f"{path}: not valid JSON ({error})") from None

@@ -32,6 +32,11 @@ ANNOTATION_IGNORED = "annotation_ignored"  # an annotation that belongs to no us
 REPORTED = "reported"              # wrong in the file, but the data can still be used as is
 
 
+class DatasetError(ValueError):
+    """Annotations or dataset settings that cannot be used at all; the message names the
+    file (or key) and the reason. Training refuses them before any work starts."""
+
+
 @dataclass
 class Problem:
     file: str      # the image file, or the annotation file for problems of the JSON itself
@@ -94,6 +99,8 @@ def category_mapping(categories: list[dict], classes, source: str) -> tuple[list
     """
     by_id = {}
     for category in categories:
+        if not _hashable(category["id"]) or category["id"] is None:
+            raise DatasetError(f"{source}: category {str(category)[:120]} has an id that is not a number or string")
         by_id[category["id"]] = str(category.get("name", category["id"]))
     if classes is None:
         ids = sorted(by_id)
@@ -101,7 +108,7 @@ def category_mapping(categories: list[dict], classes, source: str) -> tuple[list
     by_name = {name: cid for cid, name in by_id.items()}
     missing = [name for name in classes if name not in by_name]
     if missing:
-        raise ValueError(
+        raise DatasetError(
             f"{source}: dataset.classes names {missing} are not categories of this file; "
             f"its categories are {sorted(by_name)}"
         )
@@ -117,14 +124,19 @@ def index_coco(coco: dict, images_dir: str, source: str, classes=None) -> Datase
     """
     problems: list[Problem] = []
     if not isinstance(coco, dict) or not isinstance(coco.get("images"), list):
-        raise ValueError(f"{source}: not a COCO annotation file (no 'images' list at the top level)")
-    categories = coco.get("categories") or []
-    annotations = coco.get("annotations") or []
+        raise DatasetError(f"{source}: not a COCO annotation file (no 'images' list at the top level)")
+    categories = coco.get("categories")
+    annotations = coco.get("annotations", [])
+    if not isinstance(categories, list) or not categories:
+        raise DatasetError(f"{source}: no 'categories' list (COCO files name their classes there, "
+                           "e.g. \"categories\": [{\"id\": 1, \"name\": \"cat\"}])")
+    if not isinstance(annotations, list):
+        raise DatasetError(f"{source}: 'annotations' is a {type(annotations).__name__}, not a list")
 
     seen_cat = set()
     for category in categories:
-        if "id" not in category:
-            raise ValueError(f"{source}: category {category!r} has no 'id'")
+        if not isinstance(category, dict) or "id" not in category:
+            raise DatasetError(f"{source}: category {str(category)[:120]} has no 'id'")
         if category["id"] in seen_cat:
             problems.append(Problem(source, f"duplicate category id {category['id']}", "duplicate_category_id", FATAL))
         seen_cat.add(category["id"])

@@ -23,7 +23,9 @@ class TrainingSampler:
 
     def __init__(self, size: int, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True, start: int = 0):
         if size <= 0:
-            raise ValueError("the training set is empty: nothing to sample (see the dataset warnings above)")
+            from detector.data.coco_index import DatasetError
+
+            raise DatasetError("the training set is empty: nothing to sample (see the dataset warnings above)")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
         self.size, self.seed, self.rank, self.world_size, self.shuffle = size, seed, rank, world_size, shuffle

@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from detector.checkpoint_io import load_checkpoint
 from detector.utils.draw import draw_boxes
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -41,7 +40,9 @@ def predict_images(
 
     model = load_model(str(weights), overrides=[f"model.roi_heads.score_thresh={score_thresh}"], device=device)
     names = list(model.config.model.class_names or [])
-    checkpoint = load_checkpoint(weights) if not str(weights).endswith(".safetensors") else {}
+    from detector.weights.safetensors_io import read_checkpoint_with_config
+
+    checkpoint = read_checkpoint_with_config(weights)  # category ids from a .pth or a .safetensors header
     category_ids = checkpoint.get("category_ids") or list(range(1, len(names) + 1))
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -7,19 +7,19 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from detector.engine.checkpointer import LAST, Checkpointer, rng_state_for_this_rank
+from detector.engine.checkpointer import FINAL, LAST, Checkpointer, load_latest_good, rng_state_for_this_rank
 from detector.engine.ema import ModelEMA
 from detector.engine.hooks import EvalHook, LRSchedulerHook, PeriodicCheckpointer, PeriodicWriter, SkippedSamplesReport
 from detector.engine.launch import wrap_for_training
 from detector.engine.precision import Precision, resolve_precision
 from detector.engine.trainer import Trainer
 from detector.engine.writers import ConsoleWriter, TensorboardWriter
-from detector.utils.distributed import is_main_process
+from detector.utils.distributed import broadcast_from_main, is_main_process
 
 
 @dataclass
@@ -47,9 +47,12 @@ def prepare_training(cfg: DictConfig, ctx, model: nn.Module, seed_everything: Ca
 
     logger, device = ctx.logger, ctx.device
     last = ctx.output_dir / "checkpoints" / LAST
-    resume = bool(cfg.train.resume) and last.is_file()
-    if bool(cfg.train.resume) and not resume:
-        logger.info("train.resume=true but %s does not exist: starting from scratch.", last)
+    found = None
+    if bool(cfg.train.resume):
+        # last.pth, or previous.pth when last.pth is damaged (with a warning naming it).
+        found = load_latest_good(last.parent, logger, tidy=is_main_process())
+        if found is None:
+            logger.info("train.resume=true but %s does not exist: starting from scratch.", last)
     precision = resolve_precision(str(cfg.train.amp), device)
     sync_bn = str(cfg.backbone.get("norm", "")) == "sync_bn"
     model = wrap_for_training(model, device, sync_bn, bool(cfg.train.get("find_unused_parameters", False)), logger)
@@ -62,8 +65,8 @@ def prepare_training(cfg: DictConfig, ctx, model: nn.Module, seed_everything: Ca
                                 config=OmegaConf.to_container(cfg, resolve=True), save_to_disk=is_main_process(),
                                 logger=logger)
     start_iter, rng_state, checkpoint = 0, None, None
-    if resume:
-        checkpoint = checkpointer.resume(last)
+    if found is not None:
+        checkpoint = checkpointer.restore(found[1], found[0])
         start_iter = int(checkpoint["iteration"])
         rng_state = rng_state_for_this_rank(checkpoint, logger)
     else:
@@ -79,8 +82,12 @@ def prepare_training(cfg: DictConfig, ctx, model: nn.Module, seed_everything: Ca
                        start_iter, rng_state, checkpoint)
 
 
-def run_training(cfg: DictConfig, ctx, run: TrainingRun, train_loader, step_fn, evaluator) -> dict[str, Any]:
-    """Train with the standard hooks, evaluating periodically and at the end; returns the metrics."""
+def run_training(cfg: DictConfig, ctx, run: TrainingRun, train_loader, step_fn, evaluator,
+                 extra_hooks: Sequence = ()) -> dict[str, Any]:
+    """Train with the standard hooks, evaluating periodically and at the end; returns the metrics.
+
+    `extra_hooks` (e.g. the validation loss) run after evaluation and before the writers,
+    so what they store reaches TensorBoard at the iteration it belongs to."""
     logger = ctx.logger
     trainer = Trainer(
         run.model, run.optimizer, train_loader, int(cfg.train.max_iter), step_fn=step_fn,
@@ -99,10 +106,19 @@ def run_training(cfg: DictConfig, ctx, run: TrainingRun, train_loader, step_fn, 
         PeriodicCheckpointer(run.checkpointer, int(cfg.train.checkpoint_period)),
         EvalHook(int(cfg.train.eval_period), evaluator),
         SkippedSamplesReport(logger),
+        *extra_hooks,
         PeriodicWriter(writers, int(cfg.train.log_period)),
     ])
     if run.start_iter >= int(cfg.train.max_iter):
         logger.info("%s is already at train.max_iter=%d: evaluating only.", run.last, cfg.train.max_iter)
+        # Stopped after the last checkpoint but before model_final.pth was complete? Rank 0
+        # decides for all: saving is a collective.
+        if broadcast_from_main(not (run.last.parent / FINAL).is_file()):
+            if run.rng_state is not None:
+                from detector.engine.rng_state import restore_rng_state
+
+                restore_rng_state(run.rng_state)
+            run.checkpointer.save(FINAL, run.start_iter, final=True, extra={"events": trainer.storage.state_dict()})
         evaluator(run.start_iter)
         return evaluator.metrics
     start = time.perf_counter()

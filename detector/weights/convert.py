@@ -3,6 +3,11 @@
 Every output carries its config, so `load_model(OUT)` (or `model.weights=OUT`) needs no
 other flag. Detection outputs are checked before writing: the model is built from the
 carried config and the weights are loaded into it strictly.
+
+An output named `*.safetensors` is written as safetensors (tensors plus the config as JSON
+metadata, no pickle), any other as a weights-only `.pth`. `source="checkpoint"` takes a
+checkpoint of this project (`.pth` or `.safetensors`) and rewrites it in the output's
+format: the way to export weights to safetensors and to import them back.
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ from detector.weights.state_dicts import load_state_dict_strict, read_state_dict
 
 logger = logging.getLogger(__name__)
 
-SOURCES = ("torchvision", "detectron2")
+SOURCES = ("torchvision", "detectron2", "checkpoint")
 PREDICTOR_PREFIX = "roi_heads.box_predictor."
 
 
@@ -55,6 +60,15 @@ def convert_weights(source: str, input_path: str | os.PathLike, output_path: str
     input_path = Path(input_path)
     if not input_path.is_file():
         raise FileNotFoundError(f"input weights '{input_path}' do not exist.")
+    if source == "checkpoint":
+        from detector.weights.safetensors_io import read_checkpoint_with_config
+
+        checkpoint = read_checkpoint_with_config(input_path)
+        if not isinstance(checkpoint.get("config"), dict):
+            raise ValueError(f"'{input_path}' carries no config: it is not a checkpoint of this project "
+                             "(use --source torchvision or detectron2 for foreign weights).")
+        kept = {k: checkpoint[k] for k in ("model", "iteration", "config", "category_ids") if k in checkpoint}
+        return write_checkpoint(kept, output_path)
     if source == "detectron2":
         from detector.weights.detectron2_conversion import convert_detectron2
         from detector.weights.restricted_pickle import load_restricted_pickle
@@ -74,7 +88,7 @@ def convert_weights(source: str, input_path: str | os.PathLike, output_path: str
         body, backbone = tv.convert_torchvision_classification(raw)
         config = converted_config(backbone, {}, num_classes, None)
         logger.info("Backbone %s: use it with backbone.weights=%s", backbone["name"], output_path)
-        return save_checkpoint({"model": body, "iteration": 0, "config": config}, output_path)
+        return write_checkpoint({"model": body, "iteration": 0, "config": config}, output_path)
     raise ValueError(f"'{input_path}' is neither a torchvision Faster R-CNN state dict (keys backbone.body.*, rpn.head.*) "
                      "nor a torchvision ResNet classification state dict (keys conv1.*, layer1.*).")
 
@@ -93,6 +107,16 @@ def _write_detection(state, backbone, model, found_classes, names, num_classes, 
     if category_ids is not None:
         # label -> COCO category id, for writing COCO-format results (tools/predict.py reads it).
         checkpoint["category_ids"] = category_ids
+    return write_checkpoint(checkpoint, output_path)
+
+
+def write_checkpoint(checkpoint: dict, output_path: str | os.PathLike) -> Path:
+    """A .safetensors file when the name says so (model, config, iteration, category ids),
+    otherwise a weights-only .pth."""
+    if str(output_path).endswith(".safetensors"):
+        from detector.weights.safetensors_io import export_safetensors
+
+        return export_safetensors(checkpoint, output_path)
     return save_checkpoint(checkpoint, output_path)
 
 

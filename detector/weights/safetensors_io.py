@@ -13,7 +13,7 @@ from detector.checkpoint_io import CheckpointError, load_checkpoint
 
 
 def export_safetensors(checkpoint: dict, path: str | os.PathLike) -> Path:
-    """Write checkpoint["model"] to `path`, with "config" and "iteration" in the header."""
+    """Write checkpoint["model"] to `path`, with "config", "iteration" and "category_ids" in the header."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -21,6 +21,8 @@ def export_safetensors(checkpoint: dict, path: str | os.PathLike) -> Path:
     metadata = {"iteration": str(int(checkpoint.get("iteration", 0)))}
     if checkpoint.get("config") is not None:
         metadata["config"] = json.dumps(checkpoint["config"])
+    if checkpoint.get("category_ids") is not None:
+        metadata["category_ids"] = json.dumps([int(i) for i in checkpoint["category_ids"]])
     tensors = {k: v.detach().contiguous().cpu() for k, v in checkpoint["model"].items()}
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(tensors, str(tmp), metadata=metadata)
@@ -42,4 +44,6 @@ def read_checkpoint_with_config(path: str | os.PathLike) -> dict:
         if "config" in metadata:
             checkpoint["config"] = json.loads(metadata["config"])
         checkpoint["iteration"] = int(metadata.get("iteration", 0))
+        if "category_ids" in metadata:
+            checkpoint["category_ids"] = json.loads(metadata["category_ids"])
     return checkpoint

@@ -72,8 +72,13 @@ def trained(shapes_root, tmp_path_factory) -> Path:
 
 def test_outputs_are_those_of_the_interface(trained):
     names = sorted(p.name for p in trained.iterdir())
-    assert names == ["checkpoints", "config.yaml", "inference", "log.txt", "metrics.json", "tb"]
-    assert sorted(p.name for p in (trained / "checkpoints").iterdir()) == ["last.pth", "model_final.pth"]
+    assert names == ["checkpoints", "config.yaml", "inference", "log.txt", "metrics.json", "model_summary.json", "tb"]
+    summary = json.loads((trained / "model_summary.json").read_text())
+    assert summary["image_size"] == [128, 128] and summary["gflops"] > 0
+    assert summary["params"] == summary["trainable_params"] > 0
+    assert "Model summary: " in (trained / "log.txt").read_text()
+    # previous.pth: the checkpoint before last.pth (iteration 3), the fallback for a damaged last.pth
+    assert sorted(p.name for p in (trained / "checkpoints").iterdir()) == ["last.pth", "model_final.pth", "previous.pth"]
     checkpoint = torch.load(trained / "checkpoints" / "model_final.pth", weights_only=True)
     assert checkpoint["iteration"] == 6
     assert checkpoint["config"]["model"]["num_classes"] == 5

@@ -1,0 +1,89 @@
+"""Shared pieces of the reliability tests: a tiny training configuration and subprocess runs.
+
+Every run here trains a half-width ResNet-18 on a handful of 96 px generated images on the
+CPU (about 0.2 s per iteration); what costs time is starting Python, so each test keeps
+the number of processes it starts small.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+TOOLS = REPO / "tools"
+TRAIN_NET = str(TOOLS / "train_net.py")
+# Test-only launcher that can slow a checkpoint write or make one rank fail (see its docstring).
+FAULTS = str(Path(__file__).with_name("train_net_faults.py"))
+
+
+def tiny(root: Path, output_dir: Path, *extra: str) -> list[str]:
+    """train_net overrides for a run of a few seconds: 8 images of 96 px, batch 2, no workers."""
+    return [
+        f"output_dir={output_dir}",
+        f"dataset.root={root}",
+        "dataset.num_train=8",
+        "dataset.num_test=2",
+        "dataset.image_size=96",
+        "dataset.object_size=[16,48]",
+        "model.input.min_size_test=96",
+        "model.input.max_size_test=96",
+        "aug.train.min_size=[96]",
+        "aug.train.max_size=96",
+        "dataloader.batch_size=2",
+        "dataloader.num_workers=0",
+        "train.device=cpu",
+        "train.log_period=1",
+        "train.vis_period_images=0",
+        "solver.warmup_iters=2",
+        "model.rpn.pre_nms_topk_train=100",
+        "model.rpn.post_nms_topk_train=50",
+        "model.rpn.pre_nms_topk_test=50",
+        "model.rpn.post_nms_topk_test=20",
+        "model.roi_heads.batch_size_per_image=16",
+        "model.roi_heads.fc_dim=32",
+        "model.fpn.out_channels=32",
+        *extra,
+    ]
+
+
+def tool_env(**extra: str) -> dict:
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
+
+
+def run_tool(script: str | Path, args: list[str], timeout: float = 180, launcher: list[str] | None = None,
+             env: dict | None = None) -> subprocess.CompletedProcess:
+    cmd = (launcher or [sys.executable]) + [str(script)] + [str(a) for a in args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env or tool_env(), cwd=REPO)
+
+
+def train_net(args: list[str], timeout: float = 180, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    proc = run_tool(TRAIN_NET, args, timeout=timeout, **kwargs)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"train_net failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def assert_clean_failure(proc: subprocess.CompletedProcess, *expected: str) -> str:
+    """A non-zero exit whose stderr holds every expected text and no Python traceback."""
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+    for part in expected:
+        assert part in proc.stderr, (part, proc.stderr[-3000:])
+    return proc.stderr
+
+
+def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None = None, poll: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the process ended ({proc.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} within {timeout} s")
+        time.sleep(poll)

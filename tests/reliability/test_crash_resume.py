@@ -1,0 +1,191 @@
+"""Crash-safe training: SIGKILL at three points, a damaged last.pth, and the resumed run's
+final weights equal to those of a run that was never interrupted.
+
+The kills hit a real tools/train_net.py process: between two checkpoints, in the middle of
+writing last.pth, and in the middle of writing model_final.pth (the last two through the
+test-only launcher train_net_faults.py, which makes that one write stall halfway).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from reliability_helpers import FAULTS, REPO, TRAIN_NET, tiny, tool_env, train_net, wait_for  # noqa: E402
+from detector.checkpoint_io import CheckpointError, save_checkpoint
+from detector.engine.checkpointer import LAST, PREVIOUS, Checkpointer, load_latest_good
+
+MAX_ITER = 8
+RUN = [f"train.max_iter={MAX_ITER}", "train.checkpoint_period=2"]
+
+
+def start(script: str, args: list[str], log: Path, **env: str) -> subprocess.Popen:
+    handle = open(log, "w")
+    return subprocess.Popen([sys.executable, script, *args], cwd=REPO, env=tool_env(**env), stdout=handle,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def kill(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def iteration_of(path: Path) -> int:
+    return torch.load(path, weights_only=True)["iteration"]
+
+
+def weights(path: Path) -> dict:
+    return torch.load(path, weights_only=True)["model"]
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, different[:5]
+
+
+def leftovers(folder: Path, name: str) -> list[Path]:
+    return sorted(folder.glob(f".{name}.*.tmp"))
+
+
+def test_sigkill_at_three_points_then_resume_equals_uninterrupted_run(generated_shapes, tmp_path):
+    shapes_root = generated_shapes
+    # The uninterrupted reference; it runs alongside the first attempt of the killed run.
+    straight_dir = tmp_path / "straight"
+    straight = start(TRAIN_NET, tiny(shapes_root, straight_dir, *RUN), tmp_path / "straight.log")
+    killed = tmp_path / "killed"
+    checkpoints = killed / "checkpoints"
+    args = tiny(shapes_root, killed, *RUN, "train.resume=true")
+    log_txt = killed / "log.txt"
+
+    # 1. Between two checkpoints: last.pth (iteration 2) is written, iteration 3 is running.
+    proc = start(TRAIN_NET, args, tmp_path / "attempt1.log")
+    wait_for(lambda: log_txt.is_file() and "iter: 3/8" in log_txt.read_text(), 240, "iteration 3", proc)
+    kill(proc)
+    first = iteration_of(checkpoints / LAST)
+    assert first in (2, 4) and not (checkpoints / "model_final.pth").exists()
+    assert straight.wait(timeout=240) == 0, (tmp_path / "straight.log").read_text()[-3000:]
+    reference = weights(straight_dir / "checkpoints" / "model_final.pth")
+
+    # 2. In the middle of writing last.pth at iteration 6: half the bytes are in the temporary file.
+    proc = start(FAULTS, args, tmp_path / "attempt2.log", SLOW_CHECKPOINT_WRITE="6:1")
+    wait_for(lambda: "SLOW_WRITE_IN_PROGRESS" in (tmp_path / "attempt2.log").read_text(), 240, "the slow write", proc)
+    assert leftovers(checkpoints, LAST), "the interrupted write has no temporary file"
+    kill(proc)
+    assert iteration_of(checkpoints / LAST) == 4  # the complete previous checkpoint, untouched
+    assert iteration_of(checkpoints / PREVIOUS) == 2 if first == 2 else True
+
+    # 3. In the middle of writing model_final.pth (after last.pth at iteration 8).
+    proc = start(FAULTS, args, tmp_path / "attempt3.log", SLOW_CHECKPOINT_WRITE="8:2")
+    wait_for(lambda: "SLOW_WRITE_IN_PROGRESS" in (tmp_path / "attempt3.log").read_text(), 240, "the slow write", proc)
+    kill(proc)
+    attempt3 = (tmp_path / "attempt3.log").read_text()
+    assert "Resumed from" in attempt3 and "at iteration 4" in attempt3
+    assert "Removing" in attempt3 and ".last.pth." in attempt3  # attempt 2's half-written file
+    assert iteration_of(checkpoints / LAST) == MAX_ITER
+    assert not (checkpoints / "model_final.pth").exists() and leftovers(checkpoints, "model_final.pth")
+
+    # Resume once more: nothing left to train, model_final.pth is written from last.pth.
+    done = train_net(args)
+    assert "already at train.max_iter=8" in done.stdout
+    assert not leftovers(checkpoints, LAST) and not leftovers(checkpoints, "model_final.pth")
+    assert_same_weights(weights(checkpoints / "model_final.pth"), reference)
+    assert (killed / "metrics.json").read_text() == (straight_dir / "metrics.json").read_text()
+
+    # 4. last.pth truncated by hand (a full disk, a bad copy): the resume warns, names it,
+    # falls back to previous.pth (iteration 6) and retrains to the very same weights.
+    last = straight_dir / "checkpoints" / LAST
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 3])
+    again = train_net(tiny(shapes_root, straight_dir, *RUN, "train.resume=true"))
+    assert f"Cannot resume from {last}" in again.stdout and "truncated" in again.stdout
+    assert f"Resuming from the previous good checkpoint {last.with_name(PREVIOUS)} (iteration 6)" in again.stdout
+    assert (last.parent / "last.pth.damaged").is_file()  # kept for inspection, not rotated into previous.pth
+    assert iteration_of(last) == MAX_ITER
+    assert_same_weights(weights(straight_dir / "checkpoints" / "model_final.pth"), reference)
+
+
+# In-process checks of the fallback itself, one kind of damage each.
+
+def _save(folder: Path, name: str, iteration: int, value: float = 1.0) -> Path:
+    """As the Checkpointer writes last.pth: the old one becomes previous.pth."""
+    return save_checkpoint({"model": {"w": torch.full((64, 64), value)}, "iteration": iteration}, folder / name,
+                           previous=folder / PREVIOUS)
+
+
+def _flip_bytes(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(b ^ 0xFF for b in data[middle : middle + 64])
+    path.write_bytes(bytes(data))
+
+
+DAMAGE = {
+    "truncated": (lambda p: p.write_bytes(p.read_bytes()[:100]), "truncated"),
+    "zero_bytes": (lambda p: p.write_bytes(b""), "truncated"),
+    "bit_flips": (_flip_bytes, "fails the CRC-32 check"),
+    "nan_weights": (lambda p: save_checkpoint({"model": {"w": torch.full((64, 64), float("nan"))}, "iteration": 9}, p),
+                    "holds NaN/inf"),
+    "missing": (lambda p: p.unlink(), "is missing"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_damaged_last_checkpoint_falls_back_to_previous_with_a_warning(damage, tmp_path, caplog):
+    _save(tmp_path, LAST, 2, value=2.0)
+    _save(tmp_path, LAST, 4, value=4.0)  # rotates iteration 2 into previous.pth
+    assert iteration_of(tmp_path / PREVIOUS) == 2
+    damage_fn, reason = DAMAGE[damage]
+    damage_fn(tmp_path / LAST)
+    with caplog.at_level(logging.WARNING, logger="detector"):
+        path, checkpoint = load_latest_good(tmp_path, logging.getLogger("detector"))
+    assert path == tmp_path / PREVIOUS and checkpoint["iteration"] == 2
+    assert torch.equal(checkpoint["model"]["w"], torch.full((64, 64), 2.0))
+    warnings = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert str(tmp_path / LAST) in warnings and reason in warnings
+    # The next save must not rotate a damaged file into previous.pth.
+    model = torch.nn.Linear(2, 2)
+    Checkpointer(model, tmp_path).save(LAST, 6)
+    assert iteration_of(tmp_path / PREVIOUS) == 2 or damage == "missing"
+
+
+def test_every_checkpoint_damaged_is_an_error_not_a_silent_restart(tmp_path):
+    _save(tmp_path, LAST, 2)
+    _save(tmp_path, LAST, 4)
+    for name in (LAST, PREVIOUS):
+        (tmp_path / name).write_bytes(b"PK\x03\x04 garbage")
+    with pytest.raises(CheckpointError) as error:
+        load_latest_good(tmp_path, logging.getLogger("detector"))
+    assert str(tmp_path / PREVIOUS) in str(error.value) and "No usable checkpoint" in str(error.value)
+    assert load_latest_good(tmp_path / "empty") is None  # nothing there: a fresh start is right
+
+
+def test_a_killed_write_never_touches_the_complete_checkpoints(tmp_path):
+    """The write-then-rename order: killing the writer (here: the child process dies with
+    SIGKILL half-way through torch.save) leaves last.pth and previous.pth as they were."""
+    _save(tmp_path, LAST, 2, 2.0)
+    _save(tmp_path, LAST, 4, 4.0)
+    code = (
+        "import os, signal, torch, sys\n"
+        "from detector.checkpoint_io import save_checkpoint\n"
+        "real = torch.save\n"
+        "def dying(obj, f, *a, **k):\n"
+        "    f.write(b'half a checkpoint'); f.flush(); os.kill(os.getpid(), signal.SIGKILL)\n"
+        "torch.save = dying\n"
+        f"save_checkpoint({{'model': {{'w': torch.zeros(3)}}, 'iteration': 6}}, {str(tmp_path / LAST)!r}, "
+        f"previous={str(tmp_path / PREVIOUS)!r})\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=tool_env(), timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    assert iteration_of(tmp_path / LAST) == 4 and iteration_of(tmp_path / PREVIOUS) == 2
+    assert leftovers(tmp_path, LAST)
+    load_latest_good(tmp_path)  # tidies up the leftover
+    assert not leftovers(tmp_path, LAST)
