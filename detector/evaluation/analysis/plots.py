@@ -72,29 +72,39 @@ def plot_confusion(analysis: dict, path: Path) -> str:
 
 
 def plot_pr_curves(analysis: dict, path: Path) -> str:
-    """One small panel per class with ground truth: precision vs recall at IoU 0.50 and 0.75."""
+    """One small panel per class with ground truth: precision vs recall at IoU 0.50 and 0.75.
+
+    The panels are drawn into a single axes (offset copies of the unit square): with 80
+    classes, 80 matplotlib axes would take ten times longer to lay out and render."""
     recall = np.asarray(analysis["pr_curves"]["recall"])
     curves = analysis["pr_curves"]["curves"]
     ap_name = analysis["settings"]["ap_name"]
     per_class = {row["name"]: row for row in analysis["per_class"]}
-    names = list(curves) or ["(no ground truth)"]
-    columns = min(6, len(names))
-    rows = math.ceil(len(names) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.3 * rows), squeeze=False)
-    for axis in axes.flat[len(names):]:
-        axis.axis("off")
-    for axis, name in zip(axes.flat, names):
-        for iou, precision in curves.get(name, {}).items():
-            precision = np.asarray(precision)
-            axis.plot(recall, np.clip(precision, 0, None), label=f"IoU {iou}")
+    names = list(curves)
+    columns = max(1, min(6, len(names)))
+    rows = max(1, math.ceil(len(names) / columns))
+    step_x, step_y = 1.25, 1.4
+    figure, axis = plt.subplots(figsize=(2.4 * columns, 2.2 * rows + 0.6))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for n, name in enumerate(names):
+        x0, y0 = (n % columns) * step_x, -(n // columns) * step_y
+        axis.plot([x0, x0 + 1, x0 + 1, x0, x0], [y0, y0, y0 + 1, y0 + 1, y0], color="0.6", linewidth=0.6)
+        axis.plot([x0, x0 + 1], [y0 + 0.5, y0 + 0.5], color="0.85", linewidth=0.5)
+        axis.plot([x0 + 0.5, x0 + 0.5], [y0, y0 + 1], color="0.85", linewidth=0.5)
+        for color, (iou, precision) in zip(colors, curves[name].items()):
+            label = f"IoU {iou}" if n == 0 else None
+            axis.plot(x0 + recall, y0 + np.clip(np.asarray(precision), 0, None), color=color, linewidth=1, label=label)
         ap = per_class.get(name, {}).get(ap_name)
-        axis.set_title(f"{name} ({ap_name} {100 * ap:.1f})" if ap is not None else name, fontsize=8)
-        axis.set_xlim(0, 1)
-        axis.set_ylim(0, 1.02)
-        axis.tick_params(labelsize=6)
-    axes.flat[0].legend(fontsize=6, loc="lower left")
-    figure.supxlabel("recall", fontsize=9)
-    figure.supylabel("precision", fontsize=9)
+        title = f"{name} ({ap_name} {100 * ap:.1f})" if ap is not None else name
+        axis.text(x0 + 0.5, y0 + 1.05, title, ha="center", va="bottom", fontsize=8)
+    if not names:
+        axis.text(0.5, 0.5, "no class has ground truth", ha="center")
+    axis.set_xlim(-0.1, (columns - 1) * step_x + 1.1)
+    axis.set_ylim(-(rows - 1) * step_y - 0.1, 1.25)
+    axis.axis("off")
+    axis.set_title("precision (y, 0..1) vs recall (x, 0..1) per class; grid lines at 0.5", fontsize=9)
+    if names:
+        axis.legend(fontsize=7, loc="upper right", bbox_to_anchor=(1.0, 1.0 + 0.3 / (2.2 * rows)))
     return _save(figure, path)
 
 
