@@ -1,0 +1,42 @@
+"""ONNX export through torch.onnx's TorchScript-based exporter (dynamo=False).
+
+Why this exporter: the wrapper is written for tracing, and torchvision registers ONNX
+symbolics for its nms and roi_align with it. The torch.export-based exporter would have to
+prove shape guards (short side vs long side, top-k sizes) symbolically and specialise them.
+The graph takes `image` [3, height, width] with dynamic height and width and returns
+`boxes` [N, 4], `scores` [N], `labels` [N] with dynamic N; it runs under onnxruntime.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+
+from detector.export.wrapper import ExportableDetector
+
+# 16 is the first opset whose RoiAlign has torchvision's aligned / non-aligned sampling.
+OPSET_VERSION = 17
+INPUT_NAMES = ["image"]
+OUTPUT_NAMES = ["boxes", "scores", "labels"]
+DYNAMIC_AXES = {"image": {1: "height", 2: "width"}, "boxes": {0: "detections"}, "scores": {0: "detections"},
+                "labels": {0: "detections"}}
+
+
+def export_onnx(wrapper: ExportableDetector, example: torch.Tensor, output: str | os.PathLike) -> None:
+    import torchvision.ops  # noqa: F401  (registers the ONNX symbolics for nms and roi_align)
+
+    with torch.no_grad(), warnings.catch_warnings():
+        # Tracer warnings about shapes turned into tensors are the intended dynamic sizes;
+        # the exporter's own deprecation notice is about dynamo=False, chosen on purpose.
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")
+        try:
+            torch.onnx.export(wrapper, (example,), str(output), dynamo=False, opset_version=OPSET_VERSION,
+                              input_names=INPUT_NAMES, output_names=OUTPUT_NAMES, dynamic_axes=DYNAMIC_AXES,
+                              do_constant_folding=True)
+        except ModuleNotFoundError as error:
+            raise ImportError(f"ONNX export needs the '{error.name}' package: pip install -e '.[export]' "
+                              "(onnx, onnxruntime).") from None

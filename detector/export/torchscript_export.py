@@ -1,0 +1,32 @@
+"""TorchScript export: a trace of `ExportableDetector`, saved with torch.jit.save.
+
+Tracing (not scripting) works because the wrapper keeps every size and data-dependent count
+as a traced tensor operation; the saved module runs on any image size. Loading it needs
+torchvision's operators registered: `import torchvision` before `torch.jit.load(path)`.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+
+from detector.export.wrapper import ExportableDetector
+
+
+def trace_detector(wrapper: ExportableDetector, example: torch.Tensor) -> torch.jit.ScriptModule:
+    with torch.no_grad(), warnings.catch_warnings():
+        # The tracer warns about every shape it sees turned into a tensor; those are the
+        # sizes the wrapper deliberately keeps dynamic (tests check two input sizes).
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        # torch.jit is deprecated in favour of torch.export, but it is what TorchScript is.
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+        # check_trace would rerun the example and compare; NMS makes that a tie-sensitive check.
+        return torch.jit.trace(wrapper, (example,), check_trace=False)
+
+
+def export_torchscript(wrapper: ExportableDetector, example: torch.Tensor, output: str | os.PathLike) -> None:
+    traced = trace_detector(wrapper, example)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+        torch.jit.save(traced, str(output))
