@@ -242,6 +242,20 @@ def evaluate_checkpoint(cfg: DictConfig, model_overrides: list[str] | None = Non
     return evaluator.metrics
 
 
+def write_model_summary(cfg: DictConfig, model: nn.Module, ctx: RunContext) -> dict[str, Any]:
+    """Parameters and FLOPs at the test size (min_size_test x max_size_test: the largest
+    input the eval resize produces), logged and written to output_dir/model_summary.json."""
+    import json
+
+    from detector.utils.model_summary import format_model_summary, model_summary
+
+    size = (int(cfg.model.input.min_size_test), int(cfg.model.input.max_size_test))
+    summary = model_summary(model, size)
+    ctx.logger.info(format_model_summary(summary))
+    (ctx.output_dir / "model_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
 def train_detector(cfg: DictConfig) -> dict[str, Any]:
     """Train (or resume), evaluate periodically and at the end; returns the final metrics."""
     from detector.data import build_train_loader
@@ -249,6 +263,8 @@ def train_detector(cfg: DictConfig) -> dict[str, Any]:
 
     ctx, model = prepare(cfg)  # cfg.model.weights (initial weights) are loaded here; a resume overrides them
     run = prepare_training(cfg, ctx, model, seed_everything)
+    if is_main_process():
+        write_model_summary(cfg, run.core, ctx)
     accum = int(cfg.train.grad_accum_steps)
     train_loader = build_train_loader(cfg, ctx.rank, ctx.world_size, start_iter=run.start_iter * accum)
     # Predictions outside a dataset (tools/predict.py) report the dataset's own category ids.
@@ -258,4 +274,8 @@ def train_detector(cfg: DictConfig) -> dict[str, Any]:
     ]
     evaluator = DetectionEvaluator(cfg, run.eval_model, ctx.device, run.precision, ctx.output_dir, ctx.rank,
                                    ctx.world_size, ctx.logger)
-    return run_training(cfg, ctx, run, train_loader, DetectionStep(ctx.device), evaluator)
+    from detector.engine.validation_loss import build_validation_loss_hook
+
+    val_loss = build_validation_loss_hook(cfg, run.core, ctx.device, run.precision, ctx.rank, ctx.world_size, ctx.logger)
+    return run_training(cfg, ctx, run, train_loader, DetectionStep(ctx.device), evaluator,
+                        extra_hooks=[val_loss] if val_loss is not None else [])

@@ -1,0 +1,95 @@
+"""Validation loss: finite losses on held-out images, nothing about the model or the RNG
+changed, logged to TensorBoard during training, training itself unaffected."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from detector.engine.validation_loss import build_validation_set, compute_validation_loss
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from test_train_net import final_weights, run, tiny  # noqa: E402
+
+LOSSES = {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "total_loss"}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from detector.config import load_config
+    from detector.modeling.build import build_model
+
+    root = tmp_path_factory.mktemp("shapes")
+    cfg = load_config(tiny(root, root / "out", "dataset.num_test=5", "test.val_loss_max_images=2",
+                           "backbone.norm=bn", "model.num_classes=5"))
+    torch.manual_seed(0)
+    return cfg, build_model(cfg)
+
+
+def _state(model):
+    return {name: value.clone() for name, value in model.state_dict().items()}
+
+
+def test_validation_loss_is_finite_and_changes_nothing(setup):
+    cfg, model = setup
+    dataset = build_validation_set(cfg)
+    assert len(dataset) == 2  # test.val_loss_max_images
+    image = dataset[(0, 0)]["image"]
+    assert max(image.shape[-2:]) == cfg.model.input.max_size_test  # the test-size resize, no random scale
+    model.train()
+    model.backbone.body.layer1.eval()  # a mixed state, to be restored as it was
+    before, rng = _state(model), torch.get_rng_state()
+    first = compute_validation_loss(model, dataset, torch.device("cpu"), batch_size=2)
+    assert set(first) == LOSSES
+    assert all(torch.isfinite(torch.tensor(v)) and v >= 0 for v in first.values())
+    assert first["total_loss"] == pytest.approx(sum(v for k, v in first.items() if k != "total_loss"))
+    after = _state(model)
+    assert after.keys() == before.keys()
+    assert all(torch.equal(after[k], before[k]) for k in before), "validation changed weights or BatchNorm statistics"
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert model.training and not model.backbone.body.layer1.training and model.backbone.body.layer2.training
+    # Same weights, same numbers: the samplers draw from a fixed seed.
+    assert compute_validation_loss(model, dataset, torch.device("cpu"), batch_size=2) == first
+
+
+def test_without_the_guard_batchnorm_statistics_would_move(setup):
+    """What the guard prevents: a train-mode forward under no_grad updates running stats."""
+    cfg, model = setup
+    dataset = build_validation_set(cfg)
+    sample = dataset[(0, 0)]
+    model.train()
+    before = _state(model)
+    with torch.no_grad():
+        model([sample["image"]], [sample["target"]])
+    changed = [k for k in before if "running_mean" in k and not torch.equal(before[k], model.state_dict()[k])]
+    assert changed
+    model.load_state_dict(before)
+
+
+def _scalars(event_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(event_dir))
+    accumulator.Reload()
+    return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
+
+
+def test_training_logs_validation_loss_and_trains_the_same(tmp_path):
+    root = tmp_path / "shapes"
+    common = ("train.max_iter=4", "dataset.num_test=3", "dataloader.num_workers=0", "backbone.norm=bn")
+    with_val, without = tmp_path / "val", tmp_path / "plain"
+    run(tiny(root, with_val, *common, "train.val_loss_period=2"))
+    run(tiny(root, without, *common))
+    scalars = _scalars(with_val / "tb")
+    for name in LOSSES:
+        steps = scalars[f"val/{name}"]
+        assert [step for step, _ in steps] == [2, 4]
+        assert all(torch.isfinite(torch.tensor(value)) for _, value in steps)
+    assert scalars["val/total_loss"][0][1] != scalars["val/total_loss"][1][1]  # the weights moved in between
+    assert "Validation loss at iteration 4: " in (with_val / "log.txt").read_text()
+    assert not any(tag.startswith("val/") for tag in _scalars(without / "tb"))
+    # Validation draws no numbers from the training stream and leaves BatchNorm alone.
+    a, b = final_weights(with_val), final_weights(without)
+    assert all(torch.equal(a[k], b[k]) for k in a)
