@@ -23,6 +23,7 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        "dev": ["pytest>=7", "pytest-timeout>=2.1"],
+        "dev": ["pytest>=7", "pytest-timeout>=2.1", "onnx>=1.15", "onnxruntime>=1.17"],
+        "export": ["onnx>=1.15", "onnxruntime>=1.17"],   # tools/export.py --format onnx, and running the file
     },
 )
