@@ -171,6 +171,14 @@ def test_confusion_matrix_cells():
                                [1, 0, 0]]
 
 
+def test_annotations_without_area_or_iscrowd():
+    gt, results = scene([(1, A, ANCHOR_BOX), (2, A, OBJECT_BOX)], [(1, A, ANCHOR_BOX, 0.9)])
+    for ann in gt["annotations"]:
+        del ann["area"], ann["iscrowd"]
+    for backend in ("pycocotools", "faster_coco_eval"):
+        assert analyze(gt, results, backend=backend)["base_ap"] == pytest.approx(51 / 101, abs=1e-12)
+
+
 def test_bad_input_names_the_problem():
     gt, results = scene([(1, A, ANCHOR_BOX)], [(1, 7, ANCHOR_BOX, 0.5)])
     with pytest.raises(ValueError, match="category_id 7"):

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# _run_backend is the one place that drives either backend (quietly, on copies of the inputs);
+# reusing it keeps the analysis's AP identical to tools/evaluate.py's.
 from detector.evaluation.coco_evaluator import STAT_NAMES, EvaluationError, _run_backend
 
 # COCOeval's default parameters (the backends use the same).
@@ -70,8 +72,20 @@ def _no_detection_precision(gt: dict) -> tuple[np.ndarray, list]:
     return precision, category_ids
 
 
+def _with_coco_defaults(gt: dict) -> dict:
+    """COCOeval reads "area" and "iscrowd" of every annotation; exports often omit them."""
+    annotations = gt["annotations"]
+    if all("area" in a and "iscrowd" in a for a in annotations):
+        return gt
+    filled = [{"area": a["bbox"][2] * a["bbox"][3], "iscrowd": 0, **a} for a in annotations]
+    return {**gt, "annotations": filled}
+
+
 def box_metrics(gt: dict, results: list[dict], backend: str = "faster_coco_eval") -> BoxMetrics:
-    """COCO box evaluation of `results` against `gt` (a COCO dict), every image."""
+    """COCO box evaluation of `results` against `gt` (a COCO dict), every image.
+
+    Annotations without "area" get their box area and without "iscrowd" 0 (as inputs.py)."""
+    gt = _with_coco_defaults(gt)
     if results:
         stats, precision, category_ids = _run_backend(backend, gt, results, None)
         named = {name: (None if value < 0 else float(value)) for name, value in zip(STAT_NAMES, stats)}

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# The same checks (and messages) as tools/evaluate.py for results that name unknown images/classes.
 from detector.evaluation.coco_evaluator import EvaluationError, _check_results
 
 COCO_MAX_DETS = 100
