@@ -18,6 +18,8 @@ A non-crowd object that no detection matched is *missed* -- unless a cls or loc 
 points at it (TIDE: "not already covered by classification or localization error"):
 fixing that error would find it, so counting it as missed too would count it twice.
 Those objects are reported as `covered`; matched + missed + covered = non-crowd objects.
+(TIDE's code accepts IoU_same == fg as loc; here an IoU of exactly fg with a taken object is a
+dupe, as the definitions above read. With a free object it would have been matched anyway.)
 """
 from __future__ import annotations
 
