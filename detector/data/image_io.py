@@ -6,6 +6,7 @@ HxWx3 uint8 array in the orientation a person sees, so all of that is handled he
 """
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -70,7 +71,12 @@ def read_image_rgb(
     except FileNotFoundError:
         raise BadImageError(path, "file not found") from None
     except Image.DecompressionBombError as error:
-        raise BadImageError(path, f"refused as a possible decompression bomb ({error})") from None
+        # PIL refuses at open (from the header) above twice its limit: say it as above.
+        found = re.search(r"\((\d+) pixels\)", str(error))
+        size = f"{found.group(1)} pixels" if found else str(error)
+        raise BadImageError(
+            path, f"refused as a possible decompression bomb: {size} is above the limit of {max_pixels} "
+                  "(raise dataset.max_image_pixels if the image is genuine)") from None
     except (OSError, ValueError, SyntaxError, Image.UnidentifiedImageError) as error:
         # Truncated JPEGs ("image file is truncated"), non-image files, broken headers.
         raise BadImageError(path, f"unreadable or corrupt image ({type(error).__name__}: {error})") from None

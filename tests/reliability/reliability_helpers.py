@@ -19,8 +19,30 @@ TRAIN_NET = str(TOOLS / "train_net.py")
 FAULTS = str(Path(__file__).with_name("train_net_faults.py"))
 
 
+# A tiny detector and schedule: seconds per run on the CPU.
+TINY_MODEL = [
+    "model.input.min_size_test=96",
+    "model.input.max_size_test=96",
+    "aug.train.min_size=[96]",
+    "aug.train.max_size=96",
+    "dataloader.batch_size=2",
+    "dataloader.num_workers=0",
+    "train.device=cpu",
+    "train.log_period=1",
+    "train.vis_period_images=0",
+    "solver.warmup_iters=2",
+    "model.rpn.pre_nms_topk_train=100",
+    "model.rpn.post_nms_topk_train=50",
+    "model.rpn.pre_nms_topk_test=50",
+    "model.rpn.post_nms_topk_test=20",
+    "model.roi_heads.batch_size_per_image=16",
+    "model.roi_heads.fc_dim=32",
+    "model.fpn.out_channels=32",
+]
+
+
 def tiny(root: Path, output_dir: Path, *extra: str) -> list[str]:
-    """train_net overrides for a run of a few seconds: 8 images of 96 px, batch 2, no workers."""
+    """train_net overrides for a run of a few seconds on the generated shapes: 8 images of 96 px."""
     return [
         f"output_dir={output_dir}",
         f"dataset.root={root}",
@@ -28,25 +50,16 @@ def tiny(root: Path, output_dir: Path, *extra: str) -> list[str]:
         "dataset.num_test=2",
         "dataset.image_size=96",
         "dataset.object_size=[16,48]",
-        "model.input.min_size_test=96",
-        "model.input.max_size_test=96",
-        "aug.train.min_size=[96]",
-        "aug.train.max_size=96",
-        "dataloader.batch_size=2",
-        "dataloader.num_workers=0",
-        "train.device=cpu",
-        "train.log_period=1",
-        "train.vis_period_images=0",
-        "solver.warmup_iters=2",
-        "model.rpn.pre_nms_topk_train=100",
-        "model.rpn.post_nms_topk_train=50",
-        "model.rpn.pre_nms_topk_test=50",
-        "model.rpn.post_nms_topk_test=20",
-        "model.roi_heads.batch_size_per_image=16",
-        "model.roi_heads.fc_dim=32",
-        "model.fpn.out_channels=32",
+        *TINY_MODEL,
         *extra,
     ]
+
+
+def tiny_coco(images: Path, annotations: Path, output_dir: Path, *extra: str) -> list[str]:
+    """The same tiny run on a COCO-format folder (used for both the train and the test split)."""
+    data = [f"dataset.{split}.{key}={value}" for split in ("train", "test")
+            for key, value in (("images", images), ("annotations", annotations))]
+    return [f"output_dir={output_dir}", "dataset=coco_format", *data, *TINY_MODEL, *extra]
 
 
 def tool_env(**extra: str) -> dict:
