@@ -13,7 +13,8 @@ from functools import lru_cache
 
 from omegaconf import DictConfig, OmegaConf
 
-from detector.data.coco_index import ANNOTATION_IGNORED, BAD_IMAGE, FATAL, DatasetError, DatasetIndex, index_coco
+from detector.data.coco_index import (ANNOTATION_IGNORED, BAD_IMAGE, FATAL, DatasetError, DatasetIndex,
+                                      check_coco_structure, index_coco)
 
 SPLITS = ("train", "test")
 # Beyond this many, dataset problems are summarised in one line instead of one warning each.
@@ -37,7 +38,9 @@ def class_names(cfg: DictConfig) -> list[str]:
         return discover_classes(_voc_root(data))
     _maybe_generate(data)
     annotations = _coco_paths(cfg, "train")[1]
-    categories = sorted(load_json(annotations).get("categories") or [], key=lambda c: c["id"])
+    coco = load_json(annotations)
+    check_coco_structure(coco, annotations)
+    categories = sorted(coco["categories"], key=lambda c: c["id"])
     return [str(c.get("name", c["id"])) for c in categories]
 
 

@@ -115,6 +115,21 @@ def category_mapping(categories: list[dict], classes, source: str) -> tuple[list
     return list(classes), {label: by_name[name] for label, name in enumerate(classes, start=1)}
 
 
+def check_coco_structure(coco, source: str) -> None:
+    """Raise DatasetError unless `coco` has the top-level shape of a COCO file."""
+    if not isinstance(coco, dict) or not isinstance(coco.get("images"), list):
+        raise DatasetError(f"{source}: not a COCO annotation file (no 'images' list at the top level)")
+    categories = coco.get("categories")
+    if not isinstance(categories, list) or not categories:
+        raise DatasetError(f"{source}: no 'categories' list (COCO files name their classes there, "
+                           "e.g. \"categories\": [{\"id\": 1, \"name\": \"cat\"}])")
+    for category in categories:
+        if not isinstance(category, dict) or "id" not in category:
+            raise DatasetError(f"{source}: category {str(category)[:120]} has no 'id'")
+    if not isinstance(coco.get("annotations", []), list):
+        raise DatasetError(f"{source}: 'annotations' is a {type(coco['annotations']).__name__}, not a list")
+
+
 def index_coco(coco: dict, images_dir: str, source: str, classes=None) -> DatasetIndex:
     """Check a COCO dict and build training records plus the evaluation GT.
 
@@ -123,20 +138,12 @@ def index_coco(coco: dict, images_dir: str, source: str, classes=None) -> Datase
     Never raises for data problems except FATAL ones; every problem is in `.problems`.
     """
     problems: list[Problem] = []
-    if not isinstance(coco, dict) or not isinstance(coco.get("images"), list):
-        raise DatasetError(f"{source}: not a COCO annotation file (no 'images' list at the top level)")
-    categories = coco.get("categories")
+    check_coco_structure(coco, source)
+    categories = coco["categories"]
     annotations = coco.get("annotations", [])
-    if not isinstance(categories, list) or not categories:
-        raise DatasetError(f"{source}: no 'categories' list (COCO files name their classes there, "
-                           "e.g. \"categories\": [{\"id\": 1, \"name\": \"cat\"}])")
-    if not isinstance(annotations, list):
-        raise DatasetError(f"{source}: 'annotations' is a {type(annotations).__name__}, not a list")
 
     seen_cat = set()
     for category in categories:
-        if not isinstance(category, dict) or "id" not in category:
-            raise DatasetError(f"{source}: category {str(category)[:120]} has no 'id'")
         if category["id"] in seen_cat:
             problems.append(Problem(source, f"duplicate category id {category['id']}", "duplicate_category_id", FATAL))
         seen_cat.add(category["id"])
@@ -156,8 +163,8 @@ def index_coco(coco: dict, images_dir: str, source: str, classes=None) -> Datase
             problems.append(Problem(path, f"image id {image_id!r} is not a number or string", "malformed_image", FATAL))
             continue
         if image_id in images:
-            problems.append(Problem(path, f"duplicate image id {image_id} (also used by {images[image_id]['path']})",
-                                    "duplicate_image_id", FATAL))
+            problems.append(Problem(source, f"duplicate image id {image_id} for {path} (also used by "
+                                            f"{images[image_id]['path']})", "duplicate_image_id", FATAL))
             continue
         width, height = entry.get("width"), entry.get("height")
         problem = None
