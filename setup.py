@@ -23,7 +23,8 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        "dev": ["pytest>=7", "pytest-timeout>=2.1", "onnx>=1.15", "onnxruntime>=1.17"],
+        "dev": ["pytest>=7", "pytest-timeout>=2.1", "onnx>=1.15", "onnxruntime>=1.17", "hydra-submitit-launcher>=1.2"],
         "export": ["onnx>=1.15", "onnxruntime>=1.17"],   # tools/export.py --format onnx, and running the file
+        "slurm": ["hydra-submitit-launcher>=1.2"],       # hydra/launcher=slurm (conf/hydra/launcher/slurm.yaml)
     },
 )

@@ -30,11 +30,12 @@ def main(cfg: DictConfig) -> None:
     from detector.engine.classification import evaluate_cls_checkpoint, train_classifier, validate_cls_config
     from detector.engine.config_checks import ConfigError, check_output_dir
     from detector.engine.trainer import NonFiniteLossError
-    from detector.utils.distributed import destroy_distributed
+    from detector.utils.distributed import adopt_slurm_environment, destroy_distributed
     from detector.weights.state_dicts import WeightsMismatchError
 
     try:
         validate_cls_config(cfg)
+        adopt_slurm_environment()  # a SLURM task's rank, as torchrun would name it
         if int(os.environ.get("RANK", 0)) == 0:
             check_output_dir(cfg.output_dir)
         if cfg.eval_only:

@@ -45,10 +45,11 @@ def main(cfg: DictConfig) -> None:
     from detector.engine.detection import evaluate_checkpoint, train_detector
     from detector.checkpoint_io import CheckpointError
     from detector.data import BadSampleError, DatasetError
-    from detector.utils.distributed import destroy_distributed
+    from detector.utils.distributed import adopt_slurm_environment, destroy_distributed
 
     try:
         validate_config(cfg)
+        adopt_slurm_environment()  # a SLURM task's rank, as torchrun would name it
         if int(os.environ.get("RANK", 0)) == 0:
             check_output_dir(cfg.output_dir)  # fail now, not after an hour of training
         if cfg.eval_only:

@@ -22,7 +22,8 @@ from detector.engine.config_checks import check_output_dir
 from detector.engine.launch import select_device
 from detector.engine.precision import Precision, resolve_precision
 from detector.evaluation import STAT_NAMES, evaluate_detector
-from detector.utils.distributed import barrier, get_world_size, init_distributed, is_distributed, is_main_process
+from detector.utils.distributed import (adopt_slurm_environment, barrier, get_world_size, init_distributed,
+                                        is_distributed, is_main_process)
 from detector.utils.logger import setup_logger
 
 
@@ -181,6 +182,7 @@ class RunContext:
     def __init__(self, cfg: DictConfig):
         import os
 
+        adopt_slurm_environment()  # srun tasks (SLURM, submitit) name their local rank like torchrun
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
         self.device = select_device(str(cfg.train.device), local_rank)
         self.rank, self.world_size, _ = init_distributed(self.device.type, float(cfg.train.get("dist_timeout_s", 600)))

@@ -33,13 +33,75 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
 
 
-def init_distributed(device_type: str, timeout_s: float = 600.0) -> tuple[int, int, int]:
-    """Join the process group described by torchrun's environment variables.
+# A rendezvous port per SLURM job, so that two jobs sharing a node do not collide.
+SLURM_PORT_BASE, SLURM_PORT_RANGE = 15000, 20000
 
-    Returns (rank, world_size, local_rank); (0, 1, 0) outside torchrun. The timeout bounds
+
+def first_hostname(nodelist: str) -> str:
+    """The first host of a SLURM hostlist: "gpu[003-004,010],cpu1" -> "gpu003"."""
+    nodelist = nodelist.strip()
+    depth, end = 0, len(nodelist)
+    for i, char in enumerate(nodelist):  # the first entry ends at a comma outside brackets
+        depth += char == "["
+        depth -= char == "]"
+        if char == "," and depth == 0:
+            end = i
+            break
+    entry = nodelist[:end]
+    if "[" not in entry:
+        if not entry:
+            raise ValueError(f"SLURM node list {nodelist!r} names no host.")
+        return entry
+    prefix, _, rest = entry.partition("[")
+    ranges, _, suffix = rest.partition("]")
+    first = ranges.split(",")[0].split("-")[0]  # "003-004" -> "003": zero padding as written
+    return f"{prefix}{first}{suffix}"
+
+
+def environment_from_slurm(environ: dict[str, str] | os._Environ) -> dict[str, str]:
+    """torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR,
+    MASTER_PORT) for a process that srun started as one of several SLURM tasks (as
+    hydra-submitit-launcher does); {} when torchrun's are already there or SLURM runs a
+    single task. The first node of the job hosts the rendezvous; its port comes from
+    MASTER_PORT when set, else from the job id."""
+    if "RANK" in environ and "WORLD_SIZE" in environ:
+        return {}
+    if "SLURM_PROCID" not in environ or int(environ.get("SLURM_NTASKS", "1")) <= 1:
+        return {}
+    nodelist = environ.get("SLURM_STEP_NODELIST") or environ.get("SLURM_JOB_NODELIST") or environ.get("SLURM_NODELIST")
+    if not environ.get("MASTER_ADDR") and not nodelist:
+        raise RuntimeError("SLURM task without SLURM_JOB_NODELIST: set MASTER_ADDR to the host of rank 0.")
+    nodes = max(1, int(environ.get("SLURM_NNODES", environ.get("SLURM_JOB_NUM_NODES", "1"))))
+    ntasks = int(environ["SLURM_NTASKS"])
+    job_id = int(environ.get("SLURM_JOB_ID", "0"))
+    return {
+        "RANK": str(int(environ["SLURM_PROCID"])),
+        "WORLD_SIZE": str(ntasks),
+        "LOCAL_RANK": str(int(environ.get("SLURM_LOCALID", "0"))),
+        "LOCAL_WORLD_SIZE": str(ntasks // nodes),
+        "MASTER_ADDR": environ.get("MASTER_ADDR") or first_hostname(nodelist),
+        "MASTER_PORT": environ.get("MASTER_PORT") or str(SLURM_PORT_BASE + job_id % SLURM_PORT_RANGE),
+    }
+
+
+def adopt_slurm_environment() -> bool:
+    """Outside torchrun, under srun with several tasks: set torchrun's variables from
+    SLURM's (see environment_from_slurm), so the rest of the code sees one convention.
+    Call it before reading RANK or LOCAL_RANK; idempotent. True when it set them."""
+    values = environment_from_slurm(os.environ)
+    os.environ.update(values)
+    return bool(values)
+
+
+def init_distributed(device_type: str, timeout_s: float = 600.0) -> tuple[int, int, int]:
+    """Join the process group described by torchrun's environment variables (or by SLURM's,
+    for processes started by srun: see adopt_slurm_environment).
+
+    Returns (rank, world_size, local_rank); (0, 1, 0) outside torchrun and SLURM. The timeout bounds
     every collective, so a rank that dies or stalls turns into an error on the others
     instead of an endless wait (torchrun then stops the job with a non-zero exit).
     """
+    adopt_slurm_environment()
     if not launched_by_torchrun():
         return 0, 1, 0
     rank = int(os.environ["RANK"])
