@@ -179,6 +179,10 @@ class ExportableDetector(nn.Module):
         resized, image_size = self.resize(normalized)
         batch = self.pad(resized)
         padded = torch.stack([size_of(batch, 2), size_of(batch, 3)])
+        if getattr(self.model, "channels_last", False):
+            # As the model does: NHWC activations for faster convolutions (TorchScript keeps
+            # the layout; ONNX has none, onnxruntime picks its own).
+            batch = batch.contiguous(memory_format=torch.channels_last)
         features = self.model.backbone(batch)
         proposals = self.proposals(list(features.values()), image_size, padded)
         pooled = [features[name] for name in self.model.pooled_levels]
