@@ -80,7 +80,14 @@ class WarmupLR(LRScheduler):
         return {key: self.__dict__[key] for key in self._STATE_KEYS if key in self.__dict__}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.__dict__.update({key: state_dict[key] for key in self._STATE_KEYS if key in state_dict})
+        # The peak lr (base_lrs) comes from this run's config too: solver.base_lr, the batch
+        # and the number of processes may differ from the run that wrote the checkpoint.
+        self.__dict__.update({key: state_dict[key] for key in self._STATE_KEYS if key in state_dict and key != "base_lrs"})
+        # The optimizer's restored lr is the old schedule's; the next step must already use
+        # this config's (e.g. a lower solver.base_lr after a divergence). Same config: same value.
+        self._last_lr = self.get_lr()
+        for group, lr in zip(self.optimizer.param_groups, self._last_lr):
+            group["lr"] = lr
 
     def get_lr(self) -> list[float]:
         factor = self.lr_factor(self.last_epoch)
