@@ -1,7 +1,7 @@
 """Detect objects in an image or a folder of images with a trained checkpoint.
 
     python tools/predict.py --weights outputs/shapes_resnet18_narrow/checkpoints/model_final.pth \
-        --input path/to/images --output predictions/ [--score-thresh 0.5] [--device cpu]
+        --input path/to/images --output predictions/ [--score-thresh 0.5] [--device cpu] [--tta]
 
 Writes DIR/predictions.json ({file_name, bbox [x, y, w, h], score, category_id,
 category_name} per detection) and DIR/<image>.png with the boxes drawn.
@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", required=True, help="folder for predictions.json and the drawn images")
     parser.add_argument("--score-thresh", type=float, default=0.5, help="keep detections scoring at least this")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--tta", action="store_true",
+                        help="test-time augmentation: flipped and rescaled views merged (test.aug_* in conf/config.yaml)")
     args = parser.parse_args(argv)
 
     from detector.checkpoint_io import CheckpointError
@@ -31,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logger(None)
     try:
         images = list_images(args.input)
-        predictions = predict_images(args.weights, images, args.output, args.score_thresh, args.device)
+        predictions = predict_images(args.weights, images, args.output, args.score_thresh, args.device, tta=args.tta)
     except (FileNotFoundError, CheckpointError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -33,13 +33,27 @@ def predict_images(
     output_dir: str | Path,
     score_thresh: float = 0.5,
     device: str = "cpu",
+    tta: bool = False,
 ) -> list[dict[str, Any]]:
-    """Write output_dir/predictions.json and one picture per image; returns the predictions."""
+    """Write output_dir/predictions.json and one picture per image; returns the predictions.
+
+    tta: test-time augmentation with the settings of conf/config.yaml's test.aug_* keys
+    (scales, flip, merge) and the checkpoint's own NMS threshold and detections per image."""
     from detector.data.image_io import BadImageError, read_image_rgb
     from detector.modeling.build import load_model
 
     model = load_model(str(weights), overrides=[f"model.roi_heads.score_thresh={score_thresh}"], device=device)
-    names = list(model.config.model.class_names or [])
+    if tta:
+        from detector.config import load_config
+        from detector.evaluation.tta import build_tta
+
+        settings = load_config(["test.aug=true"])
+        settings.model.roi_heads = model.config.model.roi_heads  # the checkpoint's post-processing
+        model = build_tta(settings, model).eval()
+        names_source = model.model
+    else:
+        names_source = model
+    names = list(names_source.config.model.class_names or [])
     from detector.weights.safetensors_io import read_checkpoint_with_config
 
     checkpoint = read_checkpoint_with_config(weights)  # category ids from a .pth or a .safetensors header

@@ -29,7 +29,8 @@ def checkpoint(tmp_path) -> Path:
     return path
 
 
-def test_predict_writes_json_and_pictures(checkpoint, tmp_path):
+@pytest.mark.parametrize("tta", [False, True], ids=["plain", "tta"])
+def test_predict_writes_json_and_pictures(checkpoint, tmp_path, tta):
     images = tmp_path / "images"
     images.mkdir()
     rng = np.random.default_rng(0)
@@ -38,7 +39,7 @@ def test_predict_writes_json_and_pictures(checkpoint, tmp_path):
     (images / "notes.txt").write_text("not an image")
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, str(REPO / "tools" / "predict.py"), "--weights", str(checkpoint),
-                           "--input", str(images), "--output", str(out), "--score-thresh", "0.0", "--device", "cpu"],
+                           "--input", str(images), "--output", str(out), "--score-thresh", "0.0", "--device", "cpu"] + (["--tta"] if tta else []),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     predictions = json.loads((out / "predictions.json").read_text())
