@@ -26,6 +26,8 @@ DYNAMIC_AXES = {"image": {1: "height", 2: "width"}, "boxes": {0: "detections"}, 
 def export_onnx(wrapper: ExportableDetector, example: torch.Tensor, output: str | os.PathLike) -> None:
     import torchvision.ops  # noqa: F401  (registers the ONNX symbolics for nms and roi_align)
 
+    portable_resize = wrapper.portable_resize
+    wrapper.portable_resize = True   # onnxruntime's Resize rounds its coordinates differently
     with torch.no_grad(), warnings.catch_warnings():
         # Tracer warnings about shapes turned into tensors are the intended dynamic sizes;
         # the exporter's own deprecation notice is about dynamo=False, chosen on purpose.
@@ -40,3 +42,5 @@ def export_onnx(wrapper: ExportableDetector, example: torch.Tensor, output: str 
         except ModuleNotFoundError as error:
             raise ImportError(f"ONNX export needs the '{error.name}' package: pip install -e '.[export]' "
                               "(onnx, onnxruntime).") from None
+        finally:
+            wrapper.portable_resize = portable_resize

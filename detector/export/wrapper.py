@@ -40,15 +40,50 @@ def batched_nms_traceable(boxes: torch.Tensor, scores: torch.Tensor, groups: tor
     return nms(boxes + offsets[:, None], scores, iou_threshold)
 
 
+def linear_taps(in_size: torch.Tensor, out_size: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """For each output index along one axis: the two input indices and their weights, with
+    PyTorch's CPU bilinear arithmetic (align_corners=False): source = (in / out) * (i + 0.5)
+    - 0.5, clamped at 0, in float32. PyTorch's kernel computes the multiply-add as one fused
+    operation (one rounding); doing it in float64 and rounding once to float32 gives the same
+    number, where two float32 roundings would be off by an ulp (3e-5 at 400 px)."""
+    scale = in_size.to(torch.float32) / out_size.to(torch.float32)
+    centers = torch.arange(out_size, dtype=torch.float32) + 0.5
+    source = (centers.to(torch.float64) * scale.to(torch.float64) - 0.5).to(torch.float32)
+    source = torch.clamp(source, min=0.0)
+    last = in_size - 1
+    index0 = torch.floor(source).to(torch.int64)
+    index0 = torch.where(index0 < last, index0, last)
+    index1 = torch.where(index0 < last, index0 + 1, index0)
+    weight1 = torch.clamp(source - index0.to(torch.float32), 0.0, 1.0)
+    return index0, index1, 1.0 - weight1, weight1
+
+
+def bilinear_resize(image: torch.Tensor, height: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
+    """image [C, H, W] -> [C, height, width], the same numbers as F.interpolate(mode="bilinear",
+    align_corners=False) to float rounding, from gathers and sums. onnxruntime's own Resize
+    maps output to input coordinates with a differently rounded scale (out / in), which moves
+    pixel values by up to ~1e-4 and boxes of a trained model by up to ~1e-2 px."""
+    y0, y1, wy0, wy1 = linear_taps(size_of(image, 1), height)
+    x0, x1, wx0, wx1 = linear_taps(size_of(image, 2), width)
+    top, bottom = image.index_select(1, y0), image.index_select(1, y1)
+    # Width first, then height: the order PyTorch's kernel sums in.
+    top = top.index_select(2, x0) * wx0 + top.index_select(2, x1) * wx1
+    bottom = bottom.index_select(2, x0) * wx0 + bottom.index_select(2, x1) * wx1
+    return top * wy0[:, None] + bottom * wy1[:, None]
+
+
 class ExportableDetector(nn.Module):
     """image [3, H, W] float in [0, 1] (RGB, any H and W) -> (boxes, scores, labels).
 
     Shares the modules (and so the weights) of `model`; holds no parameters of its own.
+    portable_resize: resize with `bilinear_resize` (gathers) instead of F.interpolate, so a
+    runtime's own resize operator cannot round differently; the ONNX export turns it on.
     """
 
-    def __init__(self, model: FasterRCNN):
+    def __init__(self, model: FasterRCNN, portable_resize: bool = False):
         super().__init__()
         self.model = model
+        self.portable_resize = portable_resize
         self.eval()
 
     def train(self, mode: bool = True) -> "ExportableDetector":
@@ -73,9 +108,12 @@ class ExportableDetector(nn.Module):
         scale = torch.where(to_short < to_long, to_short, to_long)
         new_h = torch.floor(height.to(torch.float64) * scale).to(torch.int64)
         new_w = torch.floor(width.to(torch.float64) * scale).to(torch.int64)
-        if not torch.jit.is_tracing():
-            new_h, new_w = int(new_h), int(new_w)   # eager interpolate wants ints
-        resized = F.interpolate(image[None], size=(new_h, new_w), mode="bilinear", align_corners=False)[0]
+        if self.portable_resize:
+            resized = bilinear_resize(image, new_h, new_w)
+        else:
+            if not torch.jit.is_tracing():
+                new_h, new_w = int(new_h), int(new_w)   # eager interpolate wants ints
+            resized = F.interpolate(image[None], size=(new_h, new_w), mode="bilinear", align_corners=False)[0]
         return resized, torch.stack([size_of(resized, 1), size_of(resized, 2)])
 
     def pad(self, image: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,48 @@
+"""detector.export.wrapper pieces that must reproduce the model's own preprocessing exactly."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+# (input h, w) -> resized to short side 320, long side at most 512; includes sizes where
+# h * scale lands within float32 rounding of a whole number (428 -> 320, 200 -> 320).
+SIZES = [(480, 640), (428, 640), (640, 481), (200, 300), (100, 2000), (2000, 90), (7, 7), (333, 333), (1, 5)]
+
+
+@pytest.mark.parametrize("size, out", [((480, 640), (320, 426)), ((428, 640), (320, 478)), ((20, 30), (320, 480)),
+                                       ((2000, 90), (512, 23)), ((7, 7), (320, 320)), ((1, 5), (3, 9)),
+                                       ((333, 333), (333, 333))])
+def test_bilinear_resize_equals_interpolate(size, out):
+    from detector.export.wrapper import bilinear_resize
+
+    generator = torch.Generator().manual_seed(0)
+    image = torch.rand((3, *size), generator=generator)
+    expected = F.interpolate(image[None], size=out, mode="bilinear", align_corners=False)[0]
+    got = bilinear_resize(image, torch.tensor(out[0]), torch.tensor(out[1]))
+    assert got.shape == expected.shape
+    # Float rounding of the final weighted sum only; a tap or weight off by one float32 ulp
+    # of the source coordinate already gives ~3e-5 (see linear_taps).
+    assert (got - expected).abs().max() <= 1e-6
+
+
+def test_resize_gives_the_model_sizes_and_pixels():
+    from detector.export.wrapper import ExportableDetector
+    from detector.modeling.preprocessing import ImagePreprocessor
+
+    class Stub(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.preprocessor = ImagePreprocessor([0.485, 0.456, 0.406], [0.229, 0.224, 0.225],
+                                                  min_size_test=320, max_size_test=512).eval()
+
+    wrapper = ExportableDetector(Stub())
+    for portable in (False, True):
+        wrapper.portable_resize = portable
+        for h, w in SIZES:
+            image = torch.rand(3, h, w)
+            expected = wrapper.model.preprocessor.resize(image)
+            got, size = wrapper.resize(image)
+            assert tuple(got.shape) == tuple(expected.shape), (h, w, portable)
+            assert size.tolist() == list(expected.shape[1:])
+            assert (got - expected).abs().max() <= 1e-6
