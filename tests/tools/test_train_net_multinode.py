@@ -71,10 +71,13 @@ def test_two_torchrun_nodes_on_loopback(tmp_path):
     port = free_port()
     commands = [
         ([torchrun, "--nnodes=2", "--nproc_per_node=1", f"--node_rank={node}", "--master_addr=127.0.0.1",
-          f"--master_port={port}", "--max_restarts=0", TRAIN_NET, *_overrides(tmp_path)], _clean_env())
+          f"--master_port={port}", "--max_restarts=0", TRAIN_NET, *_overrides(tmp_path), "train.val_loss_period=3"],
+         _clean_env())
         for node in (0, 1)
     ]
     _check_outputs(tmp_path, _run_together(commands))
+    # The validation loss under DDP: each rank one of the two test images, averaged.
+    assert "Validation loss at iteration 3: " in (tmp_path / "out" / "log.txt").read_text()
 
 
 def test_two_slurm_tasks_on_loopback(tmp_path):
