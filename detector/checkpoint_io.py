@@ -33,7 +33,8 @@ def verify_zip_checksums(path: str | os.PathLike) -> None:
         with zipfile.ZipFile(path) as archive:
             bad_member = archive.testzip()
     except (zipfile.BadZipFile, OSError, EOFError) as error:
-        raise CheckpointError(f"Checkpoint '{path}' is damaged: {error}. It may be truncated.") from None
+        raise CheckpointError(f"Checkpoint '{path}' is damaged: its zip directory is missing or unreadable "
+                              f"({error}); the file is probably truncated.") from None
     if bad_member is not None:
         raise CheckpointError(
             f"Checkpoint '{path}' is damaged: its record '{bad_member}' fails the CRC-32 check "
@@ -79,7 +80,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             return {"model": load_file(str(path), device=str(map_location))}
         except Exception as error:  # safetensors raises several types for bad headers
             raise CheckpointError(f"Checkpoint '{path}' is not a valid safetensors file: {error}") from None
-    if zipfile.is_zipfile(path):  # torch.save's format; legacy pickles have no checksums
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    if not magic:
+        raise CheckpointError(f"Checkpoint '{path}' is empty (0 bytes): it was truncated or never written.")
+    if magic == b"PK\x03\x04":  # torch.save's zip format; legacy pickles have no checksums
         verify_zip_checksums(path)
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -36,7 +37,8 @@ def without_worker_traceback(message: str) -> str:
     Original Traceback ...": keep only its last line, the error itself."""
     if "Original Traceback" not in message:
         return message
-    return message.strip().splitlines()[-1]
+    last = message.strip().splitlines()[-1]  # "package.module.SomeError: the message"
+    return re.sub(r"^[\w.]+: ", "", last, count=1)
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

@@ -100,3 +100,17 @@ def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None
         if time.monotonic() > deadline:
             raise AssertionError(f"no {what} within {timeout} s")
         time.sleep(poll)
+
+
+def observe(fault: str, seen: str, lost: str) -> None:
+    """Record what a user sees for a fault (for the closing table of issue 7): appended as a
+    JSON line to $RELIABILITY_OBSERVATIONS when set, a no-op otherwise."""
+    target = os.environ.get("RELIABILITY_OBSERVATIONS")
+    if not target:
+        return
+    import json
+    import re
+
+    text = re.sub(r"/tmp/pytest-of-[^/]+/pytest-\d+/[^/\s']+", "<tmp>", seen.strip())
+    with open(target, "a") as handle:
+        handle.write(json.dumps({"fault": fault, "seen": text, "lost": lost}) + "\n")

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from reliability_helpers import TOOLS, assert_clean_failure, run_tool, tiny, train_net  # noqa: E402
+from reliability_helpers import TOOLS, assert_clean_failure, observe, run_tool, tiny, train_net  # noqa: E402
 
 REFUSED = "Refusing to load"
 
@@ -55,6 +55,8 @@ def test_train_net_refuses_hostile_weights(evil, generated_shapes, tmp_path):
     out = tmp_path / "out"
     proc = train_net(tiny(generated_shapes, out, "train.max_iter=2", f"model.weights={evil['pth']}"), check=False)
     stderr = assert_clean_failure(proc, REFUSED, str(evil["pth"]), "could run arbitrary code")
+    observe("hostile pickle (os.system touch) as train_net.py model.weights=evil.pth", stderr,
+            "nothing: exit 1, the file is never created, no output written")
     assert not evil["marker"].exists()
     assert not (out / "checkpoints").exists()
 
@@ -66,7 +68,8 @@ def test_predict_refuses_hostile_weights(evil, tmp_path):
     Image.new("RGB", (32, 32)).save(image)
     # (the bare-pickle variant goes through the same load_model, tested in-process below)
     proc = run_tool(TOOLS / "predict.py", ["--weights", evil["pth"], "--input", image, "--output", tmp_path / "pred"])
-    assert_clean_failure(proc, REFUSED, str(evil["pth"]))
+    observe("hostile pickle as predict.py --weights evil.pth", assert_clean_failure(proc, REFUSED, str(evil["pth"])),
+            "nothing: exit 2, the file is never created")
     assert not evil["marker"].exists()
     assert not (tmp_path / "pred" / "predictions.json").exists()
 
@@ -76,6 +79,8 @@ def test_convert_weights_refuses_hostile_files(source, key, evil, tmp_path):
     out = tmp_path / "converted.pth"
     proc = run_tool(TOOLS / "convert_weights.py", ["--source", source, "--input", evil[key], "--output", out])
     stderr = assert_clean_failure(proc, REFUSED, str(evil[key]))
+    observe(f"hostile pickle as convert_weights.py --source {source} --input evil.{'pkl' if key == 'pkl' else 'pth'}",
+            stderr, "nothing: exit 1, the file is never created, no output")
     if source == "detectron2":
         assert "posix.system" in stderr and "nothing in it was run" in stderr
     assert not evil["marker"].exists() and not out.exists()
@@ -86,8 +91,10 @@ def test_load_model_refuses_hostile_weights(evil):
     from detector.checkpoint_io import CheckpointError
 
     for key in ("pth", "legacy_pth"):
-        with pytest.raises(CheckpointError, match=REFUSED):
+        with pytest.raises(CheckpointError, match=REFUSED) as error:
             load_model(evil[key])
+        observe(f"hostile pickle ({'torch.save zip' if key == 'pth' else 'bare pickle stream'}) to detector.load_model",
+                f"CheckpointError: {error.value}", "nothing: the file is never created")
     assert not evil["marker"].exists()
 
 
@@ -123,3 +130,5 @@ def test_weights_round_trip_through_safetensors(tmp_path):
     outputs = [load_model(path, ["model.roi_heads.score_thresh=0.0"])([image])[0] for path in (original, exported)]
     for key in ("boxes", "scores", "labels"):
         assert torch.equal(outputs[0][key], outputs[1][key])
+    observe("export to safetensors and import back (convert_weights.py --source checkpoint)", proc.stdout,
+            "nothing: every tensor, the config, iteration and category ids identical; same detections")

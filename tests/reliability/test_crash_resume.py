@@ -18,7 +18,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from reliability_helpers import FAULTS, REPO, TRAIN_NET, tiny, tool_env, train_net, wait_for  # noqa: E402
+from reliability_helpers import FAULTS, REPO, TRAIN_NET, observe, tiny, tool_env, train_net, wait_for  # noqa: E402
 from detector.checkpoint_io import CheckpointError, save_checkpoint
 from detector.engine.checkpointer import LAST, PREVIOUS, Checkpointer, load_latest_good
 
@@ -87,8 +87,15 @@ def test_sigkill_at_three_points_then_resume_equals_uninterrupted_run(generated_
     proc = start(FAULTS, args, tmp_path / "attempt3.log", SLOW_CHECKPOINT_WRITE="8:2")
     wait_for(lambda: "SLOW_WRITE_IN_PROGRESS" in (tmp_path / "attempt3.log").read_text(), 240, "the slow write", proc)
     kill(proc)
+    attempt2 = (tmp_path / "attempt2.log").read_text()
+    observe("SIGKILL between two checkpoints (iteration 3), then train.resume=true",
+            next(line for line in attempt2.splitlines() if "Resumed from" in line).split("] ")[-1],
+            f"the iterations after last.pth (iteration {first}), retrained identically")
     attempt3 = (tmp_path / "attempt3.log").read_text()
     assert "Resumed from" in attempt3 and "at iteration 4" in attempt3
+    observe("SIGKILL while last.pth (iteration 6) is half written, then resume",
+            "\n".join(line.split("] ")[-1] for line in attempt3.splitlines() if "Removing" in line or "Resumed from" in line),
+            "iterations 5-6 (retrained identically); last.pth and previous.pth untouched")
     assert "Removing" in attempt3 and ".last.pth." in attempt3  # attempt 2's half-written file
     assert iteration_of(checkpoints / LAST) == MAX_ITER
     assert not (checkpoints / "model_final.pth").exists() and leftovers(checkpoints, "model_final.pth")
@@ -96,6 +103,10 @@ def test_sigkill_at_three_points_then_resume_equals_uninterrupted_run(generated_
     # Resume once more: nothing left to train, model_final.pth is written from last.pth.
     done = train_net(args)
     assert "already at train.max_iter=8" in done.stdout
+    observe("SIGKILL while model_final.pth is half written, then resume",
+            "\n".join(line.split("] ")[-1] for line in done.stdout.splitlines()
+                      if "Removing" in line or "already at" in line or "model_final.pth" in line),
+            "nothing: model_final.pth is written from last.pth; final weights torch.equal the uninterrupted run's")
     assert not leftovers(checkpoints, LAST) and not leftovers(checkpoints, "model_final.pth")
     assert_same_weights(weights(checkpoints / "model_final.pth"), reference)
     assert (killed / "metrics.json").read_text() == (straight_dir / "metrics.json").read_text()
@@ -108,7 +119,10 @@ def test_sigkill_at_three_points_then_resume_equals_uninterrupted_run(generated_
     again = train_net(tiny(shapes_root, straight_dir, *RUN, "train.resume=true"))
     assert f"Cannot resume from {last}" in again.stdout and "truncated" in again.stdout
     assert f"Resuming from the previous good checkpoint {last.with_name(PREVIOUS)} (iteration 6)" in again.stdout
-    assert (last.parent / "last.pth.damaged").is_file()  # kept for inspection, not rotated into previous.pth
+    assert (last.parent / "last.pth.damaged").is_file()
+    observe("last.pth truncated by hand, then resume",
+            "\n".join(line.split("] ")[-1] for line in again.stdout.splitlines() if "last.pth" in line and "WARNING" in line),
+            "one checkpoint period (iterations 7-8 retrained); final weights equal the uninterrupted run's")  # kept for inspection, not rotated into previous.pth
     assert iteration_of(last) == MAX_ITER
     assert_same_weights(weights(straight_dir / "checkpoints" / "model_final.pth"), reference)
 
@@ -130,7 +144,7 @@ def _flip_bytes(path: Path) -> None:
 
 DAMAGE = {
     "truncated": (lambda p: p.write_bytes(p.read_bytes()[:100]), "truncated"),
-    "zero_bytes": (lambda p: p.write_bytes(b""), "truncated"),
+    "zero_bytes": (lambda p: p.write_bytes(b""), "is empty (0 bytes)"),
     "bit_flips": (_flip_bytes, "fails the CRC-32 check"),
     "nan_weights": (lambda p: save_checkpoint({"model": {"w": torch.full((64, 64), float("nan"))}, "iteration": 9}, p),
                     "holds NaN/inf"),
@@ -151,6 +165,9 @@ def test_damaged_last_checkpoint_falls_back_to_previous_with_a_warning(damage, t
     assert torch.equal(checkpoint["model"]["w"], torch.full((64, 64), 2.0))
     warnings = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     assert str(tmp_path / LAST) in warnings and reason in warnings
+    observe(f"last.pth damaged: {damage.replace('_', ' ')} (resume)",
+            next(r.getMessage() for r in caplog.records if "Cannot resume" in r.getMessage()),
+            "one checkpoint period: training goes on from previous.pth")
     # The next save must not rotate a damaged file into previous.pth.
     model = torch.nn.Linear(2, 2)
     Checkpointer(model, tmp_path).save(LAST, 6)
@@ -165,6 +182,8 @@ def test_every_checkpoint_damaged_is_an_error_not_a_silent_restart(tmp_path):
     with pytest.raises(CheckpointError) as error:
         load_latest_good(tmp_path, logging.getLogger("detector"))
     assert str(tmp_path / PREVIOUS) in str(error.value) and "No usable checkpoint" in str(error.value)
+    observe("last.pth and previous.pth both damaged (resume)", str(error.value),
+            "the run stops (exit 1) rather than silently starting over")
     assert load_latest_good(tmp_path / "empty") is None  # nothing there: a fresh start is right
 
 

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from reliability_helpers import FAULTS, REPO, TRAIN_NET, tiny, tool_env, wait_for  # noqa: E402
+from reliability_helpers import FAULTS, REPO, TRAIN_NET, observe, tiny, tool_env, wait_for  # noqa: E402
 
 BOUND_S = 120  # the whole job, start to exit, on a loaded 2-core machine
 RUN = ["train.max_iter=40", "train.checkpoint_period=2", "train.dist_timeout_s=60"]
@@ -77,6 +77,10 @@ def test_a_rank_that_raises_stops_the_whole_job(torchrun, generated_shapes, tmp_
     assert "iter: 5/40" not in text and "iter: 4/40" in text  # no rank went on past the failure
     assert elapsed < BOUND_S
     assert_last_checkpoint_good(out)
+    observe("torchrun 2 CPU processes: rank 1 raises at iteration 5",
+            "\n".join(line for line in text.splitlines() if "injected fault" in line or "ChildFailedError" in line
+                      or "exitcode" in line)[:600] + f"\n(exit code {proc.returncode} after {elapsed:.0f} s)",
+            "iterations after last.pth (iteration 4); resume works")
 
 
 def test_a_rank_killed_with_sigkill_stops_the_whole_job(torchrun, generated_shapes, tmp_path):
@@ -105,3 +109,7 @@ def test_a_rank_killed_with_sigkill_stops_the_whole_job(torchrun, generated_shap
     assert not any(Path(f"/proc/{pid}").exists() and rank_of(pid) is not None for pid in workers.values())
     assert "iter: 40/40" not in (out / "log.txt").read_text()
     assert_last_checkpoint_good(out)
+    observe("torchrun 2 CPU processes: rank 1 killed with SIGKILL",
+            "\n".join(line for line in text.splitlines() if "SIGKILL" in line or "ChildFailedError" in line
+                      or "exitcode" in line)[:600] + f"\n(exit code {code}, {stopped_after:.1f} s after the kill)",
+            "iterations after last.pth; resume works")

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from reliability_helpers import assert_clean_failure, tiny, train_net  # noqa: E402
+from reliability_helpers import assert_clean_failure, observe, tiny, train_net  # noqa: E402
 
 LOSS_TERMS = ("loss_box_reg", "loss_classifier", "loss_objectness", "loss_rpn_box_reg")
 DIVERGE = ["train.max_iter=8", "train.checkpoint_period=2", "solver.lr_scheduler=multistep", "solver.steps=[4]",
@@ -37,6 +37,8 @@ def test_diverging_run_stops_with_iteration_and_losses_and_keeps_the_last_good_c
     assert any(not math.isfinite(float(v)) for v in re.findall(r"=([-+\w.]+)", message))
     assert "Lower solver.base_lr" in message and "train.clip_grad_norm" in message  # what to do
     assert message in (out / "log.txt").read_text()  # also in the run's log
+    observe("divergence: lr 1e-3 -> 1e6 after iteration 4 (train_net)", message,
+            "iterations 5-6 only: exit 1, last.pth (iteration 4) finite and loadable; resuming with a lower lr finishes")
     assert "iter: 5/8" in proc.stdout and "iter: 6/8" not in proc.stdout  # stopped at once
 
     checkpoints = out / "checkpoints"

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from reliability_helpers import TOOLS, assert_clean_failure, run_tool, tiny_coco, train_net  # noqa: E402
+from reliability_helpers import TOOLS, assert_clean_failure, observe, run_tool, tiny_coco, train_net  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("check_dataset_tool", TOOLS / "check_dataset.py")
 check_dataset = importlib.util.module_from_spec(_spec)
@@ -131,6 +131,7 @@ def test_check_dataset_names_the_file_and_the_reason(variant, tmp_path):
     lines = [line for line in text.splitlines() if reason in line]
     assert lines and all(culprit in line for line in lines), (culprit, text)
     assert all(line.startswith(("ERROR ", "error: ")) for line in lines)
+    observe(f"JSON: {variant.replace('_', ' ')} (check_dataset.py)", lines[0], "nothing: exit 1, reported")
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -145,6 +146,8 @@ def test_training_refuses_or_skips_with_the_reason(variant, tmp_path):
             with pytest.raises(DatasetError) as error:
                 build_dataset(_cfg(images, annotations, f"dataset.on_bad_sample={policy}"), "train")
             assert culprit in str(error.value) and reason in str(error.value)
+        observe(f"JSON: {variant.replace('_', ' ')} (training)", f"DatasetError: {error.value}",
+                "refused up front under skip and error: nothing trained, nothing written")
         return
     with pytest.raises(BadSampleError) as error:
         build_dataset(_cfg(images, annotations, "dataset.on_bad_sample=error"), "train")
@@ -154,6 +157,9 @@ def test_training_refuses_or_skips_with_the_reason(variant, tmp_path):
         loader = build_train_loader(_cfg(images, annotations))
         batches = list(itertools.islice(iter(loader), 6))
     assert any(culprit in str(w.message) and reason in str(w.message) for w in caught)
+    observe(f"JSON: {variant.replace('_', ' ')} (training)",
+            "skip: " + next(str(w.message) for w in caught if culprit in str(w.message)) + "\nerror: " + str(error.value),
+            "skip: that image (or annotation) only; error: refused up front")
     used = {t["image_id"] for b in batches for t in b["targets"]}
     assert used == ({2, 3, 4} if kind == "image" else {1, 2, 3, 4})
     for batch in batches:
@@ -174,7 +180,9 @@ def test_a_training_step_next_to_a_skipped_nan_box_has_a_finite_loss(tmp_path):
     model = build_model(cfg).train()
     losses = model(batch["images"], [{"boxes": t["boxes"], "labels": t["labels"]} for t in batch["targets"]])
     assert set(losses) == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"}
-    assert all(math.isfinite(float(v)) for v in losses.values()), losses
+    assert all(math.isfinite(v.item()) for v in losses.values()), losses
+    observe("training step next to a skipped NaN box", ", ".join(f"{k}={v.item():.4f}" for k, v in sorted(losses.items())),
+            "nothing: all four losses and every gradient finite")
     sum(losses.values()).backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
@@ -183,17 +191,8 @@ def test_train_net_refuses_a_structurally_broken_file_before_any_work(tmp_path):
     images, annotations = build(tmp_path, "not_coco")
     out = tmp_path / "out"
     proc = train_net(tiny_coco(images, annotations, out, "train.max_iter=2"), check=False)
-    assert_clean_failure(proc, str(annotations), "not a COCO annotation file")
+    observe("JSON not COCO, through train_net.py", assert_clean_failure(proc, str(annotations), "not a COCO annotation file"),
+            "nothing: exit 1 before any work, no checkpoints folder")
     assert not (out / "checkpoints").exists()
     checker = run_tool(TOOLS / "check_dataset.py", ["--images", images, "--annotations", annotations])
     assert_clean_failure(checker, str(annotations), "not a COCO annotation file")
-
-
-def test_train_net_under_error_policy_refuses_a_nan_box_up_front(tmp_path):
-    images, annotations = build(tmp_path, "nan_box")
-    out = tmp_path / "out"
-    proc = train_net(tiny_coco(images, annotations, out, "train.max_iter=2", "dataset.on_bad_sample=error"),
-                     check=False)
-    assert_clean_failure(proc, f"{_first_image(images)}: annotation id 1", "holds NaN or infinity",
-                         "dataset.on_bad_sample=skip")
-    assert not (out / "checkpoints").exists()

@@ -23,7 +23,7 @@ import pytest
 from PIL import Image, ImageFile
 
 sys.path.insert(0, str(Path(__file__).parent))
-from reliability_helpers import TOOLS, assert_clean_failure, run_tool, tiny_coco, train_net  # noqa: E402
+from reliability_helpers import TOOLS, assert_clean_failure, observe, run_tool, tiny_coco, train_net  # noqa: E402
 
 RED, BLUE = (230, 20, 20), (20, 20, 230)
 # file -> the reason check_dataset and training give (None: the file is handled)
@@ -116,8 +116,10 @@ def test_check_dataset_names_each_bad_image_and_its_reason(corpus):
         mine = [line for line in errors if f"/{name}:" in line]
         if reason is None:
             assert not mine, mine  # handled files are not problems
+            observe(f"image: {name}", "check_dataset.py: no error (the file is used)", "nothing")
         else:
             assert len(mine) == 1 and reason in mine[0], (name, errors)
+            observe(f"image: {name} (check_dataset.py)", mine[0], "nothing: exit 1, reported")
     bomb = next(line for line in errors if "bomb.png" in line)
     assert "900000000 pixels" in bomb and "dataset.max_image_pixels" in bomb
 
@@ -170,6 +172,8 @@ def test_exif_rotated_image_boxes_match_the_pixels(convention, tmp_path):
     x1, y1, x2, y2 = (int(round(float(v))) for v in box)
     inside = image[:, y1 + 2 : y2 - 2, x1 + 2 : x2 - 2].mean(dim=(1, 2)) * 255
     assert abs(float(inside[0]) - RED[0]) < 30 and abs(float(inside[2]) - RED[2]) < 30, inside
+    observe(f"image: EXIF-rotated JPEG, JSON size = {convention} size", f"no message; image used {width}x{height}, "
+            "box on the object", "nothing")
 
 
 def test_training_skips_bad_images_naming_them_and_uses_the_rest(corpus):
@@ -199,6 +203,9 @@ def test_train_net_skips_bad_images_with_finite_losses(corpus):
     log = (out / "log.txt").read_text()
     for name in BAD:
         assert f"Skipped a bad training sample: {images / name}: {EXPECTED[name]}" in log, name
+        observe(f"image: {name} (training, on_bad_sample=skip)",
+                next(line.split("] ")[-1] for line in log.splitlines() if f"sample: {images / name}" in line),
+                "that image only (replaced by another); losses finite")
     losses = [float(v) for line in log.splitlines() if "total_loss:" in line
               for v in [line.split("total_loss: ")[1].split()[0]]]
     assert len(losses) == 4 and all(np.isfinite(losses))
@@ -211,5 +218,7 @@ def test_train_net_refuses_a_bad_image_under_on_bad_sample_error(corpus):
     out = images.parent / "strict"
     proc = train_net(tiny_coco(images, annotations, out, "train.max_iter=4", "dataset.on_bad_sample=error",
                                "dataloader.num_workers=1"), check=False)
-    stderr = assert_clean_failure(proc, "bad sample", "dataset.on_bad_sample=skip")
+    stderr = assert_clean_failure(proc, "error: bad sample ", "dataset.on_bad_sample=skip")
+    observe("bad image under dataset.on_bad_sample=error (train_net, 1 loader worker)", stderr,
+            "the run stops (exit 1) at the first bad image; no traceback")
     assert any(f"{images / name}: {EXPECTED[name]}" in stderr for name in BAD), stderr
