@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
-def build_resnet(backbone_cfg: DictConfig) -> ResNet:
+def build_resnet(backbone_cfg: DictConfig, fold_norms: bool = True) -> ResNet:
     """The ResNet body alone (also what a classifier builds on)."""
     return ResNet(
         depth=backbone_cfg.depth,
@@ -44,11 +44,12 @@ def build_resnet(backbone_cfg: DictConfig) -> ResNet:
         out_features=list(backbone_cfg.out_features),
         stride_in_1x1=backbone_cfg.stride_in_1x1,
         base_channels=backbone_cfg.get("base_channels", 64),
+        fold_norms=fold_norms,
     )
 
 
 def build_backbone(cfg: DictConfig) -> BackboneWithFPN:
-    body = build_resnet(cfg.backbone)
+    body = build_resnet(cfg.backbone, fold_norms=bool(cfg.model.get("fold_norms", True)))
     if cfg.backbone.weights:
         load_backbone_weights(body, cfg.backbone.weights)
     fpn = FPN(
@@ -157,6 +158,7 @@ def build_model(cfg: DictConfig) -> FasterRCNN:
         preprocessor=build_preprocessor(cfg),
         num_classes=num_classes,
         pooled_levels=levels,
+        channels_last=bool(cfg.model.get("channels_last", False)),
     )
     if cfg.model.weights:
         load_weights_into(model, cfg.model.weights)

@@ -51,7 +51,9 @@ def test_resnet50_logits_equal_torchvision(torchvision_resnet50_file):
     with torch.no_grad():
         ours, theirs = model(images), reference(images)
     assert ours.shape == (2, 1000)
-    assert (ours - theirs).abs().max().item() <= 1e-4
+    # Logits reach several hundred with random weights; the frozen norms are folded into the
+    # convolutions, so agreement is to float rounding relative to that scale.
+    assert (ours - theirs).abs().max().item() <= 2e-6 * theirs.abs().max().item()
 
 
 def test_resnet50_file_loads_strictly_into_detector_backbone(torchvision_resnet50_file):

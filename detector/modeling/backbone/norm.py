@@ -1,6 +1,8 @@
 """The normalization layers a backbone can use, chosen by name from the config."""
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
@@ -29,3 +31,39 @@ def make_norm(kind: str, channels: int) -> nn.Module:
 
 def is_batch_norm(module: nn.Module) -> bool:
     return isinstance(module, nn.modules.batchnorm._BatchNorm)
+
+
+def fixed_affine(norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(scale, shift) per channel when `norm` is, right now, a fixed affine map y = x * scale + shift:
+    FrozenBatchNorm always, BatchNorm in eval mode. None otherwise (training BatchNorm, GroupNorm)."""
+    if isinstance(norm, FrozenBatchNorm2d):
+        weight, bias, eps = norm.weight, norm.bias, norm.eps
+    elif is_batch_norm(norm) and not norm.training and norm.running_var is not None:
+        weight, bias, eps = norm.weight, norm.bias, norm.eps
+    else:
+        return None
+    scale = (norm.running_var + eps).rsqrt()
+    if weight is not None:
+        scale = weight * scale
+    shift = -norm.running_mean * scale
+    if bias is not None:
+        shift = shift + bias
+    return scale, shift
+
+
+def conv_norm(conv: nn.Conv2d, norm: nn.Module, x: torch.Tensor, fold: bool = True) -> torch.Tensor:
+    """norm(conv(x)), computed as one convolution when the norm is a fixed affine map.
+
+    Folding the norm into the convolution's weights saves a full pass over the activations
+    (two, with the backward of a frozen norm); the weights are refolded on every call, a
+    cost proportional to the parameters rather than the pixels, so the state dict, the
+    checkpoints and training are unchanged. The result differs from the unfolded one by
+    float rounding only.
+    """
+    affine = fixed_affine(norm) if fold else None
+    if affine is None:
+        return norm(conv(x))
+    scale, shift = affine
+    weight = conv.weight * scale.view(-1, 1, 1, 1).to(conv.weight.dtype)
+    bias = shift if conv.bias is None else conv.bias * scale + shift
+    return F.conv2d(x, weight, bias.to(weight.dtype), conv.stride, conv.padding, conv.dilation, conv.groups)

@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from detector.modeling.backbone.norm import is_batch_norm, make_norm
+from detector.modeling.backbone.norm import conv_norm, is_batch_norm, make_norm
 
 # Stage names follow Detectron2: res2 is torchvision's layer1 (stride 4) ... res5 is layer4 (stride 32).
 STAGE_NAMES = ("res2", "res3", "res4", "res5")
@@ -30,6 +30,7 @@ BLOCKS_PER_DEPTH = {
 
 class BasicBlock(nn.Module):
     expansion = 1
+    fold_norms = True   # see conv_norm; ResNet(fold_norms=False) turns it off for exact reference numerics
 
     def __init__(self, in_channels: int, planes: int, stride: int, norm: str, downsample: nn.Module | None,
                  groups: int = 1, width_per_group: int = 64, stride_in_1x1: bool = False):
@@ -45,14 +46,16 @@ class BasicBlock(nn.Module):
         self.downsample = downsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        identity = x if self.downsample is None else conv_norm(self.downsample[0], self.downsample[1], x, self.fold_norms)
+        out = self.relu(conv_norm(self.conv1, self.bn1, x, self.fold_norms))
+        out = conv_norm(self.conv2, self.bn2, out, self.fold_norms)
+        out += identity   # in place: one less activation-sized tensor per block
+        return self.relu(out)
 
 
 class Bottleneck(nn.Module):
     expansion = 4
+    fold_norms = True   # see conv_norm; ResNet(fold_norms=False) turns it off for exact reference numerics
 
     def __init__(self, in_channels: int, planes: int, stride: int, norm: str, downsample: nn.Module | None,
                  groups: int = 1, width_per_group: int = 64, stride_in_1x1: bool = False):
@@ -71,11 +74,12 @@ class Bottleneck(nn.Module):
         self.downsample = downsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        identity = x if self.downsample is None else conv_norm(self.downsample[0], self.downsample[1], x, self.fold_norms)
+        out = self.relu(conv_norm(self.conv1, self.bn1, x, self.fold_norms))
+        out = self.relu(conv_norm(self.conv2, self.bn2, out, self.fold_norms))
+        out = conv_norm(self.conv3, self.bn3, out, self.fold_norms)
+        out += identity   # in place: one less activation-sized tensor per block
+        return self.relu(out)
 
 
 def blocks_for(depth: int | None, blocks_per_stage: Sequence[int] | None) -> tuple[int, ...]:
@@ -95,6 +99,8 @@ class ResNet(nn.Module):
     `out_features`; stages after the last requested one are not built at all (so they hold
     no unused parameters)."""
 
+    fold_norms = True
+
     def __init__(
         self,
         depth: int | None = 50,
@@ -107,6 +113,7 @@ class ResNet(nn.Module):
         stride_in_1x1: bool = False,
         bottleneck: bool | None = None,
         base_channels: int = 64,
+        fold_norms: bool = True,
     ):
         super().__init__()
         blocks = blocks_for(depth, blocks_per_stage)
@@ -146,6 +153,14 @@ class ResNet(nn.Module):
         self.out_channels = {name: c for name, c in self.out_channels.items() if name in self.out_features}
         self.final_channels = in_channels
         self._init_weights()
+        self.set_norm_folding(fold_norms)
+
+    def set_norm_folding(self, enabled: bool) -> None:
+        """Fold frozen norms into the convolutions (faster; equal up to float rounding) or run
+        them as separate layers (bit-for-bit torchvision's order of operations)."""
+        for module in self.modules():
+            if hasattr(module, "fold_norms"):
+                module.fold_norms = bool(enabled)
         self._freeze()
 
     @staticmethod
@@ -196,7 +211,7 @@ class ResNet(nn.Module):
         return self
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
-        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.maxpool(self.relu(conv_norm(self.conv1, self.bn1, x, self.fold_norms)))
 
     def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
         x = self.stem(x)
