@@ -10,14 +10,16 @@ max_size_test): 1.0 is the plain test size. Running at another scale sets this p
 `model.preprocessor.min_size_test / max_size_test` for the duration of the call, so any
 other model works with scales [1.0] (flip only).
 
-Merging (`merge`):
+Merging (`merge`), then the top `detections_per_img` kept:
+  "wbf" - weighted box fusion (the default): per class, boxes that overlap a cluster's
+          fused box by more than `wbf_iou_thresh` join it; the fused box is the
+          score-weighted mean of its members and its score their summed score divided by
+          the number of views (a box found in one view of six keeps a sixth of its score).
   "nms" - all views' detections concatenated, then per-class NMS at the model's own
-          nms_thresh and the top `detections_per_img` kept: the same post-processing a
-          single pass uses, so a flip-only TTA of a symmetric scene is symmetric.
-  "wbf" - weighted box fusion: per class, boxes that overlap a cluster's fused box by
-          more than `wbf_iou_thresh` join it; the fused box is the score-weighted mean of
-          its members and its score their summed score divided by the number of views
-          (a box found in one view of six keeps a sixth of its score).
+          nms_thresh: the same post-processing a single pass uses.
+Measured on bccd (ResNet-18 narrow, 72 test images, scales 0.875/1/1.125 with flips):
+AP 0.608 without TTA, 0.623 with "wbf", 0.607 with "nms" -- NMS keeps one of the
+views' boxes, each as noisy as a single pass, while fusion averages their errors.
 """
 from __future__ import annotations
 
@@ -98,7 +100,7 @@ class TestTimeAugmentation(nn.Module):
     __test__ = False  # not a pytest test class, whatever its name
 
     def __init__(self, model: nn.Module, scales: Sequence[float] = (1.0,), flip: bool = True, nms_thresh: float = 0.5,
-                 detections_per_img: int = 100, merge: str = "nms", wbf_iou_thresh: float = 0.55):
+                 detections_per_img: int = 100, merge: str = "wbf", wbf_iou_thresh: float = 0.55):
         super().__init__()
         scales = [float(s) for s in scales]
         if not scales or any(s <= 0 for s in scales):
@@ -133,9 +135,9 @@ class TestTimeAugmentation(nn.Module):
                     mirrored = self.model([image.flip(-1) for image in images])
                     for image, result, views in zip(images, mirrored, per_image):
                         views.append({**result, "boxes": hflip_boxes(result["boxes"], int(image.shape[-1]))})
-        return [self._merge(views) for views in per_image]
+        return [self._merge(views, tuple(image.shape[-2:])) for image, views in zip(images, per_image)]
 
-    def _merge(self, views: list[dict]) -> dict[str, torch.Tensor]:
+    def _merge(self, views: list[dict], image_size: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
         # float32: under autocast the views may come back in reduced precision, and
         # averaging or NMS in bf16 would move boxes by whole pixels.
         boxes = torch.cat([v["boxes"].float() for v in views])
@@ -147,7 +149,13 @@ class TestTimeAugmentation(nn.Module):
         else:
             keep = batched_nms(boxes, scores, labels, self.nms_thresh)  # sorted by decreasing score
         keep = keep[: self.detections_per_img]
-        return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+        boxes = boxes[keep]
+        if image_size is not None:
+            # A weighted mean of boxes inside the image can pass its border by a rounding error.
+            height, width = image_size
+            boxes = torch.stack([boxes[:, 0].clamp(0, width), boxes[:, 1].clamp(0, height),
+                                 boxes[:, 2].clamp(0, width), boxes[:, 3].clamp(0, height)], dim=1)
+        return {"boxes": boxes, "scores": scores[keep], "labels": labels[keep]}
 
 
 def build_tta(cfg, model: nn.Module) -> nn.Module:

@@ -122,7 +122,7 @@ def test_config_builds_a_tta_model_with_the_model_post_processing(small_detector
     cfg, model = small_detector
     tta = build_tta(cfg, model)
     assert isinstance(tta, TestTimeAugmentation) and tta.model is model
-    assert tta.scales == [0.75, 1.0] and tta.flip and tta.merge == "nms" and tta.num_views == 4
+    assert tta.scales == [0.75, 1.0] and tta.flip and tta.merge == "wbf" and tta.num_views == 4
     assert tta.nms_thresh == cfg.model.roi_heads.nms_thresh and tta.detections_per_img == 30
     from omegaconf import OmegaConf
 
@@ -134,7 +134,7 @@ def test_real_detector_boxes_inside_image_and_mirror_symmetric(small_detector):
     cfg, model = small_detector
     torch.manual_seed(1)
     image = torch.rand(3, 80, 110)
-    tta = TestTimeAugmentation(model, scales=[1.0], flip=True, nms_thresh=0.5, detections_per_img=30).eval()
+    tta = TestTimeAugmentation(model, scales=[1.0], flip=True, nms_thresh=0.5, detections_per_img=30, merge="nms").eval()
     with torch.no_grad():
         out = tta([image])[0]
         out_mirror = tta([image.flip(-1)])[0]
