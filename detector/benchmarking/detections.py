@@ -1,0 +1,31 @@
+"""How closely two detectors' outputs on the same image agree."""
+from __future__ import annotations
+
+import torch
+from torchvision.ops import box_iou
+
+
+def agreement(expected: dict, actual: dict, min_iou: float = 0.99) -> dict:
+    """Greedy one-to-one matching of same-label detections (IoU >= min_iou) in score order;
+    the largest box and score differences over the matched pairs."""
+    exp_boxes, act_boxes = expected["boxes"].float().cpu(), actual["boxes"].float().cpu()
+    iou = box_iou(act_boxes, exp_boxes) if len(act_boxes) and len(exp_boxes) else torch.zeros(len(act_boxes), len(exp_boxes))
+    iou[actual["labels"].cpu()[:, None] != expected["labels"].cpu()[None, :]] = 0
+    taken: set[int] = set()
+    pairs = []
+    for i in range(len(act_boxes)):
+        for j in torch.argsort(iou[i], descending=True).tolist():
+            if iou[i, j] < min_iou:
+                break
+            if j not in taken:
+                taken.add(j)
+                pairs.append((i, j))
+                break
+    result = {"count_theirs": len(exp_boxes), "count_ours": len(act_boxes), "matched": len(pairs)}
+    if pairs:
+        mine = torch.tensor([p[0] for p in pairs])
+        ref = torch.tensor([p[1] for p in pairs])
+        result["max_box_diff_px"] = float((act_boxes[mine] - exp_boxes[ref]).abs().max())
+        result["max_score_diff"] = float((actual["scores"].float().cpu()[mine]
+                                          - expected["scores"].float().cpu()[ref]).abs().max())
+    return result

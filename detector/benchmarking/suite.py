@@ -1,0 +1,211 @@
+"""The full benchmark: which models run in which section, and the printed table."""
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from detector.benchmarking import growth, inference, peers, pipeline
+from detector.benchmarking.memory import peak_memory_bytes
+from detector.benchmarking.timing import interleaved_times, ratio, summarize
+from detector.benchmarking.training import parameter_counts, training_step
+
+SECTIONS = ("inference", "inference_small", "ours_r18", "train", "data", "eval", "growth")
+DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
+EXACT = ["model.channels_last=false", "model.fold_norms=false"]
+
+
+@dataclass
+class Options:
+    device: str = "auto"
+    datasets: Path = DATASETS
+    repeats: int = 5
+    warmup: int = 1
+    sections: tuple[str, ...] = SECTIONS
+    test_size: tuple[int, int] = (800, 1333)
+    small_size: tuple[int, int] = (512, 853)
+    train_size: int = 512
+    growth_iterations: int = 200
+    compile: bool = False
+    log: callable = field(default=print)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is visible; use --device cpu.")
+    return torch.device(name)
+
+
+def machine(device: torch.device) -> dict:
+    info = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def r50_models(device: torch.device, min_size: int, max_size: int, compile_model: bool) -> dict:
+    """torchvision's R50-FPN and this project's with the same weights, in eval mode."""
+    theirs = peers.torchvision_r50_fpn(min_size, max_size).to(device).eval()
+    size = [f"model.input.min_size_test={min_size}", f"model.input.max_size_test={max_size}"]
+    ours = peers.ours_with_same_weights(theirs, size).to(device).eval()
+    exact = peers.ours_with_same_weights(theirs, size + EXACT).to(device).eval()
+    variants = {"torchvision": (theirs, None), "ours_exact": (exact, None), "ours_fp32": (ours, None),
+                "ours_bf16": (ours, torch.bfloat16)}
+    if compile_model:
+        compiled = peers.ours_with_same_weights(theirs, size).to(device).eval()
+        compiled.backbone = torch.compile(compiled.backbone, dynamic=True)
+        variants["ours_compiled_bf16"] = (compiled, torch.bfloat16)
+    return variants
+
+
+def run_inference(opts: Options, device, photos, size) -> dict:
+    variants = r50_models(device, *size, opts.compile)
+    images = [image.to(device) for image, _, _ in photos]
+    report = inference.compare_inference(variants, images, device, opts.repeats, opts.warmup)
+    theirs, ours = variants["torchvision"][0], variants["ours_fp32"][0]
+    with torch.inference_mode():
+        report["gflops"] = {"torchvision": inference.count_flops(lambda: theirs([images[0]])) / 1e9,
+                            "ours_fp32": inference.count_flops(lambda: ours([images[0]])) / 1e9}
+    report["params"] = {"torchvision": parameter_counts(theirs), "ours": parameter_counts(ours)}
+    return report
+
+
+def run_ours_r18(opts: Options, device, photos) -> dict:
+    """The default (CPU recipe) model, which torchvision has no counterpart of."""
+    from detector.config import load_config
+    from detector.modeling.build import build_model
+
+    cfg = load_config([])
+    model = build_model(cfg).to(device).eval()
+    images = [image.to(device) for image, _, _ in photos]
+    variants = {"ours_fp32": (model, None), "ours_bf16": (model, torch.bfloat16)}
+    report = inference.compare_inference(variants, images, device, opts.repeats, opts.warmup, reference=None)
+    report["test_size"] = [cfg.model.input.min_size_test, cfg.model.input.max_size_test]
+    report["backbone"] = cfg.backbone.name
+    with torch.inference_mode():
+        report["gflops"] = inference.count_flops(lambda: model([images[0]])) / 1e9
+    report["params"] = parameter_counts(model)
+    return report
+
+
+def run_training(opts: Options, device, photos) -> dict:
+    images, targets = peers.square_training_batch(photos[:2], opts.train_size, device)
+    size = opts.train_size
+    theirs = peers.torchvision_r50_fpn(size, size).to(device)
+    ours = peers.ours_with_same_weights(theirs).to(device)
+    ours_bf16 = peers.ours_with_same_weights(theirs).to(device)
+    steps = {"torchvision": training_step(theirs, images, targets, device),
+             "ours_fp32": training_step(ours, images, targets, device),
+             "ours_bf16": training_step(ours_bf16, images, targets, device, torch.bfloat16)}
+    times = interleaved_times(steps, opts.repeats, opts.warmup, device)
+    return {"batch": 2, "size": size, "setting": "FrozenBN, stem+res2 frozen (torchvision trainable_backbone_layers=3)",
+            "step": {name: summarize(values) for name, values in times.items()},
+            "ratio_to_torchvision": {name: ratio(values, times["torchvision"]) for name, values in times.items()
+                                     if name != "torchvision"},
+            "peak_memory_mb": {name: peak_memory_bytes(step, device) / 2**20 for name, step in steps.items()},
+            "params": {"torchvision": parameter_counts(theirs), "ours": parameter_counts(ours)}}
+
+
+def run_data(opts: Options, device) -> dict:
+    from detector.config import load_config
+
+    cfg = load_config(["dataset=bccd", "dataloader.num_workers=2", f"dataset.root={opts.datasets / 'bccd' / 'BCCD'}"])
+    loader = pipeline.loader_throughput(cfg, batches=40, warmup=5)
+    step = pipeline.recipe_step_throughput(cfg, device, opts.repeats, opts.warmup)
+    return {"dataset": "bccd", "loader": loader, "training_step": step,
+            "loader_over_step": loader["images_per_s"] / step["images_per_s"]}
+
+
+def run_eval(opts: Options, device) -> dict:
+    reference = opts.datasets / "coco_eval_reference"
+    gt = json.loads((reference / "instances_val2014_100.json").read_text())
+    official = json.loads((reference / "instances_val2014_fakebbox100_results.json").read_text())
+    coco128 = json.loads((opts.datasets / "coco128" / "annotations" / "instances_train2017.json").read_text())
+    return {"coco_eval_reference": pipeline.evaluation_time(gt, official, opts.repeats, device),
+            "coco128_100_per_image": pipeline.evaluation_time(coco128, pipeline.synthetic_detections(coco128, 100, 0),
+                                                             opts.repeats, device)}
+
+
+def run_growth(opts: Options, device) -> dict:
+    from detector.config import load_config
+
+    cfg = load_config(["dataloader.num_workers=2"])
+    return {"config": "default (shapes demo recipe)", **growth.memory_over_iterations(cfg, device, opts.growth_iterations)}
+
+
+def run_benchmark(opts: Options) -> dict:
+    device = resolve_device(opts.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    report: dict = {"machine": machine(device), "repeats": opts.repeats, "warmup": opts.warmup}
+    photos = peers.coco_photos(opts.datasets / "coco128", 3) if {"inference", "inference_small", "ours_r18",
+                                                                 "train"} & set(opts.sections) else []
+    for section in opts.sections:
+        opts.log(f"[benchmark] {section} ...")
+        if section == "inference":
+            report[section] = run_inference(opts, device, photos, opts.test_size)
+        elif section == "inference_small":
+            report[section] = run_inference(opts, device, photos, opts.small_size)
+        elif section == "ours_r18":
+            report[section] = run_ours_r18(opts, device, photos)
+        elif section == "train":
+            report[section] = run_training(opts, device, photos)
+        elif section == "data":
+            report[section] = run_data(opts, device)
+        elif section == "eval":
+            report[section] = run_eval(opts, device)
+        elif section == "growth":
+            report[section] = run_growth(opts, device)
+        else:
+            raise ValueError(f"unknown benchmark section '{section}'; valid: {', '.join(SECTIONS)}.")
+    return report
+
+
+def format_table(report: dict) -> str:
+    lines = [f"machine: {report['machine']}", f"{'measurement':58s} {'median':>10s} {'ours/theirs':>12s}"]
+
+    def row(label, seconds=None, value=None, rel=None):
+        median = f"{seconds:9.3f}s" if seconds is not None else (value or "")
+        lines.append(f"{label:58s} {median:>10s} {'' if rel is None else f'{rel:11.3f}x':>12s}")
+
+    for key, title in (("inference", "inference b1"), ("inference_small", "inference b1 small")):
+        section = report.get(key)
+        if not section:
+            continue
+        for name, stats in section["latency"].items():
+            row(f"{title} {name}", stats["median_s"], rel=section.get("ratio_to_torchvision", {}).get(name))
+        for i, agree in enumerate(section.get("agreement_ours_fp32", [])):
+            row(f"  image {i}: fp32 detections matched {agree['matched']}/{agree['count_theirs']}",
+                value=f"{agree.get('max_box_diff_px', float('nan')):.1e}px")
+        row(f"  GFLOPs torchvision / ours", value=f"{section['gflops']['torchvision']:.0f}/{section['gflops']['ours_fp32']:.0f}")
+    if "ours_r18" in report:
+        section = report["ours_r18"]
+        for name, stats in section["latency"].items():
+            row(f"inference b1 {section['backbone']} {section['test_size']} {name}", stats["median_s"])
+    if "train" in report:
+        section = report["train"]
+        for name, stats in section["step"].items():
+            row(f"train step b2 {section['size']}px {name} (peak {section['peak_memory_mb'][name]:.0f} MB)",
+                stats["median_s"], rel=section["ratio_to_torchvision"].get(name))
+    if "data" in report:
+        section = report["data"]
+        row("bccd loader, 2 workers (images/s)", value=f"{section['loader']['images_per_s']:.1f}")
+        row("bccd recipe training step (images/s)", value=f"{section['training_step']['images_per_s']:.1f}")
+        row("  loader / step", value=f"{section['loader_over_step']:.1f}x")
+    if "eval" in report:
+        for name, section in report["eval"].items():
+            row(f"COCO eval {name} ({section['detections']} dets) ours", section["ours"]["median_s"],
+                rel=section["ratio"])
+            row(f"COCO eval {name} pycocotools (max stat diff {section['max_stat_diff']:.1e})",
+                section["pycocotools"]["median_s"])
+    if "growth" in report:
+        section = report["growth"]
+        row(f"memory over {section['iterations']} it ({section['measure']}) MB at {section['mb_at']}",
+            value=f"{section['slope_mb_per_100_iters_second_half']:+.1f}/100it")
+    return "\n".join(lines)

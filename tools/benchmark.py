@@ -1,0 +1,55 @@
+#!/usr/bin/env python
+"""Speed and memory, side by side with torchvision's Faster R-CNN (same weights, same photos).
+
+    python tools/benchmark.py                          # every section, CPU or the visible GPU
+    python tools/benchmark.py --sections inference train --repeats 7
+    python tools/benchmark.py --device cuda --output outputs/benchmark/cuda.json
+
+Sections: inference (batch 1 at the default test size 800/1333), inference_small (512/853),
+ours_r18 (the default CPU-recipe model, alone), train (step time and peak memory at batch 2,
+512 px), data (bccd loader against the bccd recipe's step), eval (faster-coco-eval against
+pycocotools on the same detections), growth (memory over --growth-iterations steps).
+Medians over --repeats after --warmup rounds; within each round the candidates run back to
+back, and ratios are medians of the per-round ratios. Prints a table and writes JSON.
+"""
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def main(argv=None) -> int:
+    from detector.benchmarking.suite import DATASETS, SECTIONS, Options, format_table, run_benchmark
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--growth-iterations", type=int, default=200)
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile'd backbone (bf16)")
+    parser.add_argument("--datasets", type=Path, default=DATASETS, help="the shared datasets folder")
+    parser.add_argument("--output", type=Path, default=Path("outputs/benchmark/benchmark.json"))
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.warmup < 0:
+        parser.error("--repeats must be >= 1 and --warmup >= 0")
+    if not args.datasets.is_dir():
+        parser.error(f"--datasets '{args.datasets}' is not a folder (expected the shared datasets: coco128, bccd, "
+                     "coco_eval_reference)")
+
+    options = Options(device=args.device, datasets=args.datasets, repeats=args.repeats, warmup=args.warmup,
+                      sections=tuple(args.sections), growth_iterations=args.growth_iterations, compile=args.compile,
+                      log=lambda message: print(message, flush=True))
+    report = run_benchmark(options)
+    print(format_table(report))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
