@@ -26,6 +26,7 @@ def wrap_for_training(
     sync_bn: bool = False,
     find_unused_parameters: bool = False,
     logger: logging.Logger | None = None,
+    static_graph: bool = False,
 ) -> nn.Module:
     """Move the model to `device`; under several processes, wrap it in DDP.
 
@@ -44,8 +45,12 @@ def wrap_for_training(
             logger.warning("backbone.norm=sync_bn: SyncBatchNorm needs CUDA; on the CPU each process keeps its own BatchNorm statistics.")
             model = revert_sync_batchnorm(model)
     device_ids = [device.index] if device.type == "cuda" else None
+    # gradient_as_bucket_view: gradients live in the all-reduce buckets (no copy, less memory).
+    # static_graph: the same parameters take part in every step, so DDP can fix the bucket
+    # order after the first iteration and skip its per-step bookkeeping.
     return nn.parallel.DistributedDataParallel(
-        model, device_ids=device_ids, find_unused_parameters=find_unused_parameters
+        model, device_ids=device_ids, find_unused_parameters=find_unused_parameters,
+        gradient_as_bucket_view=True, static_graph=static_graph,
     )
 
 

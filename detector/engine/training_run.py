@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from omegaconf import DictConfig, OmegaConf
+import torch
 from torch import nn
 
 from detector.engine.checkpointer import FINAL, LAST, Checkpointer, load_latest_good, rng_state_for_this_rank
@@ -55,7 +56,20 @@ def prepare_training(cfg: DictConfig, ctx, model: nn.Module, seed_everything: Ca
             logger.info("train.resume=true but %s does not exist: starting from scratch.", last)
     precision = resolve_precision(str(cfg.train.amp), device)
     sync_bn = str(cfg.backbone.get("norm", "")) == "sync_bn"
-    model = wrap_for_training(model, device, sync_bn, bool(cfg.train.get("find_unused_parameters", False)), logger)
+    find_unused = bool(cfg.train.get("find_unused_parameters", False))
+    if device.type == "cuda":
+        # Let cuDNN time its algorithms per input shape (few shapes: sizes are multiples of 32).
+        torch.backends.cudnn.benchmark = bool(cfg.train.get("cudnn_benchmark", True))
+    if bool(cfg.train.get("compile", False)):
+        # In place (nn.Module.compile), so parameter names and checkpoints are unchanged.
+        # The backbone is the static part; proposal selection and NMS stay eager.
+        target = getattr(model, "backbone", model)
+        target.compile(dynamic=True)
+        logger.info("train.compile=true: %s compiled with torch.compile (the first steps are slow).",
+                    type(target).__name__)
+    static_graph = bool(cfg.train.get("ddp_static_graph", True)) and not find_unused and \
+        int(cfg.train.get("grad_accum_steps", 1)) == 1
+    model = wrap_for_training(model, device, sync_bn, find_unused, logger, static_graph=static_graph)
     core = model.module if hasattr(model, "module") else model
     optimizer = build_optimizer(cfg, core, ctx.world_size)
     scheduler = build_lr_scheduler(cfg, optimizer)
