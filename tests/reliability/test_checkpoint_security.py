@@ -84,7 +84,8 @@ def test_predict_refuses_hostile_weights(evil, tmp_path):
     for weights in (evil["pth"], evil["legacy_pth"]):
         code, stderr = run_in_process("predict", ["--weights", weights, "--input", image, "--output", tmp_path / "pred"])
         assert code != 0 and REFUSED in stderr and str(weights) in stderr, stderr
-    observe("hostile pickle as predict.py --weights evil.pth", stderr, f"nothing: exit {code}, the file is never created")
+    observe("hostile pickle as predict.py --weights (evil.pth zip, then evil_legacy.pth bare pickle; last shown)", stderr,
+            f"nothing: exit {code}, the file is never created")
     assert not evil["marker"].exists()
     assert not (tmp_path / "pred" / "predictions.json").exists()
 
