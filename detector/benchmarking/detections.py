@@ -5,9 +5,11 @@ import torch
 from torchvision.ops import box_iou
 
 
-def agreement(expected: dict, actual: dict, min_iou: float = 0.99) -> dict:
+def agreement(expected: dict, actual: dict, min_iou: float = 0.99, head: int = 20) -> dict:
     """Greedy one-to-one matching of same-label detections (IoU >= min_iou) in score order;
-    the largest box and score differences over the matched pairs."""
+    the largest box and score differences over the matched pairs, and how many of the
+    `head` highest-scoring reference detections found their match (with random weights
+    the low-scoring tail is full of near ties that float rounding reorders)."""
     exp_boxes, act_boxes = expected["boxes"].float().cpu(), actual["boxes"].float().cpu()
     iou = box_iou(act_boxes, exp_boxes) if len(act_boxes) and len(exp_boxes) else torch.zeros(len(act_boxes), len(exp_boxes))
     iou[actual["labels"].cpu()[:, None] != expected["labels"].cpu()[None, :]] = 0
@@ -21,11 +23,15 @@ def agreement(expected: dict, actual: dict, min_iou: float = 0.99) -> dict:
                 taken.add(j)
                 pairs.append((i, j))
                 break
-    result = {"count_theirs": len(exp_boxes), "count_ours": len(act_boxes), "matched": len(pairs)}
+    result = {"count_theirs": len(exp_boxes), "count_ours": len(act_boxes), "matched": len(pairs),
+              f"top{head}_matched": sum(1 for _, j in pairs if j < head)}
     if pairs:
         mine = torch.tensor([p[0] for p in pairs])
         ref = torch.tensor([p[1] for p in pairs])
         result["max_box_diff_px"] = float((act_boxes[mine] - exp_boxes[ref]).abs().max())
         result["max_score_diff"] = float((actual["scores"].float().cpu()[mine]
                                           - expected["scores"].float().cpu()[ref]).abs().max())
+        in_head = ref < head
+        if in_head.any():
+            result[f"top{head}_max_box_diff_px"] = float((act_boxes[mine[in_head]] - exp_boxes[ref[in_head]]).abs().max())
     return result

@@ -35,9 +35,10 @@ def compare_inference(variants: dict[str, tuple[nn.Module, torch.dtype | None]],
     if reference in times:
         report["ratio_to_" + reference] = {name: ratio(values, times[reference]) for name, values in times.items()
                                            if name != reference}
-        if fp32_ours in runs:
-            report["agreement_" + fp32_ours] = [agreement(runs[reference](i)[0], runs[fp32_ours](i)[0])
-                                                for i in range(len(images))]
+        for name in compared:
+            if name in runs:
+                report["agreement_" + name] = [agreement(runs[reference](i)[0], runs[name](i)[0])
+                                               for i in range(len(images))]
     return report
 
 

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
+
+from detector.modeling.backbone.folded_conv import folded_conv
 
 NORM_CHOICES = ("frozen_bn", "bn", "sync_bn", "gn")
 
@@ -58,12 +59,10 @@ def conv_norm(conv: nn.Conv2d, norm: nn.Module, x: torch.Tensor, fold: bool = Tr
     (two, with the backward of a frozen norm); the weights are refolded on every call, a
     cost proportional to the parameters rather than the pixels, so the state dict, the
     checkpoints and training are unchanged. The result differs from the unfolded one by
-    float rounding only.
+    float rounding only. See folded_conv for the backward pass.
     """
     affine = fixed_affine(norm) if fold else None
     if affine is None:
         return norm(conv(x))
     scale, shift = affine
-    weight = conv.weight * scale.view(-1, 1, 1, 1).to(conv.weight.dtype)
-    bias = shift if conv.bias is None else conv.bias * scale + shift
-    return F.conv2d(x, weight, bias.to(weight.dtype), conv.stride, conv.padding, conv.dilation, conv.groups)
+    return folded_conv(x, conv, scale, shift)
