@@ -26,7 +26,7 @@ def predictor(model: nn.Module, images: list[torch.Tensor], dtype: torch.dtype |
 
 def compare_inference(variants: dict[str, tuple[nn.Module, torch.dtype | None]], images: list[torch.Tensor],
                       device: torch.device, repeats: int, warmup: int, reference: str | None = "torchvision",
-                      fp32_ours: str | None = "ours_fp32") -> dict:
+                      compared: tuple = ("ours_exact", "ours_fp32")) -> dict:
     """Median latency of each variant; ratios to `reference`; how the fp32 detections agree."""
     runs = {name: predictor(model, images, dtype, device) for name, (model, dtype) in variants.items()}
     times = interleaved_times(runs, repeats, warmup, device)
