@@ -8,7 +8,8 @@
 Sections: inference (batch 1 at the default test size 800/1333), inference_small (512/853),
 ours_r18 (the default CPU-recipe model, alone), train (step time and peak memory at batch 2,
 512 px), data (bccd loader against the bccd recipe's step), eval (faster-coco-eval against
-pycocotools on the same detections), growth (memory over --growth-iterations steps).
+pycocotools on the same detections), growth (memory over --growth-iterations steps), trained
+(with --trained CKPT...: the fast path and bf16 against the exact path on trained weights).
 Medians over --repeats after --warmup rounds; within each round the candidates run back to
 back, and ratios are medians of the per-round ratios. Prints a table and writes JSON.
 """
@@ -31,6 +32,8 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--growth-iterations", type=int, default=200)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd backbone (bf16)")
+    parser.add_argument("--trained", nargs="*", default=[], metavar="CKPT",
+                        help="trained checkpoints: compare the fast path and bf16 with the exact path on their test images")
     parser.add_argument("--datasets", type=Path, default=DATASETS, help="the shared datasets folder")
     parser.add_argument("--output", type=Path, default=Path("outputs/benchmark/benchmark.json"))
     args = parser.parse_args(argv)
@@ -42,6 +45,7 @@ def main(argv=None) -> int:
 
     options = Options(device=args.device, datasets=args.datasets, repeats=args.repeats, warmup=args.warmup,
                       sections=tuple(args.sections), growth_iterations=args.growth_iterations, compile=args.compile,
+                      trained=tuple(args.trained),
                       log=lambda message: print(message, flush=True))
     report = run_benchmark(options)
     print(format_table(report))

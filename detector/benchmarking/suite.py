@@ -13,7 +13,7 @@ from detector.benchmarking.memory import peak_memory_bytes
 from detector.benchmarking.timing import interleaved_times, ratio, summarize
 from detector.benchmarking.training import parameter_counts, training_step
 
-SECTIONS = ("inference", "inference_small", "ours_r18", "train", "data", "eval", "growth")
+SECTIONS = ("inference", "inference_small", "ours_r18", "train", "data", "eval", "growth", "trained")
 DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
 EXACT = ["model.channels_last=false", "model.fold_norms=false"]
 
@@ -30,6 +30,8 @@ class Options:
     train_size: int = 512
     growth_iterations: int = 200
     compile: bool = False
+    trained: tuple[str, ...] = ()       # checkpoints for the "trained" section
+    trained_images: int = 30
     log: callable = field(default=print)
 
 
@@ -139,6 +141,53 @@ def run_growth(opts: Options, device) -> dict:
     return {"config": "default (shapes demo recipe)", **growth.memory_over_iterations(cfg, device, opts.growth_iterations)}
 
 
+def run_trained(opts: Options, device) -> dict:
+    """Trained weights, where float rounding has no near ties to reorder: the fast path
+    (folded norms, channels_last) and bf16 against the exact path -- which equals torchvision's
+    operations (see the inference section) -- on the checkpoint's own test images."""
+    from omegaconf import OmegaConf
+
+    from detector.benchmarking.detections import agreement
+    from detector.data import build_test_loader
+    from detector.modeling.build import load_model
+
+    report = {}
+    for path in opts.trained:
+        exact = load_model(path, overrides=EXACT).to(device)
+        fast = load_model(path).to(device)
+        cfg = exact.config
+        with open_dict_copy(cfg) as loader_cfg:
+            loader_cfg.dataloader.num_workers = 0
+            loader = build_test_loader(loader_cfg)
+        images = []
+        for batch in loader:
+            images.extend(batch["images"])
+            if len(images) >= opts.trained_images:
+                break
+        images = [image.to(device) for image in images[: opts.trained_images]]
+        variants = {"exact": (exact, None), "fast_fp32": (fast, None), "fast_bf16": (fast, torch.bfloat16)}
+        runs = {name: inference.predictor(model, images, dtype, device) for name, (model, dtype) in variants.items()}
+        rows = {name: [agreement(runs["exact"](i)[0], runs[name](i)[0]) for i in range(len(images))]
+                for name in ("fast_fp32", "fast_bf16")}
+        report[str(path)] = {"dataset": str(OmegaConf.select(cfg, "dataset.name")), "images": len(images),
+                             **{name: summarize_agreement(values) for name, values in rows.items()}}
+    return report
+
+
+def summarize_agreement(rows: list[dict]) -> dict:
+    return {"detections": sum(r["count_theirs"] for r in rows), "matched": sum(r["matched"] for r in rows),
+            "count_equal_images": sum(r["count_theirs"] == r["count_ours"] for r in rows),
+            "max_box_diff_px": max((r.get("max_box_diff_px", 0.0) for r in rows), default=0.0),
+            "max_score_diff": max((r.get("max_score_diff", 0.0) for r in rows), default=0.0)}
+
+
+def open_dict_copy(cfg):
+    from omegaconf import OmegaConf, open_dict
+
+    copy = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    return open_dict(copy)
+
+
 def run_benchmark(opts: Options) -> dict:
     device = resolve_device(opts.device)
     if device.type == "cuda":
@@ -162,6 +211,9 @@ def run_benchmark(opts: Options) -> dict:
             report[section] = run_eval(opts, device)
         elif section == "growth":
             report[section] = run_growth(opts, device)
+        elif section == "trained":
+            if opts.trained:
+                report[section] = run_trained(opts, device)
         else:
             raise ValueError(f"unknown benchmark section '{section}'; valid: {', '.join(SECTIONS)}.")
     return report
@@ -206,6 +258,12 @@ def format_table(report: dict) -> str:
                 rel=section["ratio"])
             row(f"COCO eval {name} pycocotools (max stat diff {section['max_stat_diff']:.1e})",
                 section["pycocotools"]["median_s"])
+    for path, section in report.get("trained", {}).items():
+        for name in ("fast_fp32", "fast_bf16"):
+            agree = section[name]
+            row(f"trained {section['dataset']}: {name} vs exact, {section['images']} images: matched "
+                f"{agree['matched']}/{agree['detections']}, max score diff {agree['max_score_diff']:.0e}",
+                value=f"{agree['max_box_diff_px']:.0e}px")
     if "growth" in report:
         section = report["growth"]
         row(f"memory over {section['iterations']} it ({section['measure']}) MB at {section['mb_at']}",
