@@ -69,3 +69,30 @@ def test_bf16_autocast_close_to_fp32():
     assert x.grad.dtype == torch.float32 and conv.weight.grad.dtype == torch.float32
     scale = reference.abs().max()
     assert (folded.float() - reference).abs().max() <= 0.02 * scale
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("with_residual", [True, False])
+def test_inference_fused_relu_and_residual_match_separate_ops(channels_last, with_residual):
+    """Inference on the CPU takes oneDNN's fused conv + add + ReLU; same values as the ops one by one."""
+    torch.manual_seed(4)
+    conv = nn.Conv2d(16, 16, 3, padding=1, bias=False)
+    norm = frozen_norm(16, seed=4, dtype=torch.float32)
+    x = torch.randn(1, 16, 24, 20)
+    residual = torch.randn(1, 16, 24, 20) if with_residual else None
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+        residual = None if residual is None else residual.contiguous(memory_format=torch.channels_last)
+    reference = norm(conv(x))
+    if residual is not None:
+        reference = reference + residual
+    reference = torch.relu(reference)
+    with torch.inference_mode():
+        fused = conv_norm(conv, norm, x, relu=True, residual=residual)
+        unfolded = conv_norm(conv, norm, x, fold=False, relu=True, residual=None if residual is None else residual.clone())
+    torch.testing.assert_close(unfolded, reference, rtol=0, atol=0)
+    torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-5)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        low = conv_norm(conv, norm, x, relu=True, residual=residual)
+    assert low.dtype == torch.bfloat16
+    assert (low.float() - reference).abs().max() <= 0.02 * reference.abs().max()

@@ -60,14 +60,68 @@ class _FoldedConvFunction(torch.autograd.Function):
         return grad_x, grad_weight, grad_scale, grad_shift, None, None, None, None
 
 
-def folded_conv(x: torch.Tensor, conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """conv(x) * scale + shift per output channel, as a single convolution."""
+def _fused_cpu_conv_available(x: torch.Tensor) -> bool:
+    # Not while exporting: ONNX and TorchScript files must hold standard operators.
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
+        return False
+    return (x.device.type == "cpu" and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_convolution_pointwise"))
+
+
+def _register_fused_conv_flops() -> None:
+    """FlopCounterMode (model summaries, the benchmark) counts aten convolutions only; teach it
+    oneDNN's fused ones, or a CPU inference would seem to skip most of the backbone."""
+    from torch.utils.flop_counter import conv_flop_count, flop_registry, register_flop_formula
+
+    packet = getattr(torch.ops.mkldnn, "_convolution_pointwise", None)
+    if packet is None or packet in flop_registry:
+        return
+
+    @register_flop_formula(packet, get_raw=True)
+    def fused_conv_flops(x, *args, out_val=None, **kwargs):
+        # default overload: (X, W, B, padding, ...); binary: (X, other, W, B, padding, ...)
+        binary = args[2] is None or isinstance(args[2], torch.Tensor)
+        weight = args[1] if binary else args[0]
+        return conv_flop_count(list(x.shape), list(weight.shape), list(out_val.shape), transposed=False)
+
+
+def _fused_cpu_conv(x, weight, bias, conv: nn.Conv2d, relu: bool, residual: torch.Tensor | None) -> torch.Tensor:
+    """oneDNN convolution with the residual add and the ReLU as post-ops (the kernels
+    torch.compile emits for CPU): one pass over the output instead of three, and the same
+    values, since the add and the ReLU round as they would separately."""
+    args = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
+    unary = "relu" if relu else "none"
+    if residual is None:
+        return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, *args, unary, [], "")
+    return torch.ops.mkldnn._convolution_pointwise.binary(x, residual.to(x.dtype), weight, bias, *args, "add", None,
+                                                          unary if relu else None, [], "")
+
+
+def folded_conv(x: torch.Tensor, conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor, relu: bool = False,
+                residual: torch.Tensor | None = None) -> torch.Tensor:
+    """relu?(conv(x) * scale + shift (+ residual)) per output channel, as a single convolution."""
     if conv.bias is not None:
         shift = conv.bias * scale + shift
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad
-                                              or scale.requires_grad or shift.requires_grad)
+                                              or scale.requires_grad or shift.requires_grad
+                                              or (residual is not None and residual.requires_grad))
     if needs_grad:
-        return _FoldedConvFunction.apply(x, conv.weight, scale, shift, conv.stride, conv.padding, conv.dilation,
-                                         conv.groups)
-    weight = conv.weight * scale.view(-1, 1, 1, 1).to(conv.weight.dtype)
-    return F.conv2d(x, weight, shift.to(weight.dtype), conv.stride, conv.padding, conv.dilation, conv.groups)
+        y = _FoldedConvFunction.apply(x, conv.weight, scale, shift, conv.stride, conv.padding, conv.dilation,
+                                      conv.groups)
+    else:
+        weight = conv.weight * scale.view(-1, 1, 1, 1).to(conv.weight.dtype)
+        # oneDNN's fused kernels are used in the NHWC layout only (their NCHW fallback lacks bf16).
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and (
+            residual is None or residual.is_contiguous(memory_format=torch.channels_last))
+        if channels_last and _fused_cpu_conv_available(x) and isinstance(conv.padding, tuple):
+            dtype = _compute_dtype(x)
+            if dtype in (torch.float32, torch.bfloat16):
+                return _fused_cpu_conv(x.to(dtype), weight.to(dtype), shift.to(dtype), conv, relu, residual)
+        y = F.conv2d(x, weight, shift.to(weight.dtype), conv.stride, conv.padding, conv.dilation, conv.groups)
+    # In place: the convolution's output is not needed by any backward pass.
+    if residual is not None:
+        y += residual
+    return F.relu(y, inplace=True) if relu else y
+
+
+_register_fused_conv_flops()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
@@ -52,17 +53,21 @@ def fixed_affine(norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
     return scale, shift
 
 
-def conv_norm(conv: nn.Conv2d, norm: nn.Module, x: torch.Tensor, fold: bool = True) -> torch.Tensor:
-    """norm(conv(x)), computed as one convolution when the norm is a fixed affine map.
+def conv_norm(conv: nn.Conv2d, norm: nn.Module, x: torch.Tensor, fold: bool = True, relu: bool = False,
+              residual: torch.Tensor | None = None) -> torch.Tensor:
+    """relu?(norm(conv(x)) (+ residual)), computed as one convolution when the norm is a fixed
+    affine map.
 
     Folding the norm into the convolution's weights saves a full pass over the activations
     (two, with the backward of a frozen norm); the weights are refolded on every call, a
     cost proportional to the parameters rather than the pixels, so the state dict, the
     checkpoints and training are unchanged. The result differs from the unfolded one by
-    float rounding only. See folded_conv for the backward pass.
+    float rounding only. See folded_conv for the backward pass and the fused CPU kernels.
     """
     affine = fixed_affine(norm) if fold else None
-    if affine is None:
-        return norm(conv(x))
-    scale, shift = affine
-    return folded_conv(x, conv, scale, shift)
+    if affine is not None:
+        return folded_conv(x, conv, *affine, relu=relu, residual=residual)
+    y = norm(conv(x))
+    if residual is not None:
+        y += residual   # in place: one less activation-sized tensor
+    return F.relu(y, inplace=True) if relu else y

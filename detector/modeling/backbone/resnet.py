@@ -47,10 +47,8 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else conv_norm(self.downsample[0], self.downsample[1], x, self.fold_norms)
-        out = self.relu(conv_norm(self.conv1, self.bn1, x, self.fold_norms))
-        out = conv_norm(self.conv2, self.bn2, out, self.fold_norms)
-        out += identity   # in place: one less activation-sized tensor per block
-        return self.relu(out)
+        out = conv_norm(self.conv1, self.bn1, x, self.fold_norms, relu=True)
+        return conv_norm(self.conv2, self.bn2, out, self.fold_norms, relu=True, residual=identity)
 
 
 class Bottleneck(nn.Module):
@@ -75,11 +73,9 @@ class Bottleneck(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else conv_norm(self.downsample[0], self.downsample[1], x, self.fold_norms)
-        out = self.relu(conv_norm(self.conv1, self.bn1, x, self.fold_norms))
-        out = self.relu(conv_norm(self.conv2, self.bn2, out, self.fold_norms))
-        out = conv_norm(self.conv3, self.bn3, out, self.fold_norms)
-        out += identity   # in place: one less activation-sized tensor per block
-        return self.relu(out)
+        out = conv_norm(self.conv1, self.bn1, x, self.fold_norms, relu=True)
+        out = conv_norm(self.conv2, self.bn2, out, self.fold_norms, relu=True)
+        return conv_norm(self.conv3, self.bn3, out, self.fold_norms, relu=True, residual=identity)
 
 
 def blocks_for(depth: int | None, blocks_per_stage: Sequence[int] | None) -> tuple[int, ...]:
@@ -211,7 +207,7 @@ class ResNet(nn.Module):
         return self
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
-        return self.maxpool(self.relu(conv_norm(self.conv1, self.bn1, x, self.fold_norms)))
+        return self.maxpool(conv_norm(self.conv1, self.bn1, x, self.fold_norms, relu=True))
 
     def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
         x = self.stem(x)
