@@ -9,6 +9,7 @@ from torch import nn
 from torchvision.ops import batched_nms, box_iou
 
 from detector.modeling.anchor_generator import AnchorGenerator
+from detector.modeling.backbone.folded_conv import conv_with_post_ops
 from detector.modeling.box_coder import BoxCoder
 from detector.modeling.losses import box_regression_loss
 from detector.modeling.matcher import Matcher
@@ -35,7 +36,7 @@ class RPNHead(nn.Module):
         for feature in features:
             x = feature
             for conv in self.convs:
-                x = F.relu(conv(x))
+                x = conv_with_post_ops(x, conv, relu=True)
             logits = self.objectness(x)
             n, a, h, w = logits.shape
             objectness.append(logits.permute(0, 2, 3, 1).reshape(n, -1))

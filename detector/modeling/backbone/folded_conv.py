@@ -124,4 +124,24 @@ def folded_conv(x: torch.Tensor, conv: nn.Conv2d, scale: torch.Tensor, shift: to
     return F.relu(y, inplace=True) if relu else y
 
 
+
+def conv_with_post_ops(x: torch.Tensor, conv: nn.Conv2d, relu: bool = False,
+                       residual: torch.Tensor | None = None) -> torch.Tensor:
+    """relu?(conv(x) (+ residual)) for a convolution without a norm (FPN, RPN head): oneDNN's
+    fused kernel for NHWC inference on the CPU, the separate operations otherwise."""
+    fusable = (not (torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad))
+               and x.is_contiguous(memory_format=torch.channels_last)
+               and (residual is None or residual.is_contiguous(memory_format=torch.channels_last))
+               and isinstance(conv.padding, tuple) and _fused_cpu_conv_available(x))
+    if fusable:
+        dtype = _compute_dtype(x)
+        if dtype in (torch.float32, torch.bfloat16):
+            bias = None if conv.bias is None else conv.bias.to(dtype)
+            return _fused_cpu_conv(x.to(dtype), conv.weight.to(dtype), bias, conv, relu, residual)
+    y = conv(x)
+    if residual is not None:
+        y = y + residual
+    return F.relu(y) if relu else y
+
+
 _register_fused_conv_flops()

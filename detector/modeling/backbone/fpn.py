@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from detector.modeling.backbone.folded_conv import conv_with_post_ops
 from detector.modeling.backbone.norm import GROUP_NORM_GROUPS
 
 
@@ -60,10 +61,14 @@ class FPN(nn.Module):
         top_down = self.lateral_convs[-1](inputs[-1])
         results = [self.output_convs[-1](top_down)]
         for index in range(len(inputs) - 2, -1, -1):
-            lateral = self.lateral_convs[index](inputs[index])
             # Upsample to the lateral's exact size (not x2), so odd sizes work too.
-            upsampled = F.interpolate(top_down, size=lateral.shape[-2:], mode="nearest")
-            top_down = lateral + upsampled
+            upsampled = F.interpolate(top_down, size=inputs[index].shape[-2:], mode="nearest")
+            lateral_conv = self.lateral_convs[index]
+            if len(lateral_conv) == 1:
+                # lateral + upsampled, as one fused convolution where the CPU offers it
+                top_down = conv_with_post_ops(inputs[index], lateral_conv[0], residual=upsampled)
+            else:
+                top_down = lateral_conv(inputs[index]) + upsampled
             results.insert(0, self.output_convs[index](top_down))
         out_names = ["p" + name[len("res"):] for name in names]
         if self.extra_pool_level:
