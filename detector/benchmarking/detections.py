@@ -5,11 +5,9 @@ import torch
 from torchvision.ops import box_iou
 
 
-def agreement(expected: dict, actual: dict, min_iou: float = 0.99, head: int = 20) -> dict:
-    """Greedy one-to-one matching of same-label detections (IoU >= min_iou) in score order;
-    the largest box and score differences over the matched pairs, and how many of the
-    `head` highest-scoring reference detections found their match (with random weights
-    the low-scoring tail is full of near ties that float rounding reorders)."""
+def match_pairs(expected: dict, actual: dict, min_iou: float = 0.99) -> list[tuple[int, int]]:
+    """Greedy one-to-one matching of same-label detections (IoU >= min_iou), in the score
+    order of `actual`: (index in actual, index in expected) pairs."""
     exp_boxes, act_boxes = expected["boxes"].float().cpu(), actual["boxes"].float().cpu()
     iou = box_iou(act_boxes, exp_boxes) if len(act_boxes) and len(exp_boxes) else torch.zeros(len(act_boxes), len(exp_boxes))
     iou[actual["labels"].cpu()[:, None] != expected["labels"].cpu()[None, :]] = 0
@@ -23,6 +21,15 @@ def agreement(expected: dict, actual: dict, min_iou: float = 0.99, head: int = 2
                 taken.add(j)
                 pairs.append((i, j))
                 break
+    return pairs
+
+
+def agreement(expected: dict, actual: dict, min_iou: float = 0.99, head: int = 20) -> dict:
+    """Matched pairs (match_pairs), the largest box and score differences over them, and how
+    many of the `head` highest-scoring reference detections found their match (with random
+    weights the low-scoring tail is full of near ties that float rounding reorders)."""
+    exp_boxes, act_boxes = expected["boxes"].float().cpu(), actual["boxes"].float().cpu()
+    pairs = match_pairs(expected, actual, min_iou)
     result = {"count_theirs": len(exp_boxes), "count_ours": len(act_boxes), "matched": len(pairs),
               f"top{head}_matched": sum(1 for _, j in pairs if j < head)}
     if pairs:

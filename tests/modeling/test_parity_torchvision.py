@@ -10,27 +10,12 @@ from torchvision.io import ImageReadMode, read_image
 from torchvision.models.detection import FasterRCNN, fasterrcnn_resnet50_fpn
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 
+from detector.benchmarking.detections import match_pairs
+from detector.benchmarking.peers import spread_random_weights_ as randomize_
 from detector.modeling.build import load_model
 from detector.weights.convert import convert_weights
 
 PHOTOS = ["000000000110.jpg", "000000000508.jpg"]
-
-
-def randomize_(model: torch.nn.Module, seed: int) -> None:
-    """Every float tensor of the state dict (BatchNorm statistics included) drawn from a
-    fixed seed, scaled so activations neither vanish nor saturate."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if not tensor.dtype.is_floating_point:
-                continue
-            if name.endswith("running_var") or (name.endswith("weight") and tensor.dim() == 1):
-                tensor.copy_(torch.rand(tensor.shape, generator=generator) * 0.5 + 0.75)
-            elif name.endswith("running_mean"):
-                tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.1)
-            else:
-                fan_in = tensor[0].numel() if tensor.dim() > 1 else 1
-                tensor.copy_(torch.randn(tensor.shape, generator=generator) / fan_in**0.5)
 
 
 def photos(root, count):
@@ -100,25 +85,6 @@ def test_resnet_fpn_backbones(coco128, tmp_path, depth, min_size, max_size, coun
     assert_same(reference, ours, photos(coco128, count))
 
 
-def match_detections(expected, actual, min_iou=0.99):
-    """Greedy one-to-one match of same-label detections by IoU; returns index pairs."""
-    from torchvision.ops import box_iou
-
-    iou = box_iou(actual["boxes"], expected["boxes"])
-    iou[actual["labels"][:, None] != expected["labels"][None, :]] = 0
-    pairs, taken = [], set()
-    for i in range(len(actual["boxes"])):
-        order = torch.argsort(iou[i], descending=True)
-        for j in order.tolist():
-            if iou[i, j] < min_iou:
-                break
-            if j not in taken:
-                taken.add(j)
-                pairs.append((i, j))
-                break
-    return pairs
-
-
 def test_fast_path_matches_exact_path(coco128, tmp_path):
     """Folded norms + channels_last against torchvision's order of operations, same weights."""
     torch.manual_seed(18)
@@ -139,10 +105,9 @@ def test_fast_path_matches_exact_path(coco128, tmp_path):
                 assert (got_features[name] - want).abs().max().item() <= 1e-5 * scale, name
             want, got = exact([image])[0], fast([image])[0]
             assert len(got["boxes"]) == len(want["boxes"]) == 100
-            pairs = match_detections(want, got)
+            pairs = match_pairs(want, got)
             # Random weights leave thousands of near-tied candidates, so rounding reshuffles
-            # the tail of the top 100; the confident head must agree.
-            # the confident head must agree within the parity tolerances, in the same order.
+            # the tail of the top 100; the confident head must agree within the parity tolerances, in the same order.
             head = 20
             assert [p for p in pairs if p[0] < head] == [(i, i) for i in range(head)]
             torch.testing.assert_close(got["boxes"][:head], want["boxes"][:head], atol=1e-2, rtol=0)
