@@ -6,7 +6,8 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from torchvision.ops import roi_align
+
+from detector.modeling.roi_align import roi_align
 
 
 class MultiLevelRoIAlign(nn.Module):
