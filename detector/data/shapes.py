@@ -41,6 +41,7 @@ def generator_params(data) -> dict:
     unknown = [c for c in classes if c not in SHAPE_KINDS]
     if unknown:
         raise ValueError(f"dataset.classes={classes}: the shapes generator can draw {list(SHAPE_KINDS)}, not {unknown}")
+    _check_sizes(data)
     return {
         "version": GENERATOR_VERSION,
         "seed": int(data.seed),
@@ -57,6 +58,20 @@ def generator_params(data) -> dict:
         "noise_std": float(data.noise_std),
         "jpeg_quality": int(data.jpeg_quality),
     }
+
+
+def _check_sizes(data) -> None:
+    image_size = int(data.image_size)
+    sizes = [float(v) for v in data.object_size]
+    # An object is placed with at least a pixel of margin on each side.
+    if len(sizes) != 2 or not 1 <= sizes[0] <= sizes[1] or sizes[1] > image_size - 3:
+        raise ValueError(f"dataset.object_size={sizes}: expected [smallest, largest] with "
+                         f"1 <= smallest <= largest <= dataset.image_size - 3 = {image_size - 3}; "
+                         f"lower the object sizes or raise dataset.image_size.")
+    for key in ("objects_per_image", "distractors_per_image"):
+        counts = [int(v) for v in data[key]]
+        if len(counts) != 2 or not 0 <= counts[0] <= counts[1]:
+            raise ValueError(f"dataset.{key}={counts}: expected [fewest, most] with 0 <= fewest <= most.")
 
 
 def ensure_shapes_dataset(data) -> str:

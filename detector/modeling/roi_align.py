@@ -42,25 +42,30 @@ def _use_sparse_product(features: torch.Tensor, sampling_ratio: int) -> bool:
 class _SparseRoIAlign(torch.autograd.Function):
     @staticmethod
     def forward(ctx, features, rois, output_size, spatial_scale, sampling_ratio, aligned):
-        batch, channels, height, width = features.shape
-        # Half-precision features (autocast) are pooled in float32, as torchvision's autocast does.
-        compute_dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
-        weights = interpolation_matrix(rois.detach().to(compute_dtype), (batch, height, width), output_size,
-                                       spatial_scale, sampling_ratio, aligned)
-        ctx.save_for_backward(weights)
-        ctx.shapes = (features.shape, output_size, features.dtype, compute_dtype, _is_channels_last(features))
+        # Only the rois are kept for the backward, which rebuilds the matrix: keeping the matrix
+        # (about 20 bytes per pooled value) would raise the training step's peak memory.
+        ctx.save_for_backward(rois)
+        ctx.settings = (features.shape, features.dtype, _is_channels_last(features), output_size, spatial_scale,
+                        sampling_ratio, aligned)
         if not _is_channels_last(features):
             return torchvision_roi_align(features, rois, output_size, spatial_scale, sampling_ratio, aligned)
+        batch, channels, height, width = features.shape
+        compute_dtype = _compute_dtype(features.dtype)
+        weights = interpolation_matrix(rois.detach().to(compute_dtype), (batch, height, width), output_size,
+                                       spatial_scale, sampling_ratio, aligned)
         with torch.autocast("cpu", enabled=False):
             pixels = features.detach().permute(0, 2, 3, 1).reshape(-1, channels).to(compute_dtype)   # a view
             pooled = torch.sparse.mm(weights.t(), pixels)                                   # [R*out_h*out_w, C]
-        count = len(rois)
-        return pooled.view(count, *output_size, channels).permute(0, 3, 1, 2).to(features.dtype).contiguous()
+        return pooled.view(len(rois), *output_size, channels).permute(0, 3, 1, 2).to(features.dtype).contiguous()
 
     @staticmethod
     def backward(ctx, grad_output):
-        (weights,) = ctx.saved_tensors
-        (batch, channels, height, width), _, feature_dtype, compute_dtype, channels_last = ctx.shapes
+        (rois,) = ctx.saved_tensors
+        feature_shape, feature_dtype, channels_last, output_size, spatial_scale, sampling_ratio, aligned = ctx.settings
+        batch, channels, height, width = feature_shape
+        compute_dtype = _compute_dtype(feature_dtype)
+        weights = interpolation_matrix(rois.detach().to(compute_dtype), (batch, height, width), output_size,
+                                       spatial_scale, sampling_ratio, aligned)
         with torch.autocast("cpu", enabled=False):
             # Rows of pooled bins, channels innermost, so the product streams whole channel vectors.
             bins = grad_output.to(compute_dtype).permute(0, 2, 3, 1).reshape(-1, channels)
@@ -69,6 +74,11 @@ class _SparseRoIAlign(torch.autograd.Function):
         if not channels_last:
             grad = grad.contiguous()
         return grad, None, None, None, None, None
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Half-precision features (autocast) are pooled in float32, as torchvision's autocast does."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def interpolation_matrix(rois: torch.Tensor, feature_size: tuple[int, int, int], output_size: tuple[int, int],

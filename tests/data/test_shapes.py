@@ -4,6 +4,7 @@ import multiprocessing
 import os
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from detector.data import build_dataset, class_names
@@ -56,3 +57,14 @@ def test_concurrent_generation_is_atomic_and_a_config_change_regenerates(tmp_pat
     assert len(os.listdir(root / "train")) == 40
     assert _generate((root, 1)) != first  # another seed rewrites the cache
     assert sorted(os.listdir(tmp_path)) == ["shapes", "shapes.lock"]
+
+
+def test_impossible_sizes_are_refused_with_the_key_to_change(shapes_cfg):
+    cfg = shapes_cfg()
+    cfg.dataset.object_size = [16, 400]           # larger than the 320 px image
+    with pytest.raises(ValueError, match=r"dataset.object_size=\[16.0, 400.0\].*dataset.image_size"):
+        generator_params(cfg.dataset)
+    cfg = shapes_cfg()
+    cfg.dataset.objects_per_image = [5, 2]
+    with pytest.raises(ValueError, match=r"dataset.objects_per_image=\[5, 2\]"):
+        generator_params(cfg.dataset)
