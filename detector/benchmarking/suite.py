@@ -237,7 +237,7 @@ def format_table(report: dict) -> str:
                 row(f"  {name} vs torchvision, image {i}: matched {agree['matched']}/{agree['count_theirs']}, "
                     f"top-20 {agree['top20_matched']}/20 (max {agree.get('top20_max_box_diff_px', float('nan')):.0e}px), max score diff {agree.get('max_score_diff', float('nan')):.0e}",
                     value=f"{agree.get('max_box_diff_px', float('nan')):.0e}px")
-        row(f"  GFLOPs torchvision / ours", value=f"{section['gflops']['torchvision']:.0f}/{section['gflops']['ours_fp32']:.0f}")
+        row("  GFLOPs torchvision / ours", value=f"{section['gflops']['torchvision']:.0f}/{section['gflops']['ours_fp32']:.0f}")
     if "ours_r18" in report:
         section = report["ours_r18"]
         for name, stats in section["latency"].items():

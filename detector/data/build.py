@@ -10,11 +10,15 @@ import json
 import os
 import warnings
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
 from detector.data.coco_index import (ANNOTATION_IGNORED, BAD_IMAGE, FATAL, DatasetError, DatasetIndex,
                                       check_coco_structure, index_coco)
+
+if TYPE_CHECKING:   # the dataset module (torch, albumentations) is imported when first built
+    from detector.data.dataset import DetectionDataset
 
 SPLITS = ("train", "test")
 # Beyond this many, dataset problems are summarised in one line instead of one warning each.

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from detector.data.dataset import ON_BAD_SAMPLE, BadSampleError, BadSampleWarning
 from detector.data.image_io import DEFAULT_MAX_IMAGE_PIXELS, BadImageError, read_image_rgb
-from detector.data.loader import _pin_memory, worker_init
+from detector.data.loader import wants_pinned_memory, worker_init
 from detector.data.samplers import InferenceBatchSampler, TrainBatchSampler
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -302,7 +302,7 @@ def _loader(cfg: DictConfig, dataset, batch_sampler, collate, persistent: bool) 
     num_workers = int(cfg.dataloader.num_workers)
     return DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=collate, num_workers=num_workers,
                       worker_init_fn=worker_init if num_workers > 0 else None,
-                      persistent_workers=persistent and num_workers > 0, pin_memory=_pin_memory(cfg),
+                      persistent_workers=persistent and num_workers > 0, pin_memory=wants_pinned_memory(cfg),
                       prefetch_factor=2 if num_workers > 0 else None)
 
 

@@ -55,7 +55,7 @@ def build_train_loader(cfg: DictConfig, rank: int = 0, world_size: int = 1, star
     batch_sampler = TrainBatchSampler(len(dataset), int(cfg.dataloader.batch_size), int(cfg.seed), rank, world_size,
                                       start_iter, groups)
     return _loader(dataset, batch_sampler, collate_train, int(cfg.dataloader.num_workers), persistent=False,
-                   pin_memory=_pin_memory(cfg))
+                   pin_memory=wants_pinned_memory(cfg))
 
 
 def build_test_loader(cfg: DictConfig, rank: int = 0, world_size: int = 1) -> DataLoader:
@@ -69,10 +69,10 @@ def build_test_loader(cfg: DictConfig, rank: int = 0, world_size: int = 1) -> Da
                                           world_size)
     # Persistent: the evaluator iterates the same loader at every evaluation.
     return _loader(dataset, batch_sampler, collate_test, int(cfg.dataloader.num_workers), persistent=True,
-                   pin_memory=_pin_memory(cfg))
+                   pin_memory=wants_pinned_memory(cfg))
 
 
-def _pin_memory(cfg: DictConfig) -> bool:
+def wants_pinned_memory(cfg: DictConfig) -> bool:
     # Page-locked batches let `.to("cuda", non_blocking=True)` overlap the copy with compute.
     return str(cfg.train.device) != "cpu" and torch.cuda.is_available()
 

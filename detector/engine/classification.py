@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from detector.engine.config_checks import ConfigError, _positive
-from detector.engine.detection import RunContext, _sync_from_rank0, seed_everything
+from detector.engine.config_checks import ConfigError, require_positive
+from detector.engine.detection import RunContext, sync_from_rank0, seed_everything
 from detector.engine.precision import Precision, resolve_precision
 from detector.utils.distributed import barrier, is_main_process
 
@@ -54,10 +54,10 @@ def validate_cls_config(cfg: DictConfig) -> None:
     for key in ("train.max_iter", "train.checkpoint_period", "train.log_period", "train.grad_accum_steps",
                 "dataloader.batch_size", "dataloader.test_batch_size", "data.image_size", "solver.base_lr",
                 "solver.reference_batch_size"):
-        _positive(cfg, key)
+        require_positive(cfg, key)
     for key in ("train.eval_period", "dataloader.num_workers", "solver.weight_decay", "solver.warmup_iters",
                 "data.balance_strength", "loss.label_smoothing", "model.dropout"):
-        _positive(cfg, key, allow_zero=True)
+        require_positive(cfg, key, allow_zero=True)
     if str(cfg.data.balance) not in ("none", "sampling", "loss"):
         raise ConfigError(f"data.balance={cfg.data.balance!r}: use none, sampling or loss.")
     if not 0.0 <= float(cfg.data.balance_strength) <= 1.0:
@@ -126,7 +126,7 @@ class ClassificationEvaluator:
         )
 
         model = self.model_for_eval()
-        _sync_from_rank0(model)
+        sync_from_rank0(model)
         start = time.perf_counter()
         class_names = list(self.loader.dataset.class_names)
         metrics = evaluate_classifier(model, self.loader, self.device, class_names, self.precision.dtype, self.logger)

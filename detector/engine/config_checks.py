@@ -12,7 +12,7 @@ class ConfigError(ValueError):
     """A config value that cannot work; the message names the key and the fix."""
 
 
-def _positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:
+def require_positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:
     value = OmegaConf.select(cfg, key)
     if value is None:
         return
@@ -63,20 +63,20 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError("eval_only=true needs model.weights=PATH/TO/checkpoint.pth.")
     if cfg.model.get("weights") and not os.path.isfile(str(cfg.model.weights)):
         raise ConfigError(f"model.weights={cfg.model.weights!r} does not exist.")
-    _positive(cfg, "train.max_iter")
-    _positive(cfg, "train.checkpoint_period")
-    _positive(cfg, "train.eval_period", allow_zero=True)
-    _positive(cfg, "train.log_period")
-    _positive(cfg, "train.grad_accum_steps")
-    _positive(cfg, "train.clip_grad_norm", allow_zero=True)
-    _positive(cfg, "dataloader.batch_size")
-    _positive(cfg, "dataloader.test_batch_size")
-    _positive(cfg, "dataloader.num_workers", allow_zero=True)
-    _positive(cfg, "solver.base_lr")
-    _positive(cfg, "solver.reference_batch_size")
-    _positive(cfg, "solver.weight_decay", allow_zero=True)
-    _positive(cfg, "solver.weight_decay_norm", allow_zero=True)
-    _positive(cfg, "solver.warmup_iters", allow_zero=True)
+    require_positive(cfg, "train.max_iter")
+    require_positive(cfg, "train.checkpoint_period")
+    require_positive(cfg, "train.eval_period", allow_zero=True)
+    require_positive(cfg, "train.log_period")
+    require_positive(cfg, "train.grad_accum_steps")
+    require_positive(cfg, "train.clip_grad_norm", allow_zero=True)
+    require_positive(cfg, "dataloader.batch_size")
+    require_positive(cfg, "dataloader.test_batch_size")
+    require_positive(cfg, "dataloader.num_workers", allow_zero=True)
+    require_positive(cfg, "solver.base_lr")
+    require_positive(cfg, "solver.reference_batch_size")
+    require_positive(cfg, "solver.weight_decay", allow_zero=True)
+    require_positive(cfg, "solver.weight_decay_norm", allow_zero=True)
+    require_positive(cfg, "solver.warmup_iters", allow_zero=True)
     if not 0 < float(cfg.solver.warmup_factor) <= 1:
         raise ConfigError(f"solver.warmup_factor={cfg.solver.warmup_factor} must be in (0, 1].")
     steps = list(cfg.solver.steps)

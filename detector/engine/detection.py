@@ -94,7 +94,7 @@ def build_eval_loader(cfg: DictConfig, rank: int, world_size: int):
     return DataLoader(full.dataset, batch_sampler=sampler, collate_fn=collate_test, num_workers=0)
 
 
-def _sync_from_rank0(model: nn.Module) -> None:
+def sync_from_rank0(model: nn.Module) -> None:
     """Rank 0's parameters and buffers on every rank. Under DDP each rank's BatchNorm
     running statistics last saw its own batch; evaluating with rank 0's (those written to
     the checkpoint) makes distributed evaluation equal the checkpoint's evaluation."""
@@ -127,7 +127,7 @@ class DetectionEvaluator:
 
     def __call__(self, iteration: int | None) -> tuple[dict[str, float], list[tuple[str, Any]]]:
         model = self.model_for_eval()
-        _sync_from_rank0(model)
+        sync_from_rank0(model)
         from detector.evaluation.tta import build_tta
 
         tta = build_tta(self.cfg, model)  # the model itself unless test.aug=true

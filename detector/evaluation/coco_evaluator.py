@@ -65,7 +65,7 @@ def _gt_dataset(coco_gt: Any) -> dict:
     return dataset
 
 
-def _check_results(results: list[dict], gt: dict) -> None:
+def check_results(results: list[dict], gt: dict) -> None:
     image_ids = {image["id"] for image in gt.get("images", [])}
     category_ids = {category["id"] for category in gt.get("categories", [])}
     for index, det in enumerate(results):
@@ -85,7 +85,7 @@ def _copy_records(records: list[dict]) -> list[dict]:
     return [dict(record) for record in records]
 
 
-def _run_backend(backend: str, gt: dict, results: list[dict], image_ids: Sequence[int] | None):
+def run_backend(backend: str, gt: dict, results: list[dict], image_ids: Sequence[int] | None):
     """Return (stats[12], precision array [T, R, K, A, M], category ids in K order)."""
     if backend not in BACKENDS:
         raise EvaluationError(f"Unknown evaluator '{backend}'; test.evaluator must be one of {BACKENDS}.")
@@ -153,7 +153,7 @@ def evaluate_boxes(
     gt = _gt_dataset(coco_gt)
     if not isinstance(results, list):
         raise EvaluationError(f"Results must be a list of detections, got {type(results).__name__}.")
-    _check_results(results, gt)
+    check_results(results, gt)
     image_ids = None if image_ids is None else list(image_ids)
     categories = sorted(gt.get("categories", []), key=lambda c: c["id"])
     if not results:
@@ -161,7 +161,7 @@ def evaluate_boxes(
         metrics: dict[str, Any] = {name: 0.0 for name in STAT_NAMES}
         metrics["per_category"] = {c["name"]: 0.0 for c in categories}
         return metrics
-    stats, precision, category_ids = _run_backend(backend, gt, results, image_ids)
+    stats, precision, category_ids = run_backend(backend, gt, results, image_ids)
     metrics = {name: _fraction_or_none(value) for name, value in zip(STAT_NAMES, stats)}
     names = {c["id"]: c["name"] for c in categories}
     per_category = {}

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# _run_backend is the one place that drives either backend (quietly, on copies of the inputs);
+# run_backend is the one place that drives either backend (quietly, on copies of the inputs);
 # reusing it keeps the analysis's AP identical to tools/evaluate.py's.
-from detector.evaluation.coco_evaluator import STAT_NAMES, EvaluationError, _run_backend
+from detector.evaluation.coco_evaluator import STAT_NAMES, EvaluationError, run_backend
 
 # COCOeval's default parameters (the backends use the same).
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
@@ -87,7 +87,7 @@ def box_metrics(gt: dict, results: list[dict], backend: str = "faster_coco_eval"
     Annotations without "area" get their box area and without "iscrowd" 0 (as inputs.py)."""
     gt = _with_coco_defaults(gt)
     if results:
-        stats, precision, category_ids = _run_backend(backend, gt, results, None)
+        stats, precision, category_ids = run_backend(backend, gt, results, None)
         named = {name: (None if value < 0 else float(value)) for name, value in zip(STAT_NAMES, stats)}
         return BoxMetrics(named, precision, [int(c) for c in category_ids])
     # The backends refuse an empty list (an oracle may remove every detection).

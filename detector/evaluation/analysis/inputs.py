@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 # The same checks (and messages) as tools/evaluate.py for results that name unknown images/classes.
-from detector.evaluation.coco_evaluator import EvaluationError, _check_results
+from detector.evaluation.coco_evaluator import EvaluationError, check_results
 
 COCO_MAX_DETS = 100
 
@@ -65,7 +65,7 @@ def prepare_inputs(gt: dict, results: list[dict], max_dets: int = COCO_MAX_DETS)
         raise EvaluationError("Ground truth must be a COCO dict with 'images', 'annotations' and 'categories'.")
     if not isinstance(results, list):
         raise EvaluationError(f"Results must be a list of detections, got {type(results).__name__}.")
-    _check_results(results, gt)
+    check_results(results, gt)
     annotations = gt["annotations"]
     image_ids = sorted({int(image["id"]) for image in gt["images"]})
     known_images = set(image_ids)
