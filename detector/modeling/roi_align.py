@@ -45,14 +45,13 @@ class _SparseRoIAlign(torch.autograd.Function):
         # Only the rois are kept for the backward, which rebuilds the matrix: keeping the matrix
         # (about 20 bytes per pooled value) would raise the training step's peak memory.
         ctx.save_for_backward(rois)
-        ctx.settings = (features.shape, features.dtype, _is_channels_last(features), output_size, spatial_scale,
-                        sampling_ratio, aligned)
+        ctx.feature_layout = (features.shape, features.dtype, _is_channels_last(features))
+        ctx.settings = (output_size, spatial_scale, sampling_ratio, aligned)
         if not _is_channels_last(features):
             return torchvision_roi_align(features, rois, output_size, spatial_scale, sampling_ratio, aligned)
-        batch, channels, height, width = features.shape
+        channels = features.shape[1]
         compute_dtype = _compute_dtype(features.dtype)
-        weights = interpolation_matrix(rois.detach().to(compute_dtype), (batch, height, width), output_size,
-                                       spatial_scale, sampling_ratio, aligned)
+        weights = _matrix(rois, features.shape, compute_dtype, ctx.settings)
         with torch.autocast("cpu", enabled=False):
             pixels = features.detach().permute(0, 2, 3, 1).reshape(-1, channels).to(compute_dtype)   # a view
             pooled = torch.sparse.mm(weights.t(), pixels)                                   # [R*out_h*out_w, C]
@@ -61,11 +60,10 @@ class _SparseRoIAlign(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         (rois,) = ctx.saved_tensors
-        feature_shape, feature_dtype, channels_last, output_size, spatial_scale, sampling_ratio, aligned = ctx.settings
+        feature_shape, feature_dtype, channels_last = ctx.feature_layout
         batch, channels, height, width = feature_shape
         compute_dtype = _compute_dtype(feature_dtype)
-        weights = interpolation_matrix(rois.detach().to(compute_dtype), (batch, height, width), output_size,
-                                       spatial_scale, sampling_ratio, aligned)
+        weights = _matrix(rois, feature_shape, compute_dtype, ctx.settings)
         with torch.autocast("cpu", enabled=False):
             # Rows of pooled bins, channels innermost, so the product streams whole channel vectors.
             bins = grad_output.to(compute_dtype).permute(0, 2, 3, 1).reshape(-1, channels)
@@ -74,6 +72,11 @@ class _SparseRoIAlign(torch.autograd.Function):
         if not channels_last:
             grad = grad.contiguous()
         return grad, None, None, None, None, None
+
+
+def _matrix(rois: torch.Tensor, feature_shape, dtype: torch.dtype, settings: tuple) -> torch.Tensor:
+    batch, _, height, width = feature_shape
+    return interpolation_matrix(rois.to(dtype), (batch, height, width), *settings)
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
