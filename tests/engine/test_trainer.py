@@ -121,7 +121,9 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     with pytest.raises(NonFiniteLossError) as info:
         trainer.train()
     message = str(info.value)
-    assert "iteration 7" in message and "loss_mse=nan"  # the 7th (index 6), as the log counts in message and "loss_l1=nan" in message
+    # The poisoned batch is index 6, i.e. the 7th iteration as the log counts.
+    assert "iteration 7" in message
+    assert "loss_mse=nan" in message and "loss_l1=nan" in message
     last = load_checkpoint(tmp_path / LAST)
     assert last["iteration"] == 4
     assert all(torch.isfinite(v).all() for v in last["model"].values())
