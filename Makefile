@@ -7,8 +7,8 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-# Reinstall only when the package metadata changes, so repeated calls are quick.
-$(STAMP): setup.py
+# Reinstall only when the package metadata (pyproject.toml, setup.py) changes, so repeated calls are quick.
+$(STAMP): pyproject.toml setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --upgrade --quiet pip
 	$(PIP) install --quiet -e ".[dev]"

@@ -1,30 +1,16 @@
-from setuptools import find_packages, setup
+"""The one thing pyproject.toml cannot declare: conf/ shipped inside the package.
+
+The Hydra configuration stays at the top of the repository (conf/), where users read and
+edit it, and is installed as the package `detector.conf` (Hydra's `pkg://detector.conf`).
+pyproject's `packages.find` names packages by where they sit, so it cannot place a folder
+under another name; the metadata itself lives in pyproject.toml.
+"""
+from setuptools import find_namespace_packages, find_packages, setup
+
+# conf/ and its group folders (conf/backbone, ...): packages of YAML files, see package-data.
+CONF_PACKAGES = ["detector.conf"] + [f"detector.conf.{name}" for name in find_namespace_packages("conf")]
 
 setup(
-    name="detector",
-    version="0.1.0",
-    description="ResNet-FPN Faster R-CNN object detection and ResNet classification, configured with Hydra",
-    packages=find_packages(include=["detector", "detector.*"]),
-    python_requires=">=3.10",
-    install_requires=[
-        "torch>=2.4,<=2.14.1",
-        "torchvision>=0.19,<=0.29.1",
-        "hydra-core>=1.3,<1.4",
-        "omegaconf>=2.3",
-        "albumentations>=2.0,<2.1",
-        "opencv-python-headless>=4.8",
-        "pycocotools>=2.0.7",
-        "faster-coco-eval>=1.6",
-        "tensorboard>=2.14",
-        "safetensors>=0.4",
-        "tqdm>=4.60",
-        "numpy>=1.24",
-        "pillow>=10",
-        "matplotlib>=3.7",
-    ],
-    extras_require={
-        "dev": ["pytest>=7", "pytest-timeout>=2.1", "onnx>=1.15", "onnxruntime>=1.17", "hydra-submitit-launcher>=1.2"],
-        "export": ["onnx>=1.15", "onnxruntime>=1.17"],   # tools/export.py --format onnx, and running the file
-        "slurm": ["hydra-submitit-launcher>=1.2"],       # hydra/launcher=slurm (conf/hydra/launcher/slurm.yaml)
-    },
+    packages=find_packages(include=["detector", "detector.*"]) + CONF_PACKAGES,
+    package_dir={"detector.conf": "conf"},
 )

@@ -6,19 +6,41 @@ library users, tests and tools all see one configuration tree.
 from __future__ import annotations
 
 import re
+from importlib import resources
 from pathlib import Path
 from typing import Iterable
 
 from omegaconf import DictConfig, OmegaConf
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = REPO_ROOT / "conf"
+# conf/ is installed as the package `detector.conf` (setup.py maps it), so Hydra reads it
+# through `pkg://detector.conf` from any working directory, from a wheel or a checkout.
+CONFIG_MODULE = "detector.conf"
+
+
+def _checkout_root() -> Path | None:
+    """The repository this package runs from (an editable install or PYTHONPATH), else None."""
+    root = Path(__file__).resolve().parents[1]
+    return root if (root / "pyproject.toml").is_file() and (root / "conf" / "config.yaml").is_file() else None
+
+
+def _config_dir() -> Path:
+    try:
+        return Path(str(resources.files(CONFIG_MODULE)))
+    except ModuleNotFoundError:  # a checkout on PYTHONPATH that was never installed
+        return Path(__file__).resolve().parents[1] / "conf"
+
+
+REPO_ROOT = _checkout_root()
+CONFIG_DIR = _config_dir()
 
 
 def _repo_path(relative: str) -> str:
-    """`${repo_path:x}` resolves x against the repository root, not the working directory."""
+    """`${repo_path:x}` resolves x against the repository root in a checkout (so the demo and
+    the tests find .cache/shapes and ../shared/datasets wherever they run), and against the
+    working directory when installed from a wheel, where there is no repository."""
     path = Path(relative)
-    return str(path if path.is_absolute() else (REPO_ROOT / path).resolve())
+    base = REPO_ROOT if REPO_ROOT is not None else Path.cwd()
+    return str(path if path.is_absolute() else (base / path).resolve())
 
 
 def register_resolvers() -> None:

@@ -1,7 +1,7 @@
 """From the config tree to modules: one explicit builder per component.
 
 `build_model(cfg)` reads `cfg.backbone` and `cfg.model` (conf/backbone/*.yaml and
-conf/model/faster_rcnn_fpn.yaml) and nothing else. `load_model(path)` rebuilds the model
+conf/model/*.yaml) and nothing else. `load_model(path)` rebuilds the model
 from the config a checkpoint carries.
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Iterable
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
+from detector.config import CONFIG_DIR
 from detector.modeling.anchor_generator import AnchorGenerator
 from detector.modeling.backbone.fpn import FPN, BackboneWithFPN
 from detector.modeling.backbone.resnet import ResNet
@@ -29,7 +30,7 @@ from detector.weights.state_dicts import load_state_dict_strict, read_state_dict
 
 logger = logging.getLogger(__name__)
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = CONFIG_DIR  # conf/, wherever the package is installed
 
 
 def build_resnet(backbone_cfg: DictConfig, fold_norms: bool = True) -> ResNet:
@@ -57,6 +58,7 @@ def build_backbone(cfg: DictConfig) -> BackboneWithFPN:
         in_strides=[body.strides[name] for name in body.out_features],
         out_channels=cfg.model.fpn.out_channels,
         norm=cfg.model.fpn.norm,
+        fold_norms=bool(cfg.model.get("fold_norms", True)),
     )
     return BackboneWithFPN(body, fpn)
 
@@ -91,7 +93,8 @@ def build_roi_heads(cfg: DictConfig, in_channels: int, strides: list[int], num_c
     if roi_cfg.box_head == "fc":
         box_head: nn.Module = FCBoxHead(in_channels, resolution, roi_cfg.fc_dim)
     elif roi_cfg.box_head == "conv4fc":
-        box_head = ConvFCBoxHead(in_channels, resolution, roi_cfg.conv_dim, roi_cfg.fc_dim, norm=roi_cfg.conv_norm)
+        box_head = ConvFCBoxHead(in_channels, resolution, roi_cfg.conv_dim, roi_cfg.fc_dim, norm=roi_cfg.conv_norm,
+                                 fold_norms=bool(cfg.model.get("fold_norms", True)))
     else:
         raise ValueError(f"model.roi_heads.box_head='{roi_cfg.box_head}'; valid choices: fc, conv4fc.")
     return RoIHeads(
@@ -190,10 +193,9 @@ def load_backbone_weights(body: ResNet, path: str | os.PathLike) -> None:
 
 
 def _base_section(name: str, option: str | None, fallback: str) -> DictConfig:
-    path = CONF_DIR / name / f"{option}.yaml"
-    if option is None or not path.is_file():
-        path = CONF_DIR / name / f"{fallback}.yaml"
-    return OmegaConf.load(path)
+    from detector.config_groups import has_group_option, load_group_option
+
+    return load_group_option(name, str(option) if has_group_option(name, option) else fallback)
 
 
 def config_from_checkpoint(checkpoint: dict, source: str, overrides: Iterable[str] = ()) -> DictConfig:
