@@ -24,6 +24,7 @@ from detector.evaluation.coco_evaluator import (
 )
 from detector.evaluation.results_format import detections_to_coco_results
 from detector.utils.distributed import broadcast_from_main, gather_to_main, is_main_process
+from detector.utils.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ def run_inference(
     model.eval()
     out = InferenceOutput()
     start = time.perf_counter()
+    progress = Progress(total=shard_size(loader, max_images), desc="inference", unit="images")
     try:
         for batch in loader:
             images = batch["images"]
@@ -62,6 +64,7 @@ def run_inference(
                     break
                 images, image_ids = images[:room], image_ids[:room]
             out.skipped.extend(batch.get("skipped", []))
+            progress.update(len(batch.get("skipped", [])))  # unreadable images were part of the shard too
             if not images:
                 continue
             inputs = [image.to(device, non_blocking=True) for image in images]
@@ -75,18 +78,29 @@ def run_inference(
             outputs = [{k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in o.items()} for o in outputs]
             out.results.extend(detections_to_coco_results(outputs, image_ids, label_to_category_id))
             out.image_ids.extend(int(i) for i in image_ids)
+            progress.update(len(image_ids))
             for image, output in zip(images, outputs):
                 if len(out.samples) >= num_samples:
                     break
                 picture = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
                 out.samples.append((picture, output["boxes"].numpy(), output["labels"].numpy(), output["scores"].numpy()))
     finally:
+        progress.close()
         model.train(was_training)
     logger.info(
         "Inference on %d images took %.1fs (%.3f s/image).",
         len(out.image_ids), time.perf_counter() - start, (time.perf_counter() - start) / max(1, len(out.image_ids)),
     )
     return out
+
+
+def shard_size(loader: Iterable, max_images: int | None) -> int | None:
+    """Images this rank will run, for the progress ETA (None when the loader does not say)."""
+    indices = getattr(getattr(loader, "batch_sampler", None), "indices", None)
+    size = len(indices) if indices is not None else None
+    if max_images is not None:
+        size = max_images if size is None else min(size, max_images)
+    return size
 
 
 def gather_inference(local: InferenceOutput) -> InferenceOutput | None:
