@@ -1,4 +1,6 @@
 """build_model / load_model / load_weights_into: checkpoints carry their config, loads are strict."""
+import json
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -86,14 +88,62 @@ def test_model_weights_key_loads_at_build_and_safetensors_round_trip(make_small_
                        source.state_dict()["roi_heads.box_head.fc1.weight"])
 
 
+def randomize_norm_statistics(model, seed):
+    """Distinct running statistics and affine terms in every BatchNorm-like layer (BatchNorm2d and
+    FrozenBatchNorm2d alike), so a value that is dropped or mixed up on loading shows up."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if hasattr(module, "running_mean") and hasattr(module, "running_var"):
+                n = module.running_mean.numel()
+                module.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
+                module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+                module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
+                module.bias.copy_(torch.randn(n, generator=generator) * 0.1)
+
+
+def assert_same_weights_and_features(source, target):
+    """Every key the two share is equal, and (both in eval mode, where BatchNorm is the same fixed
+    affine map as FrozenBatchNorm) the backbone computes the same features."""
+    target_state = target.state_dict()
+    shared = [k for k in source.state_dict() if not k.endswith("num_batches_tracked")]
+    assert any(k.endswith("running_var") for k in shared)
+    for key in shared:
+        assert torch.equal(target_state[key], source.state_dict()[key]), key
+    source.eval(), target.eval()
+    image = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected, actual = source.backbone(image), target.backbone(image)
+    assert list(expected) == list(actual)
+    for level in expected:
+        torch.testing.assert_close(actual[level], expected[level], rtol=1e-4, atol=1e-5, msg=level)
+
+
 def test_bn_checkpoint_loads_into_frozen_bn_and_back(make_small_config, tmp_path):
-    """num_batches_tracked exists only with BatchNorm; switching norms must still load strictly."""
+    """num_batches_tracked exists only with BatchNorm; switching norms must still load strictly,
+    and carry every statistic and affine term across."""
     bn_cfg = make_small_config("backbone.norm=bn")
-    path = save_project_checkpoint(build_model(bn_cfg), bn_cfg, tmp_path / "bn.pth")
-    load_weights_into(build_model(make_small_config("backbone.norm=frozen_bn")), path)
     frozen_cfg = make_small_config("backbone.norm=frozen_bn")
-    path = save_project_checkpoint(build_model(frozen_cfg), frozen_cfg, tmp_path / "frozen.pth")
-    load_weights_into(build_model(bn_cfg), path)
+    torch.manual_seed(0)
+    bn_model = build_model(bn_cfg)
+    randomize_norm_statistics(bn_model, seed=1)
+    path = save_project_checkpoint(bn_model, bn_cfg, tmp_path / "bn.pth")
+    torch.manual_seed(1)
+    frozen = build_model(frozen_cfg)
+    load_weights_into(frozen, path)
+    assert "backbone.body.bn1.num_batches_tracked" not in frozen.state_dict()
+    assert_same_weights_and_features(bn_model, frozen)
+
+    torch.manual_seed(2)
+    frozen_model = build_model(frozen_cfg)
+    randomize_norm_statistics(frozen_model, seed=2)
+    path = save_project_checkpoint(frozen_model, frozen_cfg, tmp_path / "frozen.pth")
+    torch.manual_seed(3)
+    bn = build_model(bn_cfg)
+    load_weights_into(bn, path)
+    # The file has no step counter: the model keeps its own.
+    assert int(bn.state_dict()["backbone.body.bn1.num_batches_tracked"]) == 0
+    assert_same_weights_and_features(frozen_model, bn)
 
 
 def test_pickled_objects_in_checkpoints_are_refused(make_small_config, tmp_path):
@@ -103,21 +153,37 @@ def test_pickled_objects_in_checkpoints_are_refused(make_small_config, tmp_path)
         load_model(path)
 
 
-def test_null_num_classes_is_resolved_or_explained():
+def test_null_num_classes_is_read_from_the_dataset(tmp_path):
+    """model.num_classes=null takes the class count and names from the training annotations,
+    in category-id order (label i <-> names[i - 1])."""
     from detector.config import load_config
 
-    cfg = load_config(["backbone=resnet18", "model.fpn.out_channels=32", "model.roi_heads.fc_dim=32"])
-    try:
-        from detector.data import class_names  # noqa: F401
-        available = True
-    except ImportError:
-        available = False
-    if not available:
-        with pytest.raises(ValueError, match="model.num_classes"):
-            build_model(cfg)
-        return
-    try:
-        model = build_model(cfg)
-    except ValueError as error:   # the dataset itself may be missing on this machine
-        pytest.skip(f"dataset not available: {error}")
-    assert model.num_classes == cfg.model.num_classes == len(cfg.model.class_names)
+    images = tmp_path / "images"
+    images.mkdir()
+    annotations = tmp_path / "train.json"
+    annotations.write_text(json.dumps({
+        "images": [], "annotations": [],
+        "categories": [{"id": 7, "name": "zebra"}, {"id": 2, "name": "cat"}, {"id": 4, "name": "ant"}],
+    }))
+    cfg = load_config([
+        "backbone=resnet18", "model.fpn.out_channels=32", "model.roi_heads.fc_dim=32", "dataset=coco_format",
+        f"dataset.train.images={images}", f"dataset.train.annotations={annotations}",
+        f"dataset.test.images={images}", f"dataset.test.annotations={annotations}",
+    ])
+    assert cfg.model.num_classes is None
+    model = build_model(cfg)
+    assert model.num_classes == cfg.model.num_classes == 3
+    assert list(cfg.model.class_names) == ["cat", "ant", "zebra"]
+    assert model.roi_heads.box_predictor.cls_score.out_features == 4   # 3 classes + background
+
+
+def test_null_num_classes_without_dataset_is_explained(tmp_path):
+    from detector.config import load_config
+
+    cfg = load_config([
+        "backbone=resnet18", "model.fpn.out_channels=32", "model.roi_heads.fc_dim=32", "dataset=coco_format",
+        f"dataset.train.images={tmp_path}", f"dataset.train.annotations={tmp_path / 'absent.json'}",
+        f"dataset.test.images={tmp_path}", f"dataset.test.annotations={tmp_path / 'absent.json'}",
+    ])
+    with pytest.raises(FileNotFoundError, match="absent.json"):
+        build_model(cfg)
