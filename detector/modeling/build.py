@@ -27,6 +27,7 @@ from detector.modeling.roi_heads import BoxPredictor, ConvFCBoxHead, FCBoxHead, 
 from detector.modeling.rpn import RPN, RPNHead
 from detector.modeling.sampler import BalancedSampler
 from detector.weights.state_dicts import load_state_dict_strict, read_state_dict, strip_prefix
+from detector.weights.zoo import resolve_weights
 
 logger = logging.getLogger(__name__)
 
@@ -170,8 +171,9 @@ def build_model(cfg: DictConfig) -> FasterRCNN:
 
 def load_weights_into(model: nn.Module, path: str | os.PathLike) -> dict:
     """Load a checkpoint of this project (or a .safetensors file) into `model`, strictly.
-    Returns the whole checkpoint dict (e.g. for its "iteration")."""
-    state, checkpoint = read_state_dict(path)
+    Returns the whole checkpoint dict (e.g. for its "iteration"). `path` may be a published
+    name (torchvision://..., detectron2://...; see detector/weights/zoo.py)."""
+    state, checkpoint = read_state_dict(resolve_weights(path, expect="detector"))
     load_state_dict_strict(model, state, source=str(path))
     logger.info("Loaded weights from %s", path)
     return checkpoint
@@ -181,8 +183,9 @@ def load_backbone_weights(body: ResNet, path: str | os.PathLike) -> None:
     """ImageNet weights for the ResNet body: a torchvision classification state dict, a
     classifier checkpoint of this project, or a backbone checkpoint written by
     tools/convert_weights.py. The classifier's `fc.*` and stages the body does not build
-    (when out_features stops early) are set aside; everything else must match exactly."""
-    state, _ = read_state_dict(path)
+    (when out_features stops early) are set aside; everything else must match exactly.
+    `path` may be a published name, e.g. torchvision://resnet50."""
+    state, _ = read_state_dict(resolve_weights(path, expect="backbone"))
     for prefix in ("module.", "backbone.body.", "body.", "backbone."):
         state = strip_prefix(state, prefix)
     built = body.built_stage_prefixes()
@@ -230,10 +233,11 @@ def config_from_checkpoint(checkpoint: dict, source: str, overrides: Iterable[st
 def load_model(path: str | os.PathLike, overrides: Iterable[str] = (), device: str = "cpu") -> FasterRCNN:
     """Rebuild the model from the config a checkpoint carries, load its weights strictly and
     return it in eval mode. `overrides` are "key=value" strings, e.g.
-    ["model.roi_heads.score_thresh=0.0"]."""
+    ["model.roi_heads.score_thresh=0.0"]. `path` may be a published name, e.g.
+    torchvision://fasterrcnn_resnet50_fpn (fetched and converted once, then cached)."""
     from detector.weights.safetensors_io import read_checkpoint_with_config
 
-    checkpoint = read_checkpoint_with_config(path)
+    checkpoint = read_checkpoint_with_config(resolve_weights(path, expect="detector"))
     cfg = config_from_checkpoint(checkpoint, str(path), overrides)
     with open_dict(cfg):
         # The weights come from this file; do not load any other.
