@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import batched_nms, box_iou
 
-from detector.modeling.backbone.norm import GROUP_NORM_GROUPS
+from detector.modeling.backbone.norm import NORM_CHOICES, conv_norm, make_norm
 from detector.modeling.box_coder import BoxCoder
 from detector.modeling.losses import box_regression_loss
 from detector.modeling.matcher import Matcher
@@ -33,24 +33,31 @@ class FCBoxHead(nn.Module):
 
 
 class ConvFCBoxHead(nn.Module):
-    """Four 3x3 conv layers (optionally GroupNorm) then one fully connected layer ("4conv1fc")."""
+    """Four 3x3 conv layers, each optionally followed by a norm, with ReLU, then one fully
+    connected layer ("4conv1fc"). norm "gn": Detectron2's GN recipes; "bn": torchvision's
+    fasterrcnn_resnet50_fpn_v2. `convs` holds conv, [norm,] ReLU in turn (the checkpoint layout)."""
 
     def __init__(self, in_channels: int, resolution: int, conv_dim: int = 256, fc_dim: int = 1024,
-                 num_convs: int = 4, norm: str = ""):
+                 num_convs: int = 4, norm: str = "", fold_norms: bool = True):
         super().__init__()
-        if norm not in ("", "gn"):
-            raise ValueError(f"model.roi_heads.conv_norm='{norm}' is not supported; valid choices: '' (none), 'gn'.")
+        if norm != "" and norm not in NORM_CHOICES:
+            raise ValueError(f"model.roi_heads.conv_norm='{norm}' is not supported; valid choices: '' (none), "
+                             f"{', '.join(NORM_CHOICES)}.")
         layers: list[nn.Module] = []
         channels = in_channels
         for _ in range(num_convs):
             layers.append(nn.Conv2d(channels, conv_dim, 3, padding=1, bias=norm == ""))
-            if norm == "gn":
-                layers.append(nn.GroupNorm(GROUP_NORM_GROUPS, conv_dim))
+            if norm:
+                layers.append(make_norm(norm, conv_dim))
             layers.append(nn.ReLU(inplace=True))
             channels = conv_dim
         self.convs = nn.Sequential(*layers)
         self.fc1 = nn.Linear(conv_dim * resolution * resolution, fc_dim)
         self.out_dim = fc_dim
+        # Norms in eval mode folded into the convolutions (see norm.conv_norm); False keeps
+        # torchvision's order of operations, for parity tests.
+        self.fold_norms = fold_norms
+        self.step = 3 if norm else 2
         for module in self.convs:
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -58,7 +65,13 @@ class ConvFCBoxHead(nn.Module):
                     nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.fc1(self.convs(x).flatten(start_dim=1)))
+        for start in range(0, len(self.convs), self.step):
+            conv = self.convs[start]
+            if self.step == 3:
+                x = conv_norm(conv, self.convs[start + 1], x, self.fold_norms, relu=True)
+            else:
+                x = F.relu(conv(x), inplace=True)
+        return F.relu(self.fc1(x.flatten(start_dim=1)))
 
 
 class BoxPredictor(nn.Module):

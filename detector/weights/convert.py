@@ -78,22 +78,26 @@ def convert_weights(source: str, input_path: str | os.PathLike, output_path: str
         state, backbone, model, found_classes, names = convert_detectron2(load_restricted_pickle(input_path))
         return _write_detection(state, backbone, model, found_classes, names, num_classes, output_path, input_path)
 
-    from detector.weights import torchvision_conversion as tv
+    from detector.weights.torchvision_conversion import checkpoint_from_torchvision, is_torchvision_classification
 
     raw, _ = read_state_dict(input_path)
-    if tv.is_torchvision_detection(raw):
-        state, backbone, model, found_classes, names = tv.convert_torchvision_detection(raw, coco80=coco80)
-        return _write_detection(state, backbone, model, found_classes, names, num_classes, output_path, input_path)
-    if tv.is_torchvision_classification(raw):
-        body, backbone = tv.convert_torchvision_classification(raw)
-        config = converted_config(backbone, {}, num_classes, None)
-        logger.info("Backbone %s: use it with backbone.weights=%s", backbone["name"], output_path)
-        return write_checkpoint({"model": body, "iteration": 0, "config": config}, output_path)
-    raise ValueError(f"'{input_path}' is neither a torchvision Faster R-CNN state dict (keys backbone.body.*, rpn.head.*) "
-                     "nor a torchvision ResNet classification state dict (keys conv1.*, layer1.*).")
+    checkpoint = checkpoint_from_torchvision(raw, num_classes, coco80, source=str(input_path))
+    if is_torchvision_classification(raw):
+        logger.info("Backbone %s: use it with backbone.weights=%s", checkpoint["config"]["backbone"]["name"], output_path)
+    return write_checkpoint(checkpoint, output_path)
 
 
 def _write_detection(state, backbone, model, found_classes, names, num_classes, output_path, input_path) -> Path:
+    return write_checkpoint(detection_checkpoint(state, backbone, model, found_classes, names, num_classes,
+                                                 str(input_path)), output_path)
+
+
+def detection_checkpoint(state: dict[str, torch.Tensor], backbone: dict, model: dict, found_classes: int,
+                         names: list[str] | None, num_classes: int | None, source: str) -> dict:
+    """The checkpoint of converted detection weights: `state` (already in this project's names),
+    the config built from the `backbone` and `model` fields that differ from conf/, and the COCO
+    category ids when the classes are COCO's. Loaded strictly into the model that config builds
+    first, so a wrong conversion fails here rather than when the file is used."""
     config = converted_config(backbone, model, found_classes, names)
     if num_classes is not None and num_classes != found_classes:
         # Keep everything but the class-specific layers, re-initialized for the new classes.
@@ -101,13 +105,13 @@ def _write_detection(state, backbone, model, found_classes, names, num_classes, 
         state = {k: v for k, v in state.items() if not k.startswith(PREDICTOR_PREFIX)}
         state.update(_reinitialized_predictor(config, num_classes))
         config = converted_config(backbone, model, num_classes, None)
-    _check_loadable(config, state, str(input_path))
+    _check_loadable(config, state, source)
     checkpoint = {"model": state, "iteration": 0, "config": config}
     category_ids = coco_category_ids(config["model"]["class_names"])
     if category_ids is not None:
         # label -> COCO category id, for writing COCO-format results (tools/predict.py reads it).
         checkpoint["category_ids"] = category_ids
-    return write_checkpoint(checkpoint, output_path)
+    return checkpoint
 
 
 def write_checkpoint(checkpoint: dict, output_path: str | os.PathLike) -> Path:

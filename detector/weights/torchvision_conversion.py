@@ -1,8 +1,14 @@
 """torchvision weights -> this project's parameter names.
 
-Detection: a `fasterrcnn_resnet50_fpn` state dict, or any torchvision `FasterRCNN` built on
-`resnet_fpn_backbone` (the depth is read off the weights). Classification: an ImageNet
-ResNet/ResNeXt state dict, which becomes backbone weights.
+Detection: a `fasterrcnn_resnet50_fpn` (v1) or `fasterrcnn_resnet50_fpn_v2` state dict, or
+any torchvision `FasterRCNN` built on `resnet_fpn_backbone` (the depth is read off the
+weights). v1 and v2 are told apart by their keys: v2's box head is numbered
+(`roi_heads.box_head.0.0.weight`, four conv + BatchNorm blocks and one Linear) where v1's has
+`fc6`/`fc7`, and v2's FPN blocks carry a BatchNorm (`inner_blocks.i.1.*`). Classification: an
+ImageNet ResNet/ResNeXt state dict, which becomes backbone weights.
+
+`checkpoint_from_torchvision` is the one entry point: a torchvision state dict in, a
+checkpoint of this project (weights plus the config that rebuilds the model) out.
 """
 from __future__ import annotations
 
@@ -20,6 +26,12 @@ TORCHVISION_DETECTION_SETTINGS = {
     "backbone": {"norm": "frozen_bn", "freeze_at": 2, "stride_in_1x1": False},
     "model": {},   # conf/model/faster_rcnn_fpn.yaml's defaults are torchvision's
 }
+# fasterrcnn_resnet50_fpn_v2 builds its ResNet with plain BatchNorm2d (also when pretrained),
+# still training layer2..layer4 only; conf/model/faster_rcnn_fpn_v2.yaml holds its heads.
+TORCHVISION_V2_SETTINGS = {
+    "backbone": {"norm": "bn", "freeze_at": 2, "stride_in_1x1": False},
+    "model": {"name": "faster_rcnn_fpn_v2"},
+}
 
 _RENAMES = [
     (r"^backbone\.body\.", "backbone.body."),
@@ -32,6 +44,9 @@ _RENAMES = [
     (r"^rpn\.head\.conv\.(weight|bias)$", r"rpn.head.convs.0.\1"),
     (r"^rpn\.head\.cls_logits\.", "rpn.head.objectness."),
     (r"^rpn\.head\.bbox_pred\.", "rpn.head.deltas."),
+    # v2: the norm of each FPN block (a conv without bias, then BatchNorm).
+    (r"^backbone\.fpn\.inner_blocks\.(\d+)\.1\.", r"backbone.fpn.lateral_convs.\1.1."),
+    (r"^backbone\.fpn\.layer_blocks\.(\d+)\.1\.", r"backbone.fpn.output_convs.\1.1."),
     (r"^roi_heads\.box_head\.fc6\.", "roi_heads.box_head.fc1."),
     (r"^roi_heads\.box_head\.fc7\.", "roi_heads.box_head.fc2."),
     (r"^roi_heads\.box_predictor\.", "roi_heads.box_predictor."),
@@ -46,33 +61,82 @@ def is_torchvision_classification(state: Mapping[str, torch.Tensor]) -> bool:
     return "conv1.weight" in state and "layer1.0.conv1.weight" in state
 
 
+def _conv_box_head_renames(state: Mapping[str, torch.Tensor]) -> dict[str, str]:
+    """torchvision's FastRCNNConvFCHead (a Sequential: conv blocks `i.0` conv, `i.1` norm, then
+    Flatten, then one Linear) -> ConvFCBoxHead (`convs` holding conv, [norm,] ReLU in turn; `fc1`)."""
+    prefix = "roi_heads.box_head."
+    blocks = sorted({int(k.split(".")[2]) for k in state if re.match(r"^roi_heads\.box_head\.\d+\.\d+\.", k)})
+    linears = sorted({int(k.split(".")[2]) for k in state if re.match(r"^roi_heads\.box_head\.\d+\.(weight|bias)$", k)})
+    if blocks != list(range(4)) or linears != [len(blocks) + 1]:
+        raise ValueError(f"torchvision box head with conv blocks {blocks} and Linear layers at {linears}: only the "
+                         "4conv1fc head of fasterrcnn_resnet50_fpn_v2 (blocks 0..3, one Linear at 5) is supported.")
+    has_norm = f"{prefix}0.1.weight" in state
+    if has_norm and f"{prefix}0.1.running_mean" not in state:
+        raise ValueError("the torchvision box head's norm has no running statistics: only BatchNorm is supported.")
+    step = 3 if has_norm else 2   # conv, [norm,] ReLU
+    renames = {}
+    for key in state:
+        match = re.match(r"^roi_heads\.box_head\.(\d+)\.(\d+)\.(.+)$", key)
+        if match:
+            block, part, name = int(match.group(1)), int(match.group(2)), match.group(3)
+            renames[key] = f"{prefix}convs.{block * step + part}.{name}"
+        elif re.match(r"^roi_heads\.box_head\.\d+\.(weight|bias)$", key):
+            renames[key] = f"{prefix}fc1.{key.rsplit('.', 1)[1]}"
+    return renames
+
+
 def rename_torchvision_detection(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    box_head = _conv_box_head_renames(state) if is_torchvision_v2(state) else {}
     renamed = {}
     for key, value in state.items():
+        if key in box_head:
+            renamed[box_head[key]] = value
+            continue
         for pattern, replacement in _RENAMES:
             if re.match(pattern, key):
                 renamed[re.sub(pattern, replacement, key)] = value
                 break
         else:
             raise ValueError(f"unexpected key '{key}' in the torchvision detection state dict: only the Faster R-CNN "
-                             "ResNet-FPN layout (backbone.body/fpn, rpn.head, roi_heads.box_head fc6/fc7, "
-                             "box_predictor) is supported.")
+                             "ResNet-FPN layouts are supported (backbone.body/fpn, rpn.head, box_predictor, and "
+                             "roi_heads.box_head fc6/fc7 (v1) or four conv blocks and a Linear (v2)).")
     return renamed
+
+
+def is_torchvision_v2(state: Mapping[str, torch.Tensor]) -> bool:
+    """fasterrcnn_resnet50_fpn_v2's layout: a numbered conv box head instead of fc6/fc7."""
+    return "roi_heads.box_head.0.0.weight" in state
+
+
+def _fpn_norm(state: Mapping[str, torch.Tensor]) -> str:
+    if "backbone.fpn.inner_blocks.0.1.weight" not in state:
+        return ""
+    if "backbone.fpn.inner_blocks.0.1.running_mean" not in state:
+        raise ValueError("the torchvision FPN's norm has no running statistics: only BatchNorm is supported.")
+    return "bn"
 
 
 def convert_torchvision_detection(state: Mapping[str, torch.Tensor], coco80: bool = False):
     """Returns (state dict, backbone fields, model fields, num_classes, class_names)."""
-    if "roi_heads.box_head.fc6.weight" not in state:
-        raise ValueError("only the two-FC box head (fc6/fc7) of torchvision's Faster R-CNN is supported.")
-    backbone = {**infer_resnet_config(state, "backbone.body."), **TORCHVISION_DETECTION_SETTINGS["backbone"]}
+    v2 = is_torchvision_v2(state)
+    if not v2 and "roi_heads.box_head.fc6.weight" not in state:
+        raise ValueError("torchvision box head not recognised: expected fc6/fc7 (fasterrcnn_resnet50_fpn) or "
+                         "numbered conv blocks (fasterrcnn_resnet50_fpn_v2, roi_heads.box_head.0.0.weight).")
+    settings = TORCHVISION_V2_SETTINGS if v2 else TORCHVISION_DETECTION_SETTINGS
+    backbone = {**infer_resnet_config(state, "backbone.body."), **settings["backbone"]}
     renamed = {k: v for k, v in rename_torchvision_detection(state).items() if not k.endswith("num_batches_tracked")}
     num_outputs = int(renamed["roi_heads.box_predictor.cls_score.weight"].shape[0])
     num_classes = num_outputs - 1
     model = {
-        "fpn": {"out_channels": int(renamed["backbone.fpn.lateral_convs.0.0.weight"].shape[0])},
+        **settings["model"],
+        "fpn": {"out_channels": int(renamed["backbone.fpn.lateral_convs.0.0.weight"].shape[0]),
+                "norm": _fpn_norm(state)},
         "rpn": {"conv_depth": len({k.split(".")[3] for k in renamed if k.startswith("rpn.head.convs.")})},
         "roi_heads": {"fc_dim": int(renamed["roi_heads.box_head.fc1.weight"].shape[0])},
     }
+    if v2:
+        model["roi_heads"].update(box_head="conv4fc", conv_dim=int(renamed["roi_heads.box_head.convs.0.weight"].shape[0]),
+                                  conv_norm="bn" if "roi_heads.box_head.0.1.weight" in state else "")
     names = names_by_category_id(num_classes) if num_classes == 90 else None
     if coco80:
         if num_classes != 90:
@@ -92,3 +156,33 @@ def convert_torchvision_classification(state: Mapping[str, torch.Tensor]):
     backbone = {**infer_resnet_config(state, ""), "stride_in_1x1": False}
     body = {k: v for k, v in state.items() if not k.startswith("fc.")}
     return body, backbone
+
+
+def checkpoint_from_torchvision(state: Mapping[str, torch.Tensor], num_classes: int | None = None,
+                                coco80: bool = False, source: str = "torchvision state dict") -> dict:
+    """A checkpoint of this project from a torchvision state dict, ready for save_checkpoint
+    or for load_model once written.
+
+    - Faster R-CNN, v1 (`fasterrcnn_resnet50_fpn`) or v2 (`fasterrcnn_resnet50_fpn_v2`), told
+      apart by the keys: {"model", "iteration": 0, "config", and "category_ids" for COCO
+      models}. The config names the model option (`model.name`: faster_rcnn_fpn or
+      faster_rcnn_fpn_v2) and the backbone, so the weights rebuild with no other flag; they are
+      loaded strictly into the model built from it before this returns.
+    - ResNet/ResNeXt ImageNet classifier: {"model": backbone weights (no fc), "iteration": 0,
+      "config"}, for `backbone.weights=`.
+
+    `num_classes` other than the weights' re-initializes the box predictor (fine-tuning);
+    `coco80` keeps only the 80 used COCO category ids, as labels 1..80. `source` names the
+    weights in error messages. Raises ValueError for any other layout.
+    """
+    from detector.weights.convert import detection_checkpoint
+    from detector.weights.converted_config import converted_config
+
+    if is_torchvision_detection(state):
+        converted, backbone, model, found_classes, names = convert_torchvision_detection(state, coco80=coco80)
+        return detection_checkpoint(converted, backbone, model, found_classes, names, num_classes, source)
+    if is_torchvision_classification(state):
+        body, backbone = convert_torchvision_classification(state)
+        return {"model": body, "iteration": 0, "config": converted_config(backbone, {}, num_classes, None)}
+    raise ValueError(f"'{source}' is neither a torchvision Faster R-CNN state dict (keys backbone.body.*, rpn.head.*) "
+                     "nor a torchvision ResNet classification state dict (keys conv1.*, layer1.*).")

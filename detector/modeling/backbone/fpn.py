@@ -1,8 +1,9 @@
 """Feature pyramid network on top of a ResNet body: P2..P5 from res2..res5, plus P6.
 
 Layout: `lateral_convs[i]` (1x1) and `output_convs[i]` (3x3), index 0 being the finest
-level. torchvision's `fpn.inner_blocks.i.0` / `fpn.layer_blocks.i.0` and Detectron2's
-`fpn_lateral{k}` / `fpn_output{k}` map onto these one-to-one (see detector/weights).
+level, each a conv optionally followed by a norm (`.0`, `.1`). torchvision's
+`fpn.inner_blocks.i.{0,1}` / `fpn.layer_blocks.i.{0,1}` and Detectron2's `fpn_lateral{k}` /
+`fpn_output{k}` map onto these one-to-one (see detector/weights).
 """
 from __future__ import annotations
 
@@ -14,21 +15,30 @@ import torch.nn.functional as F
 from torch import nn
 
 from detector.modeling.backbone.folded_conv import conv_with_post_ops
-from detector.modeling.backbone.norm import GROUP_NORM_GROUPS
+from detector.modeling.backbone.norm import NORM_CHOICES, conv_norm, make_norm
 
 
 class ConvNorm(nn.Sequential):
-    """A convolution, optionally followed by GroupNorm (then the conv has no bias)."""
+    """A convolution, optionally followed by a norm (then the conv has no bias): GroupNorm
+    (Detectron2's GN recipes) or BatchNorm (torchvision's fasterrcnn_resnet50_fpn_v2)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, norm: str):
-        if norm not in ("", "gn"):
-            raise ValueError(f"model.fpn.norm='{norm}' is not supported; valid choices: '' (none), 'gn'.")
+        if norm != "" and norm not in NORM_CHOICES:
+            raise ValueError(f"model.fpn.norm='{norm}' is not supported; valid choices: '' (none), "
+                             f"{', '.join(NORM_CHOICES)}.")
         layers: list[nn.Module] = [
             nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=norm == "")
         ]
-        if norm == "gn":
-            layers.append(nn.GroupNorm(GROUP_NORM_GROUPS, out_channels))
+        if norm:
+            layers.append(make_norm(norm, out_channels))
         super().__init__(*layers)
+
+    def run(self, x: torch.Tensor, fold: bool, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """self(x) (+ residual). A BatchNorm in eval mode is folded into the convolution when
+        `fold`; without a norm, oneDNN fuses the add into the convolution on the CPU."""
+        if len(self) == 1:
+            return self[0](x) if residual is None else conv_with_post_ops(x, self[0], residual=residual)
+        return conv_norm(self[0], self[1], x, fold, residual=residual)
 
 
 class FPN(nn.Module):
@@ -37,7 +47,7 @@ class FPN(nn.Module):
     extra coarser level p{last+1} made by max-pooling the coarsest output (kernel 1, stride 2)."""
 
     def __init__(self, in_channels: Sequence[int], in_strides: Sequence[int], out_channels: int = 256,
-                 norm: str = "", extra_pool_level: bool = True):
+                 norm: str = "", extra_pool_level: bool = True, fold_norms: bool = True):
         super().__init__()
         for fine, coarse in zip(in_strides, in_strides[1:]):
             if coarse != 2 * fine:
@@ -46,6 +56,9 @@ class FPN(nn.Module):
         self.lateral_convs = nn.ModuleList(ConvNorm(c, out_channels, 1, norm) for c in in_channels)
         self.output_convs = nn.ModuleList(ConvNorm(out_channels, out_channels, 3, norm) for _ in in_channels)
         self.extra_pool_level = extra_pool_level
+        # Norms in eval mode folded into the convolutions (see norm.conv_norm); False keeps
+        # torchvision's order of operations, for parity tests.
+        self.fold_norms = fold_norms
         self.out_channels = out_channels
         self.strides = list(in_strides) + ([in_strides[-1] * 2] if extra_pool_level else [])
         for module in self.modules():
@@ -58,18 +71,15 @@ class FPN(nn.Module):
     def forward(self, features: "OrderedDict[str, torch.Tensor]") -> "OrderedDict[str, torch.Tensor]":
         names = list(features.keys())
         inputs = list(features.values())
-        top_down = self.lateral_convs[-1](inputs[-1])
-        results = [self.output_convs[-1](top_down)]
+        fold = self.fold_norms
+        top_down = self.lateral_convs[-1].run(inputs[-1], fold)
+        results = [self.output_convs[-1].run(top_down, fold)]
         for index in range(len(inputs) - 2, -1, -1):
             # Upsample to the lateral's exact size (not x2), so odd sizes work too.
             upsampled = F.interpolate(top_down, size=inputs[index].shape[-2:], mode="nearest")
-            lateral_conv = self.lateral_convs[index]
-            if len(lateral_conv) == 1:
-                # lateral + upsampled, as one fused convolution where the CPU offers it
-                top_down = conv_with_post_ops(inputs[index], lateral_conv[0], residual=upsampled)
-            else:
-                top_down = lateral_conv(inputs[index]) + upsampled
-            results.insert(0, self.output_convs[index](top_down))
+            # lateral + upsampled, as one convolution where the norm folds or the CPU fuses the add
+            top_down = self.lateral_convs[index].run(inputs[index], fold, residual=upsampled)
+            results.insert(0, self.output_convs[index].run(top_down, fold))
         out_names = ["p" + name[len("res"):] for name in names]
         if self.extra_pool_level:
             results.append(F.max_pool2d(results[-1], kernel_size=1, stride=2, padding=0))
