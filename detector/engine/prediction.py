@@ -3,15 +3,22 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from detector.evaluation.results_format import detections_to_coco_results
 from detector.utils.draw import draw_boxes
+from detector.utils.progress import Progress
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+# The folder's detections in COCO results format, as training writes for its test set.
+COCO_RESULTS_NAME = "coco_instances_results.json"
+# The image id of each file in that results file, and the categories: a COCO JSON without annotations.
+COCO_IMAGES_NAME = "coco_images.json"
 logger = logging.getLogger("detector")
 
 
@@ -27,6 +34,92 @@ def list_images(path: str | Path) -> list[Path]:
     raise FileNotFoundError(f"--input {path} does not exist.")
 
 
+def resolve_device(name: str) -> torch.device:
+    """--device: auto (the first CUDA device when there is one, else the CPU), cpu, cuda or cuda:N."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA device is visible; use --device cpu or auto.")
+    return device
+
+
+def image_ids_for(paths: list[Path]) -> list[int]:
+    """COCO image ids for the results file: the file name's number when every name is one
+    (COCO's own 000000000139.jpg, so the results evaluate against COCO's ground truth),
+    else the position in the sorted listing, from 1."""
+    stems = [p.stem for p in paths]
+    if all(s.isdigit() for s in stems) and len({int(s) for s in stems}) == len(stems):
+        return [int(s) for s in stems]
+    return list(range(1, len(paths) + 1))
+
+
+def padded_input_size(preprocessor, height: int, width: int) -> tuple[int, int]:
+    """The padded canvas an image of height x width fills inside the model in eval mode: the
+    preprocessor's resize rule (short side to min_size_test, long side at most max_size_test,
+    floored as F.interpolate does), then padding up to size_divisibility."""
+    scale = min(preprocessor.min_size_test / min(height, width), preprocessor.max_size_test / max(height, width))
+    sizes = (math.floor(height * scale), math.floor(width * scale))
+    divisor = preprocessor.size_divisibility
+    return tuple(math.ceil(v / divisor) * divisor for v in sizes) if divisor > 1 else sizes
+
+
+def plan_batches(sizes: list[tuple[int, int] | None], batch_size: int, preprocessor=None) -> list[list[int]]:
+    """Indices of the images, in batches of at most batch_size whose images share one padded
+    canvas (same input size when there is no preprocessor to ask, e.g. under TTA, whose views
+    rescale). A batch padded to a larger canvas changes every feature near an image's border
+    (deeper convolutions see the padding's activations instead of zeros) and adds anchors, so
+    detections would depend on the batch; with one canvas per batch they equal batch 1's.
+    Images of unknown size (unreadable header) go alone."""
+    groups: dict[Any, list[int]] = {}
+    for index, size in enumerate(sizes):
+        if size is None:
+            key: Any = ("alone", index)
+        elif preprocessor is not None:
+            key = padded_input_size(preprocessor, *size)
+        else:
+            key = size
+        groups.setdefault(key, []).append(index)
+    return [members[i:i + batch_size] for members in groups.values() for i in range(0, len(members), batch_size)]
+
+
+def header_size(path: Path) -> tuple[int, int] | None:
+    """(height, width) as the model will see it, from the file header; None when unreadable."""
+    from detector.data.image_io import BadImageError, read_image_size
+
+    try:
+        width, height = read_image_size(str(path))
+    except BadImageError:
+        return None
+    return height, width
+
+
+def describe(out: dict[str, torch.Tensor], file_name: str, image_id: int, score_thresh: float, names: list[str],
+             category_of: dict[int, int]) -> tuple[dict[str, torch.Tensor], list[str], list[dict], list[dict]]:
+    """One image's detections kept at score_thresh: (kept outputs, label texts, predictions.json
+    entries, COCO results entries). category_of maps the model's labels 1..K to the dataset's
+    category ids (COCO's run 1..90 with gaps)."""
+    keep = out["scores"] >= score_thresh
+    kept = {key: value[keep].cpu() for key, value in out.items() if key in ("boxes", "scores", "labels")}
+    labels = [int(label) for label in kept["labels"]]
+    texts = [names[label - 1] if 0 < label <= len(names) else str(label) for label in labels]
+    predictions = []
+    for box, score, label, text in zip(kept["boxes"].float().tolist(), kept["scores"].float().tolist(), labels, texts):
+        x1, y1, x2, y2 = box
+        predictions.append({"file_name": file_name, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score),
+                            "category_id": category_of[label], "category_name": text})
+    results = detections_to_coco_results([kept], [image_id], category_of)
+    return kept, texts, predictions, results
+
+
+def write_json(data: Any, path: Path, indent: int | None = 1) -> None:
+    with open(path, "w") as handle:
+        json.dump(data, handle, indent=indent)
+
+
 def predict_images(
     weights: str | Path,
     inputs: list[Path],
@@ -34,15 +127,23 @@ def predict_images(
     score_thresh: float = 0.5,
     device: str = "cpu",
     tta: bool = False,
+    batch_size: int = 1,
 ) -> list[dict[str, Any]]:
-    """Write output_dir/predictions.json and one picture per image; returns the predictions.
+    """Write output_dir/predictions.json, one picture per image and the folder's detections in
+    COCO results format (coco_instances_results.json, with coco_images.json naming each image
+    id's file); returns the predictions.
 
+    device: auto, cpu, cuda or cuda:N. batch_size: images per forward pass, each batch made of
+    images the model resizes and pads to one canvas (see plan_batches), so the detections equal
+    those of batch 1; the outputs keep the order of `inputs`.
     tta: test-time augmentation with the settings of conf/config.yaml's test.aug_* keys
     (scales, flip, merge) and the checkpoint's own NMS threshold and detections per image."""
-    from detector.data.image_io import BadImageError, read_image_rgb
     from detector.modeling.build import load_model
 
-    model = load_model(str(weights), overrides=[f"model.roi_heads.score_thresh={score_thresh}"], device=device)
+    if batch_size < 1:
+        raise ValueError(f"--batch-size {batch_size}: must be at least 1.")
+    device = resolve_device(str(device))
+    model = load_model(str(weights), overrides=[f"model.roi_heads.score_thresh={score_thresh}"], device=str(device))
     if tta:
         from detector.config import load_config
         from detector.evaluation.tta import build_tta
@@ -58,39 +159,51 @@ def predict_images(
 
     checkpoint = read_checkpoint_with_config(weights)  # category ids from a .pth or a .safetensors header
     category_ids = checkpoint.get("category_ids") or list(range(1, len(names) + 1))
+    num_classes = int(names_source.config.model.num_classes)
+    category_of = {label: int(category_ids[label - 1]) if label <= len(category_ids) else label
+                   for label in range(1, num_classes + 1)}
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    predictions: list[dict[str, Any]] = []
-    for path in inputs:
-        try:
-            image = read_image_rgb(str(path))
-        except BadImageError as error:
-            logger.warning("Skipping %s", error)
-            continue
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255).to(device)
-        with torch.no_grad():
-            out = model([tensor])[0]
-        boxes = out["boxes"].cpu().numpy()
-        scores = out["scores"].cpu().numpy()
-        labels = out["labels"].cpu().numpy()
-        keep = scores >= score_thresh
-        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        texts = [names[int(l) - 1] if 0 < int(l) <= len(names) else str(int(l)) for l in labels]
-        for box, score, label, text in zip(boxes, scores, labels, texts):
-            x1, y1, x2, y2 = (float(v) for v in box)
-            predictions.append({
-                "file_name": str(path.name),
-                "bbox": [x1, y1, x2 - x1, y2 - y1],
-                "score": float(score),
-                "category_id": int(category_ids[int(label) - 1]) if 0 < int(label) <= len(category_ids) else int(label),
-                "category_name": text,
-            })
-        drawn = draw_boxes(image, boxes, texts, scores)
-        # RGB -> BGR for OpenCV; PNG keeps the drawing crisp.
-        import cv2
+    image_ids = image_ids_for(inputs)
+    sizes = [header_size(path) for path in inputs] if batch_size > 1 else [None] * len(inputs)
+    batches = plan_batches(sizes, batch_size, None if tta else getattr(model, "preprocessor", None))
+    # Per input index: (predictions, COCO results, COCO image entry); written in the input order.
+    per_image: dict[int, tuple[list, list, dict]] = {}
+    from detector.data.image_io import BadImageError, read_image_rgb
+    import cv2
 
-        cv2.imwrite(str(output_dir / f"{path.stem}.png"), drawn[:, :, ::-1])
-        logger.info("%s: %d detections", path.name, len(boxes))
-    with open(output_dir / "predictions.json", "w") as handle:
-        json.dump(predictions, handle, indent=1)
+    with Progress(total=len(inputs), desc="predict", unit="images") as progress:
+        for indices in batches:
+            batch = []
+            for index in indices:
+                try:
+                    batch.append((index, read_image_rgb(str(inputs[index]))))
+                except BadImageError as error:
+                    logger.warning("Skipping %s", error)
+                    progress.update(1)
+            if not batch:
+                continue
+            tensors = [torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255).to(device)
+                       for _, image in batch]
+            with torch.no_grad():
+                outputs = model(tensors)
+            for (index, image), out in zip(batch, outputs):
+                path, image_id = inputs[index], image_ids[index]
+                kept, texts, mine, results = describe(out, path.name, image_id, score_thresh, names, category_of)
+                entry = {"id": image_id, "file_name": path.name, "height": int(image.shape[0]),
+                         "width": int(image.shape[1])}
+                per_image[index] = (mine, results, entry)
+                drawn = draw_boxes(image, kept["boxes"].float().numpy(), texts, kept["scores"].float().numpy())
+                # RGB -> BGR for OpenCV; PNG keeps the drawing crisp.
+                cv2.imwrite(str(output_dir / f"{path.stem}.png"), drawn[:, :, ::-1])
+                logger.debug("%s: %d detections", path.name, len(texts))
+                progress.update(1)
+    order = sorted(per_image)
+    predictions = [p for i in order for p in per_image[i][0]]
+    coco_results = [r for i in order for r in per_image[i][1]]
+    coco_images = [per_image[i][2] for i in order]
+    write_json(predictions, output_dir / "predictions.json")
+    write_json(coco_results, output_dir / COCO_RESULTS_NAME, indent=None)
+    categories = [{"id": int(cid), "name": name} for cid, name in zip(category_ids, names) if name != "N/A"]
+    write_json({"images": coco_images, "categories": categories}, output_dir / COCO_IMAGES_NAME)
     return predictions
