@@ -57,6 +57,15 @@ def convert_weights(source: str, input_path: str | os.PathLike, output_path: str
                     num_classes: int | None = None, coco80: bool = False) -> Path:
     if source not in SOURCES:
         raise ValueError(f"--source '{source}' is not supported; valid choices: {', '.join(SOURCES)}.")
+    from detector.weights import zoo
+
+    if zoo.is_published_name(input_path):
+        # A published name (torchvision://..., detectron2://...): the publisher's file, fetched
+        # into the torch hub cache and hash checked, converted like any local file.
+        entry = zoo.lookup(input_path)
+        if entry.source != source:
+            raise ValueError(f"{entry.name} is a {entry.source} file: use --source {entry.source}.")
+        input_path = zoo.fetch(entry)[0]
     input_path = Path(input_path)
     if not input_path.is_file():
         raise FileNotFoundError(f"input weights '{input_path}' do not exist.")
@@ -75,7 +84,18 @@ def convert_weights(source: str, input_path: str | os.PathLike, output_path: str
 
         if input_path.suffix != ".pkl":
             raise ValueError(f"Detectron2 weights are .pkl files; got '{input_path}'.")
-        state, backbone, model, found_classes, names = convert_detectron2(load_restricted_pickle(input_path))
+        data = load_restricted_pickle(input_path)
+        from detector.weights.caffe2_resnet import caffe2_blobs, convert_caffe2_resnet
+
+        blobs = caffe2_blobs(data)
+        if blobs is not None:   # an ImageNet ResNet (e.g. ImageNetPretrained/MSRA/R-50.pkl): backbone weights
+            body, backbone, model = convert_caffe2_resnet(blobs)
+            config = converted_config(backbone, model, num_classes, None)
+            _check_body_loadable(config, body, str(input_path))
+            logger.info("Backbone %s: use it with backbone.weights=%s backbone.stride_in_1x1=true model.input.format=BGR "
+                        "and Detectron2's pixel mean/std (see docs/model_zoo.md)", backbone["name"], output_path)
+            return write_checkpoint({"model": body, "iteration": 0, "config": config}, output_path)
+        state, backbone, model, found_classes, names = convert_detectron2(data)
         return _write_detection(state, backbone, model, found_classes, names, num_classes, output_path, input_path)
 
     from detector.weights.torchvision_conversion import checkpoint_from_torchvision, is_torchvision_classification
@@ -85,6 +105,14 @@ def convert_weights(source: str, input_path: str | os.PathLike, output_path: str
     if is_torchvision_classification(raw):
         logger.info("Backbone %s: use it with backbone.weights=%s", checkpoint["config"]["backbone"]["name"], output_path)
     return write_checkpoint(checkpoint, output_path)
+
+
+def _check_body_loadable(config: dict, body: dict[str, torch.Tensor], source: str) -> None:
+    from omegaconf import OmegaConf
+
+    from detector.modeling.build import build_resnet
+
+    load_state_dict_strict(build_resnet(OmegaConf.create(config).backbone), body, source)
 
 
 def _write_detection(state, backbone, model, found_classes, names, num_classes, output_path, input_path) -> Path:

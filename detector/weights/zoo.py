@@ -252,9 +252,3 @@ def resolve_weights(value: str | os.PathLike, expect: str | None = None) -> Path
     if not output.is_file():
         _convert(entry, raw, output)
     return output
-
-
-def raw_weights(value: str | os.PathLike) -> tuple[PublishedWeights, Path]:
-    """The entry and the publisher's own file (checked, not converted): for convert_weights --input NAME."""
-    entry = lookup(value)
-    return entry, fetch(entry)[0]

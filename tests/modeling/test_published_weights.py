@@ -1,0 +1,368 @@
+"""Published weights by name (detector/weights/zoo.py), offline.
+
+Nothing here touches the network: TORCH_HOME points at a temporary folder, and the
+downloader is replaced by one that records its call and fails. Random-weight files are
+planted under the names the publishers use. Their hashes are not the published ones, so
+the "planted file used" tests substitute the planted file's own hash prefix in the
+registry entry; the "hash mismatch" tests keep the published one.
+
+The planted networks are ResNet-18s with narrow heads (the layout is read off the weights),
+except the MSRA backbone, whose point is the bottleneck's Caffe2 names.
+"""
+import dataclasses
+import hashlib
+import pickle
+from urllib.error import URLError
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.ops import FrozenBatchNorm2d
+
+from detector.modeling.build import build_model, load_model
+from detector.weights import zoo
+from detector.weights.caffe2_resnet import FROZEN_BN_EPS
+from detector.weights.detectron2_conversion import detectron2_key_to_ours
+
+FPN_DIM, FC_DIM = 32, 64
+TV_DETECTOR = "torchvision://fasterrcnn_resnet50_fpn"
+TV_BACKBONE = "torchvision://resnet18"
+D2_DETECTOR = "detectron2://COCO-Detection/faster_rcnn_R_50_FPN_3x"
+D2_BACKBONE = "detectron2://ImageNetPretrained/MSRA/R-50"
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """An empty torch hub cache, and a downloader that fails; returns the list of its calls."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    calls = []
+
+    def offline(url, destination):
+        calls.append((url, destination))
+        raise URLError("network disabled in tests")
+
+    monkeypatch.setattr(zoo, "_download", offline)
+    return calls
+
+
+def plant(name: str, data: bytes) -> "Path":  # noqa: F821
+    path = zoo.cached_file(zoo.lookup(name))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def accept_planted(monkeypatch, name: str, data: bytes) -> None:
+    """Registry entry for `name` with the planted file's hash in place of the publisher's."""
+    original = zoo.lookup
+
+    def lookup(value):
+        entry = original(value)
+        if entry.name != original(name).name or entry.hash_algorithm is None:
+            return entry
+        digest = hashlib.new(entry.hash_algorithm, data).hexdigest()
+        return dataclasses.replace(entry, hash_prefix=digest[: len(entry.hash_prefix)])
+
+    monkeypatch.setattr(zoo, "lookup", lookup)
+
+
+def torch_bytes(state) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def small_overrides(*extra):
+    return ["backbone=resnet18", "model.num_classes=2", f"model.fpn.out_channels={FPN_DIM}",
+            f"model.roi_heads.fc_dim={FC_DIM}", *extra]
+
+
+# ---------------------------------------------------------------- torchvision detector
+def torchvision_detector_state() -> dict:
+    """torchvision's Faster R-CNN layout (COCO's 91 outputs) on a ResNet-18 with narrow heads."""
+    torch.manual_seed(0)
+    body = torchvision.models.resnet18(weights=None, norm_layer=FrozenBatchNorm2d)
+    backbone = BackboneWithFPN(body, {f"layer{i}": str(i - 1) for i in range(1, 5)}, [64, 128, 256, 512], FPN_DIM)
+    model = FasterRCNN(backbone, num_classes=None, box_head=TwoMLPHead(FPN_DIM * 49, FC_DIM),
+                       box_predictor=FastRCNNPredictor(FC_DIM, 91))
+    return {k: v for k, v in model.state_dict().items()}
+
+
+def torchvision_detection_key_to_ours(key: str) -> str:
+    key = key.replace("backbone.fpn.inner_blocks.", "backbone.fpn.lateral_convs.")
+    key = key.replace("backbone.fpn.layer_blocks.", "backbone.fpn.output_convs.")
+    key = key.replace("rpn.head.conv.0.0.", "rpn.head.convs.0.").replace("rpn.head.cls_logits.", "rpn.head.objectness.")
+    key = key.replace("rpn.head.bbox_pred.", "rpn.head.deltas.")
+    return key.replace("box_head.fc6.", "box_head.fc1.").replace("box_head.fc7.", "box_head.fc2.")
+
+
+def test_torchvision_detector_planted_file_is_used(hub, monkeypatch):
+    planted = torchvision_detector_state()
+    data = torch_bytes(planted)
+    raw = plant(TV_DETECTOR, data)
+    accept_planted(monkeypatch, TV_DETECTOR, data)
+
+    model = load_model(TV_DETECTOR)
+    ours = model.state_dict()
+    for key, value in planted.items():
+        assert torch.equal(ours[torchvision_detection_key_to_ours(key)], value), key
+    assert model.config.model.num_classes == 90 and model.config.model.class_names[0] == "person"
+    assert hub == []   # the planted file was used: no download was tried
+    converted = sorted(raw.parent.glob("fasterrcnn_resnet50_fpn_coco-258fb6c6.detector-v1-*.pth"))
+    assert [p.name for p in converted] == [f"{raw.stem}.detector-v1-{hashlib.sha256(data).hexdigest()[:12]}.pth"]
+
+    # The conversion is cached: a second use reads it instead of converting again.
+    monkeypatch.setattr(zoo, "_convert", lambda *a: pytest.fail("converted twice"))
+    assert zoo.resolve_weights(TV_DETECTOR) == converted[0]
+
+
+def test_torchvision_detector_hash_mismatch_is_refused(hub):
+    raw = plant(TV_DETECTOR, b"not the published file")
+    with pytest.raises(zoo.PublishedWeightsError) as error:
+        load_model(TV_DETECTOR)
+    message = str(error.value)
+    assert str(raw) in message and "sha256" in message and "258fb6c6" in message
+    assert "https://download.pytorch.org/models/fasterrcnn_resnet50_fpn_coco-258fb6c6.pth" in message
+    assert raw.is_file(), "a file the user placed is never deleted"
+    assert not list(raw.parent.glob("*.detector-*")), "nothing was converted"
+
+
+def test_torchvision_detector_missing_file_names_url_and_path(hub, tmp_path):
+    expected = tmp_path / "torch_home" / "hub" / "checkpoints" / "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth"
+    url = "https://download.pytorch.org/models/fasterrcnn_resnet50_fpn_coco-258fb6c6.pth"
+    with pytest.raises(zoo.PublishedWeightsError) as error:
+        load_model(TV_DETECTOR)
+    message = str(error.value)
+    assert url in message and str(expected) in message and "\n" not in message
+    assert hub == [(url, expected)]
+
+
+def test_fasterrcnn_v2_is_its_own_file(hub, tmp_path):
+    with pytest.raises(zoo.PublishedWeightsError) as error:
+        load_model("torchvision://fasterrcnn_resnet50_fpn_v2")
+    assert "https://download.pytorch.org/models/fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth" in str(error.value)
+    assert str(tmp_path / "torch_home" / "hub" / "checkpoints" / "fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth") in str(error.value)
+
+
+# ---------------------------------------------------------------- torchvision backbone
+def test_torchvision_backbone_planted_file_is_used(hub, monkeypatch):
+    torch.manual_seed(0)
+    planted = torchvision.models.resnet18(weights=None).state_dict()
+    data = torch_bytes(planted)
+    plant(TV_BACKBONE, data)
+    accept_planted(monkeypatch, TV_BACKBONE, data)
+
+    from detector.config import load_config
+
+    model = build_model(load_config(small_overrides(f"backbone.weights={TV_BACKBONE}")))
+    body = model.backbone.body.state_dict()
+    compared = [k for k in planted if not k.startswith("fc.") and not k.endswith("num_batches_tracked")]
+    assert len(compared) == 100   # every conv and norm tensor of a ResNet-18 body
+    for key in compared:
+        assert torch.equal(body[key], planted[key]), key
+    # The explicit version names the same file (V1 is the default).
+    assert zoo.resolve_weights(f"{TV_BACKBONE}.IMAGENET1K_V1") == zoo.resolve_weights(TV_BACKBONE)
+    assert hub == []
+
+
+def test_torchvision_backbone_hash_mismatch_is_refused(hub):
+    raw = plant(TV_BACKBONE, b"\0" * 100)
+    from detector.config import load_config
+
+    with pytest.raises(zoo.PublishedWeightsError, match="f37072fd") as error:
+        build_model(load_config(small_overrides(f"backbone.weights={TV_BACKBONE}")))
+    assert str(raw) in str(error.value)
+
+
+def test_torchvision_backbone_missing_file_names_url_and_path(hub, tmp_path):
+    """V2 is selected by name and is a different file."""
+    from detector.config import load_config
+
+    url = "https://download.pytorch.org/models/resnet50-11ad3fa6.pth"
+    expected = tmp_path / "torch_home" / "hub" / "checkpoints" / "resnet50-11ad3fa6.pth"
+    with pytest.raises(zoo.PublishedWeightsError) as error:
+        build_model(load_config(small_overrides("backbone.weights=torchvision://resnet50.IMAGENET1K_V2")))
+    assert url in str(error.value) and str(expected) in str(error.value)
+    assert hub == [(url, expected)]
+
+
+def test_names_of_the_wrong_kind_say_where_they_go(hub):
+    with pytest.raises(zoo.PublishedWeightsError, match="backbone.weights=torchvision://resnet50"):
+        load_model("torchvision://resnet50")
+    with pytest.raises(zoo.PublishedWeightsError, match="Known names: torchvision://fasterrcnn_resnet50_fpn"):
+        load_model("torchvision://resnet51")
+    with pytest.raises(zoo.PublishedWeightsError, match="torchvision://resnet18.IMAGENET1K_V1"):
+        zoo.lookup("torchvision://resnet18.IMAGENET1K_V2")
+    assert hub == []
+
+
+# ---------------------------------------------------------------- detectron2 detector
+def detectron2_r18_fpn_weights() -> dict:
+    """Detectron2's model-zoo names on a ResNet-18 layout with narrow heads, random values."""
+    rng = np.random.default_rng(0)
+    shapes = {"backbone.bottom_up.stem.conv1.weight": (64, 3, 7, 7)}
+    norm = ("weight", "bias", "running_mean", "running_var")
+    shapes.update({f"backbone.bottom_up.stem.conv1.norm.{s}": (64,) for s in norm})
+    in_channels = 64
+    for stage, channels in zip((2, 3, 4, 5), (64, 128, 256, 512)):
+        for block in range(2):
+            prefix = f"backbone.bottom_up.res{stage}.{block}"
+            convs = {"conv1": (channels, in_channels, 3, 3), "conv2": (channels, channels, 3, 3)}
+            if in_channels != channels:
+                convs["shortcut"] = (channels, in_channels, 1, 1)
+            for conv, shape in convs.items():
+                shapes[f"{prefix}.{conv}.weight"] = shape
+                shapes.update({f"{prefix}.{conv}.norm.{s}": (shape[0],) for s in norm})
+            in_channels = channels
+        shapes[f"backbone.fpn_lateral{stage}.weight"] = (FPN_DIM, channels, 1, 1)
+        shapes[f"backbone.fpn_lateral{stage}.bias"] = (FPN_DIM,)
+        shapes[f"backbone.fpn_output{stage}.weight"] = (FPN_DIM, FPN_DIM, 3, 3)
+        shapes[f"backbone.fpn_output{stage}.bias"] = (FPN_DIM,)
+    head = "proposal_generator.rpn_head"
+    shapes.update({f"{head}.conv.weight": (FPN_DIM, FPN_DIM, 3, 3), f"{head}.conv.bias": (FPN_DIM,),
+                   f"{head}.objectness_logits.weight": (3, FPN_DIM, 1, 1), f"{head}.objectness_logits.bias": (3,),
+                   f"{head}.anchor_deltas.weight": (12, FPN_DIM, 1, 1), f"{head}.anchor_deltas.bias": (12,),
+                   "roi_heads.box_head.fc1.weight": (FC_DIM, FPN_DIM * 49), "roi_heads.box_head.fc1.bias": (FC_DIM,),
+                   "roi_heads.box_head.fc2.weight": (FC_DIM, FC_DIM), "roi_heads.box_head.fc2.bias": (FC_DIM,),
+                   "roi_heads.box_predictor.cls_score.weight": (81, FC_DIM), "roi_heads.box_predictor.cls_score.bias": (81,),
+                   "roi_heads.box_predictor.bbox_pred.weight": (320, FC_DIM), "roi_heads.box_predictor.bbox_pred.bias": (320,)})
+    weights = {k: rng.standard_normal(s).astype(np.float32) * 0.01 for k, s in shapes.items()}
+    for key in weights:
+        if key.endswith("running_var"):
+            weights[key] = np.abs(weights[key]) + 1.0
+    return weights
+
+
+def test_detectron2_detector_planted_file_is_used(hub, monkeypatch):
+    planted = detectron2_r18_fpn_weights()
+    data = pickle.dumps({"model": planted, "__author__": "Detectron2 Model Zoo"}, protocol=2)
+    plant(D2_DETECTOR, data)
+    accept_planted(monkeypatch, D2_DETECTOR, data)
+
+    model = load_model(D2_DETECTOR)
+    ours = model.state_dict()
+    for key, value in planted.items():
+        assert np.array_equal(ours[detectron2_key_to_ours(key)].numpy(), value), key
+    assert torch.equal(ours["backbone.body.layer2.0.downsample.0.weight"],
+                       torch.from_numpy(planted["backbone.bottom_up.res3.0.shortcut.weight"]))
+    assert model.config.model.input.format == "BGR" and model.config.model.class_names[-1] == "toothbrush"
+    assert hub == []
+
+
+def test_detectron2_detector_hash_mismatch_is_refused(hub):
+    """Detectron2's model-zoo file names carry an md5 prefix (MODEL_ZOO.md)."""
+    raw = plant(D2_DETECTOR, pickle.dumps({"model": {}}))
+    with pytest.raises(zoo.PublishedWeightsError) as error:
+        load_model(D2_DETECTOR)
+    assert "md5" in str(error.value) and "280758" in str(error.value) and str(raw) in str(error.value)
+
+
+def test_detectron2_detector_missing_file_names_url_and_path(hub, tmp_path):
+    url = ("https://dl.fbaipublicfiles.com/detectron2/COCO-Detection/faster_rcnn_R_50_FPN_3x/137849458/"
+           "model_final_280758.pkl")
+    expected = tmp_path / "torch_home" / "hub" / "checkpoints" / "model_final_280758.pkl"
+    with pytest.raises(zoo.PublishedWeightsError) as error:
+        load_model(D2_DETECTOR)
+    assert url in str(error.value) and str(expected) in str(error.value)
+    assert hub == [(url, expected)]
+
+
+# ---------------------------------------------------------------- detectron2 backbone
+def msra_r50_blobs() -> dict:
+    """Caffe2 blob names of an MSRA ResNet-50 (fused norms: scale _s and shift _b only), plus
+    the classifier and solver blobs a real file carries."""
+    blobs = {"conv1_w": (64, 3, 7, 7), "res_conv1_bn_s": (64,), "res_conv1_bn_b": (64,),
+             "fc1000_w": (1000, 2048), "fc1000_b": (1000,)}
+    in_channels = 64
+    for stage, blocks in zip((2, 3, 4, 5), (3, 4, 6, 3)):
+        width = 64 * 2 ** (stage - 2)
+        for block in range(blocks):
+            convs = {"2a": (width, in_channels, 1, 1), "2b": (width, width, 3, 3), "2c": (width * 4, width, 1, 1)}
+            if block == 0:
+                convs["1"] = (width * 4, in_channels, 1, 1)
+            for branch, shape in convs.items():
+                blobs[f"res{stage}_{block}_branch{branch}_w"] = shape
+                blobs[f"res{stage}_{block}_branch{branch}_bn_s"] = (shape[0],)
+                blobs[f"res{stage}_{block}_branch{branch}_bn_b"] = (shape[0],)
+            in_channels = width * 4
+    # A distinct constant per blob (cheaper than 25M random draws): any mix-up of blobs shows.
+    values = {k: np.full(s, (i + 1) * 1e-3, np.float32) for i, (k, s) in enumerate(blobs.items())}
+    values["conv1_w_momentum"] = np.zeros((64, 3, 7, 7), np.float32)
+    return values
+
+
+def test_detectron2_backbone_planted_file_is_used(hub):
+    """The MSRA files carry no published hash: the planted file is used as it is."""
+    planted = msra_r50_blobs()
+    plant(D2_BACKBONE, pickle.dumps(planted, protocol=2))
+    from detector.config import load_config
+
+    model = build_model(load_config(small_overrides(
+        "backbone=resnet50", "backbone.stride_in_1x1=true", f"backbone.weights={D2_BACKBONE}")))
+    body = model.backbone.body.state_dict()
+    assert torch.equal(body["conv1.weight"], torch.from_numpy(planted["conv1_w"]))
+    assert torch.equal(body["bn1.weight"], torch.from_numpy(planted["res_conv1_bn_s"]))
+    assert torch.equal(body["layer1.0.downsample.0.weight"], torch.from_numpy(planted["res2_0_branch1_w"]))
+    assert torch.equal(body["layer3.5.conv3.weight"], torch.from_numpy(planted["res4_5_branch2c_w"]))
+    assert torch.equal(body["layer4.2.bn2.bias"], torch.from_numpy(planted["res5_2_branch2b_bn_b"]))
+    # A fused norm becomes exactly its published scale and shift under FrozenBatchNorm2d.
+    assert torch.equal(body["layer2.1.bn1.running_mean"], torch.zeros(128))
+    assert torch.allclose(body["layer2.1.bn1.running_var"] + FROZEN_BN_EPS, torch.ones(128), atol=0, rtol=1e-7)
+    assert hub == []
+
+
+def test_detectron2_backbone_hash_mismatch_is_refused(hub, monkeypatch):
+    """Detectron2 gives no hash for the MSRA files; when an entry has one (the same check as
+    for the model-zoo detectors), a file that differs is refused."""
+    raw = plant(D2_BACKBONE, pickle.dumps({"conv1_w": np.zeros(3, np.float32)}))
+    original = zoo.lookup
+    monkeypatch.setattr(zoo, "lookup", lambda value: dataclasses.replace(original(value), hash_algorithm="md5",
+                                                                         hash_prefix="0123ab"))
+    from detector.config import load_config
+
+    with pytest.raises(zoo.PublishedWeightsError, match="0123ab") as error:
+        build_model(load_config(small_overrides(f"backbone.weights={D2_BACKBONE}")))   # refused before any loading
+    assert str(raw) in str(error.value)
+
+
+def test_detectron2_backbone_missing_file_names_url_and_path(hub, tmp_path):
+    url = "https://dl.fbaipublicfiles.com/detectron2/ImageNetPretrained/MSRA/R-101.pkl"
+    expected = tmp_path / "torch_home" / "hub" / "checkpoints" / "R-101.pkl"
+    from detector.config import load_config
+
+    with pytest.raises(zoo.PublishedWeightsError) as error:
+        # (the small ResNet-18 config: the name fails before any weights are compared with the model)
+        build_model(load_config(small_overrides("backbone.weights=detectron2://ImageNetPretrained/MSRA/R-101")))
+    assert url in str(error.value) and str(expected) in str(error.value)
+    assert hub == [(url, expected)]
+
+
+# ---------------------------------------------------------------- downloads and tools
+def test_a_bad_download_is_deleted(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+
+    def truncated(url, destination):
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        destination.write_bytes(b"truncated")
+
+    monkeypatch.setattr(zoo, "_download", truncated)
+    with pytest.raises(zoo.PublishedWeightsError, match="it was deleted"):
+        zoo.resolve_weights(TV_BACKBONE)
+    assert not zoo.cached_file(zoo.lookup(TV_BACKBONE)).exists()
+
+
+def test_convert_tool_takes_a_name_and_reports_without_traceback(hub, tmp_path, capsys):
+    from detector.cli.convert_weights import main
+
+    status = main(["--source", "detectron2", "--input", D2_DETECTOR, "--output", str(tmp_path / "out.pth")])
+    err = capsys.readouterr().err
+    assert status != 0 and "Traceback" not in err
+    assert err.startswith("error: ") and "model_final_280758.pkl" in err and "https://dl.fbaipublicfiles.com" in err
+    status = main(["--source", "torchvision", "--input", D2_DETECTOR, "--output", str(tmp_path / "out.pth")])
+    assert status != 0 and "use --source detectron2" in capsys.readouterr().err
