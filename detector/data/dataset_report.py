@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from detector.data.coco_index import DatasetIndex, Problem
 from detector.data.image_io import BadImageError, read_image_rgb
+from detector.utils.progress import track
 
 # COCO's area ranges (pixels squared) for APs / APm / APl.
 SMALL_AREA = 32 ** 2
@@ -42,7 +43,9 @@ def report_split(name: str, index: DatasetIndex, max_image_pixels: int, decode_i
             return None
 
         with ThreadPoolExecutor(max(1, workers)) as pool:  # decoding releases the GIL
-            report.errors.extend(p for p in pool.map(check, index.records) if p is not None)
+            decoded = track(pool.map(check, index.records), total=len(index.records), desc=f"decoding {name}",
+                            unit="images")
+            report.errors.extend(p for p in decoded if p is not None)
     labels = Counter()
     for record in index.records:
         labels.update(int(label) for label in record.labels)

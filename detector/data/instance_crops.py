@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from detector.data.image_io import BadImageError, read_image_rgb
+from detector.utils.progress import track
 
 logger = logging.getLogger("detector")
 
@@ -95,7 +96,7 @@ def crop_instances(cfg, output: str | os.PathLike, min_size: float = 8.0, margin
         too_small = 0
         for folder in folders:
             (output / split / folder).mkdir(parents=True, exist_ok=True)
-        for record in index.records:
+        for record in track(index.records, desc=f"cropping {split}", unit="images"):
             sizes = record.boxes[:, 2:] - record.boxes[:, :2] if len(record.boxes) else np.zeros((0, 2))
             keep = [i for i in range(len(record.boxes)) if sizes[i, 0] >= min_size and sizes[i, 1] >= min_size]
             too_small += len(record.boxes) - len(keep)

@@ -28,6 +28,8 @@ from concurrent.futures import ProcessPoolExecutor
 import cv2
 import numpy as np
 
+from detector.utils.progress import track
+
 SHAPE_KINDS = ("circle", "rectangle", "triangle", "cross", "star")
 GENERATOR_VERSION = 2
 STAMP = "generator.json"  # written last: its presence means the folder is complete
@@ -119,12 +121,14 @@ def write_shapes_dataset(folder: str, params: dict) -> None:
     for split_code, (split, count) in enumerate((("train", params["num_train"]), ("test", params["num_test"]))):
         os.makedirs(os.path.join(folder, split))
         jobs = [(folder, split, split_code, index, params) for index in range(count)]
+        desc = f"generating shapes {split}"
         if workers > 1 and count > 32 and not multiprocessing.current_process().daemon:
             # Images are independent (each has its own seed), so the order of work is free.
             with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-                results = list(pool.map(_render_and_write, jobs, chunksize=16))
+                results = list(track(pool.map(_render_and_write, jobs, chunksize=16), total=count, desc=desc,
+                                     unit="images"))
         else:
-            results = [_render_and_write(job) for job in jobs]
+            results = [_render_and_write(job) for job in track(jobs, desc=desc, unit="images")]
         images, annotations = [], []
         for index, objects in enumerate(results):
             image_id = index + 1
