@@ -8,6 +8,7 @@ import torch
 
 from detector.benchmarking.memory import resident_bytes
 from detector.benchmarking.training import optimisation_step
+from detector.utils.progress import track
 
 
 def memory_over_iterations(cfg, device: torch.device, iterations: int) -> dict:
@@ -24,7 +25,7 @@ def memory_over_iterations(cfg, device: torch.device, iterations: int) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         iterator = iter(build_train_loader(cfg))
-        for _ in range(iterations):
+        for _ in track(range(iterations), desc="memory growth", unit="it", leave=False):
             batch = next(iterator)
             images = [im.to(device, non_blocking=True) for im in batch["images"]]
             targets = [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in batch["targets"]]

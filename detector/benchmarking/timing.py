@@ -7,6 +7,8 @@ from typing import Callable, Mapping
 
 import torch
 
+from detector.utils.progress import Progress
+
 
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
@@ -14,20 +16,22 @@ def synchronize(device: torch.device) -> None:
 
 
 def interleaved_times(candidates: Mapping[str, Callable[[int], object]], repeats: int, warmup: int,
-                      device: torch.device) -> dict[str, list[float]]:
+                      device: torch.device, desc: str = "timing") -> dict[str, list[float]]:
     """Seconds per call of each candidate. Candidates take the repeat index (to cycle inputs)
     and run in turn within each repeat -- A B C, A B C, ... -- so drifts in machine load
     hit all of them alike. The first `warmup` rounds (allocator, oneDNN/cuDNN plans) are
-    not timed."""
+    not timed. Shows progress in runs (rounds x candidates)."""
     times: dict[str, list[float]] = {name: [] for name in candidates}
-    for round_index in range(warmup + repeats):
-        for name, run in candidates.items():
-            synchronize(device)
-            start = time.perf_counter()
-            run(round_index)
-            synchronize(device)
-            if round_index >= warmup:
-                times[name].append(time.perf_counter() - start)
+    with Progress(total=(warmup + repeats) * len(candidates), desc=desc, unit="runs", leave=False) as progress:
+        for round_index in range(warmup + repeats):
+            for name, run in candidates.items():
+                synchronize(device)
+                start = time.perf_counter()
+                run(round_index)
+                synchronize(device)
+                if round_index >= warmup:
+                    times[name].append(time.perf_counter() - start)
+                progress.update(1)
     return times
 
 
