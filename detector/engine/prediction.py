@@ -139,9 +139,12 @@ def predict_images(
     tta: test-time augmentation with the settings of conf/config.yaml's test.aug_* keys
     (scales, flip, merge) and the checkpoint's own NMS threshold and detections per image."""
     from detector.modeling.build import load_model
+    from detector.weights.zoo import resolve_weights
 
     if batch_size < 1:
         raise ValueError(f"--batch-size {batch_size}: must be at least 1.")
+    # A published name (e.g. torchvision://fasterrcnn_resnet50_fpn_v2) becomes its cached conversion.
+    weights = resolve_weights(weights, expect="detector")
     device = resolve_device(str(device))
     model = load_model(str(weights), overrides=[f"model.roi_heads.score_thresh={score_thresh}"], device=str(device))
     if tta:

@@ -69,8 +69,11 @@ class ResNetClassifier(ResNet):
 
 def classifier_state_from_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A classifier state dict from a checkpoint of this project ({"model": ...}), a
-    .safetensors file or a bare torchvision state dict; DDP's "module." prefix removed."""
-    state, _ = read_state_dict(path)
+    .safetensors file or a bare torchvision state dict; DDP's "module." prefix removed.
+    A published name (e.g. torchvision://resnet50) reads its cached conversion."""
+    from detector.weights.zoo import resolve_weights
+
+    state, _ = read_state_dict(resolve_weights(path))
     return strip_prefix(state, "module.")
 
 

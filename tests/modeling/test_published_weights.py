@@ -366,3 +366,16 @@ def test_convert_tool_takes_a_name_and_reports_without_traceback(hub, tmp_path, 
     assert err.startswith("error: ") and "model_final_280758.pkl" in err and "https://dl.fbaipublicfiles.com" in err
     status = main(["--source", "torchvision", "--input", D2_DETECTOR, "--output", str(tmp_path / "out.pth")])
     assert status != 0 and "use --source detectron2" in capsys.readouterr().err
+
+
+def test_predict_and_classifier_take_names(hub, tmp_path):
+    """Prediction resolves --weights names; the classifier's backbone.weights too."""
+    from detector.engine.prediction import predict_images
+    from detector.modeling.classifier import classifier_state_from_file
+
+    with pytest.raises(zoo.PublishedWeightsError, match="fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth"):
+        predict_images("torchvision://fasterrcnn_resnet50_fpn_v2", [], tmp_path / "out")
+    with pytest.raises(zoo.PublishedWeightsError, match="resnet34-b627a593.pth"):
+        classifier_state_from_file("torchvision://resnet34")
+    assert [url for url, _ in hub] == ["https://download.pytorch.org/models/fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth",
+                                       "https://download.pytorch.org/models/resnet34-b627a593.pth"]
