@@ -133,6 +133,9 @@ def predict_images(
     COCO results format (coco_instances_results.json, with coco_images.json naming each image
     id's file); returns the predictions.
 
+    weights: a checkpoint file or a published name such as torchvision://fasterrcnn_resnet50_fpn_v2
+    (see detector/weights/zoo.py); converted COCO detectors carry COCO's class names and ids.
+
     device: auto, cpu, cuda or cuda:N. batch_size: images per forward pass, each batch made of
     images the model resizes and pads to one canvas (see plan_batches), so the detections equal
     those of batch 1; the outputs keep the order of `inputs`.
@@ -145,7 +148,11 @@ def predict_images(
         raise ValueError(f"--batch-size {batch_size}: must be at least 1.")
     # A published name (e.g. torchvision://fasterrcnn_resnet50_fpn_v2) becomes its cached conversion.
     weights = resolve_weights(weights, expect="detector")
+    from detector.weights.zoo import resolve_weights
+
     device = resolve_device(str(device))
+    # A published name (torchvision://...) becomes its converted file once; both reads below use it.
+    weights = resolve_weights(weights, expect="detector")
     model = load_model(str(weights), overrides=[f"model.roi_heads.score_thresh={score_thresh}"], device=str(device))
     if tta:
         from detector.config import load_config
