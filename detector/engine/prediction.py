@@ -148,11 +148,7 @@ def predict_images(
         raise ValueError(f"--batch-size {batch_size}: must be at least 1.")
     # A published name (e.g. torchvision://fasterrcnn_resnet50_fpn_v2) becomes its cached conversion.
     weights = resolve_weights(weights, expect="detector")
-    from detector.weights.zoo import resolve_weights
-
     device = resolve_device(str(device))
-    # A published name (torchvision://...) becomes its converted file once; both reads below use it.
-    weights = resolve_weights(weights, expect="detector")
     model = load_model(str(weights), overrides=[f"model.roi_heads.score_thresh={score_thresh}"], device=str(device))
     if tta:
         from detector.config import load_config
