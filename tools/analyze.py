@@ -1,56 +1,8 @@
-"""Error analysis of a COCO results file: TIDE error kinds with the AP each would recover,
-a confusion matrix, per-class precision-recall curves and a size breakdown.
+"""Error analysis of a COCO results file.
 
-    python tools/analyze.py --gt GT.json --results RESULTS.json --output DIR
-        [--fg-iou 0.5] [--bg-iou 0.1] [--score-thresh 0.5] [--evaluator faster_coco_eval|pycocotools]
-
-Writes DIR/summary.md, DIR/analysis.json, DIR/error_breakdown.png, DIR/confusion_matrix.png,
-DIR/pr_curves.png and DIR/size_breakdown.png, and prints the error table.
+A thin wrapper of detector/cli/analyze.py, the `detector-analyze` command: the same arguments (--help for the usage).
 """
-from __future__ import annotations
-
-import argparse
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from detector.evaluation.analysis.confusion import DEFAULT_SCORE_THRESH  # noqa: E402
-from detector.evaluation.analysis.errors import TIDE_BG_IOU, TIDE_FG_IOU  # noqa: E402
-from detector.evaluation.analysis.pipeline import write_analysis  # noqa: E402
-from detector.evaluation.analysis.report import counts_line, error_table, overall_table  # noqa: E402
-from detector.evaluation.coco_evaluator import BACKENDS, EvaluationError, load_json  # noqa: E402
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--gt", required=True, help="COCO ground-truth annotation JSON")
-    parser.add_argument("--results", required=True, help="detections in COCO results format (JSON list)")
-    parser.add_argument("--output", required=True, help="directory for summary.md, analysis.json and the PNGs")
-    parser.add_argument("--fg-iou", type=float, default=TIDE_FG_IOU,
-                        help="foreground IoU: matching and the AP of the dAP numbers (one of COCO's 0.50:0.05:0.95)")
-    parser.add_argument("--bg-iou", type=float, default=TIDE_BG_IOU, help="background IoU (TIDE's 0.1)")
-    parser.add_argument("--score-thresh", type=float, default=DEFAULT_SCORE_THRESH,
-                        help="detections below this score stay out of the confusion matrix")
-    parser.add_argument("--evaluator", default="faster_coco_eval", choices=BACKENDS)
-    args = parser.parse_args(argv)
-    try:
-        gt = load_json(args.gt, "Ground-truth")
-        results = load_json(args.results, "Results")
-        analysis = write_analysis(gt, results, args.output, sources={"gt": args.gt, "results": args.results},
-                                  fg_iou=args.fg_iou, bg_iou=args.bg_iou, score_thresh=args.score_thresh,
-                                  backend=args.evaluator)
-    except (EvaluationError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(overall_table(analysis))
-    print()
-    print(error_table(analysis))
-    print()
-    print(counts_line(analysis))
-    print(f"\nWrote {Path(args.output) / 'summary.md'}, analysis.json and {len(analysis['files'])} pictures.")
-    return 0
-
+from detector.cli.analyze import main, run  # noqa: F401 - main(argv): what tests call
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -15,11 +15,8 @@ back, and ratios are medians of the per-round ratios. Prints a table and writes 
 """
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main(argv=None) -> int:

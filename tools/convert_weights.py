@@ -1,50 +1,8 @@
 """Convert torchvision or Detectron2 weights into a checkpoint of this project.
 
-    python tools/convert_weights.py --source torchvision --input fasterrcnn.pth --output out.pth
-    python tools/convert_weights.py --source torchvision --input resnet50.pth --output r50.pth   # backbone
-    python tools/convert_weights.py --source detectron2 --input model_final_280758.pkl --output d2.pth
-    python tools/convert_weights.py --source checkpoint --input model_final.pth --output model.safetensors  # export
-    python tools/convert_weights.py --source checkpoint --input model.safetensors --output model.pth        # import
-
-The output carries its config: `load_model(OUT)` or `model.weights=OUT` needs nothing else.
-An OUT ending in .safetensors is written as safetensors (no pickle at all).
-Input files are never unpickled: .pth through torch.load(weights_only=True), .pkl through
-a restricted unpickler; a file that would run code is refused with an error.
+A thin wrapper of detector/cli/convert_weights.py, the `detector-convert` command: the same arguments (--help for the usage).
 """
-from __future__ import annotations
-
-import argparse
-import logging
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from detector.weights.convert import SOURCES, convert_weights  # noqa: E402
-from detector.weights.restricted_pickle import RestrictedPickleError  # noqa: E402
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", required=True, choices=SOURCES)
-    parser.add_argument("--input", required=True, help="torchvision .pth state dict, Detectron2 .pkl, or (checkpoint) "
-                                                       "a .pth/.safetensors checkpoint of this project")
-    parser.add_argument("--output", required=True, help="checkpoint to write (.pth, or .safetensors)")
-    parser.add_argument("--num-classes", type=int, default=None,
-                        help="foreground classes; if it differs from the weights', the box predictor is re-initialized")
-    parser.add_argument("--coco80", action="store_true",
-                        help="torchvision COCO models: keep only the 80 used category ids, as labels 1..80 "
-                             "(matches dataset=coco2017); default keeps torchvision's 91 outputs")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        path = convert_weights(args.source, args.input, args.output, args.num_classes, args.coco80)
-    except (ValueError, FileNotFoundError, RuntimeError, RestrictedPickleError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(f"wrote {path}")
-    return 0
-
+from detector.cli.convert_weights import main, run  # noqa: F401 - main(argv): what tests call
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -1,42 +1,8 @@
-"""Export a trained detector to ONNX (runs under onnxruntime) or TorchScript (torch.jit.load).
+"""Export a trained detector to ONNX or TorchScript.
 
-    python tools/export.py --weights outputs/shapes_resnet18_narrow/checkpoints/model_final.pth \
-        --format onnx --output model.onnx
-
-The exported model takes one image, float32 [3, H, W] in [0, 1] (RGB, any size), and returns
-boxes [N, 4] (x1, y1, x2, y2 in the image's pixels), scores [N] and labels [N] (1..K). It
-includes the model's own resize and normalization, RPN, RoI heads and NMS. TorchScript files
-need `import torchvision` before `torch.jit.load` (for the nms and roi_align operators).
+A thin wrapper of detector/cli/export.py, the `detector-export` command: the same arguments (--help for the usage).
 """
-from __future__ import annotations
-
-import argparse
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-FORMATS = ("onnx", "torchscript")   # detector.export.FORMATS; repeated so --help needs no torch import
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", required=True, help="checkpoint written by tools/train_net.py (or convert_weights.py)")
-    parser.add_argument("--format", required=True, choices=FORMATS, help="onnx or torchscript")
-    parser.add_argument("--output", required=True, help="file to write, e.g. model.onnx or model.pt")
-    args = parser.parse_args(argv)
-
-    from detector.checkpoint_io import CheckpointError
-    from detector.export import export_model
-
-    try:
-        output = export_model(args.weights, args.format, args.output)
-    except (CheckpointError, ValueError, ImportError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"exported {args.weights} as {args.format} -> {output}")
-    return 0
-
+from detector.cli.export import main, run  # noqa: F401 - main(argv): what tests call
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

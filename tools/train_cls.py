@@ -1,53 +1,8 @@
-"""Train and evaluate a ResNet classifier on an ImageFolder (or only evaluate a checkpoint).
+"""Train and evaluate a ResNet classifier (Hydra; also under torchrun).
 
-    python tools/crop_instances.py dataset=bccd --output /tmp/bccd_crops
-    python tools/train_cls.py data.root=/tmp/bccd_crops output_dir=outputs/bccd_cls
-    python tools/train_cls.py data.root=DIR backbone=resnet50 model.weights=resnet50-imagenet.pth   # fine-tune
-    torchrun --nproc_per_node=2 tools/train_cls.py data.root=DIR                                    # DDP
-    python tools/train_cls.py data.root=DIR train.resume=true          # continue output_dir/checkpoints/last.pth
-    python tools/train_cls.py data.root=DIR eval_only=true model.weights=OUT/checkpoints/model_final.pth
-
-Writes output_dir/{config.yaml, log.txt, checkpoints/, metrics.json, confusion_matrix.png, tb/}.
+A thin wrapper of detector/cli/train_cls.py, the `detector-train-cls` command: the same arguments (--help for the usage).
 """
-from __future__ import annotations
-
-import os
-import sys
-from pathlib import Path
-
-import hydra
-from omegaconf import DictConfig
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from detector.config import register_resolvers  # noqa: E402
-
-register_resolvers()
-
-
-@hydra.main(config_path="../conf", config_name="cls", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    from detector.engine.classification import evaluate_cls_checkpoint, train_classifier, validate_cls_config
-    from detector.engine.config_checks import ConfigError, check_output_dir
-    from detector.engine.trainer import NonFiniteLossError
-    from detector.utils.distributed import adopt_slurm_environment, destroy_distributed
-    from detector.weights.state_dicts import WeightsMismatchError
-
-    try:
-        validate_cls_config(cfg)
-        adopt_slurm_environment()  # a SLURM task's rank, as torchrun would name it
-        if int(os.environ.get("RANK", 0)) == 0:
-            check_output_dir(cfg.output_dir)
-        if cfg.eval_only:
-            evaluate_cls_checkpoint(cfg)
-        else:
-            train_classifier(cfg)
-    except (ConfigError, NonFiniteLossError, WeightsMismatchError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
-    finally:
-        destroy_distributed()
-
+from detector.cli.train_cls import main, run  # noqa: F401 - main: what tests and launchers call
 
 if __name__ == "__main__":
-    main()
+    run()

@@ -11,9 +11,7 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from detector.data.voc import voc_split_to_coco_json  # noqa: E402
+from detector.data.voc import voc_split_to_coco_json
 
 
 def main(argv=None) -> int:

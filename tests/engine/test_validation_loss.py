@@ -2,7 +2,6 @@
 changed, logged to TensorBoard during training, training itself unaffected."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,8 +9,7 @@ import torch
 
 from detector.engine.validation_loss import build_validation_set, compute_validation_loss
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from test_train_net import final_weights, run, tiny  # noqa: E402
+from test_train_net import final_weights, run, tiny
 
 LOSSES = {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "total_loss"}
 

@@ -1,13 +1,11 @@
 """Fixtures of the reliability tests (helpers: reliability_helpers.py)."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from reliability_helpers import tiny  # noqa: E402
+from reliability_helpers import tiny
 
 
 @pytest.fixture(scope="session")

@@ -9,15 +9,13 @@ import io
 import os
 import pickle
 import struct
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from reliability_helpers import TOOLS, assert_clean_failure, observe, run_tool, tiny, train_net  # noqa: E402
+from reliability_helpers import TOOLS, assert_clean_failure, observe, run_tool, tiny, train_net
 
 REFUSED = "Refusing to load"
 

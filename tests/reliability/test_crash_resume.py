@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from reliability_helpers import FAULTS, REPO, TRAIN_NET, observe, tiny, tool_env, train_net, wait_for  # noqa: E402
+from reliability_helpers import FAULTS, REPO, TRAIN_NET, observe, tiny, tool_env, train_net, wait_for
 from detector.checkpoint_io import CheckpointError, save_checkpoint
 from detector.engine.checkpointer import LAST, PREVIOUS, Checkpointer, load_latest_good
 

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import math
 import re
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from reliability_helpers import assert_clean_failure, observe, tiny, train_net  # noqa: E402
+from reliability_helpers import assert_clean_failure, observe, tiny, train_net
 
 LOSS_TERMS = ("loss_box_reg", "loss_classifier", "loss_objectness", "loss_rpn_box_reg")
 DIVERGE = ["train.max_iter=8", "train.checkpoint_period=2", "solver.lr_scheduler=multistep", "solver.steps=[4]",

@@ -10,7 +10,6 @@ import io
 import itertools
 import json
 import math
-import sys
 import warnings
 from pathlib import Path
 
@@ -19,8 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
-from reliability_helpers import TOOLS, assert_clean_failure, observe, run_tool, tiny_coco, train_net  # noqa: E402
+from reliability_helpers import TOOLS, assert_clean_failure, observe, run_tool, tiny_coco, train_net
 
 _spec = importlib.util.spec_from_file_location("check_dataset_tool", TOOLS / "check_dataset.py")
 check_dataset = importlib.util.module_from_spec(_spec)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import json
 import struct
-import sys
 import warnings
 import zlib
 from pathlib import Path
@@ -22,8 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-sys.path.insert(0, str(Path(__file__).parent))
-from reliability_helpers import TOOLS, assert_clean_failure, observe, run_tool, tiny_coco, train_net  # noqa: E402
+from reliability_helpers import TOOLS, assert_clean_failure, observe, run_tool, tiny_coco, train_net
 
 RED, BLUE = (230, 20, 20), (20, 20, 230)
 # file -> the reason check_dataset and training give (None: the file is handled)

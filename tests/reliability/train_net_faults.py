@@ -63,7 +63,6 @@ def arm_raise(spec: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(TRAIN_NET).parents[1]))
     if os.environ.get("SLOW_CHECKPOINT_WRITE"):
         arm_slow_checkpoint_write(os.environ["SLOW_CHECKPOINT_WRITE"])
     if os.environ.get("RAISE_AT"):

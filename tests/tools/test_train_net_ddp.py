@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_train_net import run, tiny  # noqa: E402
+from test_train_net import run, tiny
 
 
 def test_two_process_training_writes_once_and_evaluates_like_one_process(tmp_path):

@@ -1,0 +1,42 @@
+"""Export a trained detector to ONNX (runs under onnxruntime) or TorchScript (torch.jit.load).
+
+`detector-export`, or `python tools/export.py` with the same arguments:
+
+    detector-export --weights outputs/shapes_resnet18_narrow/checkpoints/model_final.pth \
+        --format onnx --output model.onnx
+
+The exported model takes one image, float32 [3, H, W] in [0, 1] (RGB, any size), and returns
+boxes [N, 4] (x1, y1, x2, y2 in the image's pixels), scores [N] and labels [N] (1..K). It
+includes the model's own resize and normalization, RPN, RoI heads and NMS. TorchScript files
+need `import torchvision` before `torch.jit.load` (for the nms and roi_align operators).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+FORMATS = ("onnx", "torchscript")   # detector.export.FORMATS; repeated so --help needs no torch import
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", required=True, help="checkpoint written by tools/train_net.py (or convert_weights.py)")
+    parser.add_argument("--format", required=True, choices=FORMATS, help="onnx or torchscript")
+    parser.add_argument("--output", required=True, help="file to write, e.g. model.onnx or model.pt")
+    args = parser.parse_args(argv)
+
+    from detector.checkpoint_io import CheckpointError
+    from detector.export import export_model
+
+    try:
+        output = export_model(args.weights, args.format, args.output)
+    except (CheckpointError, ValueError, ImportError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"exported {args.weights} as {args.format} -> {output}")
+    return 0
+
+
+def run() -> None:
+    """The console command: exits with main()'s status."""
+    sys.exit(main())

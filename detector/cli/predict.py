@@ -1,0 +1,46 @@
+"""Detect objects in an image or a folder of images with a trained checkpoint.
+
+`detector-predict`, or `python tools/predict.py` with the same arguments:
+
+    detector-predict --weights outputs/shapes_resnet18_narrow/checkpoints/model_final.pth \
+        --input path/to/images --output predictions/ [--score-thresh 0.5] [--device cpu] [--tta]
+
+Writes DIR/predictions.json ({file_name, bbox [x, y, w, h], score, category_id,
+category_name} per detection) and DIR/<image>.png with the boxes drawn.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", required=True, help="checkpoint written by tools/train_net.py (or convert_weights.py)")
+    parser.add_argument("--input", required=True, help="an image file or a folder of images")
+    parser.add_argument("--output", required=True, help="folder for predictions.json and the drawn images")
+    parser.add_argument("--score-thresh", type=float, default=0.5, help="keep detections scoring at least this")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--tta", action="store_true",
+                        help="test-time augmentation: flipped and rescaled views merged (test.aug_* in conf/config.yaml)")
+    args = parser.parse_args(argv)
+
+    from detector.checkpoint_io import CheckpointError
+    from detector.engine.prediction import list_images, predict_images
+    from detector.utils.logger import setup_logger
+
+    setup_logger(None)
+    try:
+        images = list_images(args.input)
+        predictions = predict_images(args.weights, images, args.output, args.score_thresh, args.device, tta=args.tta)
+    except (FileNotFoundError, CheckpointError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{len(predictions)} detections in {len(images)} images -> {Path(args.output) / 'predictions.json'}")
+    return 0
+
+
+def run() -> None:
+    """The console command: exits with main()'s status."""
+    sys.exit(main())
