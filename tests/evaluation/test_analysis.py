@@ -96,6 +96,16 @@ CASES = {
     # Nothing detects the cat: 51/101; TIDE's recall fix drops it from the ground truth -> 1.
     "missed": ([(2, A, OBJECT_BOX)], [], 51 / 101, {"missed": 1.0, "false_negatives": 1.0}),
 }
+# The same cases with TIDE's own AP (the default dap_evaluator), where it differs from COCO's:
+# TIDE averages over the classes with objects *or* detections, so the dog class of the cls and
+# both cases (a detection, no object) counts with AP 0 and halves the mean: 25.5/101. Relabelled,
+# the dog detection leaves no dog point and the class drops out -> 1. Perfect precision keeps
+# the false positive as a point scored 0 (the class still counts) -> 25.5/101; perfect recall
+# leaves 1 cat found first -> (1 + 0) / 2. Removing the "both" dog -> cats alone, 51/101.
+TIDE_CASES = {
+    "cls": (25.5 / 101, {"cls": 1.0, "false_positives": 25.5 / 101, "false_negatives": 0.5}),
+    "both": (25.5 / 101, {"both": 51 / 101, "missed": 0.5, "false_negatives": 0.5}),
+}
 
 
 @pytest.mark.parametrize("kind", sorted(CASES))
@@ -113,16 +123,20 @@ def test_one_error_of_each_kind(kind):
     if objects:
         assert table.gt_state[1] == expected_state
 
-    analysis = analyze(gt, results, backend="pycocotools")
-    assert analysis["base_ap"] == pytest.approx(base_ap, abs=1e-12)
-    # A "both" detection leaves its object missed: the one case with two errors.
-    expected_counts = {kind: 1, "missed": 1} if kind == "both" else {kind: 1}
-    assert {k: e["count"] for k, e in analysis["errors"].items() if e["count"]} == expected_counts
-    for oracle in ORACLES:
-        group = analysis["errors"] if oracle in ERROR_KINDS else analysis["special"]
-        expected = fixed_ap.get(oracle, base_ap)
-        assert group[oracle]["ap_fixed"] == pytest.approx(expected, abs=1e-12), oracle
-        assert group[oracle]["dap"] == pytest.approx(expected - base_ap, abs=1e-12), oracle
+    for dap_evaluator in ("coco", "tide"):
+        analysis = analyze(gt, results, backend="pycocotools", dap_evaluator=dap_evaluator)
+        assert analysis["base_ap"] == pytest.approx(CASES[kind][2], abs=1e-12)   # COCO's AP50 either way
+        if dap_evaluator == "tide":
+            base_ap, fixed_ap = TIDE_CASES.get(kind, CASES[kind][2:])
+        assert analysis["dap_base_ap"] == pytest.approx(base_ap, abs=1e-12)
+        # A "both" detection leaves its object missed: the one case with two errors.
+        expected_counts = {kind: 1, "missed": 1} if kind == "both" else {kind: 1}
+        assert {k: e["count"] for k, e in analysis["errors"].items() if e["count"]} == expected_counts
+        for oracle in ORACLES:
+            group = analysis["errors"] if oracle in ERROR_KINDS else analysis["special"]
+            expected = fixed_ap.get(oracle, base_ap)
+            assert group[oracle]["ap_fixed"] == pytest.approx(expected, abs=1e-12), (dap_evaluator, oracle)
+            assert group[oracle]["dap"] == pytest.approx(expected - base_ap, abs=1e-12), (dap_evaluator, oracle)
 
 
 def test_cls_fix_is_dropped_when_the_object_is_already_taken():
@@ -130,12 +144,53 @@ def test_cls_fix_is_dropped_when_the_object_is_already_taken():
     # fix would be a duplicate of that cat, so the oracle removes it instead of relabelling it.
     gt, results = scene([(2, A, OBJECT_BOX), (2, B, [60.0, 5.0, 30.0, 30.0])],
                         [(2, A, OBJECT_BOX, 0.9), (2, B, OBJECT_BOX, 0.8), (2, B, [60.0, 5.0, 30.0, 30.0], 0.7)])
+    for dap_evaluator in ("coco", "tide"):
+        analysis = analyze(gt, results, backend="pycocotools", dap_evaluator=dap_evaluator)
+        # Dogs: FP (0.8) then TP (0.7) -> precision 1/2 everywhere: AP50 = (1 + 0.5) / 2.
+        assert analysis["base_ap"] == analysis["dap_base_ap"] == pytest.approx(0.75, abs=1e-12)
+        assert analysis["errors"]["cls"]["count"] == 1
+        # Removing (not relabelling) the dog detection makes dogs perfect: (1 + 1) / 2.
+        assert analysis["errors"]["cls"]["ap_fixed"] == pytest.approx(1.0, abs=1e-12)
+
+
+def test_tide_fixes_one_cls_or_loc_error_per_object_and_counts_crowd_detections():
+    # Image 2: a free cat; a cat detection on it with IoU 0.3 (loc, 0.9) and a dog detection
+    # on it with IoU 1 (cls, 0.8). TIDE fixes one error per object, the highest-scoring cls
+    # *or* loc error: the loc one. Fixing cls therefore removes the dog instead of relabelling
+    # it (cats: FP 0.9, TP 0.5 -> 25.5/101; dogs have no object, so their FP counts as AP 0):
+    # base (25.5/101 + 0) / 2; cls fixed: dog class gone, cats unchanged -> 25.5/101.
+    # Fixing loc turns the 0.9 cat into a true positive: cats 1, dogs 0 -> 0.5.
+    gt, results = scene([(1, A, ANCHOR_BOX), (2, A, OBJECT_BOX)],
+                        [(1, A, ANCHOR_BOX, 0.5), (2, A, [10.0, 10.0, 40.0, 12.0], 0.9), (2, B, OBJECT_BOX, 0.8)])
     analysis = analyze(gt, results, backend="pycocotools")
-    # Dogs: FP (0.8) then TP (0.7) -> precision 1/2 everywhere: AP50 = (1 + 0.5) / 2.
-    assert analysis["base_ap"] == pytest.approx(0.75, abs=1e-12)
-    assert analysis["errors"]["cls"]["count"] == 1
-    # Removing (not relabelling) the dog detection makes dogs perfect: (1 + 1) / 2.
+    assert analysis["dap_base_ap"] == pytest.approx(12.75 / 101, abs=1e-12)
+    assert analysis["errors"]["cls"]["ap_fixed"] == pytest.approx(25.5 / 101, abs=1e-12)
+    assert analysis["errors"]["loc"]["ap_fixed"] == pytest.approx(0.5, abs=1e-12)
+
+    # A dog detection inside a crowd of dogs (ignored by COCO and TIDE alike) that covers a cat
+    # (IoU 1) is a cls error to TIDE: the cat is not missed, and fixing cls finds it.
+    gt, results = scene([(1, A, ANCHOR_BOX), (2, A, OBJECT_BOX), (2, B, [0.0, 0.0, 100.0, 100.0], 1)],
+                        [(1, A, ANCHOR_BOX, 0.5), (2, B, OBJECT_BOX, 0.8)])
+    table = classify_errors(prepare_inputs(gt, results))
+    assert table.det_kind.tolist() == ["tp", "ignored"] and table.ignored_kind[1] == "cls"
+    assert table.gt_state.tolist() == ["matched", "covered", "crowd"]
+    analysis = analyze(gt, results, backend="pycocotools")
+    assert analysis["dap_base_ap"] == pytest.approx(51 / 101, abs=1e-12)     # dogs: no object, no point
     assert analysis["errors"]["cls"]["ap_fixed"] == pytest.approx(1.0, abs=1e-12)
+    assert analysis["errors"]["missed"]["dap"] == 0.0
+
+
+def test_tide_keeps_max_dets_per_image():
+    # Two cats in image 1; detections: cat on the first (0.9), a dog on background (0.8, dogs
+    # have no object), cat on the second (0.7). With max_dets=2, COCO keeps 2 per image *and
+    # class* (all three), TIDE 2 per image, all classes together: the second cat is cut.
+    gt, results = scene([(1, A, ANCHOR_BOX), (1, A, OBJECT_BOX)],
+                        [(1, A, ANCHOR_BOX, 0.9), (1, B, [0.0, 90.0, 10.0, 10.0], 0.8), (1, A, OBJECT_BOX, 0.7)])
+    analysis = analyze(gt, results, backend="pycocotools", max_dets=2)
+    assert analysis["counts"]["tp"] == 2 and analysis["counts"]["bkg"] == 1   # COCO's detections
+    # TIDE: cats 1 of 2 found first -> 51/101, dogs 0 -> 25.5/101. Fixing the miss -> (1 + 0) / 2.
+    assert analysis["dap_base_ap"] == pytest.approx(25.5 / 101, abs=1e-12)
+    assert analysis["special"]["false_negatives"]["ap_fixed"] == pytest.approx(0.5, abs=1e-12)
 
 
 def test_crowd_regions_excuse_detections_and_max_dets_limits_them():

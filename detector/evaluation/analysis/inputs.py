@@ -6,6 +6,10 @@ the rest. The error analysis must look at exactly those detections, or its count
 not add up to what AP measures; detections cut by `max_dets` are listed separately.
 Crowd ground truth (iscrowd=1) is kept apart: it never counts as an object to find,
 it only excuses detections that fall on it (see matching.py).
+
+TIDE's reference implementation keeps instead the `max_dets` best detections of each
+image, all categories together (`max_dets_per="image"`); since those are also among the
+best of their category, this only ever considers fewer detections.
 """
 from __future__ import annotations
 
@@ -59,8 +63,17 @@ def _bbox_array(items: list[dict], what: str) -> np.ndarray:
     return boxes
 
 
-def prepare_inputs(gt: dict, results: list[dict], max_dets: int = COCO_MAX_DETS) -> AnalysisInputs:
-    """Validate and regroup a COCO ground-truth dict and a COCO results list."""
+MAX_DETS_PER = ("category", "image")
+
+
+def prepare_inputs(gt: dict, results: list[dict], max_dets: int = COCO_MAX_DETS,
+                   max_dets_per: str = "category") -> AnalysisInputs:
+    """Validate and regroup a COCO ground-truth dict and a COCO results list.
+
+    `max_dets_per`: "category" keeps the max_dets best of each (image, category), as COCOeval;
+    "image" the max_dets best of each image, as TIDE."""
+    if max_dets_per not in MAX_DETS_PER:
+        raise ValueError(f"max_dets_per is '{max_dets_per}'; choose from {MAX_DETS_PER}")
     if not isinstance(gt, dict) or "annotations" not in gt or "images" not in gt or "categories" not in gt:
         raise EvaluationError("Ground truth must be a COCO dict with 'images', 'annotations' and 'categories'.")
     if not isinstance(results, list):
@@ -110,6 +123,9 @@ def prepare_inputs(gt: dict, results: list[dict], max_dets: int = COCO_MAX_DETS)
         # category's sub-sequence is exactly the order COCOeval matches in.
         det = det[np.argsort(det, kind="mergesort")]
         det = det[np.argsort(-det_scores[det], kind="mergesort")]
+        if max_dets_per == "image" and len(det) > max_dets:
+            considered[det[max_dets:]] = False
+            det = det[:max_dets]
         images.append(ImageGroup(image_id, np.asarray(gt_by_image.get(image_id, []), dtype=np.int64), det))
 
     categories = sorted(gt["categories"], key=lambda c: c["id"])

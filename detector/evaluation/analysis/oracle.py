@@ -1,7 +1,10 @@
-"""TIDE's oracles: fix one kind of error, re-evaluate, and report the AP gained (dAP).
+"""TIDE's oracles re-evaluated with COCOeval (`dap_evaluator="coco"`, not the default).
 
-Each oracle edits a copy of the detections (or of the ground truth) and the AP at the
-foreground IoU is recomputed by COCOeval on the edited copy (coco_metrics.py):
+The default dAP numbers are TIDE's own (tide_ap.py, tidecv 1.0.1's values). This variant
+edits a copy of the detections (or of the ground truth) the same way and recomputes the AP
+at the foreground IoU with COCOeval (coco_metrics.py), so the numbers are on the scale of
+tools/evaluate.py's AP50 (COCO averages over the classes with objects only, keeps 100
+detections per image *and class*, and re-matches the fixed detections):
 
     cls     give the detection the class of the object it overlaps (IoU >= fg); box unchanged
     loc     move the detection's box onto its object (the same-class object of highest IoU)
@@ -11,11 +14,10 @@ foreground IoU is recomputed by COCOeval on the edited copy (coco_metrics.py):
     missed  TIDE's recall fix: remove the missed objects from the ground truth, i.e. lower
             the number of objects to find (adding detections would need invented scores)
 
-A cls or loc fix can only turn a detection into a true positive if its object is still
-free: when a higher-scoring detection already took that object, the fixed detection would
-be a duplicate, so it is removed instead; when several errors of the kind point at the same
-free object, the highest-scoring one is fixed and the others are removed. (TIDE picks the
-highest-scoring cls *or* loc error per object; here each kind is fixed on its own.)
+Which cls/loc errors are fixed follows TIDE (tide_ap.error_fixes): per free object, the
+highest-scoring cls *or* loc error pointing at it; the other errors of the kind being fixed
+are removed, as are those whose object is already taken (they would be duplicates). Errors
+of detections ignored on a crowd region take part too.
 Two further oracles from TIDE bound what is possible: `false_positives` removes every
 false positive (perfect precision) and `false_negatives` removes every unmatched object
 from the ground truth (perfect recall). dAP values are reported as computed, not clipped.
@@ -27,26 +29,22 @@ import copy
 import numpy as np
 
 from detector.evaluation.analysis.coco_metrics import box_metrics
-from detector.evaluation.analysis.errors import ERROR_KINDS, FP_KINDS, GT_MATCHED, GT_MISSED, ErrorTable
+from detector.evaluation.analysis.errors import ERROR_KINDS, FP_KINDS, GT_MISSED, ErrorTable
 from detector.evaluation.analysis.inputs import AnalysisInputs
+from detector.evaluation.analysis.tide_ap import error_fixes
 
 SPECIAL_ORACLES = ("false_positives", "false_negatives")
 ORACLES = ERROR_KINDS + SPECIAL_ORACLES
 
 
-def _fix_to_true_positive(kind: str, gt: dict, results: list[dict], table: ErrorTable, scores: np.ndarray) -> list[dict]:
+def _fix_to_true_positive(kind: str, gt: dict, results: list[dict], inputs: AnalysisInputs,
+                          table: ErrorTable) -> list[dict]:
     annotations = gt["annotations"]
     fixed = list(results)
-    claimed: set[int] = set()
-    # Best score first (stable), so the highest-scoring error of each object is the one fixed.
-    for det in np.argsort(-scores, kind="mergesort"):
-        if table.det_kind[det] != kind:
+    for det, target in error_fixes(inputs, table, kind).items():
+        if target < 0:
+            fixed[det] = None   # not the one error fixed for its object, or a duplicate
             continue
-        target = int(table.det_target[det])
-        if table.gt_state[target] == GT_MATCHED or target in claimed:
-            fixed[det] = None  # it would be a duplicate
-            continue
-        claimed.add(target)
         det_copy = dict(results[det])
         if kind == "cls":
             det_copy["category_id"] = annotations[target]["category_id"]
@@ -61,7 +59,7 @@ def apply_oracle(oracle: str, gt: dict, results: list[dict], inputs: AnalysisInp
     if oracle not in ORACLES:
         raise ValueError(f"unknown oracle '{oracle}'; choose from {ORACLES}")
     if oracle in ("cls", "loc"):
-        return gt, _fix_to_true_positive(oracle, gt, results, table, inputs.det_scores)
+        return gt, _fix_to_true_positive(oracle, gt, results, inputs, table)
     if oracle in FP_KINDS or oracle == "false_positives":
         drop = set(FP_KINDS) if oracle == "false_positives" else {oracle}
         return gt, [det for det, kind in zip(results, table.det_kind) if kind not in drop]

@@ -19,8 +19,13 @@ from detector.evaluation.analysis.errors import (
 from detector.evaluation.analysis.inputs import COCO_MAX_DETS, prepare_inputs
 from detector.evaluation.analysis.oracle import ORACLES, SPECIAL_ORACLES, oracle_gains
 from detector.evaluation.analysis.sizes import size_counts
+from detector.evaluation.analysis.tide_ap import tide_gains
 
 PR_CURVE_IOUS = (0.5, 0.75)
+# How the AP after each fix is computed (docs/analysis.md):
+#   "tide" -- TIDE's own AP over its data points, as tidecv 1.0.1 (the default, tide_ap.py);
+#   "coco" -- COCOeval re-run on the fixed detections / ground truth (oracle.py).
+DAP_EVALUATORS = ("tide", "coco")
 
 
 def _counts(inputs, table) -> dict[str, int]:
@@ -68,17 +73,30 @@ def analyze(
     score_thresh: float = DEFAULT_SCORE_THRESH,
     max_dets: int = COCO_MAX_DETS,
     backend: str = "faster_coco_eval",
+    dap_evaluator: str = "tide",
 ) -> dict:
     """TIDE error breakdown with dAP, confusion matrix, per-class and per-size numbers.
 
     `gt` is a COCO ground-truth dict, `results` a COCO results list. AP values are fractions;
-    None where COCO leaves them undefined."""
+    None where COCO leaves them undefined. `dap_evaluator` (DAP_EVALUATORS) chooses how the
+    AP after each fix is computed; "dap_base_ap" is the AP the dAP values are relative to
+    (TIDE's own AP at fg IoU, or COCO's, which is "base_ap")."""
+    if dap_evaluator not in DAP_EVALUATORS:
+        raise ValueError(f"dap_evaluator is '{dap_evaluator}'; choose from {DAP_EVALUATORS}")
     inputs = prepare_inputs(gt, results, max_dets)
     table = classify_errors(inputs, fg_iou, bg_iou)
     metrics = box_metrics(gt, results, backend)
     ap_name = f"AP{round(fg_iou * 100)}"
     base_ap = metrics.ap(iou=fg_iou)
-    gains = oracle_gains(gt, results, inputs, table, base_ap, backend, ORACLES)
+    if dap_evaluator == "tide":
+        # TIDE keeps the max_dets best detections per image (not per image and category).
+        tide_inputs = prepare_inputs(gt, results, max_dets, max_dets_per="image")
+        same = np.array_equal(tide_inputs.det_considered, inputs.det_considered)
+        tide_table = table if same else classify_errors(tide_inputs, fg_iou, bg_iou)
+        dap_base_ap, gains = tide_gains(tide_inputs, tide_table, ORACLES)
+    else:
+        dap_base_ap = base_ap
+        gains = oracle_gains(gt, results, inputs, table, base_ap, backend, ORACLES)
     counts = _counts(inputs, table)
     sizes = {}
     for name, row in size_counts(inputs, table).items():
@@ -91,9 +109,10 @@ def analyze(
             pr_curves[inputs.category_names[category_id]] = curves
     return {
         "settings": {"fg_iou": fg_iou, "bg_iou": bg_iou, "score_thresh": score_thresh, "max_dets": max_dets,
-                     "evaluator": backend, "ap_name": ap_name},
+                     "evaluator": backend, "ap_name": ap_name, "dap_evaluator": dap_evaluator},
         "overall": dict(metrics.stats),
         "base_ap": base_ap,
+        "dap_base_ap": dap_base_ap,
         "counts": counts,
         "errors": {
             kind: {"name": ERROR_NAMES[kind], "count": counts[kind], "ap_fixed": gains[kind]["ap"], "dap": gains[kind]["dap"]}
