@@ -84,6 +84,13 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"solver.steps={steps} must be increasing iterations within 1..train.max_iter={cfg.train.max_iter}.")
     if cfg.train.amp not in ("none", "bf16", "fp16"):
         raise ConfigError(f"train.amp={cfg.train.amp!r}: use none, bf16 or fp16.")
+    if "best_metric" in cfg.train:
+        from detector.engine.best_checkpoint import check_best_settings
+
+        try:
+            check_best_settings(cfg.train.best_metric, cfg.train.best_mode, cfg.train.early_stop_patience)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
     if cfg.train.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"train.device={cfg.train.device!r}: use auto, cpu or cuda.")
     if cfg.solver.optimizer not in ("sgd", "adamw"):

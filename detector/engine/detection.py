@@ -144,12 +144,47 @@ class DetectionEvaluator:
             backend=str(self.cfg.test.evaluator), autocast_dtype=self.precision.dtype,
             num_samples=num_samples, log=self.logger,
         )
-        self.logger.info("Evaluation took %.1fs.", time.perf_counter() - start)
-        scalars = {f"bbox/{name}": metrics[name] for name in STAT_NAMES if metrics.get(name) is not None}
-        scalars.update({f"bbox_per_category/{name}": ap for name, ap in metrics["per_category"].items() if ap is not None})
+        took = time.perf_counter() - start
+        self.logger.info("Evaluation took %.1fs.", took)
+        # Undefined numbers (None) are kept: metrics.jsonl and results.csv show every column;
+        # the hooks put only the defined ones in TensorBoard.
+        scalars = {f"bbox/{name}": metrics.get(name) for name in STAT_NAMES}
+        scalars.update({f"bbox_per_category/{name}": ap for name, ap in metrics["per_category"].items()})
+        scalars["time/evaluation"] = took
         images = self._draw(samples, list(dataset.class_names))
+        if is_main_process() and bool(self.cfg.test.analysis):
+            start = time.perf_counter()
+            images += self._analyse(dataset, iteration)
+            scalars["time/analysis"] = time.perf_counter() - start
+            self.logger.info("Evaluation pictures (test.analysis=true) took %.1fs (%.0f%% of the evaluation's "
+                             "%.1fs); they are in %s.", scalars["time/analysis"],
+                             100 * scalars["time/analysis"] / max(took, 1e-9), took, self.pictures_dir(iteration))
         self.metrics = metrics
         return scalars, images
+
+    def pictures_dir(self, iteration: int | None) -> Path:
+        return self.output_dir / "eval" / (str(iteration) if iteration is not None else "final")
+
+    def _analyse(self, dataset, iteration: int | None) -> list[tuple[str, Any]]:
+        """The error analysis of this evaluation's results file and the ground truth of the
+        images evaluated, written to output_dir/eval/<iteration>/ (see eval_pictures.py)."""
+        import json
+
+        from detector.evaluation.eval_pictures import write_eval_pictures
+
+        max_images = self.cfg.test.get("max_images")
+        records = dataset.records if max_images is None else dataset.records[: int(max_images)]
+        gt = dataset.gt_dict
+        if len(records) < len(dataset.records):
+            kept = {int(r.image_id) for r in records}
+            gt = {**gt, "images": [i for i in gt["images"] if int(i["id"]) in kept],
+                  "annotations": [a for a in gt["annotations"] if int(a["image_id"]) in kept]}
+        results = json.loads((self.output_dir / "inference" / "coco_instances_results.json").read_text())
+        _, images = write_eval_pictures(
+            gt, results, records, self.pictures_dir(iteration), float(self.cfg.test.vis_score_thresh),
+            int(self.cfg.test.analysis_grid_images), backend=str(self.cfg.test.evaluator),
+            max_image_pixels=getattr(dataset, "max_image_pixels", None))
+        return images
 
     def _draw(self, samples, names: list[str]) -> list[tuple[str, Any]]:
         if not samples:
@@ -274,10 +309,27 @@ def train_detector(cfg: DictConfig) -> dict[str, Any]:
     run.checkpointer.extra["category_ids"] = [
         int(train_set.label_to_category_id[label]) for label in range(1, len(train_set.class_names) + 1)
     ]
+    start_images = write_label_statistics(cfg, train_set, ctx) if is_main_process() else []
     evaluator = DetectionEvaluator(cfg, run.eval_model, ctx.device, run.precision, ctx.output_dir, ctx.rank,
                                    ctx.world_size, ctx.logger)
     from detector.engine.validation_loss import build_validation_loss_hook
 
     val_loss = build_validation_loss_hook(cfg, run.core, ctx.device, run.precision, ctx.rank, ctx.world_size, ctx.logger)
     return run_training(cfg, ctx, run, train_loader, DetectionStep(ctx.device), evaluator,
-                        extra_hooks=[val_loss] if val_loss is not None else [])
+                        extra_hooks=[val_loss] if val_loss is not None else [], start_images=start_images)
+
+
+def write_label_statistics(cfg: DictConfig, train_set, ctx: RunContext) -> list[tuple[str, Any]]:
+    """output_dir/label_stats.png (boxes per class, sizes and aspect ratios against the
+    anchors) and the same picture for TensorBoard."""
+    from detector.data.label_statistics import plot_label_statistics
+    from detector.engine.run_summary import LABEL_STATS_PNG
+    from detector.evaluation.eval_pictures import read_png_rgb
+
+    min_sizes = list(cfg.aug.train.min_size) if OmegaConf.is_list(cfg.aug.train.min_size) else [cfg.aug.train.min_size]
+    anchors = cfg.model.anchor_generator
+    path = plot_label_statistics(train_set.records, list(train_set.class_names), list(anchors.sizes),
+                                 list(anchors.aspect_ratios), float(np.median(min_sizes)), float(cfg.aug.train.max_size),
+                                 ctx.output_dir / LABEL_STATS_PNG)
+    ctx.logger.info("Label statistics of the training set: %s.", path)
+    return [("data/label_stats", read_png_rgb(path))]

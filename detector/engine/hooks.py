@@ -23,27 +23,38 @@ class LRSchedulerHook(HookBase):
 
 
 class PeriodicCheckpointer(HookBase):
-    """`last.pth` every `period` iterations; `model_final.pth` (and `last.pth`) at the end.
+    """`last.pth` every `period` iterations; `model_final.pth` (and `last.pth`) at the end,
+    which is max_iter or the iteration a hook stopped the run at (early stopping).
 
     Only rank 0 writes (the Checkpointer knows); all ranks call it so that the
-    finiteness check raises everywhere alike.
+    finiteness check raises everywhere alike. `extra_state()` adds what other hooks must
+    find again on resume (the smoothing windows, the best metric). Registered after the
+    evaluation and the writers, so a checkpoint at N holds the state after N's evaluation
+    and everything of iteration N is already in metrics.jsonl.
     """
 
-    def __init__(self, checkpointer: Checkpointer, period: int):
+    def __init__(self, checkpointer: Checkpointer, period: int, extra_state: Callable[[], dict] | None = None):
         self.checkpointer = checkpointer
         self.period = int(period)
+        self.extra_state = extra_state
 
     def after_step(self) -> None:
         done = self.trainer.iter + 1
-        events = {"events": self.trainer.storage.state_dict()}
-        if done >= self.trainer.max_iter:
-            self.checkpointer.save(LAST, done, extra=events)
-            self.checkpointer.save(FINAL, done, final=True, extra=events)
+        if done >= self.trainer.max_iter or self.trainer.stop_requested:
+            extra = self._extra()
+            self.checkpointer.save(LAST, done, extra=extra)
+            self.checkpointer.save(FINAL, done, final=True, extra=extra)
         elif self.period > 0 and done % self.period == 0:
-            self.checkpointer.save(LAST, done, extra=events)
+            self.checkpointer.save(LAST, done, extra=self._extra())
         else:
             return
         barrier()  # the file exists before any rank moves on (a crash now loses nothing)
+
+    def _extra(self) -> dict:
+        extra = {"events": self.trainer.storage.state_dict()}
+        if self.extra_state is not None:
+            extra.update(self.extra_state())
+        return extra
 
 
 EvalFunction = Callable[[int], tuple[dict[str, float], Sequence[tuple[str, Any]]]]
@@ -63,6 +74,7 @@ class EvalHook(HookBase):
         self.period = int(period)
         self.eval_function = eval_function
         self.last_metrics: dict[str, float] | None = None
+        self.last_iteration: int | None = None
 
     def after_step(self) -> None:
         done = self.trainer.iter + 1
@@ -81,13 +93,16 @@ class EvalHook(HookBase):
                 storage.put_scalar(name, value, smooth=False)
         for tag, picture in images:
             storage.put_image(tag, picture)
+        storage.put_record("eval", scalars)  # None values kept: metrics.jsonl holds all 12 numbers
         self.last_metrics = dict(scalars)
+        self.last_iteration = iteration
         self.trainer.model.train()
 
 
 class PeriodicWriter(HookBase):
-    """Calls each writer every `period` iterations, at the last iteration, and right
-    after an evaluation (so its metrics reach TensorBoard at the iteration they belong to)."""
+    """Calls each writer every `period` iterations, at the last iteration (max_iter or an
+    early stop), and right after an evaluation or validation (so its metrics reach
+    TensorBoard and metrics.jsonl at the iteration they belong to)."""
 
     def __init__(self, writers: Sequence, period: int):
         self.writers = list(writers)
@@ -95,12 +110,15 @@ class PeriodicWriter(HookBase):
 
     def after_step(self) -> None:
         done = self.trainer.iter + 1
-        if done % self.period == 0 or done >= self.trainer.max_iter or self.trainer.storage.has_images():
+        storage = self.trainer.storage
+        if (done % self.period == 0 or done >= self.trainer.max_iter or self.trainer.stop_requested
+                or storage.has_images() or storage.has_records()):
             self.write()
 
     def write(self) -> None:
         for writer in self.writers:
             writer.write(self.trainer)
+        self.trainer.storage.clear_records()  # every writer has seen them (on every rank)
 
     def close(self) -> None:
         for writer in self.writers:

@@ -40,7 +40,7 @@ class HookBase:
         pass
 
     def after_train(self) -> None:
-        """Called when the loop ran to max_iter."""
+        """Called when the loop ran to max_iter, or a hook stopped it (trainer.stop_reason)."""
 
     def before_step(self) -> None:
         pass
@@ -96,10 +96,21 @@ class Trainer:
         # Set by a checkpoint load; applied right before the first iteration, after the
         # data iterator exists, so that nothing in between consumes random numbers.
         self.pending_rng_state: dict | None = None
+        # A hook (early stopping) may end the run after the current iteration's hooks.
+        self.stop_reason: str | None = None
 
     @property
     def unwrapped_model(self) -> nn.Module:
         return self.model.module if hasattr(self.model, "module") else self.model
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.stop_reason is not None
+
+    def request_stop(self, reason: str) -> None:
+        """End training cleanly once every hook has run for this iteration; the
+        checkpointer then writes last.pth and model_final.pth as at max_iter."""
+        self.stop_reason = reason
 
     def register_hooks(self, hooks: Sequence[HookBase | None]) -> None:
         for hook in hooks:
@@ -125,7 +136,11 @@ class Trainer:
                 self.run_step()
                 for hook in self.hooks:
                     hook.after_step()
-            self.iter = self.max_iter
+                if self.stop_requested:
+                    self.logger.info("Training stopped at iteration %d of %d: %s", self.iter + 1, self.max_iter,
+                                     self.stop_reason)
+                    break
+            self.iter = self.iter + 1 if self.stop_requested else self.max_iter
             for hook in self.hooks:
                 hook.after_train()
         finally:

@@ -14,10 +14,13 @@ import torch
 from torch import nn
 
 from detector.engine.checkpointer import FINAL, LAST, Checkpointer, load_latest_good, rng_state_for_this_rank
+from detector.engine.best_checkpoint import BestCheckpointHook
 from detector.engine.ema import ModelEMA
+from detector.engine.history import JsonlWriter, MetricsHistory, eval_record
 from detector.engine.hooks import EvalHook, LRSchedulerHook, PeriodicCheckpointer, PeriodicWriter, SkippedSamplesReport
 from detector.engine.launch import wrap_for_training
 from detector.engine.precision import Precision, resolve_precision
+from detector.engine.run_summary import command_line_overrides, write_run_summary
 from detector.engine.trainer import Trainer
 from detector.engine.writers import ConsoleWriter, TensorboardWriter
 from detector.utils.distributed import broadcast_from_main, is_main_process
@@ -97,14 +100,21 @@ def prepare_training(cfg: DictConfig, ctx, model: nn.Module, seed_everything: Ca
 
 
 def run_training(cfg: DictConfig, ctx, run: TrainingRun, train_loader, step_fn, evaluator,
-                 extra_hooks: Sequence = ()) -> dict[str, Any]:
+                 extra_hooks: Sequence = (), start_images: Sequence = ()) -> dict[str, Any]:
     """Train with the standard hooks, evaluating periodically and at the end; returns the metrics.
 
     `extra_hooks` (e.g. the validation loss) run after evaluation and before the writers,
-    so what they store reaches TensorBoard at the iteration it belongs to."""
+    so what they store reaches TensorBoard at the iteration it belongs to. `start_images`
+    ((tag, picture) pairs, e.g. the label statistics) go to TensorBoard at the first write.
+
+    The hook order matters: evaluation, then the best-checkpoint decision (which may stop
+    the run), then the writers (console, TensorBoard, metrics.jsonl), and the checkpoint
+    last, so that a checkpoint at iteration N holds the best/early-stopping state after
+    N's evaluation and everything of N is already written when it appears."""
     logger = ctx.logger
+    max_iter = int(cfg.train.max_iter)
     trainer = Trainer(
-        run.model, run.optimizer, train_loader, int(cfg.train.max_iter), step_fn=step_fn,
+        run.model, run.optimizer, train_loader, max_iter, step_fn=step_fn,
         start_iter=run.start_iter, grad_accum_steps=int(cfg.train.grad_accum_steps),
         clip_grad_norm=float(cfg.train.clip_grad_norm), precision=run.precision, scaler=run.scaler,
         ema=run.ema, device=ctx.device, logger=logger,
@@ -112,33 +122,75 @@ def run_training(cfg: DictConfig, ctx, run: TrainingRun, train_loader, step_fn, 
     trainer.pending_rng_state = run.rng_state
     if run.checkpoint is not None and "events" in run.checkpoint:
         trainer.storage.load_state_dict(run.checkpoint["events"])  # smoothed logs continue seamlessly
+    eval_hook = EvalHook(int(cfg.train.eval_period), evaluator)
+    best = BestCheckpointHook(eval_hook, run.checkpointer, str(cfg.train.best_metric), str(cfg.train.best_mode),
+                              int(cfg.train.early_stop_patience), logger)
+    if run.checkpoint is not None and "best" in run.checkpoint:
+        best.load_state_dict(run.checkpoint["best"])
+    finished = run.start_iter >= max_iter or best.stopped_at is not None
+    history = MetricsHistory(ctx.output_dir) if is_main_process() else None
+    if history is not None:
+        dropped = history.start(run.start_iter)
+        if dropped and run.start_iter:
+            logger.info("metrics.jsonl: dropped %d line(s) past iteration %d, which this run trains again.",
+                        dropped, run.start_iter)
+    images_per_iteration = int(cfg.dataloader.batch_size) * ctx.world_size * int(cfg.train.grad_accum_steps)
+    summary = dict(overrides=command_line_overrides(), images_per_iteration=images_per_iteration, max_iter=max_iter)
+    start = time.perf_counter()
+    if finished:
+        return _finish_only(cfg, run, trainer, evaluator, best, history, logger, summary, start)
     writers = []
-    if is_main_process():
-        writers = [ConsoleWriter(int(cfg.train.max_iter), logger), TensorboardWriter(ctx.output_dir / "tb")]
+    if history is not None:
+        tensorboard = TensorboardWriter(ctx.output_dir / "tb")
+        for tag, picture in start_images:
+            tensorboard.writer.add_image(tag, picture, run.start_iter, dataformats="HWC")
+        writers = [ConsoleWriter(max_iter, logger), tensorboard, JsonlWriter(history)]
     trainer.register_hooks([
         LRSchedulerHook(run.optimizer, run.scheduler),
-        PeriodicCheckpointer(run.checkpointer, int(cfg.train.checkpoint_period)),
-        EvalHook(int(cfg.train.eval_period), evaluator),
+        eval_hook,
+        best,
         SkippedSamplesReport(logger),
         *extra_hooks,
         PeriodicWriter(writers, int(cfg.train.log_period)),
+        PeriodicCheckpointer(run.checkpointer, int(cfg.train.checkpoint_period),
+                             extra_state=lambda: {"best": best.state_dict()}),
     ])
-    if run.start_iter >= int(cfg.train.max_iter):
-        logger.info("%s is already at train.max_iter=%d: evaluating only.", run.last, cfg.train.max_iter)
-        # Stopped after the last checkpoint but before model_final.pth was complete? Rank 0
-        # decides for all: saving is a collective.
-        if broadcast_from_main(not (run.last.parent / FINAL).is_file()):
-            if run.rng_state is not None:
-                from detector.engine.rng_state import restore_rng_state
-
-                restore_rng_state(run.rng_state)
-            run.checkpointer.save(FINAL, run.start_iter, final=True, extra={"events": trainer.storage.state_dict()})
-        evaluator(run.start_iter)
-        return evaluator.metrics
-    start = time.perf_counter()
     trainer.train()
     logger.info("Training and evaluation took %.1f min. Outputs are in %s.", (time.perf_counter() - start) / 60,
                 ctx.output_dir)
+    if history is not None:
+        path = write_run_summary(ctx.output_dir, history.records(), best=best.state_dict(),
+                                 wall_time_s=time.perf_counter() - start, stop_reason=trainer.stop_reason, **summary)
+        logger.info("Run summary: %s", path)
+    return evaluator.metrics
+
+
+def _finish_only(cfg, run: TrainingRun, trainer: Trainer, evaluator, best: BestCheckpointHook, history, logger,
+                 summary: dict, start: float) -> dict[str, Any]:
+    """Nothing left to train (last.pth is at max_iter, or the run stopped early): make sure
+    model_final.pth exists, evaluate it again (metrics.json, pictures) and write the summary."""
+    if best.stopped_at is not None:
+        logger.info("%s stopped early at iteration %d (train.early_stop_patience=%d): nothing left to train; "
+                    "evaluating only.", run.last, best.stopped_at, best.patience)
+    else:
+        logger.info("%s is already at train.max_iter=%d: evaluating only.", run.last, cfg.train.max_iter)
+    # Stopped after the last checkpoint but before model_final.pth was complete? Rank 0
+    # decides for all: saving is a collective.
+    if broadcast_from_main(not (run.last.parent / FINAL).is_file()):
+        if run.rng_state is not None:
+            from detector.engine.rng_state import restore_rng_state
+
+            restore_rng_state(run.rng_state)
+        run.checkpointer.save(FINAL, run.start_iter, final=True,
+                              extra={"events": trainer.storage.state_dict(), "best": best.state_dict()})
+    scalars, _ = evaluator(run.start_iter)
+    if history is not None:
+        # The same evaluation as the one recorded before the interruption: replace it.
+        history.keep_only(lambda r: not (int(r["iteration"]) == run.start_iter and r.get("type") == "eval"))
+        history.append([eval_record(run.start_iter, scalars)])
+        stop = None if best.stopped_at is None else f"stopped early at iteration {best.stopped_at}"
+        write_run_summary(run.last.parent.parent, history.records(), best=best.state_dict(),
+                          wall_time_s=time.perf_counter() - start, stop_reason=stop, **summary)
     return evaluator.metrics
 
 
@@ -149,7 +201,8 @@ def log_evaluation(output_dir: Path, iteration: int | None, scalars: dict, image
     writer = TensorboardWriter(output_dir / "tb")
     step = int(iteration or 0)
     for name, value in scalars.items():
-        writer.writer.add_scalar(name, value, step)
+        if value is not None:  # undefined COCO numbers (no object of that size)
+            writer.writer.add_scalar(name, value, step)
     for tag, picture in images:
         writer.writer.add_image(tag, picture, step, dataformats="HWC")
     writer.close()

@@ -148,6 +148,7 @@ class ValidationLossHook(HookBase):
         losses = self.compute()
         for name, value in losses.items():
             self.trainer.storage.put_scalar(f"val/{name}", value, smooth=False)
+        self.trainer.storage.put_record("val", {f"val/{name}": value for name, value in losses.items()})
         self.history.append((iteration, dict(losses)))
         self.logger.info("Validation loss at iteration %d: %s", iteration,
                          "  ".join(f"{name}: {value:.4f}" for name, value in sorted(losses.items())))

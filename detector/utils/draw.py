@@ -14,10 +14,12 @@ def label_colour(text: str) -> tuple[int, int, int]:
     return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
 
 
-def draw_boxes(image, boxes, labels_text, scores=None) -> np.ndarray:
+def draw_boxes(image, boxes, labels_text, scores=None, colour: tuple[int, int, int] | None = None) -> np.ndarray:
     """A copy of `image` (HxWx3 uint8 RGB) with xyxy pixel `boxes` and their captions drawn.
 
-    labels_text: one caption per box (class names); scores: optional, appended as 0.87.
+    labels_text: one caption per box (class names); scores: optional, appended as 0.87;
+    colour: one RGB colour for every box (e.g. ground truth against predictions) instead
+    of one per class name.
     Accepts numpy arrays or tensors for boxes and scores.
     """
     out = np.ascontiguousarray(np.asarray(image, dtype=np.uint8)).copy()
@@ -27,12 +29,12 @@ def draw_boxes(image, boxes, labels_text, scores=None) -> np.ndarray:
     font_scale = max(0.35, min(out.shape[:2]) / 1000)
     for i, (x1, y1, x2, y2) in enumerate(boxes.round().astype(int)):
         text = str(labels_text[i])
-        colour = label_colour(text)
-        cv2.rectangle(out, (x1, y1), (x2, y2), colour, thickness, cv2.LINE_8)
+        box_colour = colour if colour is not None else label_colour(text)
+        cv2.rectangle(out, (x1, y1), (x2, y2), box_colour, thickness, cv2.LINE_8)
         caption = text if scores is None else f"{text} {scores[i]:.2f}"
         (tw, th), base = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
         top = y1 - th - base - 2 if y1 - th - base - 2 >= 0 else y1  # inside the box at the top edge
-        cv2.rectangle(out, (x1, top), (x1 + tw + 2, top + th + base + 2), colour, -1)
+        cv2.rectangle(out, (x1, top), (x1 + tw + 2, top + th + base + 2), box_colour, -1)
         cv2.putText(out, caption, (x1 + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 1,
                     cv2.LINE_AA)
     return out

@@ -18,6 +18,9 @@ class EventStorage:
         self._recent: dict[str, deque] = defaultdict(lambda: deque(maxlen=self._window))
         self._latest: dict[str, tuple[float, int]] = {}
         self._images: list[tuple[str, Any, int]] = []
+        # Whole records (an evaluation, a validation loss) for the metrics.jsonl writer,
+        # kept as given: they may hold None where COCO leaves a number undefined.
+        self._records: list[dict] = []
         self.smoothing: dict[str, bool] = {}
 
     def put_scalar(self, name: str, value: float, smooth: bool = True) -> None:
@@ -66,3 +69,17 @@ class EventStorage:
     def pop_images(self) -> list[tuple[str, Any, int]]:
         images, self._images = self._images, []
         return images
+
+    def put_record(self, kind: str, values: dict[str, Any]) -> None:
+        """One event of `kind` ("eval", "val") at the current iteration, written whole."""
+        self._records.append({"iteration": self.iteration, "type": kind, "values": dict(values)})
+
+    def has_records(self) -> bool:
+        return bool(self._records)
+
+    def pending_records(self) -> list[dict]:
+        """The records put since the writers last ran (PeriodicWriter clears them after)."""
+        return list(self._records)
+
+    def clear_records(self) -> None:
+        self._records = []

@@ -72,13 +72,15 @@ def trained(shapes_root, tmp_path_factory) -> Path:
 
 def test_outputs_are_those_of_the_interface(trained):
     names = sorted(p.name for p in trained.iterdir())
-    assert names == ["checkpoints", "config.yaml", "inference", "log.txt", "metrics.json", "model_summary.json", "tb"]
+    assert names == ["checkpoints", "config.yaml", "eval", "inference", "label_stats.png", "log.txt", "metrics.json",
+                     "metrics.jsonl", "model_summary.json", "results.csv", "summary.md", "tb"]
     summary = json.loads((trained / "model_summary.json").read_text())
     assert summary["image_size"] == [128, 128] and summary["gflops"] > 0
     assert summary["params"] == summary["trainable_params"] > 0
     assert "Model summary: " in (trained / "log.txt").read_text()
     # previous.pth: the checkpoint before last.pth (iteration 3), the fallback for a damaged last.pth
-    assert sorted(p.name for p in (trained / "checkpoints").iterdir()) == ["last.pth", "model_final.pth", "previous.pth"]
+    assert sorted(p.name for p in (trained / "checkpoints").iterdir()) == ["last.pth", "model_best.pth", "model_final.pth",
+                                                                           "previous.pth"]
     checkpoint = torch.load(trained / "checkpoints" / "model_final.pth", weights_only=True)
     assert checkpoint["iteration"] == 6
     assert checkpoint["config"]["model"]["num_classes"] == 5
@@ -122,7 +124,7 @@ def test_tensorboard_has_losses_lr_metrics_and_pictures(trained):
         assert tag in scalars, tag
     assert [e.step for e in events.Scalars("bbox/AP")] == [3, 6]  # evaluations after iterations 3 and 6
     images = events.Tags()["images"]
-    assert images and len(events.Images(images[0])) == 2
+    assert "predictions/0" in images and len(events.Images("predictions/0")) == 2
 
 
 def test_eval_only_reproduces_the_final_metrics(trained, tmp_path):

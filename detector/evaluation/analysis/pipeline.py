@@ -18,6 +18,7 @@ from detector.evaluation.analysis.errors import (
 )
 from detector.evaluation.analysis.inputs import COCO_MAX_DETS, prepare_inputs
 from detector.evaluation.analysis.oracle import ORACLES, SPECIAL_ORACLES, oracle_gains
+from detector.evaluation.analysis.per_image import per_image_recall
 from detector.evaluation.analysis.sizes import size_counts
 from detector.evaluation.analysis.tide_ap import tide_gains
 
@@ -75,7 +76,7 @@ def analyze(
     backend: str = "faster_coco_eval",
     dap_evaluator: str = "tide",
 ) -> dict:
-    """TIDE error breakdown with dAP, confusion matrix, per-class and per-size numbers.
+    """TIDE error breakdown with dAP, confusion matrix, per-class, per-size and per-image numbers.
 
     `gt` is a COCO ground-truth dict, `results` a COCO results list. AP values are fractions;
     None where COCO leaves them undefined. `dap_evaluator` (DAP_EVALUATORS) chooses how the
@@ -125,6 +126,7 @@ def analyze(
                              "rows": "ground truth", "columns": "prediction",
                              "matrix": confusion_matrix(inputs, table, score_thresh).tolist()},
         "pr_curves": {"recall": [round(float(r), 2) for r in np.linspace(0, 1, 101)], "curves": pr_curves},
+        "per_image": per_image_recall(inputs, table),
     }
 
 
