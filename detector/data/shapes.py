@@ -16,7 +16,6 @@ concurrent ranks neither clash nor see half a dataset.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import math
 import multiprocessing
@@ -28,6 +27,7 @@ from concurrent.futures import ProcessPoolExecutor
 import cv2
 import numpy as np
 
+from detector.utils.file_lock import exclusive_lock
 from detector.utils.progress import track
 
 SHAPE_KINDS = ("circle", "rectangle", "triangle", "cross", "star")
@@ -84,24 +84,21 @@ def ensure_shapes_dataset(data) -> str:
         return root
     parent = os.path.dirname(root)
     os.makedirs(parent, exist_ok=True)
-    with open(root + ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one writer; other ranks wait, then find it done
-        try:
-            if not _is_current(root, params):
-                tmp = tempfile.mkdtemp(prefix=".shapes-tmp-", dir=parent)
-                try:
-                    write_shapes_dataset(tmp, params)
-                    if os.path.exists(root):
-                        stale = tempfile.mkdtemp(prefix=".shapes-stale-", dir=parent)
-                        os.rename(root, os.path.join(stale, "old"))
-                        os.rename(tmp, root)
-                        shutil.rmtree(stale, ignore_errors=True)
-                    else:
-                        os.rename(tmp, root)
-                finally:
-                    shutil.rmtree(tmp, ignore_errors=True)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    # One writer; other ranks wait, then find it done.
+    with open(root + ".lock", "w") as lock, exclusive_lock(lock):
+        if not _is_current(root, params):
+            tmp = tempfile.mkdtemp(prefix=".shapes-tmp-", dir=parent)
+            try:
+                write_shapes_dataset(tmp, params)
+                if os.path.exists(root):
+                    stale = tempfile.mkdtemp(prefix=".shapes-stale-", dir=parent)
+                    os.rename(root, os.path.join(stale, "old"))
+                    os.rename(tmp, root)
+                    shutil.rmtree(stale, ignore_errors=True)
+                else:
+                    os.rename(tmp, root)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
     return root
 
 

@@ -3,20 +3,27 @@ from __future__ import annotations
 
 import datetime
 import logging
-import resource
 import sys
 from pathlib import Path
 
 import torch
+
+try:
+    import resource
+except ImportError:  # Windows has no resource module; peak memory is then not measured
+    resource = None
 
 # Scalars that describe the run rather than the losses; printed in fixed places.
 _TIMING = ("time", "data_time", "lr", "grad_norm")
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """CUDA: peak allocated by tensors; CPU: peak resident set size of this process."""
+    """CUDA: peak allocated by tensors; CPU: peak resident set size of this process (0 where
+    the platform cannot tell: Windows)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    if resource is None:
+        return 0.0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
 
