@@ -5,6 +5,10 @@ a confusion matrix, per-class precision-recall curves and a size breakdown.
 
     detector-analyze --gt GT.json --results RESULTS.json --output DIR
         [--fg-iou 0.5] [--bg-iou 0.1] [--score-thresh 0.5] [--evaluator faster_coco_eval|pycocotools]
+        [--dap-evaluator tide|coco]
+
+The dAP numbers reproduce TIDE's reference implementation (tidecv 1.0.1) by default;
+--dap-evaluator coco re-runs COCOeval after each fix instead (docs/analysis.md).
 
 Writes DIR/summary.md, DIR/analysis.json, DIR/error_breakdown.png, DIR/confusion_matrix.png,
 DIR/pr_curves.png and DIR/size_breakdown.png, and prints the error table.
@@ -17,7 +21,7 @@ from pathlib import Path
 
 from detector.evaluation.analysis.confusion import DEFAULT_SCORE_THRESH
 from detector.evaluation.analysis.errors import TIDE_BG_IOU, TIDE_FG_IOU
-from detector.evaluation.analysis.pipeline import write_analysis
+from detector.evaluation.analysis.pipeline import DAP_EVALUATORS, write_analysis
 from detector.evaluation.analysis.report import counts_line, error_table, overall_table
 from detector.evaluation.coco_evaluator import BACKENDS, EvaluationError, load_json
 
@@ -32,14 +36,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bg-iou", type=float, default=TIDE_BG_IOU, help="background IoU (TIDE's 0.1)")
     parser.add_argument("--score-thresh", type=float, default=DEFAULT_SCORE_THRESH,
                         help="detections below this score stay out of the confusion matrix")
-    parser.add_argument("--evaluator", default="faster_coco_eval", choices=BACKENDS)
+    parser.add_argument("--evaluator", default="faster_coco_eval", choices=BACKENDS,
+                        help="COCO evaluator for the overall, per-class and per-size AP")
+    parser.add_argument("--dap-evaluator", default="tide", choices=DAP_EVALUATORS,
+                        help="tide: the AP after each fix as TIDE computes it (tidecv 1.0.1's numbers); "
+                             "coco: COCOeval re-run on the fixed detections (unclipped dAP)")
     args = parser.parse_args(argv)
     try:
         gt = load_json(args.gt, "Ground-truth")
         results = load_json(args.results, "Results")
         analysis = write_analysis(gt, results, args.output, sources={"gt": args.gt, "results": args.results},
                                   fg_iou=args.fg_iou, bg_iou=args.bg_iou, score_thresh=args.score_thresh,
-                                  backend=args.evaluator)
+                                  backend=args.evaluator, dap_evaluator=args.dap_evaluator)
     except (EvaluationError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -39,7 +39,7 @@ def plot_errors(analysis: dict, path: Path) -> str:
     left.bar(names, daps, color=colors)
     left.set_ylabel(f"dAP (points of {analysis['settings']['ap_name']})")
     left.set_title(f"AP gained by fixing each error kind (base {analysis['settings']['ap_name']} "
-                   f"{100 * (analysis['base_ap'] or 0):.1f})", fontsize=10)
+                   f"{100 * (analysis.get('dap_base_ap', analysis['base_ap']) or 0):.1f})", fontsize=10)
     for x, value in enumerate(daps):
         left.text(x, value, f"{value:.2f}", ha="center", va="bottom", fontsize=8)
     counts = [errors[k]["count"] for k in names]

@@ -50,6 +50,16 @@ def counts_line(analysis: dict) -> str:
             f"{c['covered']} covered by a cls/loc error; {c['crowd_regions']} crowd regions.")
 
 
+def _dap_base(analysis: dict) -> float | None:
+    return analysis.get("dap_base_ap", analysis["base_ap"])
+
+
+def _dap_source(settings: dict) -> str:
+    if settings.get("dap_evaluator", "tide") == "tide":
+        return "TIDE's own AP, as tidecv 1.0.1 computes it"
+    return "COCOeval re-run after each fix"
+
+
 def per_class_table(analysis: dict) -> str:
     ap_name = analysis["settings"]["ap_name"]
     kinds = list(FP_KINDS) + ["missed"]
@@ -82,18 +92,19 @@ def summary_markdown(analysis: dict) -> str:
 
 {overall_table(analysis)}
 
-## Errors (TIDE) and the {ap_name} gained by fixing each kind (base {ap_name} {_pct(analysis['base_ap'])})
+## Errors (TIDE) and the {ap_name} gained by fixing each kind (base {ap_name} {_pct(_dap_base(analysis))}, {_dap_source(settings)})
 
 {error_table(analysis)}
 
 {counts_line(analysis)}
 
-cls: IoU >= {settings['fg_iou']} with an object of another class; loc: right class, {settings['bg_iou']} <= IoU < {settings['fg_iou']};
-both: wrong class and {settings['bg_iou']} <= IoU < {settings['fg_iou']}; dupe: right class, IoU >= {settings['fg_iou']}, object
-already taken by a higher-scoring detection; bkg: IoU < {settings['bg_iou']} with every object; missed: objects no detection
-found and no cls/loc error points at. Fixes: cls relabels, loc snaps the box onto the object (either is removed when
-the object is already taken), both/dupe/bkg are removed, missed objects are removed from the ground truth (TIDE's
-recall fix). Detections on crowd regions are ignored, as in COCO.
+loc: right class, {settings['bg_iou']} <= IoU <= {settings['fg_iou']}; cls: IoU >= {settings['fg_iou']} with an object of another class;
+dupe: right class, IoU >= {settings['fg_iou']}, object already taken by a higher-scoring detection; bkg: IoU <= {settings['bg_iou']}
+with every object; both: the rest (wrong class, {settings['bg_iou']} < IoU < {settings['fg_iou']}); missed: objects no detection
+found and no cls/loc error points at (the first kind that applies, in this order, as TIDE). Fixes: a cls or loc error
+becomes a true positive of its object when the object is free and the error is its highest-scoring cls or loc error
+(the others are removed), both/dupe/bkg are removed, missed objects are removed from the ground truth (TIDE's recall
+fix). Detections on crowd regions are ignored, as in COCO. See docs/analysis.md.
 
 {picture('errors', 'error breakdown')}
 ## Confusion matrix (IoU >= {analysis['confusion_matrix']['iou']}, score >= {analysis['confusion_matrix']['score_thresh']})
