@@ -5,6 +5,8 @@
     detector-convert --source torchvision --input fasterrcnn.pth --output out.pth
     detector-convert --source torchvision --input resnet50.pth --output r50.pth   # backbone
     detector-convert --source detectron2 --input model_final_280758.pkl --output d2.pth
+    detector-convert --source torchvision --input torchvision://fasterrcnn_resnet50_fpn --output tv.pth --num-classes 3
+    detector-convert --source detectron2 --input detectron2://ImageNetPretrained/MSRA/R-50 --output r50_msra.pth
     detector-convert --source checkpoint --input model_final.pth --output model.safetensors  # export
     detector-convert --source checkpoint --input model.safetensors --output model.pth        # import
 
@@ -26,8 +28,9 @@ from detector.weights.restricted_pickle import RestrictedPickleError
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", required=True, choices=SOURCES)
-    parser.add_argument("--input", required=True, help="torchvision .pth state dict, Detectron2 .pkl, or (checkpoint) "
-                                                       "a .pth/.safetensors checkpoint of this project")
+    parser.add_argument("--input", required=True, help="torchvision .pth state dict, Detectron2 .pkl, (checkpoint) "
+                                                       "a .pth/.safetensors checkpoint of this project, or a published "
+                                                       "name: torchvision://... or detectron2://... (docs/model_zoo.md)")
     parser.add_argument("--output", required=True, help="checkpoint to write (.pth, or .safetensors)")
     parser.add_argument("--num-classes", type=int, default=None,
                         help="foreground classes; if it differs from the weights', the box predictor is re-initialized")

@@ -20,7 +20,8 @@ FORMATS = ("onnx", "torchscript")   # detector.export.FORMATS; repeated so --hel
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", required=True, help="checkpoint written by tools/train_net.py (or convert_weights.py)")
+    parser.add_argument("--weights", required=True, help="checkpoint written by tools/train_net.py (or convert_weights.py), or a published "
+                        "name such as torchvision://fasterrcnn_resnet50_fpn_v2 (docs/model_zoo.md)")
     parser.add_argument("--format", required=True, choices=FORMATS, help="onnx or torchscript")
     parser.add_argument("--output", required=True, help="file to write, e.g. model.onnx or model.pt")
     args = parser.parse_args(argv)

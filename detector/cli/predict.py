@@ -17,7 +17,8 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", required=True, help="checkpoint written by tools/train_net.py (or convert_weights.py)")
+    parser.add_argument("--weights", required=True, help="checkpoint written by tools/train_net.py (or convert_weights.py), or a published "
+                        "name such as torchvision://fasterrcnn_resnet50_fpn_v2 (docs/model_zoo.md)")
     parser.add_argument("--input", required=True, help="an image file or a folder of images")
     parser.add_argument("--output", required=True, help="folder for predictions.json and the drawn images")
     parser.add_argument("--score-thresh", type=float, default=0.5, help="keep detections scoring at least this")

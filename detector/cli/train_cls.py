@@ -31,6 +31,7 @@ def main(cfg: DictConfig) -> None:
     from detector.engine.config_checks import ConfigError, check_output_dir
     from detector.engine.trainer import NonFiniteLossError
     from detector.utils.distributed import adopt_slurm_environment, destroy_distributed
+    from detector.checkpoint_io import CheckpointError
     from detector.weights.state_dicts import WeightsMismatchError
 
     try:
@@ -42,7 +43,7 @@ def main(cfg: DictConfig) -> None:
             evaluate_cls_checkpoint(cfg)
         else:
             train_classifier(cfg)
-    except (ConfigError, NonFiniteLossError, WeightsMismatchError, FileNotFoundError) as error:
+    except (ConfigError, NonFiniteLossError, WeightsMismatchError, CheckpointError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
     finally:

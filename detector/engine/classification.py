@@ -22,6 +22,7 @@ from detector.engine.config_checks import ConfigError, require_positive
 from detector.engine.detection import RunContext, sync_from_rank0, seed_everything
 from detector.engine.precision import Precision, resolve_precision
 from detector.utils.distributed import barrier, is_main_process
+from detector.weights.zoo import weights_setting_problem
 
 METRICS_FILE = "metrics.json"
 CONFUSION_PNG = "confusion_matrix.png"
@@ -67,8 +68,9 @@ def validate_cls_config(cfg: DictConfig) -> None:
         raise ConfigError(f"train.amp={cfg.train.amp!r}: use none, bf16 or fp16.")
     for key in ("model.weights", "backbone.weights"):
         value = OmegaConf.select(cfg, key)
-        if value and not Path(str(value)).is_file():
-            raise ConfigError(f"{key}={value!r} does not exist.")
+        problem = weights_setting_problem(value) if value else None
+        if problem:
+            raise ConfigError(f"{key}={value}: {problem}")
     if bool(cfg.get("eval_only", False)) and not cfg.model.get("weights"):
         raise ConfigError("eval_only=true needs model.weights=PATH/TO/checkpoint.pth.")
 

@@ -150,6 +150,19 @@ def lookup(name: str | os.PathLike) -> PublishedWeights:
     return entry
 
 
+def weights_setting_problem(value) -> str | None:
+    """What is wrong with a weights setting, found before any work starts: a path that does not
+    exist, or an unknown published name. None when it can be used (a known name's file is fetched
+    when the weights are loaded)."""
+    if is_published_name(value):
+        try:
+            lookup(value)
+        except PublishedWeightsError as error:
+            return str(error)
+        return None
+    return None if Path(str(value)).is_file() else f"'{value}' does not exist (a file, or a published name: see docs/model_zoo.md)."
+
+
 def cache_dir() -> Path:
     """torch.hub's checkpoint folder: $TORCH_HOME/hub/checkpoints (~/.cache/torch/... by default)."""
     import torch.hub

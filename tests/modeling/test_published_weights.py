@@ -379,3 +379,34 @@ def test_predict_and_classifier_take_names(hub, tmp_path):
         classifier_state_from_file("torchvision://resnet34")
     assert [url for url, _ in hub] == ["https://download.pytorch.org/models/fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth",
                                        "https://download.pytorch.org/models/resnet34-b627a593.pth"]
+
+
+def test_predict_and_export_tools_report_a_missing_file_in_one_line(hub, tmp_path, capsys):
+    from detector.cli.export import main as export_main
+    from detector.cli.predict import main as predict_main
+
+    image = tmp_path / "photo.png"
+    from PIL import Image
+
+    Image.new("RGB", (32, 24)).save(image)
+    expected = tmp_path / "torch_home" / "hub" / "checkpoints" / "model_final_b275ba.pkl"
+    name = "detectron2://COCO-Detection/faster_rcnn_R_50_FPN_1x"
+    for tool, args in ((predict_main, ["--input", str(image), "--output", str(tmp_path / "out")]),
+                       (export_main, ["--format", "onnx", "--output", str(tmp_path / "m.onnx")])):
+        status = tool(["--weights", name, *args])
+        err = capsys.readouterr().err
+        assert status != 0 and "Traceback" not in err and err.count("\n") == 1
+        assert str(expected) in err and "faster_rcnn_R_50_FPN_1x/137257794/model_final_b275ba.pkl" in err
+
+
+def test_weights_settings_are_checked_before_any_work(tmp_path):
+    assert zoo.weights_setting_problem("torchvision://resnet50.IMAGENET1K_V2") is None
+    assert "Known names" in zoo.weights_setting_problem("detectron2://COCO-Detection/faster_rcnn_R_50_FPN_9x")
+    assert "does not exist" in zoo.weights_setting_problem(tmp_path / "nothing.pth")
+    from detector.config import load_config
+    from detector.engine.classification import validate_cls_config
+    from detector.engine.config_checks import ConfigError
+
+    cfg = load_config([f"data.root={tmp_path}", "backbone.weights=torchvision://resnet19"], config_name="cls")
+    with pytest.raises(ConfigError, match="backbone.weights=torchvision://resnet19: Unknown published weights"):
+        validate_cls_config(cfg)
