@@ -61,8 +61,13 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError("train.max_iter is not set; pick a schedule (schedule=shapes|1x|3x) or set train.max_iter=N.")
     if eval_only and not cfg.model.get("weights"):
         raise ConfigError("eval_only=true needs model.weights=PATH/TO/checkpoint.pth.")
-    if cfg.model.get("weights") and not os.path.isfile(str(cfg.model.weights)):
-        raise ConfigError(f"model.weights={cfg.model.weights!r} does not exist.")
+    from detector.weights.zoo import weights_setting_problem
+
+    for key in ("model.weights", "backbone.weights"):
+        value = OmegaConf.select(cfg, key)
+        problem = weights_setting_problem(value) if value else None
+        if problem:
+            raise ConfigError(f"{key}={value}: {problem}")
     require_positive(cfg, "train.max_iter")
     require_positive(cfg, "train.checkpoint_period")
     require_positive(cfg, "train.eval_period", allow_zero=True)

@@ -206,7 +206,10 @@ def _resolved_config(cfg: DictConfig) -> dict:
 
 def _checkpoint_iteration(path: str) -> int | None:
     """The iteration a checkpoint was written at (None for bare weights)."""
-    if str(path).endswith(".safetensors"):
+    from detector.weights.zoo import resolve_weights
+
+    path = str(resolve_weights(path))
+    if path.endswith(".safetensors"):
         return None
     return load_checkpoint(path).get("iteration")
 
@@ -250,8 +253,9 @@ def adopt_checkpoint_architecture(cfg: DictConfig, model_overrides: list[str]) -
     command line (e.g. model.roi_heads.score_thresh=0.3) still apply on top."""
     from detector.checkpoint_io import load_checkpoint
     from detector.modeling.build import config_from_checkpoint
+    from detector.weights.zoo import resolve_weights
 
-    path = str(cfg.model.weights)
+    path = str(resolve_weights(cfg.model.weights, expect="detector"))   # a published name: its conversion
     checkpoint = load_checkpoint(path)
     if not isinstance(checkpoint.get("config"), dict):
         return

@@ -410,3 +410,25 @@ def test_weights_settings_are_checked_before_any_work(tmp_path):
     cfg = load_config([f"data.root={tmp_path}", "backbone.weights=torchvision://resnet19"], config_name="cls")
     with pytest.raises(ConfigError, match="backbone.weights=torchvision://resnet19: Unknown published weights"):
         validate_cls_config(cfg)
+
+
+def test_train_net_checks_and_eval_only_adopt_a_named_detector(hub, monkeypatch):
+    """validate_config accepts a known name and refuses an unknown one before any work;
+    eval_only rebuilds the architecture the named weights carry."""
+    from detector.config import load_config
+    from detector.engine.config_checks import ConfigError, validate_config
+    from detector.engine.detection import adopt_checkpoint_architecture
+
+    with pytest.raises(ConfigError, match="model.weights=torchvision://fasterrcnn_resnet50_fpn_v3: Unknown"):
+        validate_config(load_config(["model.weights=torchvision://fasterrcnn_resnet50_fpn_v3"]))
+    cfg = load_config([f"model.weights={TV_DETECTOR}", "eval_only=true"])
+    validate_config(cfg)
+    assert hub == []   # checking the setting fetched nothing
+
+    data = torch_bytes(torchvision_detector_state())
+    plant(TV_DETECTOR, data)
+    accept_planted(monkeypatch, TV_DETECTOR, data)
+    adopt_checkpoint_architecture(cfg, ["model.roi_heads.score_thresh=0.3"])
+    assert cfg.backbone.name == "resnet18" and cfg.model.fpn.out_channels == FPN_DIM
+    assert cfg.model.roi_heads.fc_dim == FC_DIM and cfg.model.roi_heads.score_thresh == 0.3
+    assert cfg.model.weights == TV_DETECTOR   # the name stays in the run's config.yaml
