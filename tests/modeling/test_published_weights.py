@@ -432,3 +432,44 @@ def test_train_net_checks_and_eval_only_adopt_a_named_detector(hub, monkeypatch)
     assert cfg.backbone.name == "resnet18" and cfg.model.fpn.out_channels == FPN_DIM
     assert cfg.model.roi_heads.fc_dim == FC_DIM and cfg.model.roi_heads.score_thresh == 0.3
     assert cfg.model.weights == TV_DETECTOR   # the name stays in the run's config.yaml
+
+
+def torchvision_v2_state() -> dict:
+    """fasterrcnn_resnet50_fpn_v2's layout (BatchNorm in the body and FPN, 2-conv RPN head,
+    4conv1fc box head) on a ResNet-18 with narrow heads."""
+    from torch import nn
+    from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead
+    from torchvision.models.detection.rpn import RPNHead
+
+    torch.manual_seed(0)
+    body = torchvision.models.resnet18(weights=None)
+    backbone = BackboneWithFPN(body, {f"layer{i}": str(i - 1) for i in range(1, 5)}, [64, 128, 256, 512], FPN_DIM,
+                               norm_layer=nn.BatchNorm2d)
+    model = FasterRCNN(backbone, num_classes=None, rpn_head=RPNHead(FPN_DIM, 3, conv_depth=2),
+                       box_head=FastRCNNConvFCHead((FPN_DIM, 7, 7), [FPN_DIM] * 4, [FC_DIM], norm_layer=nn.BatchNorm2d),
+                       box_predictor=FastRCNNPredictor(FC_DIM, 91))
+    for module in model.modules():   # statistics other than 0 and 1, so a wrong mapping shows
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+    return model.state_dict()
+
+
+def test_torchvision_v2_planted_file_is_used(hub, monkeypatch):
+    """The v2 name is one registry entry; its file converts to model=faster_rcnn_fpn_v2."""
+    planted = torchvision_v2_state()
+    data = torch_bytes(planted)
+    plant("torchvision://fasterrcnn_resnet50_fpn_v2", data)
+    accept_planted(monkeypatch, "torchvision://fasterrcnn_resnet50_fpn_v2", data)
+
+    model = load_model("torchvision://fasterrcnn_resnet50_fpn_v2")
+    assert model.config.model.name == "faster_rcnn_fpn_v2"
+    ours = list(v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked"))
+    theirs = [v for k, v in planted.items() if not k.endswith("num_batches_tracked")]
+    assert len(ours) == len(theirs)
+    # Every planted tensor is in the model, unchanged (names differ; values identify them).
+    remaining = list(ours)
+    for value in theirs:
+        match = next(i for i, mine in enumerate(remaining) if mine.shape == value.shape and torch.equal(mine, value))
+        remaining.pop(match)
+    assert hub == []
