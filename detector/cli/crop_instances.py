@@ -52,3 +52,7 @@ def main(argv=None) -> int:
 def run() -> None:
     """The console command: exits with main()'s status."""
     sys.exit(main())
+
+
+if __name__ == "__main__":  # python -m detector.cli.crop_instances
+    run()

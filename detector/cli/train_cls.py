@@ -53,3 +53,7 @@ def main(cfg: DictConfig) -> None:
 def run() -> None:
     """The console command (and tools/train_cls.py)."""
     main()
+
+
+if __name__ == "__main__":  # python -m detector.cli.train_cls (also: torchrun -m detector.cli.train_cls)
+    run()

@@ -86,3 +86,7 @@ def run() -> None:
             if hint:
                 print(hint, file=sys.stderr)
         raise
+
+
+if __name__ == "__main__":  # python -m detector.cli.train_net (also: torchrun -m detector.cli.train_net)
+    run()
