@@ -1,12 +1,17 @@
-"""Detect objects in an image or a folder of images with a trained checkpoint.
+"""Detect objects in an image or a folder of images with a trained checkpoint or published weights.
 
 `detector-predict`, or `python tools/predict.py` with the same arguments:
 
+    detector-predict --weights torchvision://fasterrcnn_resnet50_fpn_v2 --input my_photos/ --output out/
     detector-predict --weights outputs/shapes_resnet18_narrow/checkpoints/model_final.pth \
-        --input path/to/images --output predictions/ [--score-thresh 0.5] [--device cpu] [--tta]
+        --input path/to/images --output predictions/ [--score-thresh 0.5] [--device cpu] [--batch-size 4] [--tta]
 
 Writes DIR/predictions.json ({file_name, bbox [x, y, w, h], score, category_id,
-category_name} per detection) and DIR/<image>.png with the boxes drawn.
+category_name} per detection), DIR/<image>.png with the boxes drawn (class names and
+scores: COCO's for the published COCO detectors), and the folder's detections in COCO
+results format: DIR/coco_instances_results.json, with DIR/coco_images.json giving each
+image id's file (ids are the file names' numbers for COCO-named files such as
+000000000139.jpg, else 1, 2, ... in name order).
 """
 from __future__ import annotations
 
@@ -22,23 +27,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input", required=True, help="an image file or a folder of images")
     parser.add_argument("--output", required=True, help="folder for predictions.json and the drawn images")
     parser.add_argument("--score-thresh", type=float, default=0.5, help="keep detections scoring at least this")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--device", default="auto", help="auto (the default: CUDA when present, else the CPU), cpu, cuda "
+                                                         "or cuda:N")
+    parser.add_argument("--batch-size", type=int, default=1,
+                        help="images per forward pass; a batch holds images the model resizes to one padded size, "
+                             "so the detections equal those of batch 1")
     parser.add_argument("--tta", action="store_true",
                         help="test-time augmentation: flipped and rescaled views merged (test.aug_* in conf/config.yaml)")
     args = parser.parse_args(argv)
 
     from detector.checkpoint_io import CheckpointError
-    from detector.engine.prediction import list_images, predict_images
+    from detector.engine.prediction import COCO_RESULTS_NAME, list_images, predict_images
     from detector.utils.logger import setup_logger
 
     setup_logger(None)
     try:
         images = list_images(args.input)
-        predictions = predict_images(args.weights, images, args.output, args.score_thresh, args.device, tta=args.tta)
+        predictions = predict_images(args.weights, images, args.output, args.score_thresh, args.device, tta=args.tta,
+                                     batch_size=args.batch_size)
     except (FileNotFoundError, CheckpointError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"{len(predictions)} detections in {len(images)} images -> {Path(args.output) / 'predictions.json'}")
+    print(f"{len(predictions)} detections in {len(images)} images -> {Path(args.output) / 'predictions.json'}, "
+          f"{Path(args.output) / COCO_RESULTS_NAME}")
     return 0
 
 

@@ -61,3 +61,29 @@ def test_predict_missing_input_is_a_clear_error(checkpoint, tmp_path):
                            "--input", str(tmp_path / "nope"), "--output", str(tmp_path / "o")],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+def test_predict_batches_and_writes_the_folders_coco_results(checkpoint, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(1)
+    for name in ("000000000009.jpg", "000000000025.jpg", "000000000030.jpg"):
+        cv2.imwrite(str(images / name), rng.integers(0, 255, (96, 128, 3), dtype=np.uint8))
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "predict.py"), "--weights", str(checkpoint),
+                           "--input", str(images), "--output", str(out), "--score-thresh", "0.0",
+                           "--device", "auto", "--batch-size", "2"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "coco_instances_results.json" in proc.stdout
+    # Without a terminal, progress comes as log lines with the count.
+    assert "predict: 3/3 images (100%)" in proc.stdout
+    predictions = json.loads((out / "predictions.json").read_text())
+    results = json.loads((out / "coco_instances_results.json").read_text())
+    assert len(results) == len(predictions) > 0
+    assert {r["image_id"] for r in results} <= {9, 25, 30}  # COCO file names give COCO image ids
+    assert all(r["category_id"] in (17, 18) for r in results)
+    bad = subprocess.run([sys.executable, str(REPO / "tools" / "predict.py"), "--weights", str(checkpoint),
+                          "--input", str(images), "--output", str(out), "--batch-size", "0"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--batch-size 0" in bad.stderr
