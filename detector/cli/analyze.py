@@ -8,7 +8,7 @@ a confusion matrix, per-class precision-recall curves and a size breakdown.
         [--dap-evaluator tide|coco]
 
 The dAP numbers reproduce TIDE's reference implementation (tidecv 1.0.1) by default;
---dap-evaluator coco re-runs COCOeval after each fix instead (docs/analysis.md).
+--dap-evaluator coco re-runs COCOeval after each fix instead (docs/error_analysis.md).
 
 Writes DIR/summary.md, DIR/analysis.json, DIR/error_breakdown.png, DIR/confusion_matrix.png,
 DIR/pr_curves.png and DIR/size_breakdown.png, and prints the error table.

@@ -23,7 +23,7 @@ from detector.evaluation.analysis.sizes import size_counts
 from detector.evaluation.analysis.tide_ap import tide_gains
 
 PR_CURVE_IOUS = (0.5, 0.75)
-# How the AP after each fix is computed (docs/analysis.md):
+# How the AP after each fix is computed (docs/error_analysis.md):
 #   "tide" -- TIDE's own AP over its data points, as tidecv 1.0.1 (the default, tide_ap.py);
 #   "coco" -- COCOeval re-run on the fixed detections / ground truth (oracle.py).
 DAP_EVALUATORS = ("tide", "coco")

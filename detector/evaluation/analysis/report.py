@@ -104,7 +104,7 @@ with every object; both: the rest (wrong class, {settings['bg_iou']} < IoU < {se
 found and no cls/loc error points at (the first kind that applies, in this order, as TIDE). Fixes: a cls or loc error
 becomes a true positive of its object when the object is free and the error is its highest-scoring cls or loc error
 (the others are removed), both/dupe/bkg are removed, missed objects are removed from the ground truth (TIDE's recall
-fix). Detections on crowd regions are ignored, as in COCO. See docs/analysis.md.
+fix). Detections on crowd regions are ignored, as in COCO. See docs/error_analysis.md.
 
 {picture('errors', 'error breakdown')}
 ## Confusion matrix (IoU >= {analysis['confusion_matrix']['iou']}, score >= {analysis['confusion_matrix']['score_thresh']})
