@@ -27,6 +27,9 @@ def main(argv=None) -> int:
 
     from detector.data.dataset_report import format_report, report_split
     from detector.data.image_io import DEFAULT_MAX_IMAGE_PIXELS
+    from detector.utils.logger import setup_logger
+
+    setup_logger(None)  # progress of the image decoding (log lines when the output is not a terminal)
 
     try:
         if args.images:

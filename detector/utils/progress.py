@@ -26,7 +26,7 @@ from detector.utils.distributed import get_rank, is_distributed
 T = TypeVar("T")
 LOGGER_NAME = "detector"
 # Without a terminal, about this many lines per job, but at least one line per this many items.
-LINES_PER_JOB = 20
+LINES_PER_JOB = 10
 MAX_EVERY = 100
 
 
@@ -66,7 +66,7 @@ class Progress:
     """Counts items of a job; use as a context manager, call update(n) per item or batch.
 
     total: items expected (None when unknown: no percentage, no ETA). every: items between
-    two log lines without a terminal (default: about 1/20 of the job, at most 100).
+    two log lines without a terminal (default: about 1/10 of the job, at most 100).
     stream: where a bar would go (stderr by default; its isatty() picks bar or log lines).
     rank: defaults to this process's rank; only rank 0 shows anything.
     """
