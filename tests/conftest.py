@@ -11,6 +11,17 @@ SHARED_DATASETS = (REPO_ROOT / ".." / "shared" / "datasets").resolve()
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.fixture(autouse=True)
+def no_weight_downloads(monkeypatch):
+    """Tests never download published weights (torchvision://, detectron2://): they plant files."""
+    from detector.weights import zoo
+
+    def refuse(url, destination):
+        raise OSError(f"tests do not download: {url} (plant a file at {destination})")
+
+    monkeypatch.setattr(zoo, "_download", refuse)
+
+
 def shared_dataset(name: str) -> Path:
     """Path to ../shared/datasets/<name>, or skip the test with the reason."""
     path = SHARED_DATASETS / name
