@@ -44,6 +44,9 @@ def main(argv=None) -> int:
                       sections=tuple(args.sections), growth_iterations=args.growth_iterations, compile=args.compile,
                       trained=tuple(args.trained),
                       log=lambda message: print(message, flush=True))
+    from detector.utils.logger import setup_logger
+
+    setup_logger(None)  # progress of each timed section (log lines when the output is not a terminal)
     report = run_benchmark(options)
     print(format_table(report))
     args.output.parent.mkdir(parents=True, exist_ok=True)

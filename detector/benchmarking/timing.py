@@ -16,12 +16,13 @@ def synchronize(device: torch.device) -> None:
 
 
 def interleaved_times(candidates: Mapping[str, Callable[[int], object]], repeats: int, warmup: int,
-                      device: torch.device, desc: str = "timing") -> dict[str, list[float]]:
+                      device: torch.device, desc: str | None = None) -> dict[str, list[float]]:
     """Seconds per call of each candidate. Candidates take the repeat index (to cycle inputs)
     and run in turn within each repeat -- A B C, A B C, ... -- so drifts in machine load
     hit all of them alike. The first `warmup` rounds (allocator, oneDNN/cuDNN plans) are
     not timed. Shows progress in runs (rounds x candidates)."""
     times: dict[str, list[float]] = {name: [] for name in candidates}
+    desc = desc or "timing " + ", ".join(candidates)
     with Progress(total=(warmup + repeats) * len(candidates), desc=desc, unit="runs", leave=False) as progress:
         for round_index in range(warmup + repeats):
             for name, run in candidates.items():
