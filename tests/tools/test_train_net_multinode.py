@@ -46,12 +46,13 @@ def _run_together(commands: list[tuple[list[str], dict[str, str]]], timeout: flo
     return results
 
 
-def _overrides(tmp_path: Path) -> list[str]:
+def _overrides(tmp_path: Path, num_test: int = 2, batch_size: int = 2, *extra: str) -> list[str]:
     return tiny(tmp_path / "shapes", tmp_path / "out", "train.max_iter=3", "train.checkpoint_period=3",
-                "dataloader.num_workers=0", "dataset.num_test=2", "train.device=cpu", "solver.reference_batch_size=4")
+                "dataloader.num_workers=0", f"dataset.num_test={num_test}", f"dataloader.batch_size={batch_size}",
+                "train.device=cpu", "solver.reference_batch_size=4", *extra)
 
 
-def _check_outputs(tmp_path: Path, results: list[tuple[int, str]]) -> None:
+def _check_outputs(tmp_path: Path, results: list[tuple[int, str]], total_batch: int = 4) -> None:
     for rank, (code, out) in enumerate(results):
         assert code == 0, f"node {rank} exited {code}:\n{out[-3000:]}"
     out = tmp_path / "out"
@@ -59,24 +60,67 @@ def _check_outputs(tmp_path: Path, results: list[tuple[int, str]]) -> None:
     assert final["iteration"] == 3
     log = (out / "log.txt").read_text()
     assert "Process group: 2 processes (gloo)" in log
-    assert "Peak lr" in log and "x total batch 4 / 4" in log  # 2 processes x batch 2
+    assert "Peak lr" in log and f"x total batch {total_batch} / 4" in log  # 2 processes x their batch
     assert len(list((out / "tb").iterdir())) == 1  # rank 0 alone wrote
 
 
+def _validation_scalars(event_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(event_dir))
+    accumulator.Reload()
+    return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)]
+            for tag in accumulator.Tags()["scalars"] if tag.startswith("val/")}
+
+
+# Every anchor and every proposal enters the losses (no random subset): the validation loss of
+# an image is then a function of the weights alone, whichever process computes it and in which
+# order, so the two-process value can be compared with one process's.
+ALL_SAMPLED = ["model.rpn.batch_size_per_image=1000000", "model.roi_heads.batch_size_per_image=1000000"]
+
+
 def test_two_torchrun_nodes_on_loopback(tmp_path):
+    """Also: the validation loss under DDP is the mean over all held-out images, the number one
+    process gets on the same images with the same weights. 3 images on 2 ranks (2 + 1, batch
+    1): an unweighted mean of the ranks' means, or rank 0's alone, would differ."""
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     if torchrun is None:
         pytest.skip("torchrun is not installed next to this Python")
     port = free_port()
+    overrides = _overrides(tmp_path, 3, 1, "train.val_loss_period=3", *ALL_SAMPLED)
     commands = [
         ([torchrun, "--nnodes=2", "--nproc_per_node=1", f"--node_rank={node}", "--master_addr=127.0.0.1",
-          f"--master_port={port}", "--max_restarts=0", TRAIN_NET, *_overrides(tmp_path), "train.val_loss_period=3"],
+          f"--master_port={port}", "--max_restarts=0", TRAIN_NET, *overrides],
          _clean_env())
         for node in (0, 1)
     ]
-    _check_outputs(tmp_path, _run_together(commands))
-    # The validation loss under DDP: each rank one of the two test images, averaged.
-    assert "Validation loss at iteration 3: " in (tmp_path / "out" / "log.txt").read_text()
+    _check_outputs(tmp_path, _run_together(commands), total_batch=2)
+    out = tmp_path / "out"
+    assert "Validation loss at iteration 3: " in (out / "log.txt").read_text()
+    ddp = {tag[len("val/"):]: values for tag, values in _validation_scalars(out / "tb").items()}
+    assert set(ddp) >= {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "total_loss"}
+
+    # One process, the final weights (those validated at iteration 3), the same held-out images.
+    from detector.engine.precision import resolve_precision
+    from detector.engine.validation_loss import build_validation_set, compute_validation_loss
+    from detector.modeling.build import load_model
+
+    model = load_model(out / "checkpoints" / "model_final.pth")
+    cfg, cpu = model.config, torch.device("cpu")
+    precision = resolve_precision(cfg.train.amp, cpu)   # as the run computed it (the shapes recipe: bf16)
+    held_out = build_validation_set(cfg)
+    assert len(held_out) == 3
+    single = compute_validation_loss(model, held_out, cpu, batch_size=1, precision=precision)
+    for name, values in ddp.items():
+        assert [step for step, _ in values] == [3], name
+        # The same number up to TensorBoard's float32 (measured: within 6e-8 relative).
+        assert values[0][1] == pytest.approx(single[name], rel=1e-6), name
+    # What a wrong reduction would have logged is far from it, so this check can fail: the
+    # unweighted mean of the two ranks' means, or rank 0's own mean (measured: 0.5% and 0.9% off).
+    shards = [compute_validation_loss(model, build_validation_set(cfg, rank, 2), cpu, batch_size=1,
+                                      precision=precision)["total_loss"] for rank in (0, 1)]
+    for wrong in ((shards[0] + shards[1]) / 2, shards[0]):
+        assert abs(wrong - single["total_loss"]) > 1e-3 * single["total_loss"]
 
 
 def test_two_slurm_tasks_on_loopback(tmp_path):
