@@ -11,6 +11,7 @@ Training does not use this: its periodic log line (losses, lr, ETA) is its progr
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import math
 import os
@@ -46,6 +47,13 @@ def is_terminal(stream: IO | None) -> bool:
         return bool(stream is not None and stream.isatty())
     except (AttributeError, ValueError):  # a closed or odd stream: treat it as a file
         return False
+
+
+def terminal_width(stream: IO) -> int:
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return 0
 
 
 def default_every(total: int | None) -> int:
@@ -92,7 +100,11 @@ class Progress:
         elif is_terminal(stream):
             self.mode = "bar"
             self._redirect.enter_context(_console_redirect(self.logger))
-            self._bar = tqdm(total=self.total, desc=desc, unit=unit, file=stream, dynamic_ncols=True, leave=leave)
+            # A terminal that reports no width (some containers' ptys) would get an empty bar.
+            width = terminal_width(stream)
+            self._bar = tqdm(total=self.total, desc=desc, unit=unit, file=stream, leave=leave,
+                             dynamic_ncols=width > 0, ncols=None if width > 0 else 100,
+                             nrows=None if width > 0 else 20)
         else:
             self.mode = "log"
 
