@@ -160,7 +160,9 @@ def run_training(cfg: DictConfig, ctx, run: TrainingRun, train_loader, step_fn, 
                 ctx.output_dir)
     if history is not None:
         path = write_run_summary(ctx.output_dir, history.records(), best=best.state_dict(),
-                                 wall_time_s=time.perf_counter() - start, stop_reason=trainer.stop_reason, **summary)
+                                 wall_time_s=time.perf_counter() - start, **summary,
+                                 stop_reason=None if trainer.stop_reason is None else
+                                 f"stopped at iteration {trainer.iter}: {trainer.stop_reason}")
         logger.info("Run summary: %s", path)
     return evaluator.metrics
 
