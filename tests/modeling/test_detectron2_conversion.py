@@ -1,130 +1,324 @@
-"""Detectron2 model-zoo Faster R-CNN R50-FPN weights: names, class order, config, safety."""
+"""Detectron2 model-zoo Faster R-CNN R50/R101-FPN weights, checked against Detectron2 itself.
+
+The parameter names below are those Detectron2's modules register, read from its source
+(github.com/facebookresearch/detectron2), not from this project's converter:
+
+| names | where Detectron2 creates them |
+| --- | --- |
+| `backbone.bottom_up.*`, `backbone.fpn_*` | modeling/backbone/fpn.py `FPN.__init__`: `self.bottom_up = bottom_up`; `self.add_module("fpn_lateral{}".format(stage), lateral_conv)` and `"fpn_output{}"` with `stage = int(math.log2(in_strides[idx]))` (2..5 for res2..res5); `lateral_convs`/`output_convs` are plain lists (no names of their own); biases because `use_bias = norm == ""` (MODEL.FPN.NORM ""); `LastLevelMaxPool` (P6) has no parameters |
+| `stem.conv1.weight`, `stem.conv1.norm.{weight,bias,running_mean,running_var}` | modeling/backbone/resnet.py `ResNet.__init__`: `self.stem = stem`; `BasicStem`: `self.conv1 = Conv2d(in, out, kernel_size=7, stride=2, padding=3, bias=False, norm=get_norm(norm, out))`, forward: relu, `max_pool2d(kernel_size=3, stride=2, padding=1)`; layers/wrappers.py `Conv2d.__init__`: `self.norm = norm`; layers/batch_norm.py `FrozenBatchNorm2d`: buffers `weight`, `bias`, `running_mean`, `running_var`, `eps=1e-5` (config/defaults.py `MODEL.RESNETS.NORM = "FrozenBN"`) |
+| `res{2..5}.{i}.conv{1,2,3}.weight` (+ `.norm.*`), `res{k}.0.shortcut.weight` (+ `.norm.*`) | resnet.py `ResNet.__init__`: `name = "res" + str(i + 2)`, `self.add_module(name, nn.Sequential(*blocks))`; `BottleneckBlock`: `self.shortcut` only `if in_channels != out_channels` (the first block of each stage), `self.conv1` (1x1, `stride_1x1 = stride if stride_in_1x1`), `self.conv2` (3x3), `self.conv3` (1x1), all `bias=False` with a norm; `build_resnet_backbone`: `num_blocks_per_stage = {50: [3, 4, 6, 3], 101: [3, 4, 23, 3]}`, first stride 1 in res2 and 2 after, `bottleneck_channels = num_groups * width_per_group` doubling per stage, out channels from `RES2_OUT_CHANNELS = 256` doubling; defaults.py `STRIDE_IN_1X1 = True`, `WIDTH_PER_GROUP = 64`, `STEM_OUT_CHANNELS = 64` |
+| `proposal_generator.rpn_head.{conv,objectness_logits,anchor_deltas}.{weight,bias}` | modeling/meta_arch/rcnn.py `GeneralizedRCNN.__init__`: `self.backbone`, `self.proposal_generator`, `self.roi_heads`; proposal_generator/rpn.py `RPN`: `self.rpn_head = build_rpn_head(...)`; `StandardRPNHead`: `self.conv` (3x3, C -> C), `self.objectness_logits` (1x1, C -> A), `self.anchor_deltas` (1x1, C -> A * box_dim), forward `relu(self.conv(x))`; A = 3 from configs/Base-RCNN-FPN.yaml `ASPECT_RATIOS: [[0.5, 1.0, 2.0]]` and one size per level |
+| `roi_heads.box_head.fc{1,2}.{weight,bias}` | roi_heads/roi_heads.py `StandardROIHeads.__init__`: `self.box_pooler` (no parameters), `self.box_head`, `self.box_predictor`; roi_heads/box_head.py `FastRCNNConvFCHead`: `self.add_module("fc{}".format(k + 1), fc)`, forward `torch.flatten(x, start_dim=1)` then `relu(layer(x))` per fc; Base-RCNN-FPN.yaml `NUM_FC: 2`, `POOLER_RESOLUTION: 7` (fc1 input C * 7 * 7) |
+| `roi_heads.box_predictor.cls_score.*` (K + 1 rows), `.bbox_pred.*` (4K rows) | roi_heads/fast_rcnn.py `FastRCNNOutputLayers.__init__`: `self.cls_score = Linear(input_size, num_classes + 1)`, `self.bbox_pred = Linear(input_size, num_bbox_reg_classes * box_dim)`; `fast_rcnn_inference_single_image`: `scores = scores[:, :-1]` (background is the *last* column), class k's deltas in columns 4k..4k+3 |
+| file layout `{"model": {name: ndarray}, "__author__": ..., "matching_heuristics": True}` | checkpoint/detection_checkpoint.py `DetectionCheckpointer._load_file`: `if "model" in data and "__author__" in data: # file is in Detectron2 model zoo format`; `_load_model` reads `checkpoint.get("matching_heuristics")`; older zoo files also hold the `pixel_mean`/`pixel_std` buffers of `GeneralizedRCNN` (defaults.py: `PIXEL_MEAN = [103.530, 116.280, 123.675]` in BGR order, `PIXEL_STD = [1.0, 1.0, 1.0]`) |
+
+checkpoint/c2_model_loading.py, which renames Caffe2 (Detectron) model-zoo blobs into these
+names, is a second source for the same suffixes; C2_NAMES lists some of its renamings.
+
+The end-to-end checks compute Detectron2's forward pass (stem, bottlenecks with FrozenBN,
+FPN, RPN head, box head) from the .pkl arrays with torch.nn.functional, as those modules
+define it, and compare the converted model against it; then they change the file in known
+ways (class permutation, BGR channel order, pixel mean) and check the detections change
+exactly as they must.
+"""
 import pickle
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from detector.checkpoint_io import load_checkpoint
-from detector.modeling.build import load_model
+from detector.modeling.build import build_model, load_model
 from detector.weights.convert import convert_weights
+from detector.weights.converted_config import converted_config
+from detector.weights.detectron2_conversion import convert_detectron2, detectron2_key_to_ours
 from detector.weights.restricted_pickle import RestrictedPickleError, load_restricted_pickle
+from detector.weights.state_dicts import load_state_dict_strict
 
 NUM_CLASSES = 80
-# Narrow FPN and box head keep the file small; the key names are what matter here.
+# Narrow FPN and box head keep the files small (MODEL.FPN.OUT_CHANNELS and ROI_BOX_HEAD.FC_DIM
+# are config values in Detectron2; the zoo uses 256 and 1024). The ResNet keeps its real widths.
 FPN_DIM, FC_DIM = 32, 64
+NUM_ANCHORS = 3
+BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}          # resnet.py num_blocks_per_stage
+DETECTRON2_PIXEL_MEAN = np.array([103.530, 116.280, 123.675])  # defaults.py, BGR
+NORM_BUFFERS = ("weight", "bias", "running_mean", "running_var")  # FrozenBatchNorm2d
 
-
-def detectron2_r50_fpn_shapes() -> dict[str, tuple]:
-    """The key names of Detectron2's COCO-Detection/faster_rcnn_R_50_FPN_*.pkl, with shapes."""
-    shapes = {"backbone.bottom_up.stem.conv1.weight": (64, 3, 7, 7)}
-    for suffix in ("weight", "bias", "running_mean", "running_var"):
-        shapes[f"backbone.bottom_up.stem.conv1.norm.{suffix}"] = (64,)
-    in_channels = 64
-    for stage, blocks in zip((2, 3, 4, 5), (3, 4, 6, 3)):
-        width = 64 * 2 ** (stage - 2)
-        out = width * 4
-        for block in range(blocks):
-            prefix = f"backbone.bottom_up.res{stage}.{block}"
-            convs = {"conv1": (width, in_channels, 1, 1), "conv2": (width, width, 3, 3), "conv3": (out, width, 1, 1)}
-            if block == 0:
-                convs["shortcut"] = (out, in_channels, 1, 1)
-            for conv, shape in convs.items():
-                shapes[f"{prefix}.{conv}.weight"] = shape
-                for suffix in ("weight", "bias", "running_mean", "running_var"):
-                    shapes[f"{prefix}.{conv}.norm.{suffix}"] = (shape[0],)
-            in_channels = out
-    for level, channels in zip((2, 3, 4, 5), (256, 512, 1024, 2048)):
-        shapes[f"backbone.fpn_lateral{level}.weight"] = (FPN_DIM, channels, 1, 1)
-        shapes[f"backbone.fpn_lateral{level}.bias"] = (FPN_DIM,)
-        shapes[f"backbone.fpn_output{level}.weight"] = (FPN_DIM, FPN_DIM, 3, 3)
-        shapes[f"backbone.fpn_output{level}.bias"] = (FPN_DIM,)
-    shapes.update({
-        "proposal_generator.rpn_head.conv.weight": (FPN_DIM, FPN_DIM, 3, 3),
-        "proposal_generator.rpn_head.conv.bias": (FPN_DIM,),
-        "proposal_generator.rpn_head.objectness_logits.weight": (3, FPN_DIM, 1, 1),
-        "proposal_generator.rpn_head.objectness_logits.bias": (3,),
-        "proposal_generator.rpn_head.anchor_deltas.weight": (12, FPN_DIM, 1, 1),
-        "proposal_generator.rpn_head.anchor_deltas.bias": (12,),
-        "roi_heads.box_head.fc1.weight": (FC_DIM, FPN_DIM * 7 * 7),
-        "roi_heads.box_head.fc1.bias": (FC_DIM,),
-        "roi_heads.box_head.fc2.weight": (FC_DIM, FC_DIM),
-        "roi_heads.box_head.fc2.bias": (FC_DIM,),
-        "roi_heads.box_predictor.cls_score.weight": (NUM_CLASSES + 1, FC_DIM),
-        "roi_heads.box_predictor.cls_score.bias": (NUM_CLASSES + 1,),
-        "roi_heads.box_predictor.bbox_pred.weight": (NUM_CLASSES * 4, FC_DIM),
-        "roi_heads.box_predictor.bbox_pred.bias": (NUM_CLASSES * 4,),
-    })
-    return shapes
-
-
-# Where each Detectron2 name must land in this project's state dict.
-EXPECTED_DESTINATIONS = {
-    "backbone.bottom_up.stem.conv1.weight": "backbone.body.conv1.weight",
-    "backbone.bottom_up.stem.conv1.norm.running_var": "backbone.body.bn1.running_var",
-    "backbone.bottom_up.res2.0.shortcut.weight": "backbone.body.layer1.0.downsample.0.weight",
-    "backbone.bottom_up.res2.0.shortcut.norm.bias": "backbone.body.layer1.0.downsample.1.bias",
-    "backbone.bottom_up.res3.2.conv2.weight": "backbone.body.layer2.2.conv2.weight",
-    "backbone.bottom_up.res4.5.conv3.norm.running_mean": "backbone.body.layer3.5.bn3.running_mean",
-    "backbone.bottom_up.res5.0.conv1.weight": "backbone.body.layer4.0.conv1.weight",
-    "backbone.fpn_lateral2.weight": "backbone.fpn.lateral_convs.0.0.weight",
-    "backbone.fpn_lateral5.bias": "backbone.fpn.lateral_convs.3.0.bias",
-    "backbone.fpn_output3.weight": "backbone.fpn.output_convs.1.0.weight",
-    "proposal_generator.rpn_head.conv.weight": "rpn.head.convs.0.weight",
-    "proposal_generator.rpn_head.objectness_logits.bias": "rpn.head.objectness.bias",
-    "proposal_generator.rpn_head.anchor_deltas.weight": "rpn.head.deltas.weight",
-    "roi_heads.box_head.fc1.weight": "roi_heads.box_head.fc1.weight",
-    "roi_heads.box_head.fc2.bias": "roi_heads.box_head.fc2.bias",
-    "roi_heads.box_predictor.cls_score.weight": "roi_heads.box_predictor.cls_score.weight",
-    "roi_heads.box_predictor.bbox_pred.bias": "roi_heads.box_predictor.bbox_pred.bias",
+# checkpoint/c2_model_loading.py: Caffe2 blob -> Detectron2 name (as convert_basic_c2_names and
+# convert_c2_detectron_names rewrite it; align_and_update_state_dicts then matches it as a
+# suffix of the model's key). Worked out by hand from those rules.
+C2_NAMES = {
+    "conv1_w": "stem.conv1.weight",                          # "^conv1\\." -> "stem.conv1."
+    "res_conv1_bn_s": "stem.conv1.norm.weight",              # res.conv1.norm. -> conv1.norm. -> stem.
+    "res2_0_branch1_w": "res2.0.shortcut.weight",            # .branch1. -> .shortcut.
+    "res2_0_branch1_bn_b": "res2.0.shortcut.norm.bias",      # bn.b -> bn.bias -> norm.bias
+    "res3_2_branch2a_w": "res3.2.conv1.weight",              # .branch2a. -> .conv1.
+    "res4_5_branch2b_bn_s": "res4.5.conv2.norm.weight",      # bn.s -> norm.weight
+    "res5_0_branch2c_w": "res5.0.conv3.weight",              # .branch2c. -> .conv3.
+    "fpn_inner_res5_2_sum_w": "fpn_lateral5.weight",         # fpn_map: "fpn.inner." -> fpn_lateral{stage}
+    "fpn_inner_res2_2_sum_lateral_b": "fpn_lateral2.bias",
+    "fpn_res3_3_sum_w": "fpn_output3.weight",                # fpn_map: "fpn.res" -> fpn_output{stage}
+    "conv_rpn_fpn2_w": "proposal_generator.rpn_head.conv.weight",
+    "rpn_cls_logits_fpn2_b": "proposal_generator.rpn_head.objectness_logits.bias",
+    "rpn_bbox_pred_fpn2_w": "proposal_generator.rpn_head.anchor_deltas.weight",
+    "fc6_w": "box_head.fc1.weight",                          # "^fc6\\." -> "box_head.fc1."
+    "fc7_b": "box_head.fc2.bias",
+    "cls_score_w": "cls_score.weight",                       # background row moved from first to last
+    "bbox_pred_b": "bbox_pred.bias",                         # background's 4 rows dropped
 }
 
 
-@pytest.fixture(scope="module")
-def detectron2_file(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    weights = {k: rng.standard_normal(s).astype(np.float32) for k, s in detectron2_r50_fpn_shapes().items()}
-    for key, value in weights.items():
-        if key.endswith("running_var"):
-            weights[key] = np.abs(value) + 0.5
-    path = tmp_path_factory.mktemp("d2") / "model_final.pkl"
+def detectron2_faster_rcnn_fpn_shapes(depth: int, fpn_dim: int = FPN_DIM, fc_dim: int = FC_DIM,
+                                      num_classes: int = NUM_CLASSES) -> dict[str, tuple]:
+    """Every parameter / buffer name (with its shape) of Detectron2's GeneralizedRCNN with
+    build_resnet_fpn_backbone, StandardRPNHead and StandardROIHeads (FastRCNNConvFCHead with
+    two fc, FastRCNNOutputLayers), as the module docstring's table derives them."""
+    shapes = {}
+
+    def conv_with_norm(name, shape):
+        shapes[f"{name}.weight"] = shape
+        for buffer in NORM_BUFFERS:
+            shapes[f"{name}.norm.{buffer}"] = (shape[0],)
+
+    conv_with_norm("backbone.bottom_up.stem.conv1", (64, 3, 7, 7))
+    in_channels, bottleneck, out_channels = 64, 64, 256
+    for stage, blocks in zip((2, 3, 4, 5), BLOCKS[depth]):
+        for block in range(blocks):
+            prefix = f"backbone.bottom_up.res{stage}.{block}"
+            if in_channels != out_channels:
+                conv_with_norm(f"{prefix}.shortcut", (out_channels, in_channels, 1, 1))
+            conv_with_norm(f"{prefix}.conv1", (bottleneck, in_channels, 1, 1))
+            conv_with_norm(f"{prefix}.conv2", (bottleneck, bottleneck, 3, 3))
+            conv_with_norm(f"{prefix}.conv3", (out_channels, bottleneck, 1, 1))
+            in_channels = out_channels
+        bottleneck, out_channels = bottleneck * 2, out_channels * 2
+    for stage, channels in zip((2, 3, 4, 5), (256, 512, 1024, 2048)):
+        shapes[f"backbone.fpn_lateral{stage}.weight"] = (fpn_dim, channels, 1, 1)
+        shapes[f"backbone.fpn_lateral{stage}.bias"] = (fpn_dim,)
+        shapes[f"backbone.fpn_output{stage}.weight"] = (fpn_dim, fpn_dim, 3, 3)
+        shapes[f"backbone.fpn_output{stage}.bias"] = (fpn_dim,)
+    for name, out in (("conv", fpn_dim), ("objectness_logits", NUM_ANCHORS), ("anchor_deltas", NUM_ANCHORS * 4)):
+        size = 3 if name == "conv" else 1
+        shapes[f"proposal_generator.rpn_head.{name}.weight"] = (out, fpn_dim, size, size)
+        shapes[f"proposal_generator.rpn_head.{name}.bias"] = (out,)
+    for name, (out, inp) in {"box_head.fc1": (fc_dim, fpn_dim * 7 * 7), "box_head.fc2": (fc_dim, fc_dim),
+                             "box_predictor.cls_score": (num_classes + 1, fc_dim),
+                             "box_predictor.bbox_pred": (num_classes * 4, fc_dim)}.items():
+        shapes[f"roi_heads.{name}.weight"] = (out, inp)
+        shapes[f"roi_heads.{name}.bias"] = (out,)
+    return shapes
+
+
+def test_caffe2_renamings_land_on_the_same_names():
+    """Two Detectron2 sources agree: c2_model_loading.py's renamings are suffixes of the
+    names the modules register (align_and_update_state_dicts matches them as suffixes)."""
+    names = detectron2_faster_rcnn_fpn_shapes(50)
+    for c2_name, suffix in C2_NAMES.items():
+        matches = [n for n in names if n == suffix or n.endswith("." + suffix)]
+        assert len(matches) == 1, (c2_name, suffix, matches)
+
+
+@pytest.mark.parametrize("depth", [50, 101])
+def test_every_detectron2_name_maps_one_to_one_onto_the_converted_model(depth):
+    shapes = detectron2_faster_rcnn_fpn_shapes(depth)
+    # Zero-stride arrays: the shapes without the memory; the converter materializes them.
+    weights = {k: np.broadcast_to(np.float32(0.5), s) for k, s in shapes.items()}
+    state, backbone, model_fields, num_classes, names = convert_detectron2(
+        {"model": weights, "__author__": "Detectron2 Model Zoo", "matching_heuristics": True})
+    assert backbone["depth"] == depth and backbone["stride_in_1x1"] and num_classes == NUM_CLASSES
+    assert len(state) == len(shapes)   # nothing dropped, nothing merged
+    assert {detectron2_key_to_ours(k) for k in shapes} == set(state)
+    model = build_model(_weightless(converted_config(backbone, model_fields, num_classes, names)))
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    assert ours == {detectron2_key_to_ours(k): s for k, s in shapes.items()}
+    load_state_dict_strict(model, state, f"R{depth}-FPN")
+
+
+def _weightless(config: dict):
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create(config)
+    cfg.model.weights = None
+    cfg.backbone.weights = None
+    return cfg
+
+
+def _random_weights(shapes: dict[str, tuple], seed: int = 0) -> dict[str, np.ndarray]:
+    """Values of realistic size: He-scaled ResNet convolutions, FrozenBN near identity, and the
+    heads drawn as Detectron2 initializes them (StandardRPNHead: normal std 0.01;
+    FastRCNNOutputLayers: cls_score std 0.01, bbox_pred std 0.001), so that proposals and
+    scores are spread out instead of saturated."""
+    rng = np.random.default_rng(seed)
+    head_std = {"proposal_generator.rpn_head.": 0.01, "roi_heads.box_predictor.cls_score.": 0.01,
+                "roi_heads.box_predictor.bbox_pred.": 0.001}
+    weights = {}
+    for key, shape in shapes.items():
+        std = next((v for prefix, v in head_std.items() if key.startswith(prefix)), None)
+        if key.endswith("norm.weight"):
+            value = rng.uniform(0.2, 0.6, shape)
+        elif key.endswith("running_var"):
+            value = rng.uniform(0.5, 1.5, shape)
+        elif key.endswith(("norm.bias", "norm.running_mean")) or (key.endswith(".bias") and len(shape) == 1):
+            value = rng.normal(0.0, 0.1, shape)
+        elif std is not None:
+            value = rng.normal(0.0, std, shape)
+        else:
+            fan_in = int(np.prod(shape[1:]))
+            value = rng.normal(0.0, np.sqrt((1.0 if key.startswith("roi_heads") else 2.0) / fan_in), shape)
+        weights[key] = value.astype(np.float32)
+    return weights
+
+
+def _write_zoo_file(path, weights: dict, **extra) -> None:
     with open(path, "wb") as handle:
-        pickle.dump({"model": weights, "__author__": "Detectron2 Model Zoo", "matching_heuristics": True}, handle)
-    output = path.with_name("converted.pth")
-    convert_weights("detectron2", path, output)
-    assert load_checkpoint(output)["category_ids"][:13] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14]
-    return weights, load_model(output)
+        pickle.dump({"model": {**weights, **extra}, "__author__": "Detectron2 Model Zoo",
+                     "matching_heuristics": True}, handle)
 
 
-def test_every_tensor_lands_where_it_belongs(detectron2_file):
-    weights, model = detectron2_file
-    state = model.state_dict()
-    # All 4x4 + stems etc: every source tensor is used exactly once, nothing is left over.
-    assert len(weights) == len([k for k in state if not k.endswith("num_batches_tracked")])
-    for source, destination in EXPECTED_DESTINATIONS.items():
-        assert torch.equal(state[destination], torch.from_numpy(weights[source])), source
-    for source, value in weights.items():
-        assert any(torch.equal(t, torch.from_numpy(value)) for t in state.values() if t.shape == value.shape), source
+# Variant file: classes permuted, the first convolution's input channels reversed and a pixel mean
+# of its own stored in the file (as the GeneralizedRCNN buffers older zoo files carry).
+PERMUTATION = np.random.default_rng(1).permutation(NUM_CLASSES)   # variant class k = base class P[k]
+VARIANT_MEAN = DETECTRON2_PIXEL_MEAN + np.array([12.0, -7.0, 30.0])   # BGR
 
 
-def test_class_order_background_last_becomes_background_first(detectron2_file):
-    weights, model = detectron2_file
-    x = torch.randn(3, FC_DIM)
-    logits, deltas = model.roi_heads.box_predictor(x)
-    cls_w, cls_b = (torch.from_numpy(weights[f"roi_heads.box_predictor.cls_score.{n}"]) for n in ("weight", "bias"))
-    box_w, box_b = (torch.from_numpy(weights[f"roi_heads.box_predictor.bbox_pred.{n}"]) for n in ("weight", "bias"))
-    d2_logits, d2_deltas = x @ cls_w.T + cls_b, x @ box_w.T + box_b
-    torch.testing.assert_close(logits[:, 0], d2_logits[:, NUM_CLASSES])          # background
-    torch.testing.assert_close(logits[:, 1:], d2_logits[:, :NUM_CLASSES])        # label k <-> D2 class k-1
-    torch.testing.assert_close(deltas.view(3, -1, 4)[:, 1:], d2_deltas.view(3, -1, 4))
+@pytest.fixture(scope="module")
+def zoo_models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("d2")
+    weights = _random_weights(detectron2_faster_rcnn_fpn_shapes(50))
+    variant = dict(weights)
+    for name, group in (("cls_score", 1), ("bbox_pred", 4)):
+        for suffix in ("weight", "bias"):
+            key = f"roi_heads.box_predictor.{name}.{suffix}"
+            rows = weights[key][: NUM_CLASSES * group].reshape(NUM_CLASSES, group, *weights[key].shape[1:])
+            permuted = rows[PERMUTATION].reshape(NUM_CLASSES * group, *weights[key].shape[1:])
+            variant[key] = np.concatenate([permuted, weights[key][NUM_CLASSES * group:]])   # background stays last
+    variant["backbone.bottom_up.stem.conv1.weight"] = weights["backbone.bottom_up.stem.conv1.weight"][:, ::-1].copy()
+    models = {}
+    overrides = ["model.input.min_size_test=64", "model.input.max_size_test=64", "model.roi_heads.score_thresh=0.3"]
+    for name, data, extra in (("base", weights, {}),
+                              ("variant", variant, {"pixel_mean": VARIANT_MEAN.reshape(3, 1, 1).astype(np.float32),
+                                                    "pixel_std": np.ones((3, 1, 1), np.float32)})):
+        _write_zoo_file(folder / f"{name}.pkl", data, **extra)
+        convert_weights("detectron2", folder / f"{name}.pkl", folder / f"{name}.pth")
+        models[name] = load_model(folder / f"{name}.pth", overrides=overrides)
+    assert load_checkpoint(folder / "base.pth")["category_ids"][:13] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14]
+    return {k: torch.from_numpy(v) for k, v in weights.items()}, models
+
+
+def _d2_conv(w, x, name, stride=1, padding=0):
+    """layers/wrappers.py Conv2d: convolution, then its norm (FrozenBatchNorm2d, eps 1e-5)."""
+    y = F.conv2d(x, w[f"{name}.weight"], w.get(f"{name}.bias"), stride, padding)
+    if f"{name}.norm.weight" in w:
+        y = F.batch_norm(y, w[f"{name}.norm.running_mean"], w[f"{name}.norm.running_var"],
+                         w[f"{name}.norm.weight"], w[f"{name}.norm.bias"], training=False, eps=1e-5)
+    return y
+
+
+def detectron2_features(w: dict, images: torch.Tensor) -> list[torch.Tensor]:
+    """P2..P6 as Detectron2 computes them from already normalized BGR images."""
+    x = F.max_pool2d(F.relu(_d2_conv(w, images, "backbone.bottom_up.stem.conv1", 2, 3)), 3, 2, 1)   # BasicStem
+    res = {}
+    for stage, blocks in zip((2, 3, 4, 5), BLOCKS[50]):
+        for block in range(blocks):
+            p = f"backbone.bottom_up.res{stage}.{block}"
+            stride = 2 if block == 0 and stage > 2 else 1
+            out = F.relu(_d2_conv(w, x, f"{p}.conv1", stride))        # stride_in_1x1
+            out = F.relu(_d2_conv(w, out, f"{p}.conv2", 1, 1))
+            out = _d2_conv(w, out, f"{p}.conv3")
+            shortcut = _d2_conv(w, x, f"{p}.shortcut", stride) if f"{p}.shortcut.weight" in w else x
+            x = F.relu(out + shortcut)                                # BottleneckBlock.forward
+        res[stage] = x
+    prev = _d2_conv(w, res[5], "backbone.fpn_lateral5")                # FPN.forward, top-down
+    results = [_d2_conv(w, prev, "backbone.fpn_output5", 1, 1)]
+    for stage in (4, 3, 2):
+        prev = _d2_conv(w, res[stage], f"backbone.fpn_lateral{stage}") + F.interpolate(prev, scale_factor=2, mode="nearest")
+        results.insert(0, _d2_conv(w, prev, f"backbone.fpn_output{stage}", 1, 1))
+    return results + [F.max_pool2d(results[-1], kernel_size=1, stride=2, padding=0)]   # LastLevelMaxPool
+
+
+def test_backbone_fpn_and_rpn_head_compute_what_detectron2_computes(zoo_models):
+    w, models = zoo_models
+    model = models["base"]
+    rgb = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    # GeneralizedRCNN.preprocess_image on Detectron2's input: BGR, 0..255, (x - mean) / std.
+    bgr = (rgb.flip(1) * 255 - torch.tensor(DETECTRON2_PIXEL_MEAN, dtype=torch.float32).view(1, 3, 1, 1)) / 1.0
+    torch.testing.assert_close(model.preprocessor.normalize(rgb[0]), bgr[0], rtol=1e-5, atol=1e-3)
+    expected = detectron2_features(w, bgr)
+    with torch.no_grad():
+        ours = list(model.backbone(model.preprocessor.normalize(rgb[0])[None]).values())
+        objectness, deltas = model.rpn.head(ours)
+    assert len(ours) == len(expected) == 5
+    for level, (a, b) in enumerate(zip(ours, expected)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max())), f"P{level + 2}"
+    for level, feature in enumerate(expected):
+        # StandardRPNHead.forward, then RPN.forward's layout: (N, H*W*A) and (N, H*W*A, 4).
+        t = F.relu(_d2_conv(w, feature, "proposal_generator.rpn_head.conv", 1, 1))
+        logits = _d2_conv(w, t, "proposal_generator.rpn_head.objectness_logits")
+        anchor_deltas = _d2_conv(w, t, "proposal_generator.rpn_head.anchor_deltas")
+        n, _, h, wd = anchor_deltas.shape
+        ref_deltas = anchor_deltas.view(n, -1, 4, h, wd).permute(0, 3, 4, 1, 2).flatten(1, -2)
+        # (our head runs on our features, equal to Detectron2's up to float rounding)
+        torch.testing.assert_close(objectness[level], logits.permute(0, 2, 3, 1).flatten(1),
+                                   rtol=1e-3, atol=1e-3 * float(logits.abs().max()))
+        torch.testing.assert_close(deltas[level], ref_deltas, rtol=1e-3, atol=1e-3 * float(ref_deltas.abs().max()))
+
+
+def test_box_head_and_predictor_compute_what_detectron2_computes(zoo_models):
+    w, models = zoo_models
+    model = models["base"]
+    pooled = torch.randn(5, FPN_DIM, 7, 7, generator=torch.Generator().manual_seed(1))
+    x = torch.flatten(pooled, start_dim=1)                            # FastRCNNConvFCHead.forward
+    for fc in ("fc1", "fc2"):
+        x = F.relu(F.linear(x, w[f"roi_heads.box_head.{fc}.weight"], w[f"roi_heads.box_head.{fc}.bias"]))
+    d2_scores = F.linear(x, w["roi_heads.box_predictor.cls_score.weight"], w["roi_heads.box_predictor.cls_score.bias"])
+    d2_deltas = F.linear(x, w["roi_heads.box_predictor.bbox_pred.weight"], w["roi_heads.box_predictor.bbox_pred.bias"])
+    with torch.no_grad():
+        logits, deltas = model.roi_heads.box_predictor(model.roi_heads.box_head(pooled))
+    # Detectron2: background last, deltas of the K classes; here: background is label 0.
+    torch.testing.assert_close(logits[:, 0], d2_scores[:, NUM_CLASSES], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(logits[:, 1:], d2_scores[:, :NUM_CLASSES], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(deltas.view(5, -1, 4)[:, 1:], d2_deltas.view(5, -1, 4), rtol=1e-4, atol=1e-4)
     assert model.config.model.class_names[0] == "person" and len(model.config.model.class_names) == 80
 
 
-def test_converted_config_reproduces_detectron2(detectron2_file):
-    _, model = detectron2_file
+def test_class_permutation_bgr_order_and_pixel_mean_change_the_detections_exactly(zoo_models):
+    """The variant file permutes the classes, reverses conv1's input channels and carries its
+    own BGR pixel mean m'. Detectron2 would give, for the BGR image flip(x) shifted by
+    (reverse(m') - m) / 255, exactly the base model's detections on x -- with each label k
+    renamed to the variant's class for it -- because reversed channels meet reversed weights and
+    the shift turns m' back into m. A converter that read the mean in RGB order, flipped conv1
+    or left the class rows in place would not."""
+    _, models = zoo_models
+    x = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(2))
+    shift = (VARIANT_MEAN[::-1] - DETECTRON2_PIXEL_MEAN) / 255.0
+    x_variant = x.flip(0) + torch.tensor(shift.copy(), dtype=torch.float32).view(3, 1, 1)
+    with torch.no_grad():
+        base = models["base"]([x])[0]
+        variant = models["variant"]([x_variant])[0]
+    assert 5 <= len(base["scores"]) < 100   # well inside the score threshold and the per-image cap
+    inverse = np.argsort(PERMUTATION)       # base class c -> variant class inverse[c]
+    expected_labels = torch.from_numpy(inverse[(base["labels"] - 1).numpy()] + 1)
+    a, b = torch.argsort(base["scores"], descending=True), torch.argsort(variant["scores"], descending=True)
+    assert len(a) == len(b)
+    torch.testing.assert_close(variant["scores"][b], base["scores"][a], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(variant["boxes"][b], base["boxes"][a], rtol=1e-4, atol=1e-3)
+    assert torch.equal(variant["labels"][b], expected_labels[a])
+    # The same image without the shift (the mean read in the wrong order) gives other scores.
+    with torch.no_grad():
+        unshifted = models["variant"]([x.flip(0)])[0]
+    assert len(unshifted["scores"]) != len(a) or not torch.allclose(unshifted["scores"].sort().values,
+                                                                     base["scores"].sort().values, atol=1e-3)
+
+
+def test_converted_config_reproduces_detectron2(zoo_models):
+    _, models = zoo_models
+    model, variant = models["base"], models["variant"]
     cfg = model.config
     assert cfg.model.input.format == "BGR"
-    np.testing.assert_allclose(list(cfg.model.input.pixel_mean), [103.53 / 255, 116.28 / 255, 123.675 / 255])
+    np.testing.assert_allclose(list(cfg.model.input.pixel_mean), DETECTRON2_PIXEL_MEAN / 255)
+    np.testing.assert_allclose(list(variant.config.model.input.pixel_mean), VARIANT_MEAN / 255)
     np.testing.assert_allclose(list(cfg.model.input.pixel_std), [1 / 255] * 3)
     assert cfg.backbone.stride_in_1x1 and cfg.backbone.depth == 50 and cfg.backbone.norm == "frozen_bn"
     assert model.backbone.body.layer2[0].conv1.stride == (2, 2)
@@ -132,14 +326,6 @@ def test_converted_config_reproduces_detectron2(detectron2_file):
     assert cfg.model.roi_heads.predictor_layout == "detectron2"
     assert not cfg.model.anchor_generator.round_anchors
     assert list(cfg.model.anchor_generator.strides) == [4, 8, 16, 32, 64]
-    # BGR flip and 0..255 scaling: a pure-red RGB pixel becomes (0 - 103.53, 0 - 116.28, 255 - 123.675).
-    red = torch.zeros(3, 1, 1)
-    red[0] = 1.0
-    torch.testing.assert_close(model.preprocessor.normalize(red).flatten(),
-                               torch.tensor([-103.53, -116.28, 255 - 123.675]), rtol=1e-5, atol=1e-3)
-    model.preprocessor.min_size_test = 64   # small, to run end to end quickly
-    with torch.no_grad():
-        assert len(model([torch.rand(3, 64, 80)])) == 1
 
 
 class _CreatesAFile:
