@@ -20,7 +20,6 @@ import importlib.util
 import json
 from pathlib import Path
 
-import pytest
 
 from detector.evaluation.analysis.pipeline import analyze
 
