@@ -11,7 +11,7 @@ The parameter names below are those Detectron2's modules register, read from its
 | `proposal_generator.rpn_head.{conv,objectness_logits,anchor_deltas}.{weight,bias}` | modeling/meta_arch/rcnn.py `GeneralizedRCNN.__init__`: `self.backbone`, `self.proposal_generator`, `self.roi_heads`; proposal_generator/rpn.py `RPN`: `self.rpn_head = build_rpn_head(...)`; `StandardRPNHead`: `self.conv` (3x3, C -> C), `self.objectness_logits` (1x1, C -> A), `self.anchor_deltas` (1x1, C -> A * box_dim), forward `relu(self.conv(x))`; A = 3 from configs/Base-RCNN-FPN.yaml `ASPECT_RATIOS: [[0.5, 1.0, 2.0]]` and one size per level |
 | `roi_heads.box_head.fc{1,2}.{weight,bias}` | roi_heads/roi_heads.py `StandardROIHeads.__init__`: `self.box_pooler` (no parameters), `self.box_head`, `self.box_predictor`; roi_heads/box_head.py `FastRCNNConvFCHead`: `self.add_module("fc{}".format(k + 1), fc)`, forward `torch.flatten(x, start_dim=1)` then `relu(layer(x))` per fc; Base-RCNN-FPN.yaml `NUM_FC: 2`, `POOLER_RESOLUTION: 7` (fc1 input C * 7 * 7) |
 | `roi_heads.box_predictor.cls_score.*` (K + 1 rows), `.bbox_pred.*` (4K rows) | roi_heads/fast_rcnn.py `FastRCNNOutputLayers.__init__`: `self.cls_score = Linear(input_size, num_classes + 1)`, `self.bbox_pred = Linear(input_size, num_bbox_reg_classes * box_dim)`; `fast_rcnn_inference_single_image`: `scores = scores[:, :-1]` (background is the *last* column), class k's deltas in columns 4k..4k+3 |
-| file layout `{"model": {name: ndarray}, "__author__": ..., "matching_heuristics": True}` | checkpoint/detection_checkpoint.py `DetectionCheckpointer._load_file`: `if "model" in data and "__author__" in data: # file is in Detectron2 model zoo format`; `_load_model` reads `checkpoint.get("matching_heuristics")`; older zoo files also hold the `pixel_mean`/`pixel_std` buffers of `GeneralizedRCNN` (defaults.py: `PIXEL_MEAN = [103.530, 116.280, 123.675]` in BGR order, `PIXEL_STD = [1.0, 1.0, 1.0]`) |
+| file layout `{"model": {name: ndarray}, "__author__": ..., "matching_heuristics": True}` | checkpoint/detection_checkpoint.py `DetectionCheckpointer._load_file`: `if "model" in data and "__author__" in data: # file is in Detectron2 model zoo format`; `_load_model` reads `checkpoint.get("matching_heuristics")` and tolerates `pixel_mean`/`pixel_std` being absent ("they may be missing in old checkpoints"): files saved while those `GeneralizedRCNN` buffers were persistent carry them (meta_arch/rcnn.py now registers them with `persistent=False`); defaults.py: `PIXEL_MEAN = [103.530, 116.280, 123.675]` in BGR order ("BGR order, since INPUT.FORMAT defaults to BGR"), `PIXEL_STD = [1.0, 1.0, 1.0]` |
 
 checkpoint/c2_model_loading.py, which renames Caffe2 (Detectron) model-zoo blobs into these
 names, is a second source for the same suffixes; C2_NAMES lists some of its renamings.
@@ -178,7 +178,8 @@ def _write_zoo_file(path, weights: dict, **extra) -> None:
 
 
 # Variant file: classes permuted, the first convolution's input channels reversed and a pixel mean
-# of its own stored in the file (as the GeneralizedRCNN buffers older zoo files carry).
+# of its own stored in the file (GeneralizedRCNN's pixel_mean / pixel_std buffers, which files saved while
+# they were persistent carry).
 PERMUTATION = np.random.default_rng(1).permutation(NUM_CLASSES)   # variant class k = base class P[k]
 VARIANT_MEAN = DETECTRON2_PIXEL_MEAN + np.array([12.0, -7.0, 30.0])   # BGR
 
