@@ -8,7 +8,8 @@ each tide_expected_*.json records its command and where its results came from:
   configuration for 300 iterations, on the shapes test split (both stored, gzipped);
 - coco128_perturbed: coco128's annotations (with its 10 crowd regions) against detections
   made from them by known perturbations (tests/evaluation/data/perturbed_coco128.py, seeded;
-  regenerated here).
+  regenerated here);
+- coco_eval_reference: the cocoapi reference ground truth and fake results (shared datasets).
 
 Every main (Cls, Loc, Both, Dupe, Bkg, Miss) and special (FalsePos, FalseNeg) dAP must agree
 within 0.05 AP points, and so must the AP50 they are relative to.
@@ -73,3 +74,12 @@ def test_coco128_with_crowd_regions_agrees_with_tidecv(coco128):
     # these results it is off by more than the tolerance, which is why it is not the default.
     coco = analyze(gt, results, dap_evaluator="coco")
     assert abs(100 * coco["special"]["false_negatives"]["dap"] - expected["special"]["FalseNeg"]) > 1.0
+
+
+def test_cocoapi_reference_results_agree_with_tidecv(coco_eval_reference):
+    # COCO val2014 ground truth (9 crowd regions) and the cocoapi's own fake results, which
+    # detect classes that have no object in these 100 images (TIDE counts those with AP 0).
+    expected = json.loads((DATA / "tide_expected_coco_eval_reference.json").read_text())
+    gt = json.loads((coco_eval_reference / "instances_val2014_100.json").read_text())
+    results = json.loads((coco_eval_reference / "instances_val2014_fakebbox100_results.json").read_text())
+    _assert_agrees(analyze(gt, results), expected)
