@@ -22,7 +22,8 @@ from detector.checkpoint_io import CheckpointError, save_checkpoint
 from detector.engine.checkpointer import LAST, PREVIOUS, Checkpointer, load_latest_good
 
 MAX_ITER = 8
-RUN = [f"train.max_iter={MAX_ITER}", "train.checkpoint_period=2"]
+# fp32: the generated shapes' recipe trains in bf16, which has a test of its own below.
+RUN = [f"train.max_iter={MAX_ITER}", "train.checkpoint_period=2", "train.amp=none"]
 
 
 def start(script: str, args: list[str], log: Path, **env: str) -> subprocess.Popen:
@@ -75,7 +76,7 @@ def test_sigkill_at_three_points_then_resume_equals_uninterrupted_run(generated_
     reference = weights(straight_dir / "checkpoints" / "model_final.pth")
 
     # 2. In the middle of writing last.pth at iteration 6: half the bytes are in the temporary file.
-    proc = start(FAULTS, args, tmp_path / "attempt2.log", SLOW_CHECKPOINT_WRITE="6:1")
+    proc = start(FAULTS, args, tmp_path / "attempt2.log", SLOW_CHECKPOINT_WRITE="6:last.pth")
     wait_for(lambda: "SLOW_WRITE_IN_PROGRESS" in (tmp_path / "attempt2.log").read_text(), 240, "the slow write", proc)
     assert leftovers(checkpoints, LAST), "the interrupted write has no temporary file"
     kill(proc)
@@ -83,7 +84,7 @@ def test_sigkill_at_three_points_then_resume_equals_uninterrupted_run(generated_
     assert iteration_of(checkpoints / PREVIOUS) == 2  # (whether attempt 1 got to write iteration 4 or not)
 
     # 3. In the middle of writing model_final.pth (after last.pth at iteration 8).
-    proc = start(FAULTS, args, tmp_path / "attempt3.log", SLOW_CHECKPOINT_WRITE="8:2")
+    proc = start(FAULTS, args, tmp_path / "attempt3.log", SLOW_CHECKPOINT_WRITE="8:model_final.pth")
     wait_for(lambda: "SLOW_WRITE_IN_PROGRESS" in (tmp_path / "attempt3.log").read_text(), 240, "the slow write", proc)
     kill(proc)
     attempt2 = (tmp_path / "attempt2.log").read_text()
@@ -124,6 +125,76 @@ def test_sigkill_at_three_points_then_resume_equals_uninterrupted_run(generated_
             "one checkpoint period (iterations 7-8 retrained); final weights equal the uninterrupted run's")  # kept for inspection, not rotated into previous.pth
     assert iteration_of(last) == MAX_ITER
     assert_same_weights(weights(straight_dir / "checkpoints" / "model_final.pth"), reference)
+
+
+def max_difference(a, b, where: str = "") -> float:
+    """The largest |a - b| over every tensor of two checkpoints (nested dicts and lists), after
+    checking that both hold the same entries; an integer or other value that differs counts as inf."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), (where, sorted(a), sorted(b) if isinstance(b, dict) else b)
+        return max((max_difference(a[k], b[k], f"{where}/{k}") for k in a), default=0.0)
+    if isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b), where
+        return max((max_difference(x, y, f"{where}/{i}") for i, (x, y) in enumerate(zip(a, b))), default=0.0)
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype, where
+        if torch.equal(a, b):
+            return 0.0
+        if not a.is_floating_point():
+            return float("inf")
+        return float((a.double() - b.double()).abs().max())
+    return 0.0 if a == b else float("inf")
+
+
+# Options that keep state of their own, or draw on the random streams, across a resume: each
+# killed between two checkpoints and resumed, with exact equality on the CPU. fp32 (the
+# test above) unless the case sets the precision. No evaluation pictures: seconds per run.
+RESUME_CASES = {
+    "ema": ["train.ema.enabled=true", "train.ema.decay=0.9"],
+    "bf16": ["train.amp=bf16"],
+    "grad_accum": ["train.grad_accum_steps=2"],
+    "val_loss": ["train.val_loss_period=3", "test.val_loss_max_images=2"],
+}
+SHORT_RUN = ["train.max_iter=6", "train.checkpoint_period=2", "train.amp=none", "test.analysis=false"]
+
+
+@pytest.mark.parametrize("case", list(RESUME_CASES))
+def test_sigkill_then_resume_is_bit_identical_with_each_option(case, generated_shapes, tmp_path):
+    """SIGKILL after iteration 3 (last.pth at iteration 2), resume, and the final checkpoint
+    equals that of a run never interrupted: the weights, and with EMA the averaged weights too
+    (model_final.pth holds the EMA as "model" and the trained weights as "model_raw")."""
+    options = [*SHORT_RUN, *RESUME_CASES[case]]
+    straight_dir, killed = tmp_path / "straight", tmp_path / "killed"
+    straight = start(TRAIN_NET, tiny(generated_shapes, straight_dir, *options), tmp_path / "straight.log")
+    args = tiny(generated_shapes, killed, *options, "train.resume=true")
+    log_txt = killed / "log.txt"
+    # With the validation loss: kill after the validation at iteration 3, so the resumed run
+    # validates again on its way (validation must leave the training stream untouched).
+    marker = "Validation loss at iteration 3:" if case == "val_loss" else "iter: 3/6"
+    proc = start(TRAIN_NET, args, tmp_path / "attempt.log")
+    wait_for(lambda: log_txt.is_file() and marker in log_txt.read_text(), 240, marker, proc)
+    kill(proc)
+    killed_at = iteration_of(killed / "checkpoints" / LAST)
+    assert killed_at in (2, 4) and not (killed / "checkpoints" / "model_final.pth").exists()
+    resumed = train_net(args)
+    assert f"at iteration {killed_at}." in resumed.stdout and "Resumed from" in resumed.stdout
+    assert straight.wait(timeout=240) == 0, (tmp_path / "straight.log").read_text()[-3000:]
+
+    a = torch.load(straight_dir / "checkpoints" / "model_final.pth", weights_only=True)
+    b = torch.load(killed / "checkpoints" / "model_final.pth", weights_only=True)
+    compared = ["model", "model_raw"] if case == "ema" else ["model"]
+    assert set(compared) <= set(a), sorted(a)
+    if case == "ema":   # the averaged weights are weights of their own, not a copy of the trained ones
+        assert max_difference(a["model"], a["model_raw"]) > 0
+    difference = max(max_difference(a[key], b[key], key) for key in compared)
+    print(f"resume after SIGKILL [{case}] (killed after iteration 3, resumed from {killed_at}): "
+          f"max |weight difference| = {difference}")
+    assert difference == 0.0
+    assert (killed / "metrics.json").read_text() == (straight_dir / "metrics.json").read_text()
+    if case == "val_loss":
+        final = [line.split("] ", 1)[-1] for line in (straight_dir / "log.txt").read_text().splitlines()
+                 if "Validation loss at iteration 6:" in line]
+        assert final and final[0] in log_txt.read_text()
 
 
 # In-process checks of the fallback itself, one kind of damage each.

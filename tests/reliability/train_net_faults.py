@@ -4,11 +4,11 @@
     torchrun --nproc_per_node=2 tests/reliability/train_net_faults.py <train_net overrides>
 
 It patches functions in this process only, then runs tools/train_net.py as __main__:
-  SLOW_CHECKPOINT_WRITE=ITER:N  the N-th checkpoint written at iteration ITER (1: last.pth;
-                                2 at the final iteration: model_final.pth) writes half of
-                                its bytes into its temporary file, prints
-                                SLOW_WRITE_IN_PROGRESS and sleeps, so a test can SIGKILL the
-                                run in the middle of a checkpoint write;
+  SLOW_CHECKPOINT_WRITE=ITER:NAME  the checkpoint NAME (last.pth, model_final.pth, ...) written
+                                at iteration ITER writes half of its bytes into its temporary
+                                file, prints SLOW_WRITE_IN_PROGRESS and sleeps, so a test can
+                                SIGKILL the run in the middle of that write (named, not counted:
+                                other checkpoints, e.g. model_best.pth, come and go);
   RAISE_AT=ITER:RANK            the process of that rank raises RuntimeError at the start
                                 of iteration ITER (1-based), as a crashing rank would.
 """
@@ -25,14 +25,19 @@ TRAIN_NET = str(Path(__file__).resolve().parents[2] / "tools" / "train_net.py")
 def arm_slow_checkpoint_write(spec: str) -> None:
     import torch
 
-    iteration, nth = (int(v) for v in spec.split(":"))
+    iteration, name = spec.split(":")
     real_save = torch.save
-    seen = [0]
+
+    def writing(f) -> str:
+        # save_checkpoint writes to an open temporary file ".<name>.<random>.tmp" next to the target.
+        try:
+            return os.path.basename(os.readlink(f"/proc/self/fd/{f.fileno()}"))
+        except (AttributeError, OSError):
+            return ""
 
     def slow_save(obj, f, *args, **kwargs):
-        if isinstance(obj, dict) and obj.get("iteration") == iteration:
-            seen[0] += 1
-            if seen[0] == nth:
+        if isinstance(obj, dict) and obj.get("iteration") == int(iteration):
+            if writing(f).startswith(f".{name}."):
                 buffer = io.BytesIO()
                 real_save(obj, buffer, *args, **kwargs)
                 data = buffer.getvalue()
