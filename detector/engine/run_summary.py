@@ -92,9 +92,11 @@ def summary_markdown(output_dir: Path, records: list[dict], overrides: list[str]
             lines += [f"Best {metric} = {_number(_lookup(best_record, metric), True)} at iteration {best_iteration} "
                       f"([checkpoints/model_best.pth](checkpoints/model_best.pth)); final at iteration "
                       f"{final['iteration']} ([checkpoints/model_final.pth](checkpoints/model_final.pth)).", ""]
-        columns = [("final", final)] + ([("best", best_record)] if best_record is not None else [])
         if best_record is final:
-            columns[0] = ("final (also the best)", final)
+            columns = [("final (also the best)", final)]
+        else:
+            columns = [("final", final)] + ([("best", best_record)] if best_record is not None else [])
+        show_best = best_record is not None and best_record is not final
         for group, numbers in _metric_groups(final).items():
             names = [n for n in numbers if n != "per_category"]
             header = ["evaluation", "iteration"] + [f"{group}/{n}" for n in names]
@@ -105,12 +107,12 @@ def summary_markdown(output_dir: Path, records: list[dict], overrides: list[str]
             if per_class:
                 best_per_class = (best_record or {}).get(group, {}).get("per_category", {})
                 header = ["class", f"final AP (iter {final['iteration']})"]
-                if best_record is not None:
+                if show_best:
                     header.append(f"best-checkpoint AP (iter {best_record['iteration']})")
                 table_rows = []
                 for name, value in per_class.items():
                     row = [name, _number(value, True)]
-                    if best_record is not None:
+                    if show_best:
                         row.append(_number(best_per_class.get(name), True))
                     table_rows.append(row)
                 lines += [f"### Per class ({group})", "", _table(header, table_rows), ""]
@@ -149,8 +151,6 @@ def summary_markdown(output_dir: Path, records: list[dict], overrides: list[str]
         links.append(f"- label statistics (boxes per class, sizes and aspect ratios against the anchors): "
                      f"[{LABEL_STATS_PNG}]({LABEL_STATS_PNG})")
     for label, record in columns:
-        if label == "best" and record is final:
-            continue
         folder = output_dir / "eval" / str(record["iteration"])
         if folder.is_dir():
             pngs = sorted(p.name for p in folder.glob("*.png"))
