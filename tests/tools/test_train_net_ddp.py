@@ -25,7 +25,8 @@ def test_two_process_training_writes_once_and_evaluates_like_one_process(tmp_pat
     # Rank 0 alone wrote: one event file, one log whose lines are not doubled.
     assert len(list((out / "tb").iterdir())) == 1
     log = (out / "log.txt").read_text()
-    assert log.count("Saved checkpoint") == log.count("iteration 2).") + log.count("iteration 4).") == 3
+    # last.pth at 2; last.pth, model_final.pth and model_best.pth (the only evaluation) at 4
+    assert log.count("Saved checkpoint") == log.count("iteration 2).") + log.count("iteration 4).") == 4
     assert "Peak lr 0.01 = solver.base_lr 0.02 x total batch 4 / 8" in log  # lr scaled by the world size
     distributed = json.loads((out / "metrics.json").read_text())
     results = json.loads((out / "inference" / "coco_instances_results.json").read_text())
