@@ -116,14 +116,17 @@ class Progress:
             self._log()
 
     def status(self) -> str:
-        """'desc: 40/100 images (40%), 2.51 images/s, elapsed 00:16, ETA 00:23'."""
+        """'desc: 40/100 images (40%), 2.51 images/s, elapsed 00:16, ETA 00:23'
+        (or '25.10 s/images' when an item takes more than a second)."""
         elapsed = time.perf_counter() - self._start
         rate = self.count / elapsed if elapsed > 0 else 0.0
         if self.total:
             count = f"{self.count}/{self.total} {self.unit} ({100 * self.count / self.total:.0f}%)"
         else:
             count = f"{self.count} {self.unit}"
-        text = f"{self.desc}: {count}, {rate:.2f} {self.unit}/s, elapsed {tqdm.format_interval(elapsed)}"
+        # Slow items read better as seconds per item, as tqdm shows them.
+        speed = f"{1 / rate:.2f} s/{self.unit}" if 0 < rate < 1 else f"{rate:.2f} {self.unit}/s"
+        text = f"{self.desc}: {count}, {speed}, elapsed {tqdm.format_interval(elapsed)}"
         if self.total and rate > 0 and self.count < self.total:
             text += f", ETA {tqdm.format_interval((self.total - self.count) / rate)}"
         return text

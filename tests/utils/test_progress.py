@@ -91,3 +91,13 @@ def test_rank_comes_from_torchrun_before_the_process_group_exists(log, monkeypat
     monkeypatch.setenv("RANK", "0")
     list(track(range(4), desc="shapes", every=2, stream=io.StringIO()))
     assert [line.split(",")[0] for line in log] == ["shapes: 2/4 it (50%)", "shapes: 4/4 it (100%)"]
+
+
+def test_slow_items_are_reported_in_seconds_per_item(log, monkeypatch):
+    clock = iter([100.0, 150.0, 200.0])  # start, then 25 s per image
+    monkeypatch.setattr("detector.utils.progress.time.perf_counter", lambda: next(clock))
+    with Progress(total=4, desc="predict", unit="images", every=2, stream=io.StringIO(), rank=0) as progress:
+        progress.update(2)
+        progress.update(2)
+    assert log == ["predict: 2/4 images (50%), 25.00 s/images, elapsed 00:50, ETA 00:50",
+                   "predict: 4/4 images (100%), 25.00 s/images, elapsed 01:40"]
