@@ -25,10 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", required=True, help="checkpoint written by tools/train_net.py (or convert_weights.py), or a published "
                         "name such as torchvision://fasterrcnn_resnet50_fpn_v2 (docs/model_zoo.md)")
     parser.add_argument("--input", required=True, help="an image file or a folder of images")
-    parser.add_argument("--output", required=True, help="folder for predictions.json and the drawn images")
+    parser.add_argument("--output", required=True,
+                        help="folder for predictions.json, coco_instances_results.json and the drawn images")
     parser.add_argument("--score-thresh", type=float, default=0.5, help="keep detections scoring at least this")
-    parser.add_argument("--device", default="auto", help="auto (the default: CUDA when present, else the CPU), cpu, cuda "
-                                                         "or cuda:N")
+    parser.add_argument("--device", default="auto",
+                        help="auto (the default: CUDA when present, else the CPU), cpu, cuda or cuda:N")
     parser.add_argument("--batch-size", type=int, default=1,
                         help="images per forward pass; a batch holds images the model resizes to one padded size, "
                              "so the detections equal those of batch 1")
