@@ -27,10 +27,17 @@ def _tile(image: np.ndarray, caption: str) -> np.ndarray:
     scale = TILE / max(height, width)
     resized = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))),
                          interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    tile = np.full((TILE + 18, TILE, 3), 255, dtype=np.uint8)
+    tile = np.full((resized.shape[0] + 18, TILE, 3), 255, dtype=np.uint8)
     tile[: resized.shape[0], : resized.shape[1]] = resized
-    cv2.putText(tile, caption, (3, TILE + 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(tile, caption, (3, resized.shape[0] + 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
     return tile
+
+
+def _same_height(tiles: list[np.ndarray]) -> list[np.ndarray]:
+    """Pad tiles at the bottom to the tallest one (landscape images leave no gap above their caption)."""
+    height = max(t.shape[0] for t in tiles)
+    return [np.concatenate([t, np.full((height - t.shape[0], TILE, 3), 255, dtype=np.uint8)]) if t.shape[0] < height
+            else t for t in tiles]
 
 
 def _xyxy(xywh: Sequence[float]) -> list[float]:
@@ -71,6 +78,7 @@ def draw_grid(records: Sequence[Any], gt: dict, results: list[dict], recall: dic
         tiles.append(_tile(image, f"image {record.image_id}: {found}; green: truth, red: predicted"))
     if not tiles:
         return None
+    tiles = _same_height(tiles)
     columns = min(columns, len(tiles))
     rows = math.ceil(len(tiles) / columns)
     blank = np.full_like(tiles[0], 255)
