@@ -72,7 +72,8 @@ def trained(shapes_root, tmp_path_factory) -> Path:
 
 def test_outputs_are_those_of_the_interface(trained):
     names = sorted(p.name for p in trained.iterdir())
-    assert names == ["checkpoints", "config.yaml", "eval", "inference", "label_stats.png", "log.txt", "metrics.json",
+    # (eval/<iteration>/ pictures only with test.analysis=true: tests/engine/test_run_folder.py)
+    assert names == ["checkpoints", "config.yaml", "inference", "label_stats.png", "log.txt", "metrics.json",
                      "metrics.jsonl", "model_summary.json", "results.csv", "summary.md", "tb"]
     summary = json.loads((trained / "model_summary.json").read_text())
     assert summary["image_size"] == [128, 128] and summary["gflops"] > 0
