@@ -25,7 +25,6 @@ register_resolvers()
 
 
 @hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name="cls", version_base="1.3")
-
 def main(cfg: DictConfig) -> None:
     from detector.engine.classification import evaluate_cls_checkpoint, train_classifier, validate_cls_config
     from detector.engine.config_checks import ConfigError, check_output_dir

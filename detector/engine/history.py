@@ -89,7 +89,8 @@ def read_records(path: str | os.PathLike) -> list[dict]:
     return records
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text` in one rename, so a kill never leaves half a file."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
@@ -143,11 +144,11 @@ class MetricsHistory:
         writer.writeheader()
         for row in evaluations:
             writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
-        _atomic_write(self.csv_path, out.getvalue())
+        write_text_atomic(self.csv_path, out.getvalue())
 
     def _rewrite(self, records: list[dict]) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.path, "".join(_json_line(r) for r in records))
+        write_text_atomic(self.path, "".join(_json_line(r) for r in records))
         self.write_csv(records)
 
 

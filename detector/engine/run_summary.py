@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from detector.engine.history import write_text_atomic
+
 SUMMARY_MD = "summary.md"
 LABEL_STATS_PNG = "label_stats.png"
 
@@ -171,7 +173,5 @@ def write_run_summary(output_dir: str | os.PathLike, records: list[dict], overri
     path = output_dir / SUMMARY_MD
     text = summary_markdown(output_dir, records, overrides, best, wall_time_s, images_per_iteration, max_iter,
                             stop_reason)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
     return path
