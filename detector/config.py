@@ -51,6 +51,28 @@ def register_resolvers() -> None:
 register_resolvers()
 
 
+# Keys a component node may carry that are not constructor arguments: a label for folders
+# and logs, a file loaded after building, and the class names carried into checkpoints.
+DESCRIPTIVE_KEYS = ("name", "weights", "class_names")
+
+
+def instantiate(node: DictConfig, **runtime):
+    """The one way a config node becomes an object: `node._target_` (a class or a builder
+    function) called with the node's other keys, plus `runtime` keyword arguments for values
+    only known while building (in_channels, num_classes, a dataset, ...).
+
+    The descriptive keys (DESCRIPTIVE_KEYS) are left out; sub-nodes are passed as they are
+    (not instantiated), so a builder decides what to build from them."""
+    from hydra.utils import instantiate as hydra_instantiate
+
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        where = node._get_full_key(None) if isinstance(node, DictConfig) else repr(node)
+        raise ValueError(f"config node '{where}' has no _target_: it must name the class or function that builds it "
+                         "(e.g. _target_: detector.modeling.backbone.resnet.ResNet).")
+    kwargs = {key: node[key] for key in node if key not in DESCRIPTIVE_KEYS and key != "_target_"}
+    return hydra_instantiate({"_target_": node._target_, "_recursive_": False, "_convert_": "none"}, **kwargs, **runtime)
+
+
 def load_config(overrides: Iterable[str] = (), config_name: str = "config") -> DictConfig:
     """Compose `conf/<config_name>.yaml` with command-line style overrides.
 
