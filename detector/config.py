@@ -56,21 +56,28 @@ register_resolvers()
 DESCRIPTIVE_KEYS = ("name", "weights", "class_names")
 
 
-def instantiate(node: DictConfig, **runtime):
+def instantiate(node, **runtime):
     """The one way a config node becomes an object: `node._target_` (a class or a builder
     function) called with the node's other keys, plus `runtime` keyword arguments for values
     only known while building (in_channels, num_classes, a dataset, ...).
 
-    The descriptive keys (DESCRIPTIVE_KEYS) are left out; sub-nodes are passed as they are
-    (not instantiated), so a builder decides what to build from them."""
+    The descriptive keys (DESCRIPTIVE_KEYS) are left out. Interpolations are resolved against
+    the whole config first; sub-nodes arrive as plain dicts and lists, not built, so a builder
+    decides what to build from them (with this same function)."""
+    from collections.abc import Mapping
+
     from hydra.utils import instantiate as hydra_instantiate
 
+    if isinstance(node, Mapping) and not isinstance(node, DictConfig):
+        node = OmegaConf.create(dict(node))
     if not isinstance(node, DictConfig) or "_target_" not in node:
         where = node._get_full_key(None) if isinstance(node, DictConfig) else repr(node)
-        raise ValueError(f"config node '{where}' has no _target_: it must name the class or function that builds it "
-                         "(e.g. _target_: detector.modeling.backbone.resnet.ResNet).")
-    kwargs = {key: node[key] for key in node if key not in DESCRIPTIVE_KEYS and key != "_target_"}
-    return hydra_instantiate({"_target_": node._target_, "_recursive_": False, "_convert_": "none"}, **kwargs, **runtime)
+        raise ValueError(f"config node '{where or '<root>'}' has no _target_: it must name the class or function "
+                         "that builds it (e.g. _target_: detector.modeling.backbone.resnet.ResNet).")
+    resolved = OmegaConf.to_container(node, resolve=True)
+    kwargs = {key: value for key, value in resolved.items() if key not in DESCRIPTIVE_KEYS and key != "_target_"}
+    spec = {"_target_": resolved["_target_"], "_recursive_": False, "_convert_": "all", **kwargs}
+    return hydra_instantiate(spec, **runtime)
 
 
 def load_config(overrides: Iterable[str] = (), config_name: str = "config") -> DictConfig:
