@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", required=True, help="file to write, e.g. model.onnx or model.pt")
     args = parser.parse_args(argv)
 
-    from detector.checkpoint_io import CheckpointError
+    from detector.weights.checkpoint_io import CheckpointError
     from detector.export import export_model
 
     try:

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="test-time augmentation: flipped and rescaled views merged (test.aug_* in conf/config.yaml)")
     args = parser.parse_args(argv)
 
-    from detector.checkpoint_io import CheckpointError
+    from detector.weights.checkpoint_io import CheckpointError
     from detector.engine.prediction import COCO_RESULTS_NAME, list_images, predict_images
     from detector.utils.logger import setup_logger
 

@@ -30,7 +30,7 @@ def main(cfg: DictConfig) -> None:
     from detector.engine.config_checks import ConfigError, check_output_dir
     from detector.engine.trainer import NonFiniteLossError
     from detector.utils.distributed import adopt_slurm_environment, destroy_distributed
-    from detector.checkpoint_io import CheckpointError
+    from detector.weights.checkpoint_io import CheckpointError
     from detector.weights.state_dicts import WeightsMismatchError
 
     try:

@@ -44,7 +44,7 @@ def without_worker_traceback(message: str) -> str:
 def main(cfg: DictConfig) -> None:
     from detector.engine.config_checks import ConfigError, check_output_dir, validate_config
     from detector.engine.detection import evaluate_checkpoint, train_detector
-    from detector.checkpoint_io import CheckpointError
+    from detector.weights.checkpoint_io import CheckpointError
     from detector.data import BadSampleError, DatasetError
     from detector.utils.distributed import adopt_slurm_environment, destroy_distributed
 

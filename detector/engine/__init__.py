@@ -1,5 +1,5 @@
 """The training loop, its hooks, checkpoints and distributed set-up."""
-from detector.engine.checkpointer import FINAL, LAST, Checkpointer
+from detector.weights.checkpointer import FINAL, LAST, Checkpointer
 from detector.engine.ema import ModelEMA
 from detector.engine.hooks import EvalHook, LRSchedulerHook, PeriodicCheckpointer, PeriodicWriter, SkippedSamplesReport
 from detector.engine.precision import Precision, resolve_precision

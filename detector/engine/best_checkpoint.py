@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from detector.engine.checkpointer import Checkpointer
+from detector.weights.checkpointer import Checkpointer
 from detector.engine.trainer import HookBase
 
 BEST = "model_best.pth"

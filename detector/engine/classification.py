@@ -170,7 +170,7 @@ def _prepare(cfg: DictConfig, load_weights: bool = True) -> tuple[RunContext, nn
 
 def evaluate_cls_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     """eval_only: metrics of cfg.model.weights on the test split (strict: the head must match)."""
-    from detector.checkpoint_io import load_checkpoint
+    from detector.weights.checkpoint_io import load_checkpoint
     from detector.modeling.classifier import classifier_state_from_file
     from detector.weights.state_dicts import load_state_dict_strict
 

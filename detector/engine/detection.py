@@ -17,7 +17,7 @@ import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from detector.checkpoint_io import load_checkpoint
+from detector.weights.checkpoint_io import load_checkpoint
 from detector.engine.config_checks import check_output_dir
 from detector.engine.launch import select_device
 from detector.engine.precision import Precision, resolve_precision
@@ -251,7 +251,7 @@ def adopt_checkpoint_architecture(cfg: DictConfig, model_overrides: list[str]) -
     model, or one trained under another schedule) is rebuilt as it was trained, not as the
     command line's schedule would shape it; `model.*`/`backbone.*` overrides given on the
     command line (e.g. model.roi_heads.score_thresh=0.3) still apply on top."""
-    from detector.checkpoint_io import load_checkpoint
+    from detector.weights.checkpoint_io import load_checkpoint
     from detector.modeling.build import config_from_checkpoint
     from detector.weights.zoo import resolve_weights
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Sequence
 
-from detector.engine.checkpointer import FINAL, LAST, Checkpointer
-from detector.engine.rng_state import capture_rng_state, restore_rng_state
+from detector.weights.checkpointer import FINAL, LAST, Checkpointer
+from detector.utils.rng_state import capture_rng_state, restore_rng_state
 from detector.engine.trainer import HookBase
 from detector.utils.distributed import barrier
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from detector.engine.ema import ModelEMA
 from detector.engine.precision import Precision
-from detector.engine.rng_state import restore_rng_state
+from detector.utils.rng_state import restore_rng_state
 from detector.utils.distributed import get_world_size, is_distributed
 from detector.utils.events import EventStorage
 

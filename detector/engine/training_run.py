@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 import torch
 from torch import nn
 
-from detector.engine.checkpointer import FINAL, LAST, Checkpointer, load_latest_good, rng_state_for_this_rank
+from detector.weights.checkpointer import FINAL, LAST, Checkpointer, load_latest_good, rng_state_for_this_rank
 from detector.engine.best_checkpoint import BestCheckpointHook
 from detector.engine.ema import ModelEMA
 from detector.engine.history import JsonlWriter, MetricsHistory, eval_record
@@ -180,7 +180,7 @@ def _finish_only(cfg, run: TrainingRun, trainer: Trainer, evaluator, best: BestC
     # decides for all: saving is a collective.
     if broadcast_from_main(not (run.last.parent / FINAL).is_file()):
         if run.rng_state is not None:
-            from detector.engine.rng_state import restore_rng_state
+            from detector.utils.rng_state import restore_rng_state
 
             restore_rng_state(run.rng_state)
         run.checkpointer.save(FINAL, run.start_iter, final=True,

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from detector.engine.precision import Precision
-from detector.engine.rng_state import capture_rng_state, restore_rng_state
+from detector.utils.rng_state import capture_rng_state, restore_rng_state
 from detector.engine.trainer import HookBase
 from detector.utils.distributed import get_world_size, is_distributed
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from detector.checkpoint_io import save_checkpoint
+from detector.weights.checkpoint_io import save_checkpoint
 from detector.weights.coco_classes import COCO_IDS, COCO_NAMES, names_by_category_id
 from detector.weights.converted_config import converted_config
 from detector.weights.state_dicts import load_state_dict_strict, read_state_dict

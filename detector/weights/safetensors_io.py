@@ -9,7 +9,7 @@ import json
 import os
 from pathlib import Path
 
-from detector.checkpoint_io import CheckpointError, load_checkpoint
+from detector.weights.checkpoint_io import CheckpointError, load_checkpoint
 
 
 def export_safetensors(checkpoint: dict, path: str | os.PathLike) -> Path:

@@ -7,7 +7,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from detector.checkpoint_io import load_checkpoint
+from detector.weights.checkpoint_io import load_checkpoint
 
 # BatchNorm's step counter: not a weight, absent from FrozenBatchNorm2d and Detectron2 files.
 OPTIONAL_SUFFIXES = ("num_batches_tracked",)

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from detector.checkpoint_io import CheckpointError
+from detector.weights.checkpoint_io import CheckpointError
 
 logger = logging.getLogger(__name__)
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from detector.checkpoint_io import load_checkpoint, save_checkpoint
+from detector.weights.checkpoint_io import load_checkpoint, save_checkpoint
 from detector.engine import LAST, Checkpointer
-from detector.engine.rng_state import capture_rng_state, restore_rng_state
+from detector.utils.rng_state import capture_rng_state, restore_rng_state
 
 
 def test_a_crash_while_writing_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):

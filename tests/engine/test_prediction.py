@@ -18,7 +18,7 @@ SIZE = ["model.input.min_size_test=96", "model.input.max_size_test=160"]
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    from detector.checkpoint_io import save_checkpoint
+    from detector.weights.checkpoint_io import save_checkpoint
     from detector.config import load_config
     from detector.modeling.build import build_model
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from detector.checkpoint_io import load_checkpoint
+from detector.weights.checkpoint_io import load_checkpoint
 from detector.engine import (
     LAST,
     Checkpointer,

@@ -6,7 +6,7 @@ import torchvision
 from omegaconf import OmegaConf
 from torchvision.ops import FrozenBatchNorm2d
 
-from detector.checkpoint_io import save_checkpoint
+from detector.weights.checkpoint_io import save_checkpoint
 from detector.config import load_config
 from detector.modeling.backbone.resnet import ResNet
 from detector.modeling.build import build_backbone, build_resnet, load_backbone_weights

@@ -29,7 +29,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from detector.checkpoint_io import load_checkpoint
+from detector.weights.checkpoint_io import load_checkpoint
 from detector.modeling.build import build_model, load_model
 from detector.weights.convert import convert_weights
 from detector.weights.converted_config import converted_config

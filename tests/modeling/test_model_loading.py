@@ -5,7 +5,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from detector.checkpoint_io import CheckpointError, save_checkpoint
+from detector.weights.checkpoint_io import CheckpointError, save_checkpoint
 from detector.modeling.build import build_model, load_model, load_weights_into
 from detector.weights.safetensors_io import export_safetensors
 from detector.weights.state_dicts import WeightsMismatchError

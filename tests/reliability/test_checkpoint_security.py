@@ -106,7 +106,7 @@ def test_convert_weights_refuses_hostile_files(source, key, evil, tmp_path):
 
 def test_load_model_refuses_hostile_weights(evil):
     from detector import load_model
-    from detector.checkpoint_io import CheckpointError
+    from detector.weights.checkpoint_io import CheckpointError
 
     for key in ("pth", "legacy_pth"):
         with pytest.raises(CheckpointError, match=REFUSED) as error:
@@ -120,7 +120,7 @@ def test_weights_round_trip_through_safetensors(tmp_path):
     """Export a checkpoint with the CLI, import it back with the Python API: same tensors,
     same config, same detections -- and the exported file holds no pickle."""
     from detector import build_model, load_config, load_model
-    from detector.checkpoint_io import load_checkpoint, save_checkpoint
+    from detector.weights.checkpoint_io import load_checkpoint, save_checkpoint
     from omegaconf import OmegaConf
     from detector.weights.convert import convert_weights
 

@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from reliability_helpers import FAULTS, REPO, TRAIN_NET, observe, tiny, tool_env, train_net, wait_for
-from detector.checkpoint_io import CheckpointError, save_checkpoint
-from detector.engine.checkpointer import LAST, PREVIOUS, Checkpointer, load_latest_good
+from detector.weights.checkpoint_io import CheckpointError, save_checkpoint
+from detector.weights.checkpointer import LAST, PREVIOUS, Checkpointer, load_latest_good
 
 MAX_ITER = 8
 # fp32: the generated shapes' recipe trains in bf16, which has a test of its own below.
@@ -264,7 +264,7 @@ def test_a_killed_write_never_touches_the_complete_checkpoints(tmp_path):
     _save(tmp_path, LAST, 4, 4.0)
     code = (
         "import os, signal, torch, sys\n"
-        "from detector.checkpoint_io import save_checkpoint\n"
+        "from detector.weights.checkpoint_io import save_checkpoint\n"
         "real = torch.save\n"
         "def dying(obj, f, *a, **k):\n"
         "    f.write(b'half a checkpoint'); f.flush(); os.kill(os.getpid(), signal.SIGKILL)\n"

@@ -9,7 +9,7 @@ import torchvision
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 
-from detector.checkpoint_io import load_checkpoint
+from detector.weights.checkpoint_io import load_checkpoint
 from detector.config import load_config
 from detector.modeling.build import build_model, load_model
 

@@ -37,7 +37,7 @@ def read_rgb(path: Path) -> torch.Tensor:
 def setup(tmp_path_factory):
     """A checkpoint, the model loaded back from it, the images and PyTorch's detections."""
     from tests.conftest import shared_dataset
-    from detector.checkpoint_io import save_checkpoint
+    from detector.weights.checkpoint_io import save_checkpoint
     from detector.config import load_config
     from detector.modeling.build import build_model, load_model
 

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def checkpoint(tmp_path) -> Path:
-    from detector.checkpoint_io import save_checkpoint
+    from detector.weights.checkpoint_io import save_checkpoint
     from detector.config import load_config
     from detector.modeling.build import build_model
 

@@ -3,7 +3,7 @@
 A checkpoint holds everything an uninterrupted run would still have in memory: model,
 optimizer, LR scheduler, GradScaler, EMA, the iteration count, the RNG states and the
 resolved config. Files are written atomically and read weights-only
-(detector/checkpoint_io.py), and a model holding NaN/inf weights is never written.
+(detector/weights/checkpoint_io.py), and a model holding NaN/inf weights is never written.
 
 `last.pth` is the latest checkpoint and `previous.pth` the one before it (each write of
 last.pth first renames the old one). Resuming takes last.pth; when it is missing,
@@ -15,15 +15,17 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from detector.checkpoint_io import TMP_SUFFIX, CheckpointError, load_checkpoint, save_checkpoint
-from detector.engine.ema import ModelEMA
-from detector.engine.rng_state import capture_rng_state
 from detector.utils.distributed import gather_to_main, get_rank, get_world_size
+from detector.utils.rng_state import capture_rng_state
+from detector.weights.checkpoint_io import TMP_SUFFIX, CheckpointError, load_checkpoint, save_checkpoint
+
+if TYPE_CHECKING:  # a type only: the weights package does not import the engine
+    from detector.engine.ema import ModelEMA
 
 LAST = "last.pth"
 PREVIOUS = "previous.pth"   # the checkpoint before last.pth: the fallback when last.pth is damaged
@@ -43,7 +45,7 @@ class Checkpointer:
         optimizer: torch.optim.Optimizer | None = None,
         scheduler: Any = None,
         scaler: Any = None,
-        ema: ModelEMA | None = None,
+        ema: "ModelEMA | None" = None,
         config: dict | None = None,
         save_to_disk: bool = True,
         logger: logging.Logger | None = None,
