@@ -43,9 +43,20 @@ def _repo_path(relative: str) -> str:
     return str(path if path.is_absolute() else (base / path).resolve())
 
 
+def _dataset_num_classes(*, _root_: DictConfig) -> int:
+    """`${dataset_num_classes:}`: the number of classes of the configured dataset, the one place
+    the class count is resolved (model.num_classes defaults to it). Read when first used, so a
+    config whose model sets num_classes itself never touches the data."""
+    from detector.data import class_names
+
+    return len(class_names(_root_))
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("repo_path"):
         OmegaConf.register_new_resolver("repo_path", _repo_path)
+    if not OmegaConf.has_resolver("dataset_num_classes"):
+        OmegaConf.register_new_resolver("dataset_num_classes", _dataset_num_classes)
 
 
 register_resolvers()
@@ -74,10 +85,24 @@ def instantiate(node, **runtime):
         where = node._get_full_key(None) if isinstance(node, DictConfig) else repr(node)
         raise ValueError(f"config node '{where or '<root>'}' has no _target_: it must name the class or function "
                          "that builds it (e.g. _target_: detector.modeling.backbone.resnet.ResNet).")
+    from hydra.errors import InstantiationException
+
+    where = node._get_full_key(None) or "<root>"
     resolved = OmegaConf.to_container(node, resolve=True)
+    target = resolved["_target_"]
     kwargs = {key: value for key, value in resolved.items() if key not in DESCRIPTIVE_KEYS and key != "_target_"}
-    spec = {"_target_": resolved["_target_"], "_recursive_": False, "_convert_": "all", **kwargs}
-    return hydra_instantiate(spec, **runtime)
+    spec = {"_target_": target, "_recursive_": False, "_convert_": "all", **kwargs}
+    try:
+        return hydra_instantiate(spec, **runtime)
+    except InstantiationException as error:
+        cause = error.__cause__
+        if cause is None or "Error locating target" in str(error):
+            raise ValueError(f"{where}._target_={target}: cannot import it ({cause or error}). Name a class or "
+                             "function importable from Python (a module on PYTHONPATH), e.g. my_package.MyBackbone.") from None
+        if isinstance(cause, TypeError) and "argument" in str(cause):
+            raise TypeError(f"{where}: {target} does not take the keys of its config node: {cause}. Its node "
+                            f"passes {sorted(kwargs)}, and the builder adds {sorted(runtime)}.") from cause
+        raise cause  # the component's own error (it names the key and the fix)
 
 
 def load_config(overrides: Iterable[str] = (), config_name: str = "config") -> DictConfig:

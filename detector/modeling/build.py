@@ -1,172 +1,150 @@
-"""From the config tree to modules: one explicit builder per component.
+"""From the config tree to a model: the one path, `build_model(cfg)`.
 
-`build_model(cfg)` reads `cfg.backbone` and `cfg.model` (conf/backbone/*.yaml and
-conf/model/*.yaml) and nothing else. `load_model(path)` rebuilds the model
-from the config a checkpoint carries.
+Every component node of conf/backbone/*.yaml and conf/model/*.yaml names what builds it in
+`_target_` (a class, or one of the small builders below for components assembled from several
+parts) and is built by `detector.config.instantiate` from its own keys, plus what is only known
+while building (input channels, strides, the number of classes). Swapping a backbone, a neck or
+a head is a config change (docs/extending.md). Nothing here reads files: starting weights are
+loaded by detector.weights.loading, which builds through this module, never the reverse.
 """
 from __future__ import annotations
 
-import logging
-import os
-from pathlib import Path
-from typing import Iterable
+from typing import Any, Mapping, Sequence
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 from torch import nn
 
-from detector.config import CONFIG_DIR
-from detector.modeling.anchor_generator import AnchorGenerator
-from detector.modeling.backbone.fpn import FPN, BackboneWithFPN
-from detector.modeling.backbone.resnet import ResNet
+from detector.config import instantiate
 from detector.modeling.box_coder import BoxCoder
 from detector.modeling.faster_rcnn import FasterRCNN
 from detector.modeling.matcher import Matcher
 from detector.modeling.poolers import MultiLevelRoIAlign
 from detector.modeling.preprocessing import ImagePreprocessor
-from detector.modeling.roi_heads import BoxPredictor, ConvFCBoxHead, FCBoxHead, RoIHeads
+from detector.modeling.roi_heads import BoxPredictor, RoIHeads
 from detector.modeling.rpn import RPN, RPNHead
 from detector.modeling.sampler import BalancedSampler
-from detector.weights.state_dicts import load_state_dict_strict, read_state_dict, strip_prefix
-from detector.weights.zoo import resolve_weights
-
-logger = logging.getLogger(__name__)
-
-CONF_DIR = CONFIG_DIR  # conf/, wherever the package is installed
 
 
-def build_resnet(backbone_cfg: DictConfig, fold_norms: bool = True) -> ResNet:
-    """The ResNet body alone (also what a classifier builds on)."""
-    return ResNet(
-        depth=backbone_cfg.depth,
-        blocks_per_stage=backbone_cfg.blocks_per_stage,
-        groups=backbone_cfg.groups,
-        width_per_group=backbone_cfg.width_per_group,
-        norm=backbone_cfg.norm,
-        freeze_at=backbone_cfg.freeze_at,
-        out_features=list(backbone_cfg.out_features),
-        stride_in_1x1=backbone_cfg.stride_in_1x1,
-        base_channels=backbone_cfg.get("base_channels", 64),
-        fold_norms=fold_norms,
-    )
+def build_model(cfg: DictConfig) -> nn.Module:
+    """The model `cfg.model` describes, on the backbone `cfg.backbone` describes: a detector
+    (conf/config.yaml) or a classifier (conf/cls.yaml). Weights are initialised as the modules
+    do; files named in model.weights / backbone.weights are loaded by
+    `detector.weights.loading.load_initial_weights(model, cfg)`."""
+    return instantiate(cfg.model, backbone=cfg.backbone)
 
 
-def build_backbone(cfg: DictConfig) -> BackboneWithFPN:
-    body = build_resnet(cfg.backbone, fold_norms=bool(cfg.model.get("fold_norms", True)))
-    if cfg.backbone.weights:
-        load_backbone_weights(body, cfg.backbone.weights)
-    fpn = FPN(
-        in_channels=[body.out_channels[name] for name in body.out_features],
-        in_strides=[body.strides[name] for name in body.out_features],
-        out_channels=cfg.model.fpn.out_channels,
-        norm=cfg.model.fpn.norm,
-        fold_norms=bool(cfg.model.get("fold_norms", True)),
-    )
-    return BackboneWithFPN(body, fpn)
+def set_norm_folding(model: nn.Module, enabled: bool) -> None:
+    """Fold fixed norms into the preceding convolutions (faster) or not (torchvision's exact
+    order of operations), for every module of `model` that supports it."""
+    for module in model.modules():
+        if hasattr(module, "set_norm_folding") and module is not model:
+            module.set_norm_folding(enabled)
+        elif hasattr(module, "fold_norms"):
+            module.fold_norms = bool(enabled)
 
 
-def build_rpn(cfg: DictConfig, in_channels: int) -> RPN:
-    rpn_cfg, anchor_cfg = cfg.model.rpn, cfg.model.anchor_generator
-    anchors = AnchorGenerator(
-        sizes=list(anchor_cfg.sizes),
-        aspect_ratios=list(anchor_cfg.aspect_ratios),
-        round_anchors=anchor_cfg.round_anchors,
-        strides=None if anchor_cfg.strides is None else list(anchor_cfg.strides),
-    )
-    return RPN(
-        head=RPNHead(in_channels, anchors.num_anchors_per_location, rpn_cfg.conv_depth),
-        anchor_generator=anchors,
-        box_coder=BoxCoder(list(rpn_cfg.bbox_reg_weights)),
-        matcher=Matcher(rpn_cfg.fg_iou_thresh, rpn_cfg.bg_iou_thresh, allow_low_quality_matches=True),
-        sampler=BalancedSampler(rpn_cfg.batch_size_per_image, rpn_cfg.positive_fraction),
-        pre_nms_topk={"train": rpn_cfg.pre_nms_topk_train, "test": rpn_cfg.pre_nms_topk_test},
-        post_nms_topk={"train": rpn_cfg.post_nms_topk_train, "test": rpn_cfg.post_nms_topk_test},
-        nms_thresh=rpn_cfg.nms_thresh,
-        score_thresh=rpn_cfg.score_thresh,
-        min_box_size=rpn_cfg.min_box_size,
-        box_loss=rpn_cfg.box_loss,
-        smooth_l1_beta=rpn_cfg.smooth_l1_beta,
-    )
+def faster_rcnn_fpn(backbone: Mapping[str, Any], num_classes: int, channels_last: bool, fold_norms: bool,
+                    input: Mapping[str, Any], fpn: Mapping[str, Any], anchor_generator: Mapping[str, Any],
+                    rpn: Mapping[str, Any], roi_heads: Mapping[str, Any]) -> FasterRCNN:
+    """Faster R-CNN: backbone -> FPN neck -> RPN -> RoI heads, each built from its node.
 
+    The backbone is any module returning an ordered dict of named features, fine to coarse,
+    with `out_features` (their names), `out_channels` and `strides` (dicts by name)."""
+    body = instantiate(backbone)
+    names = list(body.out_features)
+    neck = instantiate(fpn, in_channels=[body.out_channels[n] for n in names], in_strides=[body.strides[n] for n in names])
+    from detector.modeling.backbone.fpn import BackboneWithFPN
 
-def build_roi_heads(cfg: DictConfig, in_channels: int, strides: list[int], num_classes: int) -> RoIHeads:
-    roi_cfg = cfg.model.roi_heads
-    resolution = roi_cfg.pooler_resolution
-    if roi_cfg.box_head == "fc":
-        box_head: nn.Module = FCBoxHead(in_channels, resolution, roi_cfg.fc_dim)
-    elif roi_cfg.box_head == "conv4fc":
-        box_head = ConvFCBoxHead(in_channels, resolution, roi_cfg.conv_dim, roi_cfg.fc_dim, norm=roi_cfg.conv_norm,
-                                 fold_norms=bool(cfg.model.get("fold_norms", True)))
-    else:
-        raise ValueError(f"model.roi_heads.box_head='{roi_cfg.box_head}'; valid choices: fc, conv4fc.")
-    return RoIHeads(
-        pooler=MultiLevelRoIAlign(resolution, strides, roi_cfg.pooler_sampling_ratio, roi_cfg.pooler_aligned,
-                                  roi_cfg.canonical_box_size, roi_cfg.canonical_level),
-        box_head=box_head,
-        box_predictor=BoxPredictor(box_head.out_dim, num_classes, roi_cfg.predictor_layout),
-        box_coder=BoxCoder(list(roi_cfg.bbox_reg_weights)),
-        matcher=Matcher(roi_cfg.fg_iou_thresh, roi_cfg.bg_iou_thresh, allow_low_quality_matches=False),
-        sampler=BalancedSampler(roi_cfg.batch_size_per_image, roi_cfg.positive_fraction),
-        score_thresh=roi_cfg.score_thresh,
-        nms_thresh=roi_cfg.nms_thresh,
-        detections_per_img=roi_cfg.detections_per_img,
-        min_box_size=roi_cfg.min_box_size,
-        box_loss=roi_cfg.box_loss,
-        smooth_l1_beta=roi_cfg.smooth_l1_beta,
-    )
-
-
-def build_preprocessor(cfg: DictConfig) -> ImagePreprocessor:
-    input_cfg = cfg.model.input
-    return ImagePreprocessor(
-        pixel_mean=list(input_cfg.pixel_mean),
-        pixel_std=list(input_cfg.pixel_std),
-        input_format=input_cfg.format,
-        min_size_test=input_cfg.min_size_test,
-        max_size_test=input_cfg.max_size_test,
-        size_divisibility=input_cfg.size_divisibility,
-    )
-
-
-def resolve_num_classes(cfg: DictConfig) -> int:
-    """cfg.model.num_classes, or the dataset's class count (then also sets class_names)."""
-    if cfg.model.num_classes is not None:
-        return int(cfg.model.num_classes)
-    try:
-        from detector.data import class_names
-    except ImportError:
-        class_names = None
-    if class_names is None:
-        raise ValueError("model.num_classes is null and detector.data.class_names is not available to read the "
-                         "classes from the dataset; set model.num_classes=K.")
-    names = list(class_names(cfg))
-    with open_dict(cfg):
-        cfg.model.num_classes = len(names)
-        cfg.model.class_names = names
-    return len(names)
-
-
-def build_model(cfg: DictConfig) -> FasterRCNN:
-    """Faster R-CNN from `cfg.backbone` and `cfg.model`; loads `cfg.model.weights` if set."""
-    num_classes = resolve_num_classes(cfg)
-    backbone = build_backbone(cfg)
-    if len(cfg.model.anchor_generator.sizes) != len(backbone.strides):
-        raise ValueError(f"model.anchor_generator.sizes={list(cfg.model.anchor_generator.sizes)} needs one size per "
-                         f"FPN level: {len(backbone.strides)} levels (strides {backbone.strides}) come from "
-                         f"backbone.out_features={list(cfg.backbone.out_features)} plus the pooled top level.")
-    levels = [f"p{name[len('res'):]}" for name in backbone.body.out_features]
-    pooled_strides = backbone.strides[: len(levels)]
+    features = BackboneWithFPN(body, neck)
+    if len(anchor_generator["sizes"]) != len(features.strides):
+        raise ValueError(f"model.anchor_generator.sizes={list(anchor_generator['sizes'])} needs one size per FPN level: "
+                         f"{len(features.strides)} levels (strides {features.strides}) come from "
+                         f"backbone.out_features={names} plus the pooled top level.")
+    levels = [f"p{name[len('res'):]}" if name.startswith("res") else name for name in names]
     model = FasterRCNN(
-        backbone=backbone,
-        rpn=build_rpn(cfg, backbone.out_channels),
-        roi_heads=build_roi_heads(cfg, backbone.out_channels, pooled_strides, num_classes),
-        preprocessor=build_preprocessor(cfg),
+        backbone=features,
+        rpn=instantiate(rpn, in_channels=features.out_channels, anchor_generator=instantiate(anchor_generator)),
+        roi_heads=instantiate(roi_heads, in_channels=features.out_channels, strides=features.strides[: len(levels)],
+                              num_classes=num_classes),
+        preprocessor=instantiate(input),
         num_classes=num_classes,
         pooled_levels=levels,
-        channels_last=bool(cfg.model.get("channels_last", False)),
+        channels_last=channels_last,
     )
-    if cfg.model.weights:
-        load_weights_into(model, cfg.model.weights)
+    set_norm_folding(model, fold_norms)
     return model
+
+
+def region_proposal_network(in_channels: int, anchor_generator, conv_depth: int, pre_nms_topk_train: int,
+                            pre_nms_topk_test: int, post_nms_topk_train: int, post_nms_topk_test: int,
+                            nms_thresh: float, score_thresh: float, min_box_size: float, fg_iou_thresh: float,
+                            bg_iou_thresh: float, batch_size_per_image: int, positive_fraction: float,
+                            bbox_reg_weights: Sequence[float], box_loss: str, smooth_l1_beta: float) -> RPN:
+    """The RPN of model.rpn: a conv head over every FPN level, anchors, matching and sampling."""
+    return RPN(
+        head=RPNHead(in_channels, anchor_generator.num_anchors_per_location, conv_depth),
+        anchor_generator=anchor_generator,
+        box_coder=BoxCoder(list(bbox_reg_weights)),
+        matcher=Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=True),
+        sampler=BalancedSampler(batch_size_per_image, positive_fraction),
+        pre_nms_topk={"train": pre_nms_topk_train, "test": pre_nms_topk_test},
+        post_nms_topk={"train": post_nms_topk_train, "test": post_nms_topk_test},
+        nms_thresh=nms_thresh,
+        score_thresh=score_thresh,
+        min_box_size=min_box_size,
+        box_loss=box_loss,
+        smooth_l1_beta=smooth_l1_beta,
+    )
+
+
+def standard_roi_heads(in_channels: int, strides: Sequence[int], num_classes: int, box_head: Mapping[str, Any],
+                       fc_dim: int, conv_dim: int, conv_norm: str, pooler_resolution: int,
+                       pooler_sampling_ratio: int, pooler_aligned: bool, canonical_box_size: int,
+                       canonical_level: int, batch_size_per_image: int, positive_fraction: float,
+                       fg_iou_thresh: float, bg_iou_thresh: float, bbox_reg_weights: Sequence[float], box_loss: str,
+                       smooth_l1_beta: float, predictor_layout: str, score_thresh: float, nms_thresh: float,
+                       detections_per_img: int, min_box_size: float) -> RoIHeads:
+    """The box branch of model.roi_heads: multi-level RoIAlign, the box head its `box_head`
+    node names (given in_channels and the pooled resolution), a class/box predictor.
+    fc_dim, conv_dim and conv_norm are read by the box_head node (interpolations)."""
+    head = instantiate(box_head, in_channels=in_channels, resolution=pooler_resolution)
+    return RoIHeads(
+        pooler=MultiLevelRoIAlign(pooler_resolution, list(strides), pooler_sampling_ratio, pooler_aligned,
+                                  canonical_box_size, canonical_level),
+        box_head=head,
+        box_predictor=BoxPredictor(head.out_dim, num_classes, predictor_layout),
+        box_coder=BoxCoder(list(bbox_reg_weights)),
+        matcher=Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=False),
+        sampler=BalancedSampler(batch_size_per_image, positive_fraction),
+        score_thresh=score_thresh,
+        nms_thresh=nms_thresh,
+        detections_per_img=detections_per_img,
+        min_box_size=min_box_size,
+        box_loss=box_loss,
+        smooth_l1_beta=smooth_l1_beta,
+    )
+
+
+def image_preprocessor(min_size_test: int, max_size_test: int, format: str, pixel_mean: Sequence[float],
+                       pixel_std: Sequence[float], size_divisibility: int) -> ImagePreprocessor:
+    """model.input: normalisation, channel order, the eval-time resize and the padding."""
+    return ImagePreprocessor(pixel_mean=list(pixel_mean), pixel_std=list(pixel_std), input_format=format,
+                             min_size_test=min_size_test, max_size_test=max_size_test,
+                             size_divisibility=size_divisibility)
+
+
+# --- Transitional: these move to detector/weights/loading.py (issue 14) and are deleted here then.
+import logging  # noqa: E402
+import os  # noqa: E402
+from typing import Iterable  # noqa: E402
+
+from omegaconf import OmegaConf, open_dict  # noqa: E402
+
+from detector.modeling.backbone.resnet import ResNet  # noqa: E402
+from detector.weights.state_dicts import load_state_dict_strict, read_state_dict, strip_prefix  # noqa: E402
+from detector.weights.zoo import resolve_weights  # noqa: E402
+
+logger = logging.getLogger(__name__)
 
 
 def load_weights_into(model: nn.Module, path: str | os.PathLike) -> dict:
