@@ -40,13 +40,14 @@ class ResNetClassifier(ResNet):
         freeze_at: int = 0,
         stride_in_1x1: bool = False,
         dropout: float = 0.0,
+        base_channels: int = 64,
     ):
         if num_classes < 1:
             raise ValueError(f"model.num_classes={num_classes} must be >= 1.")
         # out_features=res5 builds every stage; the classifier reads only the last one.
         super().__init__(depth=depth, blocks_per_stage=blocks_per_stage, groups=groups,
                          width_per_group=width_per_group, norm=norm, freeze_at=freeze_at,
-                         out_features=("res5",), stride_in_1x1=stride_in_1x1)
+                         out_features=("res5",), stride_in_1x1=stride_in_1x1, base_channels=base_channels)
         self.num_classes = int(num_classes)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         # Dropout has no parameters, so it leaves the state dict torchvision-compatible.
@@ -65,6 +66,16 @@ class ResNetClassifier(ResNet):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         return self.fc(self.dropout(self.features(x)))
+
+
+def build_resnet_classifier(backbone: Mapping, num_classes: int, dropout: float, fold_norms: bool) -> ResNetClassifier:
+    """cls.yaml's model: a classifier on the ResNet that `backbone` (a conf/backbone node)
+    describes; its stage selection (out_features) does not apply, every stage is built."""
+    resnet_keys = ("depth", "blocks_per_stage", "groups", "width_per_group", "norm", "freeze_at", "stride_in_1x1",
+                   "base_channels")
+    model = ResNetClassifier(num_classes=num_classes, dropout=dropout, **{key: backbone[key] for key in resnet_keys})
+    model.set_norm_folding(fold_norms)
+    return model
 
 
 def classifier_state_from_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
