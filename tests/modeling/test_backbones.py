@@ -9,7 +9,8 @@ from torchvision.ops import FrozenBatchNorm2d
 from detector.weights.checkpoint_io import save_checkpoint
 from detector.config import load_config
 from detector.modeling.backbone.resnet import ResNet
-from detector.modeling.build import build_backbone, build_resnet, load_backbone_weights
+from detector.config import instantiate
+from detector.modeling.build import build_model, load_backbone_weights
 from detector.weights.state_dicts import WeightsMismatchError
 
 BACKBONES = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "conf" / "backbone").glob("*.yaml"))
@@ -26,7 +27,7 @@ def test_backbone_builds_with_expected_feature_shapes(name):
     # On the meta device: the real modules and shapes, without seconds of weight
     # initialization for the 60-90M parameter variants (real forwards are tested below).
     with torch.device("meta"):
-        backbone = build_backbone(cfg).eval()
+        backbone = build_model(cfg).backbone.eval()
         images = torch.zeros(1, 3, 64, 96)
     expansion = 1 if cfg.backbone.depth in (18, 34) else 4
     with torch.no_grad():
@@ -65,7 +66,8 @@ def test_torchvision_imagenet_weights_load_strictly_and_agree(tmp_path, tv_name)
         expected = reference.layer4(reference.layer3(reference.layer2(reference.layer1(
             reference.maxpool(reference.relu(reference.bn1(reference.conv1(x))))))))
     for fold_norms in (False, True):
-        body = build_resnet(cfg.backbone, fold_norms=fold_norms)
+        body = instantiate(cfg.backbone)
+        body.set_norm_folding(fold_norms)
         load_backbone_weights(body, path)
         body.eval()
         with torch.no_grad():
@@ -134,9 +136,10 @@ def test_norm_choice(norm, kind):
 
 
 def test_custom_blocks_per_stage_and_bad_values():
-    cfg = OmegaConf.create({"depth": 50, "blocks_per_stage": [1, 1, 2, 1], "groups": 1, "width_per_group": 64,
+    cfg = OmegaConf.create({"_target_": "detector.modeling.backbone.resnet.ResNet", "depth": 50,
+                            "blocks_per_stage": [1, 1, 2, 1], "groups": 1, "width_per_group": 64,
                             "norm": "bn", "freeze_at": 0, "out_features": ["res5"], "stride_in_1x1": False})
-    body = build_resnet(cfg)
+    body = instantiate(cfg)
     assert [len(getattr(body, f"layer{i}")) for i in range(1, 5)] == [1, 1, 2, 1]
     with pytest.raises(ValueError, match="depth=42"):
         ResNet(depth=42)
