@@ -60,7 +60,7 @@ def faster_rcnn_fpn(backbone: Mapping[str, Any], num_classes: int, channels_last
         raise ValueError(f"model.anchor_generator.sizes={list(anchor_generator['sizes'])} needs one size per FPN level: "
                          f"{len(features.strides)} levels (strides {features.strides}) come from "
                          f"backbone.out_features={names} plus the pooled top level.")
-    levels = [f"p{name[len('res'):]}" if name.startswith("res") else name for name in names]
+    levels = neck.level_names[: len(names)]  # the extra top level feeds the RPN only
     model = FasterRCNN(
         backbone=features,
         rpn=instantiate(rpn, in_channels=features.out_channels, anchor_generator=instantiate(anchor_generator)),

@@ -43,8 +43,9 @@ class ConvNorm(nn.Sequential):
 
 class FPN(nn.Module):
     """Top-down pathway with lateral connections. Input: OrderedDict of bottom-up features
-    from fine to coarse, named res{k}; output: OrderedDict p{k} for each input plus one
-    extra coarser level p{last+1} made by max-pooling the coarsest output (kernel 1, stride 2)."""
+    from fine to coarse (any names; their strides double from one to the next); output:
+    OrderedDict p{k} for each input of stride 2**k plus one extra coarser level p{last+1} made
+    by max-pooling the coarsest output (kernel 1, stride 2)."""
 
     def __init__(self, in_channels: Sequence[int], in_strides: Sequence[int], out_channels: int = 256,
                  norm: str = "", extra_pool_level: bool = True, fold_norms: bool = True):
@@ -69,7 +70,6 @@ class FPN(nn.Module):
                     nn.init.zeros_(module.bias)
 
     def forward(self, features: "OrderedDict[str, torch.Tensor]") -> "OrderedDict[str, torch.Tensor]":
-        names = list(features.keys())
         inputs = list(features.values())
         fold = self.fold_norms
         top_down = self.lateral_convs[-1].run(inputs[-1], fold)
@@ -80,11 +80,14 @@ class FPN(nn.Module):
             # lateral + upsampled, as one convolution where the norm folds or the CPU fuses the add
             top_down = self.lateral_convs[index].run(inputs[index], fold, residual=upsampled)
             results.insert(0, self.output_convs[index].run(top_down, fold))
-        out_names = ["p" + name[len("res"):] for name in names]
         if self.extra_pool_level:
             results.append(F.max_pool2d(results[-1], kernel_size=1, stride=2, padding=0))
-            out_names.append(f"p{int(out_names[-1][1:]) + 1}")
-        return OrderedDict(zip(out_names, results))
+        return OrderedDict(zip(self.level_names, results))
+
+    @property
+    def level_names(self) -> list[str]:
+        """p{k} for stride 2**k, whatever the backbone calls its features (res2 -> p2, ...)."""
+        return [f"p{stride.bit_length() - 1}" for stride in self.strides]
 
 
 class BackboneWithFPN(nn.Module):
