@@ -1,9 +1,12 @@
-"""COCO box evaluation of a results file.
+"""COCO evaluation of a results file, by box (bbox, the default) or by mask (segm).
 
 `detector-eval`, or `python tools/evaluate.py` with the same arguments:
 
     detector-eval --gt GT.json --results RESULTS.json [--out metrics.json]
-        [--evaluator faster_coco_eval|pycocotools]
+        [--evaluator faster_coco_eval|pycocotools] [--iou-type bbox|segm [bbox|segm]]
+
+segm needs ground-truth polygons/RLE and results with an RLE "segmentation";
+`--iou-type bbox segm` evaluates a mask model's results both ways.
 """
 from __future__ import annotations
 
@@ -12,8 +15,9 @@ import sys
 
 from detector.evaluation.coco_evaluator import (
     BACKENDS,
+    IOU_TYPES,
     EvaluationError,
-    evaluate_boxes,
+    evaluate_results,
     format_per_category,
     format_summary,
     load_json,
@@ -28,20 +32,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", required=True, help="detections in COCO results format (JSON list)")
     parser.add_argument("--out", help="write the metrics here, in the shape of metrics.json")
     parser.add_argument("--evaluator", default="faster_coco_eval", choices=BACKENDS)
+    parser.add_argument("--iou-type", nargs="+", default=["bbox"], choices=IOU_TYPES,
+                        help="bbox: compare boxes; segm: compare masks (RLE results); both: one block each")
     args = parser.parse_args(argv)
+    iou_types = list(dict.fromkeys(args.iou_type))
     try:
         gt = load_json(args.gt, "Ground-truth")
         results = load_json(args.results, "Results")
-        metrics = evaluate_boxes(gt, results, backend=args.evaluator)
+        by_type = evaluate_results(gt, results, iou_types, backend=args.evaluator)
     except EvaluationError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"Evaluated {len(results)} detections on {len(gt.get('images', []))} images ({args.evaluator}).")
-    print(format_summary(metrics))
-    print("\nPer-category AP:")
-    print(format_per_category(metrics["per_category"]))
+    for iou_type, metrics in by_type.items():
+        if iou_types != ["bbox"]:
+            print(f"\nIoU type {iou_type}:")
+        print(format_summary(metrics))
+        print(f"\nPer-category AP ({iou_type}):" if iou_types != ["bbox"] else "\nPer-category AP:")
+        print(format_per_category(metrics["per_category"]))
     if args.out:
-        write_json(metrics_document(metrics, None), args.out)
+        write_json(metrics_document(by_type, None), args.out)
         print(f"\nWrote {args.out}")
     return 0
 

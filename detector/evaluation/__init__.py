@@ -1,9 +1,12 @@
-"""COCO box evaluation: backends, results format, distributed inference."""
+"""COCO box and mask evaluation: backends, results format, distributed inference."""
 from detector.evaluation.coco_evaluator import (
     BACKENDS,
+    IOU_TYPES,
     STAT_NAMES,
     EvaluationError,
     evaluate_boxes,
+    evaluate_coco,
+    evaluate_results,
     format_per_category,
     format_summary,
     metrics_document,
@@ -13,9 +16,12 @@ from detector.evaluation.results_format import detections_to_coco_results
 
 __all__ = [
     "BACKENDS",
+    "IOU_TYPES",
     "STAT_NAMES",
     "EvaluationError",
     "evaluate_boxes",
+    "evaluate_coco",
+    "evaluate_results",
     "format_per_category",
     "format_summary",
     "metrics_document",

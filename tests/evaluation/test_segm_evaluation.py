@@ -1,0 +1,176 @@
+"""COCO mask ("segm") evaluation next to box evaluation, with both backends."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from detector.data.masks import annotation_to_mask, mask_to_rle, rle_to_box, segmentation_to_rle
+from detector.evaluation import (
+    detections_to_coco_results,
+    evaluate_boxes,
+    evaluate_coco,
+    evaluate_results,
+    metrics_document,
+)
+from detector.evaluation.coco_evaluator import EvaluationError, load_json
+
+NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
+# pycocotools 2.0.11 on cocoapi's fake segm results (coco_eval_reference/SOURCE.txt).
+REFERENCE_SEGM = [
+    0.3195452758576433, 0.5622883972521636, 0.29892653412086784, 0.3873740315997837,
+    0.31018272403369485, 0.3269339071005138, 0.2682297225711534, 0.41544868114906375,
+    0.4168394992198818, 0.4694498622754236, 0.37675922666197265, 0.3814715099715099,
+]
+BACKENDS = ["faster_coco_eval", "pycocotools"]
+
+
+def _reference(coco_eval_reference):
+    gt = load_json(coco_eval_reference / "instances_val2014_100.json", "gt")
+    results = load_json(coco_eval_reference / "instances_val2014_fakesegm100_results.json", "results")
+    return gt, results
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_both_backends_give_the_reference_segm_stats(coco_eval_reference, backend):
+    gt, results = _reference(coco_eval_reference)
+    metrics = evaluate_coco(gt, results, "segm", backend=backend)
+    assert [metrics[n] for n in NAMES] == pytest.approx(REFERENCE_SEGM, abs=1e-12)
+    assert len(metrics["per_category"]) == 80
+
+
+def test_a_box_next_to_the_mask_changes_nothing_in_segm(coco_eval_reference):
+    """A mask model writes "bbox" and "segmentation"; pycocotools would then size detections
+    by their box (Detectron2 drops the box for this reason). Here segm always uses the mask."""
+    gt, results = _reference(coco_eval_reference)
+    rng = np.random.default_rng(0)
+    with_boxes = [{**det, "bbox": [v + float(rng.uniform(-20, 20)) for v in rle_to_box(det["segmentation"])]}
+                  for det in results]
+    for backend in BACKENDS:
+        both = evaluate_results(gt, with_boxes, ("bbox", "segm"), backend=backend)
+        assert set(both) == {"bbox", "segm"}
+        assert [both["segm"][n] for n in NAMES] == pytest.approx(REFERENCE_SEGM, abs=1e-12), backend
+        assert both["bbox"]["AP"] != pytest.approx(both["segm"]["AP"], abs=1e-3)  # the boxes are noisy
+    # bbox of results_with_boxes equals evaluate_boxes on the same list (one list serves both).
+    assert evaluate_boxes(gt, with_boxes)["AP"] == pytest.approx(both["bbox"]["AP"], abs=1e-12)
+
+
+def test_faster_coco_eval_equals_pycocotools_per_category_segm(coco_eval_reference):
+    gt, results = _reference(coco_eval_reference)
+    rng = np.random.default_rng(1)
+    for det in results:  # new scores: not only the published file
+        det["score"] = float(rng.uniform())
+    fast = evaluate_coco(gt, results, "segm", backend="faster_coco_eval")
+    ref = evaluate_coco(gt, results, "segm", backend="pycocotools")
+    assert [fast[n] for n in NAMES] == pytest.approx([ref[n] for n in NAMES], abs=1e-12)
+    assert fast["per_category"].keys() == ref["per_category"].keys()
+    for name, ap in ref["per_category"].items():
+        assert fast["per_category"][name] == (None if ap is None else pytest.approx(ap, abs=1e-12)), name
+    assert fast["AP"] != pytest.approx(REFERENCE_SEGM[0], abs=1e-4)  # the new scores did change the numbers
+
+
+def _coco128_perfect_masks(coco128):
+    gt = json.loads((coco128 / "annotations" / "instances_train2017.json").read_text())
+    images = {image["id"]: image for image in gt["images"]}
+    results = []
+    for ann in gt["annotations"]:
+        if ann["iscrowd"]:
+            continue
+        image = images[ann["image_id"]]
+        rle = segmentation_to_rle(ann["segmentation"], image["height"], image["width"], ann["id"])
+        results.append({"image_id": ann["image_id"], "category_id": ann["category_id"], "score": 1.0,
+                        "segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")}})
+    return gt, results
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_coco128_polygons_as_perfect_detections_give_segm_ap_1(coco128, backend):
+    gt, results = _coco128_perfect_masks(coco128)
+    assert len(results) == 929  # every non-crowd polygon annotation (coco128/SOURCE.txt)
+    json.dumps(results)
+    metrics = evaluate_coco(gt, results, "segm", backend=backend)
+    # Every AP, and recall with 100 detections per image (AR1/AR10 are capped by the count).
+    for name in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100", "ARs", "ARm", "ARl"):
+        assert metrics[name] == pytest.approx(1.0, abs=1e-12), name
+    used = {c["name"] for c in gt["categories"] if any(a["category_id"] == c["id"] for a in gt["annotations"])}
+    for name, ap in metrics["per_category"].items():
+        assert ap == (pytest.approx(1.0, abs=1e-12) if name in used else None), name
+    # One wrong mask (its object's mask moved far away) is found: AP drops below 1.
+    moved = results[0]["segmentation"]
+    image = next(i for i in gt["images"] if i["id"] == results[0]["image_id"])
+    empty = np.zeros((image["height"], image["width"]), np.uint8)
+    empty[:2, :2] = 1
+    results[0] = {**results[0], "segmentation": mask_to_rle(empty)}
+    assert moved != results[0]["segmentation"]
+    assert evaluate_coco(gt, results, "segm", backend=backend)["AP"] < 1.0
+
+
+def _tiny_gt():
+    return {
+        "images": [{"id": 7, "width": 60, "height": 40, "file_name": "a.jpg"}],
+        "categories": [{"id": 3, "name": "cat"}, {"id": 11, "name": "dog"}],
+        "annotations": [
+            # A triangle: its box is twice its mask, so box AP and mask AP can differ.
+            {"id": 1, "image_id": 7, "category_id": 3, "bbox": [10, 10, 30, 20], "area": 300, "iscrowd": 0,
+             "segmentation": [[10, 10, 40, 10, 10, 30]]},
+            {"id": 2, "image_id": 7, "category_id": 11, "bbox": [45, 5, 10, 10], "area": 100, "iscrowd": 0,
+             "segmentation": [[45, 5, 55, 5, 55, 15, 45, 15]]},
+        ],
+    }
+
+
+def test_mask_model_outputs_become_rle_results_that_evaluate():
+    gt = _tiny_gt()
+    masks = np.stack([annotation_to_mask(ann, 40, 60) for ann in gt["annotations"]])
+    probabilities = torch.from_numpy(masks).float()[:, None] * 0.9  # [N, 1, H, W], above 0.5 inside
+    outputs = [{"boxes": torch.tensor([[10.0, 10.0, 40.0, 30.0], [45.0, 5.0, 55.0, 15.0]]),
+                "scores": torch.tensor([0.9, 0.8]), "labels": torch.tensor([1, 2]), "masks": probabilities}]
+    results = detections_to_coco_results(outputs, [7], {1: 3, 2: 11})
+    assert [r["category_id"] for r in results] == [3, 11]
+    assert all(isinstance(r["segmentation"]["counts"], str) for r in results)
+    json.dumps(results)
+    by_type = evaluate_results(gt, results, ("bbox", "segm"))
+    assert by_type["bbox"]["AP"] == pytest.approx(1.0) and by_type["segm"]["AP"] == pytest.approx(1.0)
+    # The right boxes with the wrong masks: box AP stays 1, mask AP falls.
+    outputs[0]["masks"] = torch.flip(probabilities, dims=[3])
+    flipped = evaluate_results(gt, detections_to_coco_results(outputs, [7], {1: 3, 2: 11}), ("bbox", "segm"))
+    assert flipped["bbox"]["AP"] == pytest.approx(1.0)
+    assert flipped["segm"]["AP"] == 0.0
+    # Outputs without masks keep today's results exactly (no segmentation key).
+    del outputs[0]["masks"]
+    assert "segmentation" not in detections_to_coco_results(outputs, [7], {1: 3, 2: 11})[0]
+
+
+def test_metrics_document_carries_a_segm_block_with_the_bbox_keys():
+    gt = _tiny_gt()
+    results = [{"image_id": 7, "category_id": 3, "score": 1.0, "bbox": [10, 10, 30, 20],
+                "segmentation": mask_to_rle(annotation_to_mask(gt["annotations"][0], 40, 60))}]
+    by_type = evaluate_results(gt, results, ("bbox", "segm"))
+    document = metrics_document(by_type, 123)
+    assert set(document) == {"iteration", "bbox", "segm"} and document["iteration"] == 123
+    assert set(document["segm"]) == set(document["bbox"]) >= {"AP", "AP50", "AP75", "APs", "APm", "APl", "per_category"}
+    # Box-only callers keep the old shape.
+    assert metrics_document(by_type["bbox"], 5) == {"iteration": 5, "bbox": by_type["bbox"]}
+    assert evaluate_results(gt, [], ("segm",))["segm"]["AP"] == 0.0
+
+
+def test_bad_segm_inputs_get_clear_errors():
+    gt = _tiny_gt()
+    rle = mask_to_rle(np.ones((40, 60), np.uint8))
+    with pytest.raises(EvaluationError, match="lacks the key\\(s\\) \\['segmentation'\\]"):
+        evaluate_coco(gt, [{"image_id": 7, "category_id": 3, "bbox": [0, 0, 1, 1], "score": 1.0}], "segm")
+    with pytest.raises(EvaluationError, match="evaluate masks with iou type segm"):
+        evaluate_coco(gt, [{"image_id": 7, "category_id": 3, "segmentation": rle, "score": 1.0}], "bbox")
+    with pytest.raises(EvaluationError, match="segm results need an RLE"):
+        evaluate_coco(gt, [{"image_id": 7, "category_id": 3, "segmentation": [[0, 0, 5, 0, 5, 5]], "score": 1.0}], "segm")
+    small = mask_to_rle(np.ones((20, 60), np.uint8))
+    with pytest.raises(EvaluationError, match="RLE of size \\[20, 60\\] .* which is 40x60"):
+        evaluate_coco(gt, [{"image_id": 7, "category_id": 3, "segmentation": small, "score": 1.0}], "segm")
+    no_masks = {**gt, "annotations": [{k: v for k, v in a.items() if k != "segmentation"} for a in gt["annotations"]]}
+    with pytest.raises(EvaluationError, match="annotation id 1 has no segmentation"):
+        evaluate_coco(no_masks, [{"image_id": 7, "category_id": 3, "segmentation": rle, "score": 1.0}], "segm")
+    broken = {**gt, "annotations": [{**gt["annotations"][0], "segmentation": [[1, 2, 3]]}]}
+    with pytest.raises(EvaluationError, match="Annotation id 1: segmentation polygon #0 has an odd number"):
+        evaluate_coco(broken, [{"image_id": 7, "category_id": 3, "segmentation": rle, "score": 1.0}], "segm")
+    with pytest.raises(EvaluationError, match="Unknown IoU type 'keypoints'"):
+        evaluate_results(gt, [], ("keypoints",))
