@@ -2,7 +2,8 @@
 
 Calling convention (torchvision's): in train mode `model(images, targets)` returns a dict of
 losses; in eval mode `model(images)` returns one dict {"boxes", "scores", "labels"} per image,
-with boxes in the input image's pixels.
+with boxes in the input image's pixels. With a mask head (Mask R-CNN) targets also carry
+"masks" [G, H, W] and each result "masks" [N, 1, H, W]: probabilities in the input image's pixels.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from detector.modeling.mask_head import paste_masks_in_image
 from detector.modeling.preprocessing import (ImagePreprocessor, boxes_to_original, validate_images,
                                              validate_targets)
 
@@ -38,8 +40,9 @@ class FasterRCNN(nn.Module):
         batch = self.preprocessor(images)
         if self.training:
             device = batch.tensor.device
-            targets = [{"boxes": t["boxes"].to(device, torch.float32), "labels": t["labels"].to(device)}
-                       for t in targets]
+            # Instance masks [G, H, W] ride along for a mask head (Mask R-CNN).
+            targets = [{"boxes": t["boxes"].to(device, torch.float32), "labels": t["labels"].to(device),
+                        **({"masks": t["masks"].to(device)} if "masks" in t else {})} for t in targets]
         pixels = batch.tensor.contiguous(memory_format=torch.channels_last) if self.channels_last else batch.tensor
         features = self.backbone(pixels)
         proposals, _, rpn_losses = self.rpn(list(features.values()), batch.image_sizes, batch.padded_size, targets)
@@ -49,4 +52,7 @@ class FasterRCNN(nn.Module):
             return {**rpn_losses, **roi_losses}
         for result, resized, original in zip(detections, batch.image_sizes, batch.original_sizes):
             result["boxes"] = boxes_to_original(result["boxes"], resized, original)
+            if "masks" in result:
+                # A mask head's [N, 1, M, M] probabilities in box coordinates -> [N, 1, H, W] in the input image.
+                result["masks"] = paste_masks_in_image(result["masks"], result["boxes"], original)
         return detections

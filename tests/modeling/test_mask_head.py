@@ -225,3 +225,39 @@ def test_training_without_masks_names_what_is_missing():
     targets = [{"boxes": torch.tensor([[1.0, 1, 20, 20]]), "labels": torch.tensor([1])}]
     with pytest.raises(ValueError, match="has no 'masks'"):
         ours(pyramid(), [torch.tensor([[0.0, 0, 18, 22]])], [(64, 80)], targets)
+
+
+def test_a_detector_with_mask_heads_trains_and_returns_pasted_masks_in_input_pixels(make_small_config):
+    from detector.modeling.build import build_model
+
+    torch.manual_seed(0)
+    model = build_model(make_small_config("model.input.min_size_test=64", "model.input.max_size_test=100",
+                                          "model.roi_heads.score_thresh=0.0"))
+    box = model.roi_heads
+    model.roi_heads = MaskRoIHeads(box.pooler, box.box_head, box.box_predictor, box.box_coder, box.matcher, box.sampler,
+                                   mask_pooler=MultiLevelRoIAlign(14, [4, 8, 16, 32]),
+                                   mask_head=MaskHead(64, conv_dim=16), mask_predictor=MaskPredictor(16, 2, 16),
+                                   score_thresh=0.0, detections_per_img=10)
+    model.train()
+    targets = square_targets()
+    for t in targets:
+        t["labels"] = torch.tensor([1, 2])
+    images = [torch.rand(3, 64, 80) for _ in targets]
+    losses = model(images, targets)
+    assert "loss_mask" in losses and all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    model.eval()
+    images = [torch.rand(3, 90, 150), torch.rand(3, 200, 60)]
+    with torch.no_grad():
+        outputs = model(images)
+    for output, image in zip(outputs, images):
+        assert len(output["boxes"]) > 0
+        assert output["masks"].shape == (len(output["boxes"]), 1) + tuple(image.shape[-2:])
+        assert ((output["masks"] >= 0) & (output["masks"] <= 1)).all()
+        # Nothing is pasted outside a (padded) detected box.
+        for mask, b in zip(output["masks"][:, 0], output["boxes"]):
+            ys, xs = torch.nonzero(mask > 0, as_tuple=True)
+            if len(xs):
+                pad_x, pad_y = (b[2] - b[0]) / 28 + 1, (b[3] - b[1]) / 28 + 1
+                assert xs.min() >= b[0] - pad_x and xs.max() <= b[2] + pad_x
+                assert ys.min() >= b[1] - pad_y and ys.max() <= b[3] + pad_y
