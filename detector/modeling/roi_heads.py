@@ -189,24 +189,34 @@ class RoIHeads(nn.Module):
     @torch.no_grad()
     def postprocess(self, logits: torch.Tensor, deltas: torch.Tensor, proposals: list[torch.Tensor],
                     image_sizes: Sequence[tuple[int, int]]) -> list[dict[str, torch.Tensor]]:
-        counts = [len(p) for p in proposals]
         boxes = self.box_coder.decode(deltas, torch.cat(proposals))   # [R, K+1, 4]
-        scores = F.softmax(logits, -1)
-        num_classes = scores.shape[1]
-        results = []
-        for image_boxes, image_scores, size in zip(boxes.split(counts), scores.split(counts), image_sizes):
-            image_boxes = clip_boxes(image_boxes[None], torch.as_tensor([size], device=boxes.device))[0]
-            labels = torch.arange(num_classes, device=boxes.device).view(1, -1).expand_as(image_scores)
-            # Drop the background column, then treat every (proposal, class) pair as a candidate.
-            image_boxes = image_boxes[:, 1:].reshape(-1, 4)
-            image_scores = image_scores[:, 1:].reshape(-1)
-            labels = labels[:, 1:].reshape(-1)
-            keep = torch.nonzero(image_scores > self.score_thresh, as_tuple=True)[0]
-            image_boxes, image_scores, labels = image_boxes[keep], image_scores[keep], labels[keep]
-            widths = image_boxes[:, 2] - image_boxes[:, 0]
-            heights = image_boxes[:, 3] - image_boxes[:, 1]
-            keep = torch.nonzero((widths >= self.min_box_size) & (heights >= self.min_box_size), as_tuple=True)[0]
-            image_boxes, image_scores, labels = image_boxes[keep], image_scores[keep], labels[keep]
-            keep = batched_nms(image_boxes, image_scores, labels, self.nms_thresh)[: self.detections_per_img]
-            results.append({"boxes": image_boxes[keep], "scores": image_scores[keep], "labels": labels[keep]})
-        return results
+        return select_detections(boxes, F.softmax(logits, -1), [len(p) for p in proposals], image_sizes,
+                                 self.score_thresh, self.nms_thresh, self.detections_per_img, self.min_box_size)
+
+
+@torch.no_grad()
+def select_detections(boxes: torch.Tensor, scores: torch.Tensor, counts: Sequence[int],
+                      image_sizes: Sequence[tuple[int, int]], score_thresh: float, nms_thresh: float,
+                      detections_per_img: int, min_box_size: float) -> list[dict[str, torch.Tensor]]:
+    """Detections of each image from per-class boxes [R, K+1, 4] and class probabilities [R, K+1]
+    (background first) of all images' proposals (counts per image): clipped, background dropped,
+    score and size thresholds, per-class NMS, the best `detections_per_img`. Shared by the
+    plain and the cascade box heads."""
+    num_classes = scores.shape[1]
+    results = []
+    for image_boxes, image_scores, size in zip(boxes.split(counts), scores.split(counts), image_sizes):
+        image_boxes = clip_boxes(image_boxes[None], torch.as_tensor([size], device=boxes.device))[0]
+        labels = torch.arange(num_classes, device=boxes.device).view(1, -1).expand_as(image_scores)
+        # Drop the background column, then treat every (proposal, class) pair as a candidate.
+        image_boxes = image_boxes[:, 1:].reshape(-1, 4)
+        image_scores = image_scores[:, 1:].reshape(-1)
+        labels = labels[:, 1:].reshape(-1)
+        keep = torch.nonzero(image_scores > score_thresh, as_tuple=True)[0]
+        image_boxes, image_scores, labels = image_boxes[keep], image_scores[keep], labels[keep]
+        widths = image_boxes[:, 2] - image_boxes[:, 0]
+        heights = image_boxes[:, 3] - image_boxes[:, 1]
+        keep = torch.nonzero((widths >= min_box_size) & (heights >= min_box_size), as_tuple=True)[0]
+        image_boxes, image_scores, labels = image_boxes[keep], image_scores[keep], labels[keep]
+        keep = batched_nms(image_boxes, image_scores, labels, nms_thresh)[: detections_per_img]
+        results.append({"boxes": image_boxes[keep], "scores": image_scores[keep], "labels": labels[keep]})
+    return results
