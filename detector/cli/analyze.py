@@ -5,13 +5,17 @@ a confusion matrix, per-class precision-recall curves and a size breakdown.
 
     detector-analyze --gt GT.json --results RESULTS.json --output DIR
         [--fg-iou 0.5] [--bg-iou 0.1] [--score-thresh 0.5] [--evaluator faster_coco_eval|pycocotools]
-        [--dap-evaluator tide|coco]
+        [--dap-evaluator tide|coco] [--iou-type bbox|segm]
 
 The dAP numbers reproduce TIDE's reference implementation (tidecv 1.0.1) by default;
 --dap-evaluator coco re-runs COCOeval after each fix instead (docs/error_analysis.md).
 
 Writes DIR/summary.md, DIR/analysis.json, DIR/error_breakdown.png, DIR/confusion_matrix.png,
 DIR/pr_curves.png and DIR/size_breakdown.png, and prints the error table.
+
+--iou-type segm analyses a mask model's results (an RLE "segmentation" per detection):
+every IoU -- COCO's AP, TIDE's error kinds, the confusion matrix -- is then the mask IoU,
+and detections are sized by their mask area, as in COCO's segm evaluation.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from detector.evaluation.analysis.confusion import DEFAULT_SCORE_THRESH
 from detector.evaluation.analysis.errors import TIDE_BG_IOU, TIDE_FG_IOU
 from detector.evaluation.analysis.pipeline import DAP_EVALUATORS, write_analysis
 from detector.evaluation.analysis.report import counts_line, error_table, overall_table
-from detector.evaluation.coco_evaluator import BACKENDS, EvaluationError, load_json
+from detector.evaluation.coco_evaluator import BACKENDS, IOU_TYPES, EvaluationError, load_json
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,16 +45,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dap-evaluator", default="tide", choices=DAP_EVALUATORS,
                         help="tide: the AP after each fix as TIDE computes it (tidecv 1.0.1's numbers); "
                              "coco: COCOeval re-run on the fixed detections (unclipped dAP)")
+    parser.add_argument("--iou-type", default="bbox", choices=IOU_TYPES,
+                        help="bbox: compare boxes; segm: compare masks (results with RLE segmentations)")
     args = parser.parse_args(argv)
     try:
         gt = load_json(args.gt, "Ground-truth")
         results = load_json(args.results, "Results")
         analysis = write_analysis(gt, results, args.output, sources={"gt": args.gt, "results": args.results},
                                   fg_iou=args.fg_iou, bg_iou=args.bg_iou, score_thresh=args.score_thresh,
-                                  backend=args.evaluator, dap_evaluator=args.dap_evaluator)
+                                  backend=args.evaluator, dap_evaluator=args.dap_evaluator,
+                                  iou_type=args.iou_type)
     except (EvaluationError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.iou_type == "segm":
+        print("IoU by mask (segm): COCO metrics, TIDE errors and the confusion matrix compare masks.")
     print(overall_table(analysis))
     print()
     print(error_table(analysis))

@@ -174,3 +174,65 @@ def test_bad_segm_inputs_get_clear_errors():
         evaluate_coco(broken, [{"image_id": 7, "category_id": 3, "segmentation": rle, "score": 1.0}], "segm")
     with pytest.raises(EvaluationError, match="Unknown IoU type 'keypoints'"):
         evaluate_results(gt, [], ("keypoints",))
+
+
+def test_segm_error_analysis_matches_cocoeval_by_mask(coco_eval_reference):
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from detector.evaluation.analysis.errors import FP_KINDS
+    from detector.evaluation.analysis.pipeline import analyze
+
+    gt, results = _reference(coco_eval_reference)
+    analysis = analyze(gt, results, iou_type="segm")
+    assert analysis["settings"]["iou_type"] == "segm"
+    assert [analysis["overall"][n] for n in NAMES] == pytest.approx(REFERENCE_SEGM, abs=1e-12)
+    assert analysis["base_ap"] == pytest.approx(REFERENCE_SEGM[1], abs=1e-12)  # AP50
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = json.loads(json.dumps(gt))
+        coco_gt.createIndex()
+        evaluator = COCOeval(coco_gt, coco_gt.loadRes(json.loads(json.dumps(results))), "segm")
+        evaluator.evaluate()
+    # The analysis's own matching by mask IoU decides what COCOeval decided at 0.5 (area all).
+    matched = set()
+    for entry in evaluator.evalImgs:
+        if entry is not None and entry["aRng"] == evaluator.params.areaRng[0]:
+            matched.update(d for d, m in zip(entry["dtIds"], entry["dtMatches"][0]) if m > 0)
+    counts = analysis["counts"]
+    assert counts["tp"] == len(matched) == 565
+    assert counts["tp"] + counts["missed"] + counts["covered"] == counts["objects"] == 830
+    assert counts["considered"] == counts["tp"] + sum(counts[k] for k in FP_KINDS) == len(results)
+    # Box analysis of the same detections (their tight boxes) finds other numbers: masks were used.
+    boxed = [{**det, "bbox": rle_to_box(det["segmentation"])} for det in results]
+    assert analyze(gt, boxed)["counts"]["tp"] != counts["tp"]
+
+
+def test_segm_error_kinds_and_crowd_use_the_masks():
+    from detector.evaluation.analysis.pipeline import analyze
+
+    gt = _tiny_gt()
+    crowd = np.zeros((40, 60), np.uint8)
+    crowd[25:40, 30:60] = 1
+    gt["annotations"].append({"id": 3, "image_id": 7, "category_id": 3, "bbox": [30, 25, 30, 15], "area": 450,
+                              "iscrowd": 1, "segmentation": mask_to_rle(crowd)})
+    triangle = annotation_to_mask(gt["annotations"][0], 40, 60)
+    inside_crowd = np.zeros((40, 60), np.uint8)
+    inside_crowd[30:36, 40:50] = 1
+    results = [
+        {"image_id": 7, "category_id": 3, "score": 0.9, "segmentation": mask_to_rle(triangle)},
+        # The same tight box as the triangle, but the mask is its mirror image: a poor mask.
+        {"image_id": 7, "category_id": 3, "score": 0.8, "segmentation": mask_to_rle(triangle[::-1].copy())},
+        {"image_id": 7, "category_id": 3, "score": 0.7, "segmentation": mask_to_rle(inside_crowd)},
+    ]
+    analysis = analyze(gt, results, iou_type="segm")
+    counts = analysis["counts"]
+    assert counts["tp"] == 1 and counts["ignored"] == 1 and counts["crowd_regions"] == 1
+    assert counts["dupe"] + counts["loc"] == 1  # by box it would be a perfect duplicate; by mask IoU 1/3 -> loc
+    assert counts["loc"] == 1
+    per_class = {row["name"]: row for row in analysis["per_class"]}
+    assert per_class["cat"]["AP50"] == pytest.approx(1.0)  # the true positive ranks first
+    assert per_class["dog"]["AP50"] == 0.0 and per_class["dog"]["missed"] == 1

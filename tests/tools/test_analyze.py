@@ -54,3 +54,24 @@ def test_analyze_reports_bad_input(tmp_path):
     results.write_text(json.dumps([{"image_id": 5, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5}]))
     result = run_tool("--gt", str(gt), "--results", str(results), "--output", str(tmp_path / "o"))
     assert result.returncode == 2 and "image_id 5" in result.stderr
+
+
+def test_analyze_iou_type_segm_on_a_mask_results_file(coco_eval_reference, tmp_path, capsys):
+    from detector.cli.analyze import main  # in-process: the tool's code without a second start-up
+
+    out = tmp_path / "segm"
+    args = ["--gt", str(coco_eval_reference / "instances_val2014_100.json"),
+            "--results", str(coco_eval_reference / "instances_val2014_fakesegm100_results.json"),
+            "--output", str(out)]
+    # Without --iou-type segm the masks-only file is refused with a pointer to the option.
+    assert main(args) == 2
+    assert "segm" in capsys.readouterr().err
+    assert main(args + ["--iou-type", "segm"]) == 0
+    stdout = capsys.readouterr().out
+    assert "IoU by mask (segm)" in stdout and "| 32.0 | 56.2 | 29.9 |" in stdout  # cocoapi's segm AP, AP50, AP75
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert analysis["settings"]["iou_type"] == "segm"
+    assert abs(analysis["base_ap"] - 0.5622883972521636) < 1e-9  # segm AP50 (SOURCE.txt)
+    assert set(analysis["files"].values()) == set(PNGS)
+    assert "IoU by mask (segm)" in (out / "summary.md").read_text()
+    assert sum(analysis["counts"][k] for k in ("tp", "cls", "loc", "both", "dupe", "bkg")) == 734

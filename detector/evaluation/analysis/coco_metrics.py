@@ -1,4 +1,4 @@
-"""COCO box AP and precision-recall curves from the evaluator backends.
+"""COCO AP (by box or by mask) and precision-recall curves from the evaluator backends.
 
 All AP numbers of the analysis come from COCOeval (pycocotools or faster-coco-eval) --
 including the AP of each oracle-fixed set of detections -- so the baseline equals what
@@ -81,13 +81,14 @@ def _with_coco_defaults(gt: dict) -> dict:
     return {**gt, "annotations": filled}
 
 
-def box_metrics(gt: dict, results: list[dict], backend: str = "faster_coco_eval") -> BoxMetrics:
-    """COCO box evaluation of `results` against `gt` (a COCO dict), every image.
+def box_metrics(gt: dict, results: list[dict], backend: str = "faster_coco_eval", iou_type: str = "bbox") -> BoxMetrics:
+    """COCO evaluation of `results` against `gt` (a COCO dict), every image; by box, or by
+    mask with iou_type "segm".
 
     Annotations without "area" get their box area and without "iscrowd" 0 (as inputs.py)."""
     gt = _with_coco_defaults(gt)
     if results:
-        stats, precision, category_ids = run_backend(backend, gt, results, None)
+        stats, precision, category_ids = run_backend(backend, gt, results, None, iou_type)
         named = {name: (None if value < 0 else float(value)) for name, value in zip(STAT_NAMES, stats)}
         return BoxMetrics(named, precision, [int(c) for c in category_ids])
     # The backends refuse an empty list (an oracle may remove every detection).

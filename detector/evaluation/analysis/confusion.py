@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from detector.evaluation.analysis.box_iou import coco_box_iou
 from detector.evaluation.analysis.errors import TP, ErrorTable
 from detector.evaluation.analysis.inputs import AnalysisInputs
 
@@ -42,7 +41,7 @@ def confusion_matrix(inputs: AnalysisInputs, table: ErrorTable, score_thresh: fl
             matrix[index[inputs.gt_labels[target]], index[inputs.det_labels[det]]] += 1
         # Everything else but the crowd-ignored detections, best score first.
         rest = dets[(kinds != TP) & (kinds != "ignored")]
-        iou = coco_box_iou(inputs.det_boxes[rest], inputs.gt_boxes[real])
+        iou = inputs.iou(rest, real)
         for row, det in enumerate(rest):
             candidates = np.where(free, iou[row], -1.0)
             best = int(np.argmax(candidates)) if len(real) else -1

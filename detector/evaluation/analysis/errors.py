@@ -35,7 +35,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detector.evaluation.analysis.box_iou import coco_box_iou
 from detector.evaluation.analysis.inputs import AnalysisInputs
 from detector.evaluation.analysis.matching import UNMATCHED, coco_greedy_match
 
@@ -124,7 +123,7 @@ def classify_errors(inputs: AnalysisInputs, fg_iou: float = TIDE_FG_IOU, bg_iou:
             continue
         det_labels, gt_labels = inputs.det_labels[dets], inputs.gt_labels[gts]
         crowd = inputs.gt_crowd[gts]
-        iou = coco_box_iou(inputs.det_boxes[dets], inputs.gt_boxes[gts], crowd)
+        iou = inputs.iou(dets, gts, crowd)  # by box, or by mask for segm
 
         # 1. COCO matching, one category at a time.
         match = np.full(len(dets), UNMATCHED, dtype=np.int64)   # column in this image

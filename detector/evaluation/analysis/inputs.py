@@ -7,6 +7,10 @@ not add up to what AP measures; detections cut by `max_dets` are listed separate
 Crowd ground truth (iscrowd=1) is kept apart: it never counts as an object to find,
 it only excuses detections that fall on it (see matching.py).
 
+With iou_type "segm" objects and detections are compared by mask (pycocotools' mask IoU,
+exactly what COCOeval uses for segm) and a detection's size is its mask area; its box is
+the tight box around its mask.
+
 TIDE's reference implementation keeps instead the `max_dets` best detections of each
 image, all categories together (`max_dets_per="image"`); since those are also among the
 best of their category, this only ever considers fewer detections.
@@ -17,9 +21,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
+from pycocotools import mask as mask_utils
 
 # The same checks (and messages) as tools/evaluate.py for results that name unknown images/classes.
-from detector.evaluation.coco_evaluator import EvaluationError, check_results
+from detector.evaluation.analysis.box_iou import coco_box_iou
+from detector.evaluation.coco_evaluator import EvaluationError, check_gt_masks, check_iou_type, check_results
 
 COCO_MAX_DETS = 100
 
@@ -51,6 +57,22 @@ class AnalysisInputs:
     images: list[ImageGroup]
     category_ids: list[int]
     category_names: dict[int, str]
+    det_area: np.ndarray | None = None   # [D] box area (bbox) or mask area (segm): COCO's size of a detection
+    iou_type: str = "bbox"
+    gt_masks: list | None = None         # segm: [G] compressed RLEs of the annotations
+    det_masks: list | None = None        # segm: [D] compressed RLEs of the results
+
+    def iou(self, dets: np.ndarray, gts: np.ndarray, crowd: np.ndarray | None = None) -> np.ndarray:
+        """[len(dets), len(gts)] COCO IoU (by box or by mask); against a crowd region, the
+        intersection over the detection's own area, as COCOeval."""
+        dets, gts = np.asarray(dets, dtype=np.int64), np.asarray(gts, dtype=np.int64)
+        if self.iou_type == "bbox":
+            return coco_box_iou(self.det_boxes[dets], self.gt_boxes[gts], crowd)
+        if len(dets) == 0 or len(gts) == 0:
+            return np.zeros((len(dets), len(gts)), dtype=np.float64)
+        crowd = np.zeros(len(gts), dtype=bool) if crowd is None else np.asarray(crowd, dtype=bool)
+        return np.asarray(mask_utils.iou([self.det_masks[d] for d in dets], [self.gt_masks[g] for g in gts],
+                                         [int(c) for c in crowd]), dtype=np.float64).reshape(len(dets), len(gts))
 
 
 def _bbox_array(items: list[dict], what: str) -> np.ndarray:
@@ -66,19 +88,42 @@ def _bbox_array(items: list[dict], what: str) -> np.ndarray:
 MAX_DETS_PER = ("category", "image")
 
 
+def _masks(gt: dict, results: list[dict]) -> tuple[list, list, np.ndarray]:
+    """(annotation RLEs, result RLEs, result mask areas, result boxes) for segm.
+
+    The results' RLEs were checked against their images by check_results; they are taken
+    as they are (validating every run in Python would cost more than the analysis)."""
+    from detector.data.masks import rle_area, rle_to_box, segmentation_to_rle
+
+    images = {image["id"]: image for image in gt["images"]}
+    gt_masks = []
+    for ann in gt["annotations"]:
+        image = images[ann["image_id"]]
+        gt_masks.append(segmentation_to_rle(ann["segmentation"], image["height"], image["width"], ann.get("id")))
+    det_masks = []
+    for det in results:
+        counts = det["segmentation"]["counts"]
+        counts = counts.encode("ascii") if isinstance(counts, str) else counts
+        det_masks.append({"size": [int(v) for v in det["segmentation"]["size"]], "counts": counts})
+    det_area = np.array([rle_area(rle) for rle in det_masks], dtype=np.float64)
+    det_boxes = np.array([rle_to_box(rle) for rle in det_masks], dtype=np.float64).reshape(-1, 4)
+    return gt_masks, det_masks, det_area, det_boxes
+
+
 def prepare_inputs(gt: dict, results: list[dict], max_dets: int = COCO_MAX_DETS,
-                   max_dets_per: str = "category") -> AnalysisInputs:
+                   max_dets_per: str = "category", iou_type: str = "bbox") -> AnalysisInputs:
     """Validate and regroup a COCO ground-truth dict and a COCO results list.
 
     `max_dets_per`: "category" keeps the max_dets best of each (image, category), as COCOeval;
-    "image" the max_dets best of each image, as TIDE."""
+    "image" the max_dets best of each image, as TIDE. `iou_type` "segm" compares masks."""
+    check_iou_type(iou_type)
     if max_dets_per not in MAX_DETS_PER:
         raise ValueError(f"max_dets_per is '{max_dets_per}'; choose from {MAX_DETS_PER}")
     if not isinstance(gt, dict) or "annotations" not in gt or "images" not in gt or "categories" not in gt:
         raise EvaluationError("Ground truth must be a COCO dict with 'images', 'annotations' and 'categories'.")
     if not isinstance(results, list):
         raise EvaluationError(f"Results must be a list of detections, got {type(results).__name__}.")
-    check_results(results, gt)
+    check_results(results, gt, iou_type)
     annotations = gt["annotations"]
     image_ids = sorted({int(image["id"]) for image in gt["images"]})
     known_images = set(image_ids)
@@ -92,7 +137,13 @@ def prepare_inputs(gt: dict, results: list[dict], max_dets: int = COCO_MAX_DETS,
             raise EvaluationError(f"Ground-truth annotation #{index} (id {ann.get('id')}) has category_id "
                                   f"{ann.get('category_id')}, which is not in 'categories'.")
     gt_boxes = _bbox_array(annotations, "Ground-truth annotation")
-    det_boxes = _bbox_array(results, "Result")
+    gt_masks = det_masks = None
+    if iou_type == "segm":
+        check_gt_masks(gt)
+        gt_masks, det_masks, det_area, det_boxes = _masks(gt, results)
+    else:
+        det_boxes = _bbox_array(results, "Result")
+        det_area = det_boxes[:, 2] * det_boxes[:, 3]
     # COCO measures size by the annotation's "area" (the mask area for COCO itself);
     # files without it fall back to the box area.
     gt_area = np.array([float(a["area"]) if "area" in a else float(b[2] * b[3])
@@ -141,4 +192,8 @@ def prepare_inputs(gt: dict, results: list[dict], max_dets: int = COCO_MAX_DETS,
         images=images,
         category_ids=[int(c["id"]) for c in categories],
         category_names={int(c["id"]): str(c.get("name", c["id"])) for c in categories},
+        det_area=det_area,
+        iou_type=iou_type,
+        gt_masks=gt_masks,
+        det_masks=det_masks,
     )

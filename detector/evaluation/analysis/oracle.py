@@ -7,7 +7,8 @@ tools/evaluate.py's AP50 (COCO averages over the classes with objects only, keep
 detections per image *and class*, and re-matches the fixed detections):
 
     cls     give the detection the class of the object it overlaps (IoU >= fg); box unchanged
-    loc     move the detection's box onto its object (the same-class object of highest IoU)
+    loc     move the detection's box (and mask, for segm) onto its object (the same-class
+            object of highest IoU)
     both    remove the detection (it is unclear which of the two to fix)
     dupe    remove the detection
     bkg     remove the detection
@@ -50,6 +51,9 @@ def _fix_to_true_positive(kind: str, gt: dict, results: list[dict], inputs: Anal
             det_copy["category_id"] = annotations[target]["category_id"]
         else:
             det_copy["bbox"] = list(annotations[target]["bbox"])
+            if inputs.iou_type == "segm":  # the mask is what segm compares: it moves onto the object too
+                rle = inputs.gt_masks[target]
+                det_copy["segmentation"] = {"size": list(rle["size"]), "counts": rle["counts"]}
         fixed[det] = det_copy
     return [det for det in fixed if det is not None]
 
@@ -77,7 +81,7 @@ def oracle_gains(gt: dict, results: list[dict], inputs: AnalysisInputs, table: E
     gains = {}
     for oracle in oracles:
         fixed_gt, fixed_results = apply_oracle(oracle, gt, results, inputs, table)
-        ap = box_metrics(fixed_gt, fixed_results, backend).ap(iou=table.fg_iou)
+        ap = box_metrics(fixed_gt, fixed_results, backend, inputs.iou_type).ap(iou=table.fg_iou)
         dap = None if ap is None or base_ap is None else ap - base_ap
         gains[oracle] = {"ap": ap, "dap": dap}
     return gains

@@ -75,23 +75,26 @@ def analyze(
     max_dets: int = COCO_MAX_DETS,
     backend: str = "faster_coco_eval",
     dap_evaluator: str = "tide",
+    iou_type: str = "bbox",
 ) -> dict:
     """TIDE error breakdown with dAP, confusion matrix, per-class, per-size and per-image numbers.
 
     `gt` is a COCO ground-truth dict, `results` a COCO results list. AP values are fractions;
     None where COCO leaves them undefined. `dap_evaluator` (DAP_EVALUATORS) chooses how the
     AP after each fix is computed; "dap_base_ap" is the AP the dAP values are relative to
-    (TIDE's own AP at fg IoU, or COCO's, which is "base_ap")."""
+    (TIDE's own AP at fg IoU, or COCO's, which is "base_ap"). `iou_type` "segm" compares
+    detections with objects by mask everywhere (COCO AP, TIDE's errors, the confusion matrix),
+    as tidecv's mask mode does."""
     if dap_evaluator not in DAP_EVALUATORS:
         raise ValueError(f"dap_evaluator is '{dap_evaluator}'; choose from {DAP_EVALUATORS}")
-    inputs = prepare_inputs(gt, results, max_dets)
+    inputs = prepare_inputs(gt, results, max_dets, iou_type=iou_type)
     table = classify_errors(inputs, fg_iou, bg_iou)
-    metrics = box_metrics(gt, results, backend)
+    metrics = box_metrics(gt, results, backend, iou_type)
     ap_name = f"AP{round(fg_iou * 100)}"
     base_ap = metrics.ap(iou=fg_iou)
     if dap_evaluator == "tide":
         # TIDE keeps the max_dets best detections per image (not per image and category).
-        tide_inputs = prepare_inputs(gt, results, max_dets, max_dets_per="image")
+        tide_inputs = prepare_inputs(gt, results, max_dets, max_dets_per="image", iou_type=iou_type)
         same = np.array_equal(tide_inputs.det_considered, inputs.det_considered)
         tide_table = table if same else classify_errors(tide_inputs, fg_iou, bg_iou)
         dap_base_ap, gains = tide_gains(tide_inputs, tide_table, ORACLES)
@@ -110,7 +113,8 @@ def analyze(
             pr_curves[inputs.category_names[category_id]] = curves
     return {
         "settings": {"fg_iou": fg_iou, "bg_iou": bg_iou, "score_thresh": score_thresh, "max_dets": max_dets,
-                     "evaluator": backend, "ap_name": ap_name, "dap_evaluator": dap_evaluator},
+                     "evaluator": backend, "ap_name": ap_name, "dap_evaluator": dap_evaluator,
+                     "iou_type": iou_type},
         "overall": dict(metrics.stats),
         "base_ap": base_ap,
         "dap_base_ap": dap_base_ap,

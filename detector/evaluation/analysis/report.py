@@ -76,6 +76,11 @@ def size_table(analysis: dict) -> str:
     return _table(["size", "AP", ap_name, "objects"] + kinds, rows)
 
 
+def _iou_by(settings: dict) -> str:
+    # Analyses written before masks existed carry no iou_type: they were by box.
+    return "mask (segm)" if settings.get("iou_type") == "segm" else "box (bbox)"
+
+
 def summary_markdown(analysis: dict) -> str:
     settings, files = analysis["settings"], analysis.get("files", {})
     ap_name = settings["ap_name"]
@@ -86,7 +91,7 @@ def summary_markdown(analysis: dict) -> str:
 
     return f"""# Error analysis
 
-{sources}- evaluator: {settings['evaluator']}; TIDE thresholds: foreground IoU {settings['fg_iou']}, background IoU {settings['bg_iou']}; max_dets {settings['max_dets']}
+{sources}- evaluator: {settings['evaluator']}; IoU by {_iou_by(settings)}; TIDE thresholds: foreground IoU {settings['fg_iou']}, background IoU {settings['bg_iou']}; max_dets {settings['max_dets']}
 
 ## Overall (COCO, %)
 
@@ -118,7 +123,7 @@ Rows: ground truth, columns: prediction, last row/column: background. The number
 
 ## Object sizes
 
-AP in %; counts of objects (tp, missed, covered: by annotation area) and of false positives (by box area).
+AP in %; counts of objects (tp, missed, covered: by annotation area) and of false positives (by {"mask" if settings.get("iou_type") == "segm" else "box"} area).
 
 {size_table(analysis)}
 

@@ -1,8 +1,8 @@
 """Counts of true positives and of each error kind per object size (COCO's small/medium/large).
 
 Objects (true positives, missed, covered) are binned by the annotation's area, the number
-COCO's size ranges use; false positives by their own box area (w * h), which is how COCO
-decides whether an unmatched detection belongs to a size range. Bins: small < 32^2 <=
+COCO's size ranges use; false positives by their own area (box w * h, or mask area for
+segm), which is how COCO decides whether an unmatched detection belongs to a size range. Bins: small < 32^2 <=
 medium < 96^2 <= large (COCO's ranges include both ends; an area of exactly 32^2 counts
 as medium here, so that every object is counted once).
 """
@@ -24,7 +24,8 @@ def size_bin(area: np.ndarray) -> np.ndarray:
 
 def size_counts(inputs: AnalysisInputs, table: ErrorTable) -> dict[str, dict[str, int]]:
     """{size: {"tp", "cls", "loc", "both", "dupe", "bkg", "missed", "covered", "objects"}}."""
-    det_bins = size_bin(inputs.det_boxes[:, 2] * inputs.det_boxes[:, 3])
+    det_area = inputs.det_area if inputs.det_area is not None else inputs.det_boxes[:, 2] * inputs.det_boxes[:, 3]
+    det_bins = size_bin(det_area)
     gt_bins = size_bin(inputs.gt_area)
     counts = {}
     for b, name in enumerate(SIZE_NAMES):
