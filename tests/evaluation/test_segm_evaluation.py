@@ -236,3 +236,14 @@ def test_segm_error_kinds_and_crowd_use_the_masks():
     per_class = {row["name"]: row for row in analysis["per_class"]}
     assert per_class["cat"]["AP50"] == pytest.approx(1.0)  # the true positive ranks first
     assert per_class["dog"]["AP50"] == 0.0 and per_class["dog"]["missed"] == 1
+
+
+def test_segm_coco_oracles_move_masks(coco_eval_reference):
+    from detector.evaluation.analysis.pipeline import analyze
+
+    gt, results = _reference(coco_eval_reference)
+    analysis = analyze(gt, results, iou_type="segm", dap_evaluator="coco")
+    assert analysis["dap_base_ap"] == pytest.approx(REFERENCE_SEGM[1], abs=1e-12)
+    # Moving each localisation error's mask (not only its box) onto its object gains AP50.
+    assert analysis["errors"]["loc"]["count"] > 0 and analysis["errors"]["loc"]["dap"] > 0.05
+    assert analysis["special"]["false_positives"]["dap"] >= analysis["errors"]["bkg"]["dap"]
