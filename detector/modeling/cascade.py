@@ -14,7 +14,7 @@ masks, `roi_heads.mask_head` / `roi_heads.mask_predictor` as in detector.modelin
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,11 +23,12 @@ from torchvision.ops import box_iou
 
 from detector.modeling.box_coder import BoxCoder
 from detector.modeling.losses import box_regression_loss
-from detector.modeling.mask_head import MaskBranch, check_mask_targets
+from detector.modeling.mask_head import MaskBranch, check_mask_targets, mask_branch
 from detector.modeling.matcher import Matcher
 from detector.modeling.poolers import MultiLevelRoIAlign
 from detector.modeling.roi_heads import PREDICTOR_LAYOUTS, select_detections
 from detector.modeling.rpn import clip_boxes
+from detector.modeling.sampler import BalancedSampler
 
 # The usual three stages: IoU thresholds and box-coder weights (the deltas' spread shrinks as the
 # boxes get better, so later stages scale them up more).
@@ -235,3 +236,47 @@ class CascadeRoIHeads(MaskBranch, nn.Module):
         per_class = final.expand(-1, scores.shape[1], -1)
         return select_detections(per_class, scores, [len(b) for b in boxes], image_sizes, self.score_thresh,
                                  self.nms_thresh, self.detections_per_img, self.min_box_size)
+
+
+def cascade_roi_heads(in_channels: int, strides: Sequence[int], num_classes: int, box_head: Mapping[str, Any],
+                      fc_dim: int, conv_dim: int, conv_norm: str, pooler_resolution: int, pooler_sampling_ratio: int,
+                      pooler_aligned: bool, canonical_box_size: int, canonical_level: int,
+                      batch_size_per_image: int, positive_fraction: float, iou_thresholds: Sequence[float],
+                      stage_bbox_reg_weights: Sequence[Sequence[float]], stage_loss_weights: Sequence[float],
+                      box_loss: str, smooth_l1_beta: float, predictor_layout: str, score_thresh: float,
+                      nms_thresh: float, detections_per_img: int, min_box_size: float,
+                      mask_head: Mapping[str, Any] | None = None, mask_pooler_resolution: int = 14,
+                      mask_deconv_dim: int = 256) -> CascadeRoIHeads:
+    """model.roi_heads of Cascade (Mask) R-CNN: one box head (built from the `box_head` node,
+    given in_channels and the pooled resolution; fc_dim, conv_dim and conv_norm are read by that
+    node) and one class-agnostic predictor per stage; iou_thresholds, stage_bbox_reg_weights and
+    stage_loss_weights give the stages. A `mask_head` node adds Mask R-CNN's branch."""
+    from detector.config import instantiate
+
+    stages = len(iou_thresholds)
+    if len(stage_bbox_reg_weights) != stages or len(stage_loss_weights) != stages:
+        raise ValueError(f"model.roi_heads: iou_thresholds {list(iou_thresholds)}, stage_bbox_reg_weights "
+                         f"{[list(w) for w in stage_bbox_reg_weights]} and stage_loss_weights {list(stage_loss_weights)} "
+                         "need one entry per cascade stage each.")
+    heads = [instantiate(box_head, in_channels=in_channels, resolution=pooler_resolution) for _ in range(stages)]
+    mask = {}
+    if mask_head is not None:
+        mask = mask_branch(in_channels, strides, num_classes, mask_head, mask_pooler_resolution, mask_deconv_dim,
+                           pooler_sampling_ratio, pooler_aligned, canonical_box_size, canonical_level, predictor_layout)
+    return CascadeRoIHeads(
+        pooler=MultiLevelRoIAlign(pooler_resolution, list(strides), pooler_sampling_ratio, pooler_aligned,
+                                  canonical_box_size, canonical_level),
+        box_heads=heads,
+        box_predictors=[AgnosticBoxPredictor(head.out_dim, num_classes, predictor_layout) for head in heads],
+        box_coders=[BoxCoder(list(w)) for w in stage_bbox_reg_weights],
+        matchers=[Matcher(t, t, allow_low_quality_matches=False) for t in iou_thresholds],
+        sampler=BalancedSampler(batch_size_per_image, positive_fraction),
+        stage_loss_weights=list(stage_loss_weights),
+        score_thresh=score_thresh,
+        nms_thresh=nms_thresh,
+        detections_per_img=detections_per_img,
+        min_box_size=min_box_size,
+        box_loss=box_loss,
+        smooth_l1_beta=smooth_l1_beta,
+        **mask,
+    )

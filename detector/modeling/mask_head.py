@@ -10,7 +10,7 @@ predictor -> mask_fcn_logits (layout "detectron2": K outputs, no background).
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -245,6 +245,15 @@ class MaskRoIHeads(MaskBranch, RoIHeads):
         self.mask_head = mask_head
         self.mask_predictor = mask_predictor
 
+    @classmethod
+    def from_box_heads(cls, box: RoIHeads, mask_pooler: MultiLevelRoIAlign, mask_head: nn.Module,
+                       mask_predictor: nn.Module) -> "MaskRoIHeads":
+        """The box branch of `box` (its modules and settings, shared) plus a mask branch."""
+        return cls(box.pooler, box.box_head, box.box_predictor, box.box_coder, box.matcher, box.sampler,
+                   mask_pooler, mask_head, mask_predictor, score_thresh=box.score_thresh, nms_thresh=box.nms_thresh,
+                   detections_per_img=box.detections_per_img, min_box_size=box.min_box_size, box_loss=box.box_loss,
+                   smooth_l1_beta=box.smooth_l1_beta)
+
     def forward(self, features: Sequence[torch.Tensor], proposals: list[torch.Tensor],
                 image_sizes: Sequence[tuple[int, int]], targets: Sequence[dict] | None = None):
         if not self.training:
@@ -272,3 +281,34 @@ class MaskRoIHeads(MaskBranch, RoIHeads):
             gt_boxes = target["boxes"].to(proposals.dtype)
             matched[positive] = self.matcher(box_iou(gt_boxes, proposals[positive]))
         return matched
+
+
+def mask_branch(in_channels: int, strides: Sequence[int], num_classes: int, mask_head: Mapping[str, Any],
+                mask_pooler_resolution: int, mask_deconv_dim: int, pooler_sampling_ratio: int, pooler_aligned: bool,
+                canonical_box_size: int, canonical_level: int, predictor_layout: str) -> dict[str, nn.Module]:
+    """mask_pooler, mask_head (built from its config node, given in_channels) and mask_predictor,
+    as keyword arguments for MaskRoIHeads or CascadeRoIHeads. The pooler samples like the box
+    pooler, at its own resolution."""
+    from detector.config import instantiate
+
+    head = instantiate(mask_head, in_channels=in_channels)
+    return {
+        "mask_pooler": MultiLevelRoIAlign(mask_pooler_resolution, list(strides), pooler_sampling_ratio, pooler_aligned,
+                                          canonical_box_size, canonical_level),
+        "mask_head": head,
+        "mask_predictor": MaskPredictor(head.out_channels, num_classes, mask_deconv_dim, predictor_layout),
+    }
+
+
+def mask_roi_heads(in_channels: int, strides: Sequence[int], num_classes: int, mask_head: Mapping[str, Any],
+                   mask_pooler_resolution: int, mask_deconv_dim: int, **box_keys) -> MaskRoIHeads:
+    """model.roi_heads of Mask R-CNN: every key of the box branch (see
+    detector.modeling.build.standard_roi_heads) plus the mask branch's `mask_head` node,
+    mask_pooler_resolution (14) and mask_deconv_dim (256)."""
+    from detector.modeling.build import standard_roi_heads
+
+    box = standard_roi_heads(in_channels=in_channels, strides=strides, num_classes=num_classes, **box_keys)
+    branch = mask_branch(in_channels, strides, num_classes, mask_head, mask_pooler_resolution, mask_deconv_dim,
+                         *(box_keys[k] for k in ("pooler_sampling_ratio", "pooler_aligned", "canonical_box_size",
+                                                 "canonical_level", "predictor_layout")))
+    return MaskRoIHeads.from_box_heads(box, **branch)

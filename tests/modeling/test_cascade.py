@@ -200,3 +200,37 @@ def test_mismatched_stage_settings_are_a_clear_error():
                         BalancedSampler(64, 0.25), stage_loss_weights=[1.0, 1.0])
     with pytest.raises(ValueError, match="together"):
         make_cascade(mask_head=MaskHead(8, conv_dim=8))
+
+
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_detector_built_from_config_with_cascade_heads(make_small_config, with_mask):
+    from detector.modeling.build import build_model
+
+    mask = ["+model.roi_heads.mask_head={_target_:detector.modeling.mask_head.MaskHead,conv_dim:16}",
+            "+model.roi_heads.mask_pooler_resolution=14", "+model.roi_heads.mask_deconv_dim=16"] if with_mask else []
+    torch.manual_seed(0)
+    model = build_model(make_small_config(
+        "model.input.min_size_test=64", "model.input.max_size_test=100", "model.roi_heads.score_thresh=0.0",
+        "model.roi_heads._target_=detector.modeling.cascade.cascade_roi_heads",
+        "~model.roi_heads.fg_iou_thresh", "~model.roi_heads.bg_iou_thresh", "~model.roi_heads.bbox_reg_weights",
+        "+model.roi_heads.iou_thresholds=[0.5,0.6,0.7]",
+        "+model.roi_heads.stage_bbox_reg_weights=[[10,10,5,5],[20,20,10,10],[30,30,15,15]]",
+        "+model.roi_heads.stage_loss_weights=[1.0,1.0,1.0]", *mask))
+    heads = model.roi_heads
+    assert isinstance(heads, CascadeRoIHeads) and heads.num_stages == 3 and heads.has_mask == with_mask
+    assert [c.weights for c in heads.box_coders] == [tuple(w) for w in CASCADE_BBOX_REG_WEIGHTS]
+    assert [m.high_threshold for m in heads.matchers] == list(CASCADE_IOU_THRESHOLDS)
+    assert heads.box_head[0] is not heads.box_head[1]
+    targets = targets_with_masks()
+    for t in targets:
+        t["labels"] = torch.tensor([1, 2])
+    model.train()
+    losses = model([torch.rand(3, 64, 80) for _ in targets], targets)
+    assert {"loss_classifier_stage2", "loss_box_reg_stage2"} <= set(losses)
+    assert ("loss_mask" in losses) == with_mask and all(torch.isfinite(v) for v in losses.values())
+    model.eval()
+    with torch.no_grad():
+        output = model([torch.rand(3, 90, 150)])[0]
+    assert len(output["boxes"]) > 0
+    if with_mask:
+        assert output["masks"].shape == (len(output["boxes"]), 1, 90, 150)

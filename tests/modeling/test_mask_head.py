@@ -231,13 +231,15 @@ def test_a_detector_with_mask_heads_trains_and_returns_pasted_masks_in_input_pix
     from detector.modeling.build import build_model
 
     torch.manual_seed(0)
-    model = build_model(make_small_config("model.input.min_size_test=64", "model.input.max_size_test=100",
-                                          "model.roi_heads.score_thresh=0.0"))
-    box = model.roi_heads
-    model.roi_heads = MaskRoIHeads(box.pooler, box.box_head, box.box_predictor, box.box_coder, box.matcher, box.sampler,
-                                   mask_pooler=MultiLevelRoIAlign(14, [4, 8, 16, 32]),
-                                   mask_head=MaskHead(64, conv_dim=16), mask_predictor=MaskPredictor(16, 2, 16),
-                                   score_thresh=0.0, detections_per_img=10)
+    # model.roi_heads of Mask R-CNN: the box branch's keys plus the mask branch's.
+    model = build_model(make_small_config(
+        "model.input.min_size_test=64", "model.input.max_size_test=100", "model.roi_heads.score_thresh=0.0",
+        "model.roi_heads.detections_per_img=10", "model.roi_heads._target_=detector.modeling.mask_head.mask_roi_heads",
+        "+model.roi_heads.mask_head={_target_:detector.modeling.mask_head.MaskHead,conv_dim:16}",
+        "+model.roi_heads.mask_pooler_resolution=14", "+model.roi_heads.mask_deconv_dim=16"))
+    heads = model.roi_heads
+    assert isinstance(heads, MaskRoIHeads) and heads.mask_pooler.output_size == (14, 14)
+    assert heads.mask_predictor.mask_fcn_logits.out_channels == 3 and heads.mask_predictor.conv5_mask.out_channels == 16
     model.train()
     targets = square_targets()
     for t in targets:
