@@ -263,3 +263,51 @@ def test_a_detector_with_mask_heads_trains_and_returns_pasted_masks_in_input_pix
                 pad_x, pad_y = (b[2] - b[0]) / 28 + 1, (b[3] - b[1]) / 28 + 1
                 assert xs.min() >= b[0] - pad_x and xs.max() <= b[2] + pad_x
                 assert ys.min() >= b[1] - pad_y and ys.max() <= b[3] + pad_y
+
+
+MASK_HEADS = ["model.roi_heads._target_=detector.modeling.mask_head.mask_roi_heads",
+              "+model.roi_heads.mask_head={_target_:detector.modeling.mask_head.MaskHead}",
+              "+model.roi_heads.mask_pooler_resolution=14", "+model.roi_heads.mask_deconv_dim=256"]
+
+
+def test_same_weights_same_boxes_and_masks_as_torchvision_maskrcnn(coco128):
+    """torchvision's MaskRCNN (ResNet-18 FPN, FrozenBatchNorm, random weights) and ours with its
+    state dict: box keys renamed as for Faster R-CNN, mask keys 1:1. Exact path, real photos."""
+    from torchvision.io import ImageReadMode, read_image
+    from torchvision.models.detection import MaskRCNN
+    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+
+    from detector.benchmarking.peers import spread_random_weights_
+    from detector.config import load_config
+    from detector.modeling.build import build_model
+    from detector.weights.torchvision_conversion import rename_torchvision_detection
+
+    torch.manual_seed(0)
+    reference = MaskRCNN(resnet_fpn_backbone(backbone_name="resnet18", weights=None), num_classes=5, min_size=320,
+                         max_size=512, box_score_thresh=0.0).eval()
+    spread_random_weights_(reference, seed=3)
+    ours = build_model(load_config([
+        "schedule=1x", "backbone=resnet18", "backbone.norm=frozen_bn", "model.num_classes=4", "model.channels_last=false",
+        "model.fold_norms=false", "model.input.min_size_test=320", "model.input.max_size_test=512",
+        "model.roi_heads.score_thresh=0.0", *MASK_HEADS])).eval()
+    state = reference.state_dict()
+    masks = {k: v for k, v in state.items() if k.startswith(("roi_heads.mask_head.", "roi_heads.mask_predictor."))}
+    boxes = rename_torchvision_detection({k: v for k, v in state.items() if k not in masks})
+    ours.load_state_dict({**boxes, **masks}, strict=True)
+    image = read_image(str(coco128 / "train2017" / "000000000508.jpg"), mode=ImageReadMode.RGB).float() / 255
+    with torch.no_grad():
+        expected = reference([image])[0]
+        actual = ours([image])[0]
+    assert len(actual["boxes"]) == len(expected["boxes"]) > 0
+    torch.testing.assert_close(actual["boxes"], expected["boxes"], atol=1e-2, rtol=0)
+    assert torch.equal(actual["labels"], expected["labels"])
+    assert actual["masks"].shape == expected["masks"].shape == (len(expected["boxes"]), 1) + tuple(image.shape[-2:])
+    torch.testing.assert_close(actual["masks"], expected["masks"], atol=1e-4, rtol=0)
+    # What evaluation sees: the masks thresholded at 0.5, IoU per detection.
+    ours_binary, theirs_binary = actual["masks"][:, 0] >= 0.5, expected["masks"][:, 0] >= 0.5
+    union = (ours_binary | theirs_binary).flatten(1).sum(1)
+    iou = (ours_binary & theirs_binary).flatten(1).sum(1) / union.clamp(min=1)
+    assert (iou[union > 0] >= 0.99).all()
+    print(f"Mask R-CNN parity (R18-FPN, 000000000508.jpg at 320): {len(actual['boxes'])} detections, max box diff "
+          f"{(actual['boxes'] - expected['boxes']).abs().max().item():.3g} px, max mask diff "
+          f"{(actual['masks'] - expected['masks']).abs().max().item():.3g}, min mask IoU {iou[union > 0].min().item():.4f}")
