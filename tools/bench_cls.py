@@ -31,7 +31,7 @@ CLS_OVERRIDES = [
 # FPN (most of the detector's CPU time is FPN/RPN convolutions at stride 4), identical for
 # both runs; only backbone.weights differs.
 DET_OVERRIDES = [
-    "dataset=bccd", "backbone=resnet18", "train.device=cpu", "aug.train.min_size=[240]", "aug.train.max_size=320",
+    "dataset=bccd", "backbone=resnet18", "train.device=cpu", "aug.min_size=[240]", "aug.max_size=320",
     "model.input.min_size_test=240", "model.input.max_size_test=320", "model.fpn.out_channels=128",
     "dataloader.batch_size=4", "solver.warmup_iters=10", "train.eval_period=0",
 ]

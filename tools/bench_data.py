@@ -38,7 +38,7 @@ def main(argv=None) -> int:
         pixels += sum(image.shape[1] * image.shape[2] for image in batch["images"])
     seconds = time.perf_counter() - start
     print(f"dataset={cfg.dataset.name} workers={cfg.dataloader.num_workers} batch={cfg.dataloader.batch_size} "
-          f"min_size={list(cfg.aug.train.min_size)} max_size={cfg.aug.train.max_size} cpus={os.cpu_count()}")
+          f"min_size={list(cfg.aug.min_size)} max_size={cfg.aug.max_size} cpus={os.cpu_count()}")
     print(f"{images} images in {seconds:.2f}s: {images / seconds:.1f} images/s "
           f"(mean {pixels / images / 1e3:.0f} kpixels per image)")
     return 0

@@ -1,107 +1,71 @@
 """From the `dataset`, `aug` and `dataloader` config nodes to datasets (the one config path).
 
-Formats: `coco` (dataset.train/test.images + .annotations; `generate: shapes` writes the
-generated dataset first) and `voc` (dataset.root + train_split/test_split).
+`cfg.dataset` names its format class in `_target_` (detector/data/formats.py: COCO files,
+Pascal VOC folders, the generated shapes, or a user's own); `cfg.aug.train` lists the
+training transforms (detector/data/transforms.py).
 """
 from __future__ import annotations
 
 import functools
-import json
-import os
 import warnings
-from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from detector.data.coco_index import (ANNOTATION_IGNORED, BAD_IMAGE, FATAL, DatasetError, DatasetIndex,
-                                      check_coco_structure, index_coco)
+from detector.data.coco_format import clear_json_cache, load_json  # noqa: F401 - load_json: tools read COCO files
+from detector.data.coco_index import ANNOTATION_IGNORED, BAD_IMAGE, FATAL, DatasetError, DatasetIndex
+from detector.data.formats import SPLITS, DatasetFormat, build_format, check_split
 
 if TYPE_CHECKING:   # the dataset module (torch, albumentations) is imported when first built
     from detector.data.dataset import DetectionDataset
 
-SPLITS = ("train", "test")
 # Beyond this many, dataset problems are summarised in one line instead of one warning each.
 MAX_WARNINGS = 20
-
-COCO2017_HINT = (
-    "COCO 2017 is expected as datasets/coco/{train2017,val2017,annotations} (see datasets/README.md): "
-    "download train2017.zip, val2017.zip and annotations_trainval2017.zip from https://cocodataset.org/#download "
-    "and unzip them into datasets/coco/, or point dataset.root at an existing copy"
-)
 
 
 def class_names(cfg: DictConfig) -> list[str]:
     """Class names in label order (label i <-> names[i - 1]) without building a dataset."""
-    data = cfg.dataset
-    if data.get("classes") is not None:
-        return [str(c) for c in data.classes]
-    if data.format == "voc":
-        from detector.data.voc import discover_classes
-
-        return discover_classes(_voc_root(data))
-    _maybe_generate(data)
-    annotations = _coco_paths(cfg, "train")[1]
-    coco = load_json(annotations)
-    check_coco_structure(coco, annotations)
-    categories = sorted(coco["categories"], key=lambda c: c["id"])
-    return [str(c.get("name", c["id"])) for c in categories]
+    return build_format(cfg).class_names()
 
 
 def build_index(cfg: DictConfig, split: str) -> DatasetIndex:
     """Checked records + evaluation GT for a split, whatever the format."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    data = cfg.dataset
-    classes = None if data.get("classes") is None else [str(c) for c in data.classes]
-    if data.format == "voc":
-        from detector.data.voc import index_voc
-
-        root = _voc_root(data)
-        split_name = data.train_split if split == "train" else data.test_split
-        return index_voc(root, split_name, classes, bool(data.use_difficult))
-    if data.format != "coco":
-        raise DatasetError(f"dataset.format={data.format!r}: expected 'coco' or 'voc'")
-    _maybe_generate(data)
-    images, annotations = _coco_paths(cfg, split)
-    return index_coco(load_json(annotations), images, annotations, classes)
+    check_split(split)
+    return build_format(cfg).index(split)
 
 
 def build_dataset(cfg: DictConfig, split: str) -> DetectionDataset:
-    """The `split` ("train" | "test") dataset; training applies conf/aug and dataset.filter_empty."""
+    """The `split` ("train" | "test") dataset; training applies cfg.aug and dataset.filter_empty."""
     from detector.data.dataset import DetectionDataset
-    from detector.data.transforms import build_train_transform
+    from detector.data.transforms import build_augmentation
 
-    data = cfg.dataset
-    policy = str(data.on_bad_sample)
-    index = build_index(cfg, split)
-    _report_problems(index, policy, f"{data.name} {split}", split == "train")
+    check_split(split)
+    fmt = build_format(cfg)
+    index = fmt.index(split)
+    _report_problems(index, fmt.on_bad_sample, f"{fmt.name} {split}", split == "train")
     records = index.records
     train = split == "train"
     transform = None
-    if train:
-        if data.get("filter_empty", True):
-            # Images whose annotations are bad stay in, so that sampling them is reported.
-            records = [r for r in records if len(r.boxes) or r.problem is not None]
-        aug = cfg.aug.train
-        transform = build_train_transform(list(aug.min_size), int(aug.max_size), float(aug.hflip_prob),
-                                          bool(aug.color_jitter), float(aug.color_jitter_strength))
     gt_dict = index.gt_dict
     if train:
+        if fmt.filter_empty:
+            # Images whose annotations are bad stay in, so that sampling them is reported.
+            records = [r for r in records if len(r.boxes) or r.problem is not None]
+        transform = build_augmentation(cfg.aug.train)
         # The training GT is rarely evaluated; rebuilding it on demand keeps the (for
         # COCO 2017, gigabyte-sized) annotation list out of memory and out of forked workers.
-        gt_dict = functools.partial(_gt_dict, cfg, split)
+        gt_dict = functools.partial(_gt_dict, fmt, split)
     dataset = DetectionDataset(
         records, index.class_names, index.label_to_category_id, gt_dict, train=train, transform=transform,
-        seed=int(cfg.seed), on_bad_sample=policy, min_box_size=float(cfg.aug.train.min_box_size),
-        max_image_pixels=int(data.max_image_pixels), problems=index.problems,
+        seed=int(cfg.seed), on_bad_sample=fmt.on_bad_sample, min_box_size=float(cfg.aug.min_box_size),
+        max_image_pixels=fmt.max_image_pixels, problems=index.problems,
     )
-    _load_json_cached.cache_clear()
+    clear_json_cache()
     return dataset
 
 
-def _gt_dict(cfg: DictConfig, split: str) -> dict:
-    return build_index(cfg, split).gt_dict
+def _gt_dict(fmt: DatasetFormat, split: str) -> dict:
+    return fmt.index(split).gt_dict
 
 
 def _report_problems(index: DatasetIndex, policy: str, what: str, train: bool) -> None:
@@ -125,63 +89,3 @@ def _report_problems(index: DatasetIndex, policy: str, what: str, train: bool) -
     if len(index.problems) > MAX_WARNINGS:
         warnings.warn(f"{what}: {len(index.problems) - MAX_WARNINGS} more dataset problems not shown; "
                       "run tools/check_dataset.py for the full list", BadSampleWarning, stacklevel=3)
-
-
-def _coco_paths(cfg: DictConfig, split: str) -> tuple[str, str]:
-    data = cfg.dataset
-    node = data.get(split)
-    if node is None or OmegaConf.is_missing(node, "images") or OmegaConf.is_missing(node, "annotations"):
-        raise DatasetError(f"dataset={data.name}: set dataset.{split}.images and dataset.{split}.annotations "
-                         f"(e.g. dataset.{split}.images=/data/imgs dataset.{split}.annotations=/data/{split}.json)")
-    images = _require_dir(data, node.images, f"dataset.{split}.images")
-    annotations = str(node.annotations)
-    if not os.path.isfile(annotations):
-        raise FileNotFoundError(_missing_message(data, annotations, f"dataset.{split}.annotations"))
-    return images, annotations
-
-
-def _voc_root(data: DictConfig) -> str:
-    if OmegaConf.is_missing(data, "root"):
-        raise DatasetError(f"dataset={data.name}: set dataset.root to a Pascal VOC folder (with Annotations/, "
-                         "JPEGImages/ and ImageSets/Main/), e.g. dataset.root=/data/VOCdevkit/VOC2007")
-    return _require_dir(data, data.root, "dataset.root")
-
-
-def _require_dir(data: DictConfig, path: str, key: str) -> str:
-    if not os.path.isdir(str(path)):
-        raise FileNotFoundError(_missing_message(data, str(path), key))
-    return str(path)
-
-
-def _missing_message(data: DictConfig, path: str, key: str) -> str:
-    message = f"dataset={data.name}: {key} = {path} does not exist."
-    if data.name == "coco2017":
-        return f"{message} {COCO2017_HINT}."
-    if data.format == "voc":
-        return f"{message} Expected a Pascal VOC folder with Annotations/, JPEGImages/ and ImageSets/Main/ (see datasets/README.md)."
-    return f"{message} Point {key} at the data (see datasets/README.md)."
-
-
-def _maybe_generate(data: DictConfig) -> None:
-    if data.get("generate") == "shapes":
-        from detector.data.shapes import ensure_shapes_dataset
-
-        ensure_shapes_dataset(data)
-
-
-def load_json(path: str) -> dict:
-    """Parsed JSON, cached until a dataset is built (class_names and build_dataset both read it).
-
-    The result is shared: callers must not modify it.
-    """
-    stat = os.stat(path)
-    return _load_json_cached(os.path.abspath(path), stat.st_mtime_ns, stat.st_size)
-
-
-@lru_cache(maxsize=2)
-def _load_json_cached(path: str, _mtime: int, _size: int) -> dict:
-    try:
-        with open(path) as handle:
-            return json.load(handle)
-    except json.JSONDecodeError as error:
-        raise DatasetError(f"{path}: not valid JSON ({error})") from None

@@ -79,16 +79,16 @@ def crop_instances(cfg, output: str | os.PathLike, min_size: float = 8.0, margin
     """Crop every non-crowd box of at least `min_size` pixels (width and height) of the
     configured dataset's splits into OUT/<split>/<class>/<image>_<k>.jpg; writes
     OUT/crops.json with the counts. Returns the report."""
-    from detector.data.build import build_index
+    from detector.data.formats import build_format
 
     if min_size < 0 or margin < 0:
         raise ValueError(f"min_size={min_size} and margin={margin} must both be >= 0.")
     output = Path(output)
     _prepare_output(output, overwrite)
     report = CropReport()
-    max_pixels = int(cfg.dataset.get("max_image_pixels", 89_478_485))
+    fmt = build_format(cfg)
     for split in splits:
-        index = build_index(cfg, split)
+        index = fmt.index(split)
         folders = [safe_folder_name(name) for name in index.class_names]
         if len(set(folders)) != len(folders):
             raise ValueError(f"class names {index.class_names} give clashing folder names {folders}; rename the classes.")
@@ -103,7 +103,7 @@ def crop_instances(cfg, output: str | os.PathLike, min_size: float = 8.0, margin
             if not keep:
                 continue
             try:
-                image = read_image_rgb(record.path, (record.width, record.height), max_pixels)
+                image = read_image_rgb(record.path, (record.width, record.height), fmt.max_image_pixels)
             except BadImageError as error:
                 logger.warning("Skipping %s: %s", error.path, error.reason)
                 report.unreadable.append(f"{error.path}: {error.reason}")
@@ -121,6 +121,6 @@ def crop_instances(cfg, output: str | os.PathLike, min_size: float = 8.0, margin
         report.too_small[split] = too_small
         logger.info("%s: %d crops %s; %d boxes smaller than %g px left out.", split, sum(counts.values()),
                     counts, too_small, min_size)
-    summary = {"dataset": str(cfg.dataset.name), "min_size": min_size, "margin": margin, **report.as_dict()}
+    summary = {"dataset": fmt.name, "min_size": min_size, "margin": margin, **report.as_dict()}
     (output / "crops.json").write_text(json.dumps(summary, indent=2))
     return report

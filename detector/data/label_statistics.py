@@ -2,8 +2,8 @@
 sizes and aspect ratios of the training set against the anchors.
 
 Sizes are those the model sees: each image rescaled as the training augmentation does
-(shortest edge to the middle of aug.train.min_size, longest edge at most
-aug.train.max_size), so the box sizes and the anchor sizes are on the same scale. Boxes
+(shortest edge to the middle of aug.min_size, longest edge at most
+aug.max_size), so the box sizes and the anchor sizes are on the same scale. Boxes
 far outside the anchor sizes, or aspect ratios far from the anchors', are hard for the
 region proposal network to match.
 """

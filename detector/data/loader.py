@@ -51,7 +51,7 @@ def collate_test(samples: list[dict]) -> dict:
 def build_train_loader(cfg: DictConfig, rank: int = 0, world_size: int = 1, start_iter: int = 0) -> DataLoader:
     """Endless batches {"images", "targets", "skipped"} of cfg.dataloader.batch_size images."""
     dataset = build_dataset(cfg, "train")
-    groups = dataset.aspect_groups() if cfg.dataloader.get("aspect_ratio_grouping", False) else None
+    groups = dataset.aspect_groups() if cfg.dataloader.aspect_ratio_grouping else None
     batch_sampler = TrainBatchSampler(len(dataset), int(cfg.dataloader.batch_size), int(cfg.seed), rank, world_size,
                                       start_iter, groups)
     return _loader(dataset, batch_sampler, collate_train, int(cfg.dataloader.num_workers), persistent=False,
@@ -65,7 +65,7 @@ def build_test_loader(cfg: DictConfig, rank: int = 0, world_size: int = 1) -> Da
     and only "skipped" messages.
     """
     dataset = build_dataset(cfg, "test")
-    batch_sampler = InferenceBatchSampler(len(dataset), int(cfg.dataloader.get("test_batch_size", 1)), rank,
+    batch_sampler = InferenceBatchSampler(len(dataset), int(cfg.dataloader.test_batch_size), rank,
                                           world_size)
     # Persistent: the evaluator iterates the same loader at every evaluation.
     return _loader(dataset, batch_sampler, collate_test, int(cfg.dataloader.num_workers), persistent=True,

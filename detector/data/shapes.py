@@ -37,34 +37,34 @@ STAMP = "generator.json"  # written last: its presence means the folder is compl
 
 def generator_params(data) -> dict:
     """Every setting that changes the generated files (the cache is rebuilt if one changes)."""
-    classes = list(data.classes) if data.get("classes") is not None else list(SHAPE_KINDS)
-    if data.size_distribution not in ("uniform", "log_uniform"):
-        raise ValueError(f"dataset.size_distribution={data.size_distribution!r}: expected uniform or log_uniform")
+    classes = list(data["classes"]) if data["classes"] is not None else list(SHAPE_KINDS)
+    if data["size_distribution"] not in ("uniform", "log_uniform"):
+        raise ValueError(f"dataset.size_distribution={data['size_distribution']!r}: expected uniform or log_uniform")
     unknown = [c for c in classes if c not in SHAPE_KINDS]
     if unknown:
         raise ValueError(f"dataset.classes={classes}: the shapes generator can draw {list(SHAPE_KINDS)}, not {unknown}")
     _check_sizes(data)
     return {
         "version": GENERATOR_VERSION,
-        "seed": int(data.seed),
-        "num_train": int(data.num_train),
-        "num_test": int(data.num_test),
-        "image_size": int(data.image_size),
+        "seed": int(data["seed"]),
+        "num_train": int(data["num_train"]),
+        "num_test": int(data["num_test"]),
+        "image_size": int(data["image_size"]),
         "classes": classes,
-        "objects_per_image": [int(v) for v in data.objects_per_image],
-        "object_size": [float(v) for v in data.object_size],
-        "size_distribution": str(data.size_distribution),
-        "max_occlusion": float(data.max_occlusion),
-        "distractors_per_image": [int(v) for v in data.distractors_per_image],
-        "min_contrast": float(data.min_contrast),
-        "noise_std": float(data.noise_std),
-        "jpeg_quality": int(data.jpeg_quality),
+        "objects_per_image": [int(v) for v in data["objects_per_image"]],
+        "object_size": [float(v) for v in data["object_size"]],
+        "size_distribution": str(data["size_distribution"]),
+        "max_occlusion": float(data["max_occlusion"]),
+        "distractors_per_image": [int(v) for v in data["distractors_per_image"]],
+        "min_contrast": float(data["min_contrast"]),
+        "noise_std": float(data["noise_std"]),
+        "jpeg_quality": int(data["jpeg_quality"]),
     }
 
 
 def _check_sizes(data) -> None:
-    image_size = int(data.image_size)
-    sizes = [float(v) for v in data.object_size]
+    image_size = int(data["image_size"])
+    sizes = [float(v) for v in data["object_size"]]
     # An object is placed with at least a pixel of margin on each side.
     if len(sizes) != 2 or not 1 <= sizes[0] <= sizes[1] or sizes[1] > image_size - 3:
         raise ValueError(f"dataset.object_size={sizes}: expected [smallest, largest] with "
@@ -79,7 +79,7 @@ def _check_sizes(data) -> None:
 def ensure_shapes_dataset(data) -> str:
     """Generate the dataset into data.root unless an identical one is already there."""
     params = generator_params(data)
-    root = os.path.abspath(str(data.root))
+    root = os.path.abspath(str(data["root"]))
     if _is_current(root, params):
         return root
     parent = os.path.dirname(root)

@@ -1,10 +1,10 @@
-"""Albumentations pipelines built from plain arguments (see conf/aug/).
+"""The training augmentation: a list of albumentations transforms in the config (conf/aug/).
 
-Training: shortest-edge resize to a size picked per image, capped by a longest-edge
-maximum, horizontal flip, optional photometric jitter. Boxes move with the image, are
-clipped to it, and boxes thinner than `min_box_size` pixels afterwards are dropped (the
-model's box coder divides by box width and height). Testing needs no transform: the
-model resizes in eval mode.
+The default: shortest-edge resize to a size picked per image, capped by a longest-edge
+maximum (ShortestEdgeResize), then a horizontal flip; any albumentations transform can be
+added to the list. Boxes move with the image, are clipped to it, and boxes thinner than
+`aug.min_box_size` pixels afterwards are dropped (the model's box coder divides by box
+width and height). Testing needs no transform: the model resizes in eval mode.
 """
 from __future__ import annotations
 
@@ -32,20 +32,63 @@ class ShortestEdgeResize(A.SmallestMaxSize):
         return {"scale": scale}
 
 
-def build_train_transform(
-    min_sizes: Sequence[int],
-    max_size: int,
-    hflip_prob: float = 0.5,
-    color_jitter: bool = False,
-    color_jitter_strength: float = 0.2,
-) -> A.Compose:
-    steps = [ShortestEdgeResize(min_sizes, max_size), A.HorizontalFlip(p=hflip_prob)]
-    if color_jitter:
-        s = color_jitter_strength
-        steps.append(A.ColorJitter(brightness=s, contrast=s, saturation=s, hue=min(0.5, s / 4), p=0.8))
-    # Boxes are clipped and filtered by `apply_transform` itself, so nothing is silently
-    # rejected inside albumentations.
-    return A.Compose(steps, bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"], clip=True))
+# Boxes are clipped and filtered by `apply_transform` itself, so nothing is silently
+# rejected inside albumentations.
+BBOX_PARAMS = {"format": "pascal_voc", "label_fields": ["labels"], "clip": True}
+
+
+def detection_compose(steps: Sequence) -> A.Compose:
+    """Albumentations `steps` as one pipeline that moves xyxy pixel boxes (with their labels)."""
+    return A.Compose(list(steps), bbox_params=A.BboxParams(**BBOX_PARAMS))
+
+
+def build_augmentation(nodes) -> A.Compose:
+    """The training pipeline of `cfg.aug.train`: a list of transform nodes, each with a
+    `_target_` (an albumentations class, ShortestEdgeResize, or a user's own transform)
+    and its arguments, run in order (conf/aug/default.yaml)."""
+    from omegaconf import ListConfig
+
+    from detector.config import instantiate
+
+    if not isinstance(nodes, (list, ListConfig)):
+        raise ValueError(f"aug.train must be a list of transforms with a _target_ each (see conf/aug/default.yaml), "
+                         f"got {type(nodes).__name__}.")
+    steps = []
+    for position, node in enumerate(nodes):
+        step = instantiate(node)
+        if not isinstance(step, (A.BasicTransform, A.BaseCompose)):
+            raise ValueError(f"aug.train[{position}]: {node['_target_']} made a {type(step).__name__}, "
+                             "not an albumentations transform.")
+        steps.append(step)
+    return detection_compose(steps)
+
+
+def describe_augmentation(nodes) -> list[str]:
+    """One line per transform of `cfg.aug.train`: its class and its arguments, resolved."""
+    from omegaconf import OmegaConf
+
+    lines = []
+    for position, node in enumerate(nodes):
+        values = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+        target = values.pop("_target_", "?")
+        arguments = ", ".join(f"{key}={value!r}" for key, value in values.items())
+        lines.append(f"aug.train[{position}]: {target}({arguments})")
+    return lines
+
+
+def training_scales(aug) -> tuple[list[int], int]:
+    """(shortest-edge sizes, longest-edge cap) of the training images: `aug.min_size` and
+    `aug.max_size`, which the resize step of aug.train uses and the label statistics read.
+    ValueError naming the keys when no image could be resized to them."""
+    from omegaconf import OmegaConf
+
+    sizes = aug.min_size
+    min_sizes = [int(v) for v in sizes] if OmegaConf.is_list(sizes) or isinstance(sizes, (list, tuple)) else [int(sizes)]
+    max_size = int(aug.max_size)
+    if not min_sizes or min(min_sizes) <= 0 or max(min_sizes) > max_size:
+        raise ValueError(f"aug.min_size={min_sizes} and aug.max_size={max_size}: sizes must be > 0 "
+                         "and no min_size larger than max_size.")
+    return min_sizes, max_size
 
 
 def apply_transform(transform: A.Compose | None, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,

@@ -13,6 +13,8 @@ import os
 import xml.etree.ElementTree as ET
 from functools import lru_cache
 
+from detector.data.coco_index import DatasetError
+from detector.data.formats import UNSET, DatasetFormat, check_split
 from detector.data.image_io import BadImageError, read_image_size
 
 
@@ -149,3 +151,36 @@ def voc_split_to_coco_json(root: str, split: str, classes: list[str] | None = No
     clean = dict(index.gt_dict)
     clean["annotations"] = [{k: v for k, v in a.items() if k != "source"} for a in clean["annotations"]]
     return clean, index.problems
+
+
+class VocFormat(DatasetFormat):
+    """A Pascal VOC folder `root` (Annotations/, JPEGImages/, ImageSets/Main/<split>.txt);
+    `train_split`/`test_split` name the split files. Without `classes`, the classes are every
+    object name in the XML files, sorted. use_difficult: train and evaluate difficult objects
+    too (else they are crowd regions: not trained, ignored in evaluation)."""
+
+    missing_hint = "Expected a Pascal VOC folder with Annotations/, JPEGImages/ and ImageSets/Main/ (see datasets/README.md)."
+
+    def __init__(self, *, root: str, train_split: str, test_split: str, use_difficult: bool, **common):
+        super().__init__(**common)
+        self.root = root
+        self.split_names = {"train": str(train_split), "test": str(test_split)}
+        self.use_difficult = bool(use_difficult)
+
+    def folder(self) -> str:
+        if self.root is None or self.root == UNSET:
+            raise DatasetError(f"dataset={self.name}: set dataset.root to a Pascal VOC folder (with Annotations/, "
+                               "JPEGImages/ and ImageSets/Main/), e.g. dataset.root=/data/VOCdevkit/VOC2007")
+        return self.require_path("dataset.root", self.root, folder=True)
+
+    def index(self, split: str):
+        check_split(split)
+        return index_voc(self.folder(), self.split_names[split], self.classes, self.use_difficult)
+
+    def class_names(self) -> list[str]:
+        return list(self.classes) if self.classes is not None else discover_classes(self.folder())
+
+    def check(self, splits) -> None:
+        root = self.require("dataset.root", self.root)
+        if not os.path.exists(root):
+            raise DatasetError(f"dataset.root={root} does not exist. {self.missing_hint}")

@@ -1,7 +1,6 @@
 """Checks on a composed config that catch mistakes before any work starts."""
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 
@@ -36,22 +35,16 @@ def check_output_dir(path: str | Path) -> Path:
     return path
 
 
-def _dataset_paths(cfg: DictConfig, eval_only: bool) -> list[tuple[str, str]]:
-    data = cfg.dataset
-    if data.get("generate"):
-        return []  # written on first use
-    keys = []
-    if data.get("format") == "voc":
-        keys.append("dataset.root")
-    else:
-        splits = ["test"] if eval_only else ["train", "test"]
-        keys += [f"dataset.{split}.{part}" for split in splits for part in ("images", "annotations")]
-    out = []
-    for key in keys:
-        if OmegaConf.is_missing(cfg, key):
-            raise ConfigError(f"{key} is not set: dataset={data.name} needs it, e.g. {key}=/path/to/data.")
-        out.append((key, str(OmegaConf.select(cfg, key))))
-    return out
+def _check_data(cfg: DictConfig, eval_only: bool) -> None:
+    """The training scales, and the dataset format's own checks (its paths set and present)."""
+    from detector.data.formats import build_format
+    from detector.data.transforms import training_scales
+
+    try:
+        training_scales(cfg.aug)
+        build_format(cfg).check(["test"] if eval_only else ["train", "test"])
+    except ValueError as error:  # DatasetError too
+        raise ConfigError(str(error)) from None
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -109,12 +102,4 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(
             f"model.input.min_size_test={min_test} and max_size_test={max_test}: both must be > 0 and min <= max."
         )
-    min_sizes = list(cfg.aug.train.min_size) if OmegaConf.is_list(cfg.aug.train.min_size) else [cfg.aug.train.min_size]
-    if not min_sizes or min(min_sizes) <= 0 or max(min_sizes) > cfg.aug.train.max_size:
-        raise ConfigError(
-            f"aug.train.min_size={min_sizes} and aug.train.max_size={cfg.aug.train.max_size}: sizes must be > 0 "
-            "and no min_size larger than max_size."
-        )
-    for key, path in _dataset_paths(cfg, eval_only):
-        if not os.path.exists(path):
-            raise ConfigError(f"{key}={path} does not exist. Point it at the data (see datasets/README.md).")
+    _check_data(cfg, eval_only)

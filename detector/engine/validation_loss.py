@@ -42,26 +42,26 @@ VALIDATION_SEED = 20_260_000
 def build_validation_set(cfg, rank: int = 0, world_size: int = 1):
     """This rank's share of the held-out images, as a train-mode DetectionDataset without
     random augmentation (indexed by (index, position) like the training set)."""
-    from detector.data.build import build_index
     from detector.data.dataset import DetectionDataset
-    from detector.data.transforms import build_train_transform
+    from detector.data.formats import build_format
+    from detector.data.transforms import ShortestEdgeResize, detection_compose
 
-    index = build_index(cfg, "test")
+    dataset_format = build_format(cfg)
+    index = dataset_format.index("test")
     records = [r for r in index.records if r.problem is None and len(r.boxes)]
     max_images = cfg.test.get("val_loss_max_images")
     if max_images is not None:
         records = records[: int(max_images)]
     if not records:
-        raise ValueError(f"train.val_loss_period={cfg.train.val_loss_period}: the {cfg.dataset.name} test split has "
+        raise ValueError(f"train.val_loss_period={cfg.train.val_loss_period}: the {dataset_format.name} test split has "
                          "no images with boxes to compute a validation loss on; set train.val_loss_period=0.")
     size = cfg.model.input
-    # hflip_prob=0, no colour jitter: only the deterministic resize to the test size.
-    transform = build_train_transform([int(size.min_size_test)], int(size.max_size_test), hflip_prob=0.0,
-                                      color_jitter=False)
+    # Not the training pipeline (cfg.aug.train): only the deterministic resize to the test size.
+    transform = detection_compose([ShortestEdgeResize([int(size.min_size_test)], int(size.max_size_test))])
     return DetectionDataset(
         records[rank::world_size], index.class_names, index.label_to_category_id, {}, train=True,
-        transform=transform, seed=int(cfg.seed), on_bad_sample="skip", min_box_size=float(cfg.aug.train.min_box_size),
-        max_image_pixels=int(cfg.dataset.max_image_pixels),
+        transform=transform, seed=int(cfg.seed), on_bad_sample="skip", min_box_size=float(cfg.aug.min_box_size),
+        max_image_pixels=dataset_format.max_image_pixels,
     )
 
 

@@ -4,7 +4,7 @@ from detector.config import load_config
 
 SMALL_SHAPES = ["dataset.num_train=24", "dataset.num_test=8", "dataloader.num_workers=0", "dataloader.batch_size=4"]
 # Small training sizes keep decoding + resizing cheap on two cores.
-SMALL_AUG = ["aug.train.min_size=[160,192]", "aug.train.max_size=256", "dataloader.num_workers=0",
+SMALL_AUG = ["aug.min_size=[160,192]", "aug.max_size=256", "dataloader.num_workers=0",
              "dataloader.batch_size=4"]
 
 

@@ -16,7 +16,7 @@ _spec.loader.exec_module(corrupt_copy)
 def _cfg(folder, *overrides):
     paths = [f"dataset.{split}.{key}={folder / name}" for split in ("train", "test")
              for key, name in (("images", "images"), ("annotations", "annotations.json"))]
-    return load_config(["dataset=coco_format", *paths, "aug.train.min_size=[128]", "aug.train.max_size=192",
+    return load_config(["dataset=coco_format", *paths, "aug.min_size=[128]", "aug.max_size=192",
                         "dataloader.num_workers=0", "dataloader.batch_size=4", *overrides])
 
 

@@ -1,10 +1,11 @@
 """Training augmentation: sizes follow the config, boxes move with the image and stay inside it."""
+import albumentations as A
 import numpy as np
 import pytest
 import torch
 
 from detector.data import build_dataset
-from detector.data.transforms import apply_transform, build_train_transform
+from detector.data.transforms import ShortestEdgeResize, apply_transform, detection_compose
 
 
 def _check_samples(dataset, min_sizes, max_size, count=12):
@@ -35,14 +36,14 @@ def test_augmented_boxes_inside_the_image_bccd(bccd_cfg):
 
 def test_augmented_boxes_inside_the_image_shapes(shapes_cfg):
     cfg = shapes_cfg()
-    _check_samples(build_dataset(cfg, "train"), tuple(cfg.aug.train.min_size), cfg.aug.train.max_size)
+    _check_samples(build_dataset(cfg, "train"), tuple(cfg.aug.min_size), cfg.aug.max_size)
 
 
 def test_boxes_follow_the_flip_and_resize():
     image = np.zeros((100, 200, 3), np.uint8)
     image[10:30, 20:60] = 255  # the box's pixels
     boxes = np.array([[20, 10, 60, 30]], np.float32)
-    transform = build_train_transform([50], 1000, hflip_prob=0.5)
+    transform = detection_compose([ShortestEdgeResize([50], 1000), A.HorizontalFlip(p=0.5)])
     flips = 0
     for seed in range(8):
         out, out_boxes, labels = apply_transform(transform, image, boxes, np.array([3]), seed)
@@ -62,7 +63,7 @@ def test_boxes_follow_the_flip_and_resize():
 def test_max_size_caps_the_long_side_and_degenerate_boxes_are_dropped():
     image = np.zeros((100, 400, 3), np.uint8)
     boxes = np.array([[0, 0, 400, 100], [10, 10, 10.5, 90], [390, 0, 400, 0.2]], np.float32)
-    out, out_boxes, labels = apply_transform(build_train_transform([200], 300, 0.0), image, boxes,
+    out, out_boxes, labels = apply_transform(detection_compose([ShortestEdgeResize([200], 300)]), image, boxes,
                                              np.array([1, 2, 3]), 0)
     assert out.shape == (75, 300, 3)
     assert labels.tolist() == [1] and out_boxes[0].tolist() == pytest.approx([0, 0, 300, 75])

@@ -42,7 +42,7 @@ def test_unknown_group_option_lists_the_valid_options(tmp_path):
 
 @pytest.mark.parametrize("override,expected", [
     ("dataloader.batch_size=0", "dataloader.batch_size=0 must be a number > 0"),
-    ("aug.train.min_size=[300]", "no min_size larger than max_size"),
+    ("aug.min_size=[300]", "no min_size larger than max_size"),
 ])
 def test_invalid_values_stop_before_any_work(override, expected, tmp_path):
     out, data = tmp_path / "out", tmp_path / "shapes"

@@ -157,8 +157,8 @@ def test_exif_rotated_image_boxes_match_the_pixels(convention, tmp_path):
     from detector.data import build_dataset
 
     images, annotations = build_corpus(tmp_path, exif_json_size=convention)
-    cfg = load_config(tiny_coco(images, annotations, tmp_path / "out", "aug.train.min_size=[32]",
-                                "aug.train.max_size=64", "aug.train.hflip_prob=0.0")[1:])
+    cfg = load_config(tiny_coco(images, annotations, tmp_path / "out", "aug.min_size=[32]",
+                                "aug.max_size=64", "aug.train.1.p=0.0")[1:])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         dataset = build_dataset(cfg, "train")

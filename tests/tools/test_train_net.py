@@ -26,8 +26,8 @@ def tiny(root: Path, output_dir: Path, *extra: str) -> list[str]:
         "dataset.image_size=128",
         "model.input.min_size_test=128",
         "model.input.max_size_test=128",
-        "aug.train.min_size=[128]",
-        "aug.train.max_size=128",
+        "aug.min_size=[128]",
+        "aug.max_size=128",
         "dataloader.batch_size=2",
         "dataloader.num_workers=1",
         "train.log_period=2",
@@ -204,7 +204,7 @@ def test_non_finite_loss_stops_with_clear_message_and_keeps_checkpoint(shapes_ro
         ("solver.base_lr=-0.1", "solver.base_lr=-0.1"),
         ("dataloader.batch_size=0", "dataloader.batch_size=0"),
         ("model.input.min_size_test=900", "min_size_test=900"),
-        ("aug.train.max_size=100", "aug.train.max_size=100"),
+        ("aug.max_size=100", "aug.max_size=100"),
     ],
 )
 def test_bad_config_values_are_rejected_before_work(override, expected, tmp_path):

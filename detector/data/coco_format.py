@@ -1,0 +1,122 @@
+"""COCO-format datasets (an images folder plus a JSON file per split) and the generated
+shapes, which are written as COCO files on first use (detector/data/shapes.py)."""
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from typing import Sequence
+
+from detector.data.coco_index import DatasetError, DatasetIndex, check_coco_structure, index_coco
+from detector.data.formats import DatasetFormat, check_split
+
+
+class CocoFormat(DatasetFormat):
+    """`train` and `test`: {images: folder, annotations: COCO JSON file} each.
+
+    root: the folder the paths are usually written relative to (descriptive);
+    missing_hint: told when a path does not exist (e.g. where to download the data)."""
+
+    def __init__(self, *, train: dict, test: dict, root: str | None = None, missing_hint: str | None = None,
+                 **common):
+        super().__init__(**common)
+        self.splits = {"train": dict(train), "test": dict(test)}
+        self.root = root
+        if missing_hint:
+            self.missing_hint = str(missing_hint)
+
+    def paths(self, split: str) -> tuple[str, str]:
+        """(images folder, annotation file) of `split`, checked to exist."""
+        check_split(split)
+        node = self.splits[split]
+        if any(node[part] is None or node[part] == "???" for part in ("images", "annotations")):
+            raise DatasetError(f"dataset={self.name}: set dataset.{split}.images and dataset.{split}.annotations "
+                               f"(e.g. dataset.{split}.images=/data/imgs dataset.{split}.annotations=/data/{split}.json)")
+        images = self.require_path(f"dataset.{split}.images", node["images"], folder=True)
+        annotations = self.require_path(f"dataset.{split}.annotations", node["annotations"], folder=False)
+        return images, annotations
+
+    def index(self, split: str) -> DatasetIndex:
+        images, annotations = self.paths(split)
+        return index_coco(load_json(annotations), images, annotations, self.classes)
+
+    def class_names(self) -> list[str]:
+        if self.classes is not None:
+            return list(self.classes)
+        annotations = self.paths("train")[1]
+        coco = load_json(annotations)
+        check_coco_structure(coco, annotations)
+        categories = sorted(coco["categories"], key=lambda c: c["id"])
+        return [str(c.get("name", c["id"])) for c in categories]
+
+    def check(self, splits: Sequence[str]) -> None:
+        for split in splits:
+            for part in ("images", "annotations"):
+                key = f"dataset.{split}.{part}"
+                path = self.require(key, self.splits[split][part])
+                if not os.path.exists(path):
+                    raise DatasetError(f"{key}={path} does not exist. {self.hint(key)}")
+
+
+class ShapesFormat(CocoFormat):
+    """The generated shapes (COCO files under `root`), written on first use from the
+    generator settings (their meaning: conf/dataset/shapes.yaml, detector/data/shapes.py)."""
+
+    def __init__(self, *, root: str, seed: int, num_train: int, num_test: int, image_size: int,
+                 objects_per_image: Sequence[int], object_size: Sequence[float], size_distribution: str,
+                 max_occlusion: float, distractors_per_image: Sequence[int], min_contrast: float, noise_std: float,
+                 jpeg_quality: int, train: dict, test: dict, **common):
+        super().__init__(train=train, test=test, root=root, **common)
+        self.generator = {
+            "root": root, "classes": self.classes, "seed": seed, "num_train": num_train, "num_test": num_test,
+            "image_size": image_size, "objects_per_image": list(objects_per_image), "object_size": list(object_size),
+            "size_distribution": size_distribution, "max_occlusion": max_occlusion,
+            "distractors_per_image": list(distractors_per_image), "min_contrast": min_contrast,
+            "noise_std": noise_std, "jpeg_quality": jpeg_quality,
+        }
+
+    def generate(self) -> str:
+        from detector.data.shapes import ensure_shapes_dataset
+
+        return ensure_shapes_dataset(self.generator)
+
+    def index(self, split: str) -> DatasetIndex:
+        check_split(split)
+        self.generate()
+        return super().index(split)
+
+    def class_names(self) -> list[str]:
+        if self.classes is None:
+            self.generate()
+        return super().class_names()
+
+    def check(self, splits: Sequence[str]) -> None:
+        # The files are written on first use; only the generator settings can be wrong now.
+        from detector.data.shapes import generator_params
+
+        try:
+            generator_params(self.generator)
+        except ValueError as error:
+            raise DatasetError(str(error)) from None
+
+
+def load_json(path: str) -> dict:
+    """Parsed JSON, cached until a dataset is built (class_names and build_dataset both read it).
+
+    The result is shared: callers must not modify it.
+    """
+    stat = os.stat(path)
+    return _load_json_cached(os.path.abspath(path), stat.st_mtime_ns, stat.st_size)
+
+
+def clear_json_cache() -> None:
+    _load_json_cached.cache_clear()
+
+
+@lru_cache(maxsize=2)
+def _load_json_cached(path: str, _mtime: int, _size: int) -> dict:
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as error:
+        raise DatasetError(f"{path}: not valid JSON ({error})") from None
