@@ -234,3 +234,37 @@ def test_detector_built_from_config_with_cascade_heads(make_small_config, with_m
     assert len(output["boxes"]) > 0
     if with_mask:
         assert output["masks"].shape == (len(output["boxes"]), 1, 90, 150)
+
+
+def test_detectron2_cascade_mask_roi_head_keys_map_by_simple_renames():
+    """The renames a Detectron2 converter needs for these heads (model-zoo names on the left):
+    box stages 1:1, mask_fcn{n} -> mask_head.{n-1}.0, deconv -> conv5_mask, predictor -> mask_fcn_logits."""
+    import re
+
+    heads = make_cascade(num_classes=80, with_mask=True)
+    ours = heads.state_dict()
+    detectron2 = {}
+    for k in range(3):
+        for layer in ("fc1", "fc2"):
+            for part in ("weight", "bias"):
+                detectron2[f"roi_heads.box_head.{k}.{layer}.{part}"] = ours[f"box_head.{k}.{layer}.{part}"]
+        for layer in ("cls_score", "bbox_pred"):
+            for part in ("weight", "bias"):
+                detectron2[f"roi_heads.box_predictor.{k}.{layer}.{part}"] = ours[f"box_predictor.{k}.{layer}.{part}"]
+    for part in ("weight", "bias"):
+        for n in range(1, 5):
+            detectron2[f"roi_heads.mask_head.mask_fcn{n}.{part}"] = torch.randn(ours[f"mask_head.{n - 1}.0.{part}"].shape)
+        detectron2[f"roi_heads.mask_head.deconv.{part}"] = torch.randn(ours[f"mask_predictor.conv5_mask.{part}"].shape)
+        detectron2[f"roi_heads.mask_head.predictor.{part}"] = torch.randn(ours[f"mask_predictor.mask_fcn_logits.{part}"].shape)
+    renames = [
+        (r"^roi_heads\.mask_head\.mask_fcn(\d)\.(weight|bias)$", lambda m: f"mask_head.{int(m[1]) - 1}.0.{m[2]}"),
+        (r"^roi_heads\.mask_head\.deconv\.", lambda m: "mask_predictor.conv5_mask."),
+        (r"^roi_heads\.mask_head\.predictor\.", lambda m: "mask_predictor.mask_fcn_logits."),
+        (r"^roi_heads\.", lambda m: ""),
+    ]
+    converted = {}
+    for key, value in detectron2.items():
+        pattern, replacement = next((p, r) for p, r in renames if re.match(p, key))
+        converted[re.sub(pattern, replacement, key)] = value
+    heads.load_state_dict(converted, strict=True)
+    assert torch.equal(heads.mask_head[3][0].weight, detectron2["roi_heads.mask_head.mask_fcn4.weight"])
