@@ -26,8 +26,10 @@ register_resolvers()
 
 @hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name="cls", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from detector.engine.classification import evaluate_cls_checkpoint, train_classifier, validate_cls_config
+    from detector.cli.train_net import checkpoint_overrides
     from detector.engine.config_checks import ConfigError, check_output_dir
+    from detector.engine.run import evaluate_checkpoint, train
+    from detector.tasks.classification import ClassificationTask, validate_cls_config
     from detector.engine.trainer import NonFiniteLossError
     from detector.utils.distributed import adopt_slurm_environment, destroy_distributed
     from detector.weights.checkpoint_io import CheckpointError
@@ -39,9 +41,11 @@ def main(cfg: DictConfig) -> None:
         if int(os.environ.get("RANK", 0)) == 0:
             check_output_dir(cfg.output_dir)
         if cfg.eval_only:
-            evaluate_cls_checkpoint(cfg)
+            from hydra.core.hydra_config import HydraConfig
+
+            evaluate_checkpoint(cfg, ClassificationTask(), checkpoint_overrides(HydraConfig.get().overrides.task))
         else:
-            train_classifier(cfg)
+            train(cfg, ClassificationTask())
     except (ConfigError, NonFiniteLossError, WeightsMismatchError, CheckpointError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)

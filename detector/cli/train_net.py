@@ -40,10 +40,18 @@ def without_worker_traceback(message: str) -> str:
     return re.sub(r"^[\w.]+: ", "", last, count=1)
 
 
+def checkpoint_overrides(overrides) -> list[str]:
+    """eval_only: the model is rebuilt from the checkpoint's own config; only the command
+    line's model.*/backbone.* keys (other than the weights) refine it."""
+    return [str(o) for o in overrides if str(o).startswith(("model.", "backbone."))
+            and not str(o).startswith(("model.weights=", "backbone.weights="))]
+
+
 @hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from detector.engine.config_checks import ConfigError, check_output_dir, validate_config
-    from detector.engine.detection import evaluate_checkpoint, train_detector
+    from detector.engine.run import evaluate_checkpoint, train
+    from detector.tasks.detection import DetectionTask
     from detector.weights.checkpoint_io import CheckpointError
     from detector.data import BadSampleError, DatasetError
     from detector.utils.distributed import adopt_slurm_environment, destroy_distributed
@@ -56,12 +64,10 @@ def main(cfg: DictConfig) -> None:
         if cfg.eval_only:
             from hydra.core.hydra_config import HydraConfig
 
-            # The checkpoint's own architecture is used; only these command-line keys refine it.
-            model_overrides = [o for o in HydraConfig.get().overrides.task if o.startswith(("model.", "backbone."))
-                               and not o.startswith(("model.weights=", "backbone.weights="))]
-            evaluate_checkpoint(cfg, model_overrides)
+            model_overrides = checkpoint_overrides(HydraConfig.get().overrides.task)
+            evaluate_checkpoint(cfg, DetectionTask(), model_overrides)
         else:
-            train_detector(cfg)
+            train(cfg, DetectionTask())
     except (ConfigError, FloatingPointError, CheckpointError, FileNotFoundError, DatasetError, BadSampleError) as error:
         # Expected failures (bad config, missing files, unusable data, a diverged loss): a
         # clear message, no traceback, non-zero exit.

@@ -145,3 +145,25 @@ class SkippedSamplesReport(HookBase):
         local = len(self.trainer.skipped_samples)
         total = round(all_reduce_mean({"n": local}, self.trainer.device)["n"] * get_world_size())
         self.logger.info("Bad training samples skipped (replaced) during this run: %d.", total)
+
+
+def build_hooks(nodes: Sequence) -> list[HookBase]:
+    """The user's hooks of `train.hooks`: a list of config nodes, each naming a HookBase
+    subclass in `_target_` (any importable module, e.g. one added to PYTHONPATH) with its
+    other keys as constructor arguments; interpolations such as ${output_dir} resolve
+    against the whole config. This is the one place hooks are made from config.
+
+    They run on every rank, after the evaluation, the best-checkpoint decision and the
+    task's hooks, and before the writers and the checkpoint (see training_run.run_training),
+    so a hook sees the iteration's evaluation and what it puts in trainer.storage is written
+    at that iteration."""
+    from detector.config import instantiate
+
+    hooks = []
+    for index, node in enumerate(nodes):
+        hook = instantiate(node)
+        if not isinstance(hook, HookBase):
+            raise TypeError(f"train.hooks[{index}]: {type(hook).__module__}.{type(hook).__qualname__} is not a hook; a train.hooks "
+                            "entry must name a subclass of detector.engine.HookBase.")
+        hooks.append(hook)
+    return hooks

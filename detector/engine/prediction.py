@@ -140,8 +140,8 @@ def predict_images(
     images the model resizes and pads to one canvas (see plan_batches), so the detections equal
     those of batch 1; the outputs keep the order of `inputs`.
     tta: test-time augmentation with the settings of conf/config.yaml's test.aug_* keys
-    (scales, flip, merge) and the checkpoint's own NMS threshold and detections per image."""
-    from detector.modeling.build import load_model
+    (scales, flip, merge) and the model's own NMS threshold and detections per image."""
+    from detector.weights.loading import load_model
     from detector.weights.zoo import resolve_weights
 
     if batch_size < 1:
@@ -150,22 +150,19 @@ def predict_images(
     weights = resolve_weights(weights, expect="detector")
     device = resolve_device(str(device))
     model = load_model(str(weights), overrides=[f"model.roi_heads.score_thresh={score_thresh}"], device=str(device))
+    built = model.config.model  # the checkpoint's stored config, as the model was built from it
+    names = list(built.class_names) if built.class_names is not None else []
+    num_classes = int(built.num_classes)
     if tta:
         from detector.config import load_config
         from detector.evaluation.tta import build_tta
 
-        settings = load_config(["test.aug=true"])
-        settings.model.roi_heads = model.config.model.roi_heads  # the checkpoint's post-processing
-        model = build_tta(settings, model).eval()
-        names_source = model.model
-    else:
-        names_source = model
-    names = list(names_source.config.model.class_names or [])
+        # The tool's documented TTA settings; the merge takes the model's own post-processing.
+        model = build_tta(load_config(["test.aug=true"]), model).eval()
     from detector.weights.safetensors_io import read_checkpoint_with_config
 
     checkpoint = read_checkpoint_with_config(weights)  # category ids from a .pth or a .safetensors header
     category_ids = checkpoint.get("category_ids") or list(range(1, len(names) + 1))
-    num_classes = int(names_source.config.model.num_classes)
     category_of = {label: int(category_ids[label - 1]) if label <= len(category_ids) else label
                    for label in range(1, num_classes + 1)}
     output_dir = Path(output_dir)

@@ -1,13 +1,13 @@
 """What every task's training run shares: the optimizer, schedule, AMP scaler, EMA and
 checkpointer around a model, resuming from `last.pth`, and the Trainer with its standard
-hooks. Detection (engine/detection.py) and classification (engine/classification.py) differ
-only in their data, step function and evaluator."""
+hooks, the task's hooks and the user's (train.hooks). Tasks (detector/tasks/) differ only in
+their data, step function, evaluator and extra hooks (see engine/run.py)."""
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 import torch
@@ -17,7 +17,9 @@ from detector.weights.checkpointer import FINAL, LAST, Checkpointer, load_latest
 from detector.engine.best_checkpoint import BestCheckpointHook
 from detector.engine.ema import ModelEMA
 from detector.engine.history import JsonlWriter, MetricsHistory, eval_record
-from detector.engine.hooks import EvalHook, LRSchedulerHook, PeriodicCheckpointer, PeriodicWriter, SkippedSamplesReport
+from detector.engine.context import seed_everything
+from detector.engine.hooks import (EvalHook, LRSchedulerHook, PeriodicCheckpointer, PeriodicWriter, SkippedSamplesReport,
+                                   build_hooks)
 from detector.engine.launch import wrap_for_training
 from detector.engine.precision import Precision, resolve_precision
 from detector.engine.run_summary import command_line_overrides, write_run_summary
@@ -46,7 +48,7 @@ class TrainingRun:
         return self.ema.module if self.ema is not None else self.core
 
 
-def prepare_training(cfg: DictConfig, ctx, model: nn.Module, seed_everything: Callable[[int], None]) -> TrainingRun:
+def prepare_training(cfg: DictConfig, ctx, model: nn.Module) -> TrainingRun:
     from detector.solver import build_lr_scheduler, build_optimizer
 
     logger, device = ctx.logger, ctx.device
@@ -58,20 +60,20 @@ def prepare_training(cfg: DictConfig, ctx, model: nn.Module, seed_everything: Ca
         if found is None:
             logger.info("train.resume=true but %s does not exist: starting from scratch.", last)
     precision = resolve_precision(str(cfg.train.amp), device)
-    sync_bn = str(cfg.backbone.get("norm", "")) == "sync_bn"
-    find_unused = bool(cfg.train.get("find_unused_parameters", False))
+    # SyncBatchNorm layers (a backbone with norm=sync_bn) need the CPU fallback of wrap_for_training.
+    sync_bn = any(isinstance(module, nn.SyncBatchNorm) for module in model.modules())
+    find_unused = bool(cfg.train.find_unused_parameters)
     if device.type == "cuda":
         # Let cuDNN time its algorithms per input shape (few shapes: sizes are multiples of 32).
-        torch.backends.cudnn.benchmark = bool(cfg.train.get("cudnn_benchmark", True))
-    if bool(cfg.train.get("compile", False)):
+        torch.backends.cudnn.benchmark = bool(cfg.train.cudnn_benchmark)
+    if bool(cfg.train.compile):
         # In place (nn.Module.compile), so parameter names and checkpoints are unchanged.
         # The backbone is the static part; proposal selection and NMS stay eager.
         target = getattr(model, "backbone", model)
         target.compile(dynamic=True)
         logger.info("train.compile=true: %s compiled with torch.compile (the first steps are slow).",
                     type(target).__name__)
-    static_graph = bool(cfg.train.get("ddp_static_graph", True)) and not find_unused and \
-        int(cfg.train.get("grad_accum_steps", 1)) == 1
+    static_graph = bool(cfg.train.ddp_static_graph) and not find_unused and int(cfg.train.grad_accum_steps) == 1
     model = wrap_for_training(model, device, sync_bn, find_unused, logger, static_graph=static_graph)
     core = model.module if hasattr(model, "module") else model
     optimizer = build_optimizer(cfg, core, ctx.world_size)
@@ -103,14 +105,17 @@ def run_training(cfg: DictConfig, ctx, run: TrainingRun, train_loader, step_fn, 
                  extra_hooks: Sequence = (), start_images: Sequence = ()) -> dict[str, Any]:
     """Train with the standard hooks, evaluating periodically and at the end; returns the metrics.
 
-    `extra_hooks` (e.g. the validation loss) run after evaluation and before the writers,
-    so what they store reaches TensorBoard at the iteration it belongs to. `start_images`
+    `extra_hooks` (the task's, e.g. the validation loss) and then the user's hooks
+    (train.hooks, built by hooks.build_hooks) run after evaluation and before the writers,
+    so what they store reaches TensorBoard and metrics.jsonl at the iteration it belongs to,
+    and they can read that iteration's evaluation (trainer.storage). `start_images`
     ((tag, picture) pairs, e.g. the label statistics) go to TensorBoard at the first write.
 
-    The hook order matters: evaluation, then the best-checkpoint decision (which may stop
-    the run), then the writers (console, TensorBoard, metrics.jsonl), and the checkpoint
-    last, so that a checkpoint at iteration N holds the best/early-stopping state after
-    N's evaluation and everything of N is already written when it appears."""
+    The hook order matters: LR schedule, evaluation, then the best-checkpoint decision
+    (which may stop the run), the skipped-samples report, the task's and the user's hooks,
+    then the writers (console, TensorBoard, metrics.jsonl), and the checkpoint last, so that
+    a checkpoint at iteration N holds the best/early-stopping state after N's evaluation and
+    everything of N is already written when it appears."""
     logger = ctx.logger
     max_iter = int(cfg.train.max_iter)
     trainer = Trainer(
@@ -151,6 +156,7 @@ def run_training(cfg: DictConfig, ctx, run: TrainingRun, train_loader, step_fn, 
         best,
         SkippedSamplesReport(logger),
         *extra_hooks,
+        *build_hooks(cfg.train.hooks),
         PeriodicWriter(writers, int(cfg.train.log_period)),
         PeriodicCheckpointer(run.checkpointer, int(cfg.train.checkpoint_period),
                              extra_state=lambda: {"best": best.state_dict()}),

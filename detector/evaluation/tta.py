@@ -159,11 +159,13 @@ class TestTimeAugmentation(nn.Module):
 
 
 def build_tta(cfg, model: nn.Module) -> nn.Module:
-    """`model` wrapped for test-time augmentation when cfg.test.aug is true, else `model`."""
+    """`model` wrapped for test-time augmentation when cfg.test.aug is true, else `model`.
+    The merge uses the model's own post-processing (its RoI heads' NMS threshold and
+    detections per image), whatever config the model was built from."""
     test = cfg.test
-    if not bool(test.get("aug", False)):
+    if not bool(test.aug):
         return model
-    roi = cfg.model.roi_heads
+    roi = model.roi_heads
     return TestTimeAugmentation(
         model, scales=list(test.aug_scales), flip=bool(test.aug_flip), nms_thresh=float(roi.nms_thresh),
         detections_per_img=int(roi.detections_per_img), merge=str(test.aug_merge),

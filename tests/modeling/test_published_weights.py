@@ -404,7 +404,7 @@ def test_weights_settings_are_checked_before_any_work(tmp_path):
     assert "Known names" in zoo.weights_setting_problem("detectron2://COCO-Detection/faster_rcnn_R_50_FPN_9x")
     assert "does not exist" in zoo.weights_setting_problem(tmp_path / "nothing.pth")
     from detector.config import load_config
-    from detector.engine.classification import validate_cls_config
+    from detector.tasks.classification import validate_cls_config
     from detector.engine.config_checks import ConfigError
 
     cfg = load_config([f"data.root={tmp_path}", "backbone.weights=torchvision://resnet19"], config_name="cls")
@@ -417,7 +417,7 @@ def test_train_net_checks_and_eval_only_adopt_a_named_detector(hub, monkeypatch)
     eval_only rebuilds the architecture the named weights carry."""
     from detector.config import load_config
     from detector.engine.config_checks import ConfigError, validate_config
-    from detector.engine.detection import adopt_checkpoint_architecture
+    from detector.engine.run import checkpoint_model
 
     with pytest.raises(ConfigError, match="model.weights=torchvision://fasterrcnn_resnet50_fpn_v3: Unknown"):
         validate_config(load_config(["model.weights=torchvision://fasterrcnn_resnet50_fpn_v3"]))
@@ -428,7 +428,7 @@ def test_train_net_checks_and_eval_only_adopt_a_named_detector(hub, monkeypatch)
     data = torch_bytes(torchvision_detector_state())
     plant(TV_DETECTOR, data)
     accept_planted(monkeypatch, TV_DETECTOR, data)
-    adopt_checkpoint_architecture(cfg, ["model.roi_heads.score_thresh=0.3"])
+    _, cfg = checkpoint_model(cfg, ["model.roi_heads.score_thresh=0.3"])
     assert cfg.backbone.name == "resnet18" and cfg.model.fpn.out_channels == FPN_DIM
     assert cfg.model.roi_heads.fc_dim == FC_DIM and cfg.model.roi_heads.score_thresh == 0.3
     assert cfg.model.weights == TV_DETECTOR   # the name stays in the run's config.yaml

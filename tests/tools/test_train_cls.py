@@ -115,13 +115,14 @@ def test_bad_inputs_fail_with_a_clear_message(tmp_path):
 def test_learns_colours_with_the_engine_trainer(tmp_path):
     """In-process (no interpreter start-up): 20 small steps separate 3 colours."""
     from detector.config import load_config
-    from detector.engine.classification import train_classifier
+    from detector.engine.run import train
+    from detector.tasks.classification import ClassificationTask
 
     root = make_image_folder(tmp_path / "data", ["red", "green", "blue"], (10, 5))
     cfg = load_config(tiny(root, tmp_path / "out", "train.max_iter=20", "backbone.depth=18",
                            "backbone.blocks_per_stage=[1,1,1,1]", "data.image_size=24", "solver.base_lr=0.05",
                            "data.balance=loss", "data.balance_strength=1.0"), config_name="cls")
-    metrics = train_classifier(cfg)
+    metrics = train(cfg, ClassificationTask())
     assert metrics["top1"] >= 0.8, metrics
 
 

@@ -1,10 +1,8 @@
-"""Training and evaluating a ResNet classifier: the wiring behind tools/train_cls.py.
-
-The loop, checkpoints, resume, DDP, AMP, EMA, LR schedule and writers are the detection
-engine's own (trainer.py, hooks.py, checkpointer.py, launch.py); this module supplies only
-what differs for classification: the step (cross-entropy on a batch of images), the
-evaluation (accuracies, confusion matrix) and the data.
-"""
+"""Image classification as a task of the engine (tools/train_cls.py): a ResNet classifier on
+an ImageFolder (data.root/train/<class>/, data.root/test/<class>/). This module supplies only
+what differs from detection: the step (cross-entropy), the evaluation (accuracies, confusion
+matrix), the data and the classifier's starting weights; the loop, checkpoints, resume, DDP,
+AMP, EMA, LR schedule and writers are the engine's (detector/engine/run.py)."""
 from __future__ import annotations
 
 import json
@@ -15,13 +13,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from detector.engine.config_checks import ConfigError, require_positive
-from detector.engine.detection import RunContext, sync_from_rank0, seed_everything
-from detector.engine.precision import Precision, resolve_precision
-from detector.utils.distributed import barrier, is_main_process
+from detector.engine.context import sync_from_rank0
+from detector.engine.precision import Precision
+from detector.engine.task import Task
+from detector.utils.distributed import is_main_process
 from detector.weights.zoo import weights_setting_problem
 
 METRICS_FILE = "metrics.json"
@@ -51,7 +50,7 @@ def validate_cls_config(cfg: DictConfig) -> None:
         raise ConfigError("data.root is not set: point it at a folder holding train/<class>/ and test/<class>/ "
                           "(tools/crop_instances.py writes one), e.g. data.root=/tmp/bccd_crops.")
     if OmegaConf.is_missing(cfg, "train.max_iter"):
-        raise ConfigError("train.max_iter is not set; pick a schedule (schedule=cls_cpu) or set train.max_iter=N.")
+        raise ConfigError("train.max_iter is not set; pick a schedule (cls_schedule=cpu) or set train.max_iter=N.")
     for key in ("train.max_iter", "train.checkpoint_period", "train.log_period", "train.grad_accum_steps",
                 "dataloader.batch_size", "dataloader.test_batch_size", "data.image_size", "solver.base_lr",
                 "solver.reference_batch_size"):
@@ -71,28 +70,8 @@ def validate_cls_config(cfg: DictConfig) -> None:
         problem = weights_setting_problem(value) if value else None
         if problem:
             raise ConfigError(f"{key}={value}: {problem}")
-    if bool(cfg.get("eval_only", False)) and not cfg.model.get("weights"):
+    if bool(cfg.eval_only) and not cfg.model.weights:
         raise ConfigError("eval_only=true needs model.weights=PATH/TO/checkpoint.pth.")
-
-
-def fill_cls_classes(cfg: DictConfig) -> list[str]:
-    """model.num_classes / class_names from the training folders when the config leaves them null."""
-    from detector.data.classification import cls_class_names
-
-    names = cls_class_names(cfg)
-    OmegaConf.set_struct(cfg, False)
-    if cfg.model.get("class_names") is None:
-        cfg.model.class_names = names
-    if cfg.model.get("num_classes") is None:
-        cfg.model.num_classes = len(names)
-    OmegaConf.set_struct(cfg, True)
-    if list(cfg.model.class_names) != names or int(cfg.model.num_classes) != len(names):
-        raise ConfigError(
-            f"model.num_classes={cfg.model.num_classes} / model.class_names={list(cfg.model.class_names)[:10]} do not "
-            f"match the class folders of {cfg.data.root}/{cfg.data.train_dir}: {names[:10]}; leave them null to take "
-            "them from the data."
-        )
-    return names
 
 
 class ClassificationEvaluator:
@@ -150,66 +129,76 @@ class ClassificationEvaluator:
         return scalars, images
 
 
-def _prepare(cfg: DictConfig, load_weights: bool = True) -> tuple[RunContext, nn.Module]:
-    """Context, classes, config.yaml and the model, identically initialised on every rank."""
-    from detector.modeling.classifier import build_classifier
+def load_initial_classifier_weights(model: nn.Module, cfg: DictConfig, logger: logging.Logger | None = None) -> None:
+    """Starting weights, both optional: `model.weights` (a classifier checkpoint of this project
+    or a torchvision ImageNet file; the fc head is re-initialised when its class count differs)
+    or `backbone.weights` (the body only; the fc head stays new)."""
+    from detector.modeling.classifier import classifier_state_from_file, load_body_weights, load_classifier_weights
 
-    ctx = RunContext(cfg)
-    fill_cls_classes(cfg)
-    if is_main_process():
-        OmegaConf.save(cfg, ctx.output_dir / "config.yaml", resolve=True)
-    barrier()
-    seed_everything(int(cfg.seed))
-    if load_weights:
-        model = build_classifier(cfg, logger=ctx.logger)
-    else:
-        plain = OmegaConf.merge(cfg, {"model": {"weights": None}, "backbone": {"weights": None}})
-        model = build_classifier(plain, logger=ctx.logger)
-    return ctx, model
+    if cfg.model.weights and cfg.backbone.weights:
+        raise ValueError(f"Both model.weights={cfg.model.weights} and backbone.weights={cfg.backbone.weights} are set; "
+                         "pick one (model.weights loads the whole classifier, backbone.weights the body only).")
+    if cfg.model.weights:
+        path = str(cfg.model.weights)
+        load_classifier_weights(model, classifier_state_from_file(path), path, logger)
+    elif cfg.backbone.weights:
+        load_body_weights(model, str(cfg.backbone.weights), logger)
 
 
-def evaluate_cls_checkpoint(cfg: DictConfig) -> dict[str, Any]:
-    """eval_only: metrics of cfg.model.weights on the test split (strict: the head must match)."""
-    from detector.weights.checkpoint_io import load_checkpoint
-    from detector.modeling.classifier import classifier_state_from_file
-    from detector.weights.state_dicts import load_state_dict_strict
+class ClassificationTask(Task):
+    """A ResNet classifier (cls.yaml's model) on the class folders of data.root."""
 
-    ctx, model = _prepare(cfg, load_weights=False)
-    path = str(cfg.model.weights)
-    load_state_dict_strict(model, classifier_state_from_file(path), source=path)
-    iteration = None if path.endswith(".safetensors") else load_checkpoint(path).get("iteration")
-    model.to(ctx.device).eval()
-    precision = resolve_precision(str(cfg.train.amp), ctx.device)
-    evaluator = ClassificationEvaluator(cfg, lambda: model, ctx.device, precision, ctx.output_dir, ctx.rank,
-                                        ctx.world_size, ctx.logger)
-    scalars, images = evaluator(iteration)
-    from detector.engine.training_run import log_evaluation
+    name = "classification"
 
-    log_evaluation(ctx.output_dir, iteration, scalars, images)
-    return evaluator.metrics
+    def __init__(self):
+        self.train_set = None   # built by build_train_loader; its class counts weight the loss
 
+    def resolve_classes(self, cfg: DictConfig) -> list[str]:
+        """model.class_names / num_classes from the training folders when null, checked
+        against them when set (a checkpoint's, or the command line's)."""
+        from detector.data.classification import cls_class_names
 
-def train_classifier(cfg: DictConfig) -> dict[str, Any]:
-    """Train (or resume) with the engine's Trainer, evaluate periodically and at the end;
-    returns the final metrics (also in output_dir/metrics.json)."""
-    from detector.data.classification import build_cls_dataset, build_cls_train_loader, class_loss_weights
-    from detector.engine.training_run import prepare_training, run_training
+        names = cls_class_names(cfg)
+        with open_dict(cfg):
+            if cfg.model.class_names is None:
+                cfg.model.class_names = names
+            if cfg.model.num_classes is None:
+                cfg.model.num_classes = len(names)
+        if list(cfg.model.class_names) != names or int(cfg.model.num_classes) != len(names):
+            raise ConfigError(
+                f"model.num_classes={cfg.model.num_classes} / model.class_names={list(cfg.model.class_names)[:10]} do not "
+                f"match the class folders of {cfg.data.root}/{cfg.data.train_dir}: {names[:10]}; leave them null to take "
+                "them from the data."
+            )
+        return names
 
-    ctx, model = _prepare(cfg)
-    logger, device = ctx.logger, ctx.device
-    run = prepare_training(cfg, ctx, model, seed_everything)
+    def build_model(self, cfg: DictConfig, logger) -> nn.Module:
+        from detector.modeling.build import build_model
 
-    train_set = build_cls_dataset(cfg, "train")
-    counts = train_set.class_counts()
-    logger.info("Training images per class: %s.", dict(zip(train_set.class_names, counts.tolist())))
-    class_weights = None
-    if str(cfg.data.balance) == "loss":
-        weights = class_loss_weights(counts, float(cfg.data.balance_strength))
-        class_weights = torch.tensor(weights, dtype=torch.float32)
-        logger.info("Loss weights per class: %s.", {n: round(float(w), 3) for n, w in zip(train_set.class_names, weights)})
-    accum = int(cfg.train.grad_accum_steps)
-    train_loader = build_cls_train_loader(cfg, ctx.rank, ctx.world_size, start_iter=run.start_iter * accum, dataset=train_set)
-    evaluator = ClassificationEvaluator(cfg, run.eval_model, device, run.precision, ctx.output_dir, ctx.rank,
-                                        ctx.world_size, logger)
-    step_fn = ClassificationStep(device, class_weights, float(cfg.loss.label_smoothing))
-    return run_training(cfg, ctx, run, train_loader, step_fn, evaluator)
+        model = build_model(cfg)
+        load_initial_classifier_weights(model, cfg, logger)
+        return model
+
+    def build_train_loader(self, cfg: DictConfig, ctx, start_iter: int):
+        from detector.data.classification import build_cls_dataset, build_cls_train_loader
+
+        self.train_set = build_cls_dataset(cfg, "train")
+        counts = self.train_set.class_counts()
+        ctx.logger.info("Training images per class: %s.", dict(zip(self.train_set.class_names, counts.tolist())))
+        return build_cls_train_loader(cfg, ctx.rank, ctx.world_size, start_iter=start_iter, dataset=self.train_set)
+
+    def build_evaluator(self, cfg: DictConfig, model_for_eval, ctx, precision) -> ClassificationEvaluator:
+        return ClassificationEvaluator(cfg, model_for_eval, ctx.device, precision, ctx.output_dir, ctx.rank,
+                                       ctx.world_size, ctx.logger)
+
+    def build_step(self, cfg: DictConfig, ctx) -> ClassificationStep:
+        """Cross-entropy, class-weighted with data.balance=loss (weights from the training set's counts)."""
+        from detector.data.classification import class_loss_weights
+
+        class_weights = None
+        if str(cfg.data.balance) == "loss":
+            names = self.train_set.class_names
+            weights = class_loss_weights(self.train_set.class_counts(), float(cfg.data.balance_strength))
+            class_weights = torch.tensor(weights, dtype=torch.float32)
+            ctx.logger.info("Loss weights per class: %s.", {n: round(float(w), 3) for n, w in zip(names, weights)})
+        return ClassificationStep(ctx.device, class_weights, float(cfg.loss.label_smoothing))

@@ -1,0 +1,239 @@
+"""Object detection as a task of the engine (tools/train_net.py): how a batch reaches the
+model, how the test set is evaluated and drawn, the validation loss and the label statistics.
+The loop, resume, checkpoints and writers are the engine's (detector/engine/run.py)."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, open_dict
+from torch import nn
+
+from detector.engine.context import RunContext, sync_from_rank0
+from detector.engine.precision import Precision
+from detector.engine.task import Task
+from detector.evaluation import STAT_NAMES, evaluate_detector
+from detector.utils.distributed import is_main_process
+
+
+class DetectionStep:
+    """Moves a batch to the device and returns the model's loss dict."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def __call__(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+        images = [image.to(self.device, non_blocking=True) for image in batch["images"]]
+        targets = [
+            {"boxes": t["boxes"].to(self.device, non_blocking=True), "labels": t["labels"].to(self.device, non_blocking=True)}
+            for t in batch["targets"]
+        ]
+        return model(images, targets)
+
+
+def build_eval_loader(cfg: DictConfig, rank: int, world_size: int):
+    """The sharded test loader; with test.max_images, only the first N test images."""
+    from detector.data import build_test_loader
+
+    max_images = cfg.test.max_images
+    if max_images is None:
+        return build_test_loader(cfg, rank, world_size)
+    from torch.utils.data import DataLoader
+
+    from detector.data.loader import collate_test
+    from detector.data.samplers import InferenceBatchSampler
+
+    full = build_test_loader(cfg, rank, world_size)
+    sampler = InferenceBatchSampler(min(int(max_images), len(full.dataset)), int(cfg.dataloader.test_batch_size), rank, world_size)
+    return DataLoader(full.dataset, batch_sampler=sampler, collate_fn=collate_test, num_workers=0)
+
+
+class DetectionEvaluator:
+    """eval_function for EvalHook: run, gather, evaluate, write, draw."""
+
+    def __init__(self, cfg: DictConfig, model_for_eval, device: torch.device, precision: Precision,
+                 output_dir: Path, rank: int, world_size: int, logger: logging.Logger):
+        self.cfg = cfg
+        self.model_for_eval = model_for_eval
+        self.device = device
+        self.precision = precision
+        self.output_dir = output_dir
+        self.rank, self.world_size = rank, world_size
+        self.logger = logger
+        self._loader = None
+        self.metrics: dict[str, Any] | None = None
+
+    @property
+    def loader(self):
+        if self._loader is None:
+            self._loader = build_eval_loader(self.cfg, self.rank, self.world_size)
+        return self._loader
+
+    def __call__(self, iteration: int | None) -> tuple[dict[str, float], list[tuple[str, Any]]]:
+        model = self.model_for_eval()
+        sync_from_rank0(model)
+        from detector.evaluation.tta import build_tta
+
+        tta = build_tta(self.cfg, model)  # the model itself unless test.aug=true
+        if tta is not model:
+            self.logger.info("Test-time augmentation: %d views (scales %s x test size%s), merged by %s.",
+                             tta.num_views, tta.scales, ", each also mirrored" if tta.flip else "", tta.merge)
+        model = tta
+        dataset = self.loader.dataset
+        num_samples = int(self.cfg.train.vis_period_images) if is_main_process() else 0
+        start = time.perf_counter()
+        metrics, samples = evaluate_detector(
+            model, self.loader, dataset.coco_gt, dataset.label_to_category_id, self.device,
+            output_dir=self.output_dir if is_main_process() else None, iteration=iteration,
+            backend=str(self.cfg.test.evaluator), autocast_dtype=self.precision.dtype,
+            num_samples=num_samples, log=self.logger,
+        )
+        took = time.perf_counter() - start
+        self.logger.info("Evaluation took %.1fs.", took)
+        # Undefined numbers (None) are kept: metrics.jsonl and results.csv show every column;
+        # the hooks put only the defined ones in TensorBoard.
+        scalars = {f"bbox/{name}": metrics.get(name) for name in STAT_NAMES}
+        scalars.update({f"bbox_per_category/{name}": ap for name, ap in metrics["per_category"].items()})
+        scalars["time/evaluation"] = took
+        images = self._draw(samples, list(dataset.class_names))
+        if is_main_process() and bool(self.cfg.test.analysis):
+            start = time.perf_counter()
+            images += self._analyse(dataset, iteration)
+            scalars["time/analysis"] = time.perf_counter() - start
+            self.logger.info("Evaluation pictures (test.analysis=true) took %.1fs (%.0f%% of the evaluation's "
+                             "%.1fs); they are in %s.", scalars["time/analysis"],
+                             100 * scalars["time/analysis"] / max(took, 1e-9), took, self.pictures_dir(iteration))
+        self.metrics = metrics
+        return scalars, images
+
+    def pictures_dir(self, iteration: int | None) -> Path:
+        return self.output_dir / "eval" / (str(iteration) if iteration is not None else "final")
+
+    def _analyse(self, dataset, iteration: int | None) -> list[tuple[str, Any]]:
+        """The error analysis of this evaluation's results file and the ground truth of the
+        images evaluated, written to output_dir/eval/<iteration>/ (see eval_pictures.py)."""
+        from detector.evaluation.eval_pictures import write_eval_pictures
+
+        max_images = self.cfg.test.max_images
+        records = dataset.records if max_images is None else dataset.records[: int(max_images)]
+        gt = dataset.gt_dict
+        if len(records) < len(dataset.records):
+            kept = {int(r.image_id) for r in records}
+            gt = {**gt, "images": [i for i in gt["images"] if int(i["id"]) in kept],
+                  "annotations": [a for a in gt["annotations"] if int(a["image_id"]) in kept]}
+        results = json.loads((self.output_dir / "inference" / "coco_instances_results.json").read_text())
+        _, images = write_eval_pictures(
+            gt, results, records, self.pictures_dir(iteration), float(self.cfg.test.vis_score_thresh),
+            int(self.cfg.test.analysis_grid_images), backend=str(self.cfg.test.evaluator),
+            max_image_pixels=getattr(dataset, "max_image_pixels", None))
+        return images
+
+    def _draw(self, samples, names: list[str]) -> list[tuple[str, Any]]:
+        if not samples:
+            return []
+        from detector.utils.draw import draw_boxes
+
+        threshold = float(self.cfg.test.vis_score_thresh)
+        pictures = []
+        for index, (image, boxes, labels, scores) in enumerate(samples):
+            keep = scores >= threshold
+            texts = [names[int(label) - 1] if 0 < int(label) <= len(names) else str(int(label)) for label in labels[keep]]
+            pictures.append((f"predictions/{index}", draw_boxes(image, boxes[keep], texts, scores[keep])))
+        return pictures
+
+
+def write_model_summary(cfg: DictConfig, model: nn.Module, ctx: RunContext) -> dict[str, Any]:
+    """Parameters and FLOPs at the test size (min_size_test x max_size_test: the largest
+    input the eval resize produces), logged and written to output_dir/model_summary.json."""
+    from detector.utils.model_summary import format_model_summary, model_summary
+
+    size = (int(cfg.model.input.min_size_test), int(cfg.model.input.max_size_test))
+    summary = model_summary(model, size)
+    ctx.logger.info(format_model_summary(summary))
+    (ctx.output_dir / "model_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def write_label_statistics(cfg: DictConfig, train_set, ctx: RunContext) -> list[tuple[str, Any]]:
+    """output_dir/label_stats.png (boxes per class, sizes and aspect ratios against the
+    anchors) and the same picture for TensorBoard."""
+    from detector.data.label_statistics import plot_label_statistics
+    from detector.data.transforms import training_scales
+    from detector.engine.run_summary import LABEL_STATS_PNG
+    from detector.evaluation.eval_pictures import read_png_rgb
+
+    min_sizes, max_size = training_scales(cfg.aug)
+    anchors = cfg.model.anchor_generator
+    path = plot_label_statistics(train_set.records, list(train_set.class_names), list(anchors.sizes),
+                                 list(anchors.aspect_ratios), float(np.median(min_sizes)), float(max_size),
+                                 ctx.output_dir / LABEL_STATS_PNG)
+    ctx.logger.info("Label statistics of the training set: %s.", path)
+    return [("data/label_stats", read_png_rgb(path))]
+
+
+class DetectionTask(Task):
+    """Faster R-CNN (or any model conf/model names) trained on a detection dataset, evaluated
+    with COCO's box metrics."""
+
+    name = "detection"
+
+    def resolve_classes(self, cfg: DictConfig) -> list[str]:
+        """model.class_names from the dataset when null; model.num_classes (by default
+        ${dataset_num_classes:}, the dataset's count) resolved once and checked against them."""
+        from detector.data import class_names
+
+        names = list(class_names(cfg))
+        with open_dict(cfg):
+            if cfg.model.class_names is None:
+                cfg.model.class_names = names
+            # Resolved here once, and kept as a number: the resolver reads the annotations.
+            cfg.model.num_classes = int(cfg.model.num_classes)
+        if cfg.model.num_classes != len(cfg.model.class_names):
+            raise ValueError(
+                f"model.num_classes={cfg.model.num_classes} but the dataset has {len(names)} classes {names[:10]}; "
+                "leave model.num_classes at its default (${dataset_num_classes:}) to take them from the dataset."
+            )
+        return names
+
+    def build_model(self, cfg: DictConfig, logger) -> nn.Module:
+        from detector.modeling.build import build_model
+        from detector.weights.loading import load_initial_weights
+
+        model = build_model(cfg)
+        load_initial_weights(model, cfg)  # backbone.weights, then model.weights
+        return model
+
+    def build_train_loader(self, cfg: DictConfig, ctx, start_iter: int):
+        from detector.data import build_train_loader
+
+        return build_train_loader(cfg, ctx.rank, ctx.world_size, start_iter=start_iter)
+
+    def start_training(self, cfg: DictConfig, ctx, run, train_loader) -> list[tuple[str, Any]]:
+        """model_summary.json, the dataset's category ids in every checkpoint (predictions
+        outside a dataset, tools/predict.py, report them) and the label statistics."""
+        train_set = train_loader.dataset
+        run.checkpointer.extra["category_ids"] = [
+            int(train_set.label_to_category_id[label]) for label in range(1, len(train_set.class_names) + 1)
+        ]
+        if not is_main_process():
+            return []
+        write_model_summary(cfg, run.core, ctx)
+        return write_label_statistics(cfg, train_set, ctx)
+
+    def build_evaluator(self, cfg: DictConfig, model_for_eval, ctx, precision) -> DetectionEvaluator:
+        return DetectionEvaluator(cfg, model_for_eval, ctx.device, precision, ctx.output_dir, ctx.rank,
+                                  ctx.world_size, ctx.logger)
+
+    def extra_hooks(self, cfg: DictConfig, ctx, run) -> list:
+        from detector.engine.validation_loss import build_validation_loss_hook
+
+        hook = build_validation_loss_hook(cfg, run.core, ctx.device, run.precision, ctx.rank, ctx.world_size, ctx.logger)
+        return [] if hook is None else [hook]
+
+    def build_step(self, cfg: DictConfig, ctx) -> DetectionStep:
+        return DetectionStep(ctx.device)
