@@ -49,10 +49,10 @@ def _check_data(cfg: DictConfig, eval_only: bool) -> None:
 
 def validate_config(cfg: DictConfig) -> None:
     """Raise ConfigError for values that would fail later (or silently do nothing)."""
-    eval_only = bool(cfg.get("eval_only", False))
+    eval_only = bool(cfg.eval_only)
     if OmegaConf.is_missing(cfg, "train.max_iter"):
         raise ConfigError("train.max_iter is not set; pick a schedule (schedule=shapes|1x|3x) or set train.max_iter=N.")
-    if eval_only and not cfg.model.get("weights"):
+    if eval_only and not cfg.model.weights:
         raise ConfigError("eval_only=true needs model.weights=PATH/TO/checkpoint.pth.")
     from detector.weights.zoo import weights_setting_problem
 
@@ -82,13 +82,12 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"solver.steps={steps} must be increasing iterations within 1..train.max_iter={cfg.train.max_iter}.")
     if cfg.train.amp not in ("none", "bf16", "fp16"):
         raise ConfigError(f"train.amp={cfg.train.amp!r}: use none, bf16 or fp16.")
-    if "best_metric" in cfg.train:
-        from detector.engine.best_checkpoint import check_best_settings
+    from detector.engine.best_checkpoint import check_best_settings
 
-        try:
-            check_best_settings(cfg.train.best_metric, cfg.train.best_mode, cfg.train.early_stop_patience)
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
+    try:
+        check_best_settings(cfg.train.best_metric, cfg.train.best_mode, cfg.train.early_stop_patience)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     if cfg.train.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"train.device={cfg.train.device!r}: use auto, cpu or cuda.")
     if cfg.solver.optimizer not in ("sgd", "adamw"):

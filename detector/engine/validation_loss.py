@@ -49,7 +49,7 @@ def build_validation_set(cfg, rank: int = 0, world_size: int = 1):
     dataset_format = build_format(cfg)
     index = dataset_format.index("test")
     records = [r for r in index.records if r.problem is None and len(r.boxes)]
-    max_images = cfg.test.get("val_loss_max_images")
+    max_images = cfg.test.val_loss_max_images
     if max_images is not None:
         records = records[: int(max_images)]
     if not records:
@@ -159,7 +159,7 @@ def build_validation_loss_hook(cfg, model: nn.Module, device: torch.device, prec
                                world_size: int, logger: logging.Logger) -> ValidationLossHook | None:
     """The hook for train.val_loss_period > 0 (None when 0). The held-out images are read
     when the first validation runs, not at start-up."""
-    period = int(cfg.train.get("val_loss_period", 0) or 0)
+    period = int(cfg.train.val_loss_period)
     if period <= 0:
         return None
     holder: dict[str, Any] = {}
