@@ -208,14 +208,8 @@ class MaskBranch:
     def add_masks(self, features: Sequence[torch.Tensor], detections: list[dict]) -> list[dict]:
         """Adds "masks" [N, 1, M, M] (probabilities in box coordinates) to each image's detections;
         the model pastes them into the input image once the boxes are in its pixels."""
-        boxes = [d["boxes"] for d in detections]
-        labels = [d["labels"] for d in detections]
-        if sum(len(b) for b in boxes) == 0:
-            size = 2 * self.mask_pooler.output_size[0]
-            for d in detections:
-                d["masks"] = d["boxes"].new_zeros((0, 1, size, size))
-            return detections
-        for d, probabilities in zip(detections, mask_probabilities(self.mask_logits(features, boxes), labels)):
+        logits = self.mask_logits(features, [d["boxes"] for d in detections])
+        for d, probabilities in zip(detections, mask_probabilities(logits, [d["labels"] for d in detections])):
             d["masks"] = probabilities
         return detections
 

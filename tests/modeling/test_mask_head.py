@@ -311,3 +311,11 @@ def test_same_weights_same_boxes_and_masks_as_torchvision_maskrcnn(coco128):
     print(f"Mask R-CNN parity (R18-FPN, 000000000508.jpg at 320): {len(actual['boxes'])} detections, max box diff "
           f"{(actual['boxes'] - expected['boxes']).abs().max().item():.3g} px, max mask diff "
           f"{(actual['masks'] - expected['masks']).abs().max().item():.3g}, min mask IoU {iou[union > 0].min().item():.4f}")
+
+
+def test_images_without_detections_get_empty_masks():
+    ours, _ = make_heads()
+    ours.eval()
+    with torch.no_grad():
+        detections, _ = ours(pyramid(), [torch.zeros(0, 4), torch.zeros(0, 4)], [(64, 80), (64, 80)])
+    assert [d["masks"].shape for d in detections] == [(0, 1, 28, 28)] * 2
