@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
-# The classification recipe on top of conf/cls.yaml + schedule=cls_cpu: blood cells have no
+# The classification recipe on top of conf/cls.yaml + cls_schedule=cpu: blood cells have no
 # orientation, so vertical flips and 90-degree turns are free augmentation; RBC is ~85% of the
 # crops, so classes are sampled by the square root of their frequency.
 CLS_OVERRIDES = [
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--crops", default="/tmp/bccd_crops", help="ImageFolder of bccd crops (made if missing)")
     parser.add_argument("--output", default="outputs/bench_cls", help="classifier output_dir")
-    parser.add_argument("--max-iter", type=int, default=None, help="classifier iterations (default: schedule cls_cpu)")
+    parser.add_argument("--max-iter", type=int, default=None, help="classifier iterations (default: cls_schedule cpu)")
     parser.add_argument("--transfer", action="store_true", help="also train the detector twice (scratch / transfer)")
     parser.add_argument("--det-iters", type=int, default=40, help="detector iterations per run")
     parser.add_argument("--det-output", default="outputs/bench_transfer", help="parent folder of the two detector runs")
