@@ -1,7 +1,9 @@
 #!/usr/bin/env python
-"""Write training images after augmentation with their ground-truth boxes and class names.
+"""Print the training augmentation pipeline (aug.train) and write training images after
+augmentation with their ground-truth boxes and class names.
 
     python tools/browse_dataset.py dataset=bccd --output browse/ --num 16
+    python tools/browse_dataset.py aug=my_pipeline --output browse/   # a pipeline of your own
 
 Exactly what the model is fed (same seed, same stream), for checking by eye.
 """
@@ -21,6 +23,7 @@ def main(argv=None) -> int:
 
     from detector.config import load_config
     from detector.data import build_train_loader
+    from detector.data.transforms import describe_augmentation
     from detector.utils.draw import draw_boxes
 
     cfg = load_config(args.overrides + ["dataloader.num_workers=0"])
@@ -29,6 +32,10 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    print(f"training augmentation ({len(cfg.aug.train)} transforms, in order; boxes thinner than "
+          f"aug.min_box_size={cfg.aug.min_box_size} px afterwards are dropped):")
+    for line in describe_augmentation(cfg.aug.train):
+        print(f"  {line}")
     names = loader.dataset.class_names
     os.makedirs(args.output, exist_ok=True)
     written = 0

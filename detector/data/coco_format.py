@@ -52,10 +52,7 @@ class CocoFormat(DatasetFormat):
     def check(self, splits: Sequence[str]) -> None:
         for split in splits:
             for part in ("images", "annotations"):
-                key = f"dataset.{split}.{part}"
-                path = self.require(key, self.splits[split][part])
-                if not os.path.exists(path):
-                    raise DatasetError(f"{key}={path} does not exist. {self.hint(key)}")
+                self.check_exists(f"dataset.{split}.{part}", self.splits[split][part])
 
 
 class ShapesFormat(CocoFormat):

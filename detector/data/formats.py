@@ -35,8 +35,8 @@ class ImageBoxes:
     `classes` are the boxes' class names; `crowd` marks regions evaluation ignores."""
 
     path: str
-    boxes: Sequence[Sequence[float]] = ()
-    classes: Sequence[str] = ()
+    boxes: list = field(default_factory=list)      # [[x1, y1, x2, y2], ...]
+    classes: list = field(default_factory=list)    # one name per box
     width: int | None = None
     height: int | None = None
     crowd: Sequence[bool] = field(default_factory=list)
@@ -123,6 +123,13 @@ class DatasetFormat:
         if value is None or value == UNSET:
             raise DatasetError(f"{key} is not set: dataset={self.name} needs it, e.g. {key}={example}.")
         return str(value)
+
+    def check_exists(self, key: str, value) -> str:
+        """For check(): `value` of `key` when it is set and the path exists, else DatasetError."""
+        path = self.require(key, value)
+        if not os.path.exists(path):
+            raise DatasetError(f"{key}={path} does not exist. {self.hint(key)}")
+        return path
 
     def require_path(self, key: str, value, folder: bool) -> str:
         """`value` when it is an existing folder (or file); else FileNotFoundError naming the key."""

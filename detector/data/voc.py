@@ -181,6 +181,4 @@ class VocFormat(DatasetFormat):
         return list(self.classes) if self.classes is not None else discover_classes(self.folder())
 
     def check(self, splits) -> None:
-        root = self.require("dataset.root", self.root)
-        if not os.path.exists(root):
-            raise DatasetError(f"dataset.root={root} does not exist. {self.missing_hint}")
+        self.check_exists("dataset.root", self.root)
