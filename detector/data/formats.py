@@ -147,13 +147,23 @@ class DatasetFormat:
 
 def build_format(cfg) -> DatasetFormat:
     """The dataset format object of `cfg.dataset` (its `_target_`, the other keys as arguments)."""
-    from detector.config import instantiate
+    from detector.config import ComponentArgumentError, instantiate
 
     data = cfg.dataset
     if "_target_" not in data:
         raise DatasetError(f"dataset={data.name}: the dataset config has no _target_ naming its format class "
-                           "(e.g. _target_: detector.data.formats.CocoFormat); see conf/dataset/*.yaml.")
-    fmt = instantiate(data, name=str(data.name))
+                           "(e.g. _target_: detector.data.coco_format.CocoFormat); see conf/dataset/*.yaml.")
+    try:
+        fmt = instantiate(data, name=str(data.name))
+    except ComponentArgumentError:
+        raise
+    except TypeError as error:
+        # A subclass passes the common keys on with **common, so a misspelt key surfaces
+        # in the base class: name the config node, as instantiate does for the others.
+        if "keyword argument" not in str(error):
+            raise
+        raise ComponentArgumentError(f"dataset: {data._target_} does not take the keys of its config node: "
+                                     f"{error}.") from None
     if not isinstance(fmt, DatasetFormat):
         raise DatasetError(f"dataset._target_={data._target_}: made a {type(fmt).__name__}, not a "
                            "detector.data.formats.DatasetFormat subclass.")

@@ -46,16 +46,18 @@ def build_augmentation(nodes) -> A.Compose:
     """The training pipeline of `cfg.aug.train`: a list of transform nodes, each with a
     `_target_` (an albumentations class, ShortestEdgeResize, or a user's own transform)
     and its arguments, run in order (conf/aug/default.yaml)."""
-    from omegaconf import ListConfig
+    from omegaconf import ListConfig, OmegaConf
 
-    from detector.config import instantiate
+    from detector.config import ConfigNode, instantiate
 
     if not isinstance(nodes, (list, ListConfig)):
         raise ValueError(f"aug.train must be a list of transforms with a _target_ each (see conf/aug/default.yaml), "
                          f"got {type(nodes).__name__}.")
     steps = []
     for position, node in enumerate(nodes):
-        step = instantiate(node)
+        values = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+        # Errors about this entry name it: aug.train[i].
+        step = instantiate(ConfigNode(values, f"aug.train[{position}]"))
         if not isinstance(step, (A.BasicTransform, A.BaseCompose)):
             raise ValueError(f"aug.train[{position}]: {node['_target_']} made a {type(step).__name__}, "
                              "not an albumentations transform.")

@@ -67,3 +67,53 @@ def test_max_size_caps_the_long_side_and_degenerate_boxes_are_dropped():
                                              np.array([1, 2, 3]), 0)
     assert out.shape == (75, 300, 3)
     assert labels.tolist() == [1] and out_boxes[0].tolist() == pytest.approx([0, 0, 300, 75])
+
+
+@pytest.mark.parametrize("overrides,min_sizes,max_size", [
+    ([], [224, 256, 288], 288),                       # the shapes recipe (the default schedule)
+    (["dataset=bccd"], [352, 384, 416], 555),         # the bccd recipe, picked by the dataset
+    (["schedule=1x"], [640, 672, 704, 736, 768, 800], 1333),   # conf/aug/default.yaml's scales
+])
+def test_the_configured_pipeline_is_the_recipe(overrides, min_sizes, max_size):
+    """aug.train builds the resize and the flip at the recipe's scales, and augments a sample
+    exactly as the same transforms written by hand (same seed, same result)."""
+    from detector.config import load_config
+    from detector.data.transforms import build_augmentation, training_scales
+
+    cfg = load_config(overrides)
+    assert training_scales(cfg.aug) == (min_sizes, max_size)
+    built = build_augmentation(cfg.aug.train)
+    assert [type(t) for t in built.transforms] == [ShortestEdgeResize, A.HorizontalFlip]
+    assert built.transforms[0].max_size == min_sizes and built.transforms[0].max_long_side == max_size
+    assert built.transforms[1].p == 0.5
+    by_hand = detection_compose([ShortestEdgeResize(min_sizes, max_size), A.HorizontalFlip(p=0.5)])
+    image = np.random.default_rng(0).integers(0, 255, (400, 400, 3), dtype=np.uint8)
+    boxes = np.array([[20, 30, 200, 220], [300, 100, 390, 380]], np.float32)
+    sizes = set()
+    for seed in range(6):
+        ours = apply_transform(built, image, boxes, np.array([1, 2]), seed)
+        theirs = apply_transform(by_hand, image, boxes, np.array([1, 2]), seed)
+        assert all(np.array_equal(a, b) for a, b in zip(ours, theirs))
+        sizes.add(min(ours[0].shape[:2]))
+    assert len(sizes) > 1   # the scale is picked per sample
+
+
+def test_a_pipeline_entry_that_is_not_a_transform_names_its_position():
+    from detector.config import load_config
+    from detector.data.transforms import build_augmentation
+
+    cfg = load_config(["aug.train=[{_target_: albumentations.HorizontalFlip, p: 0.5}, {_target_: collections.OrderedDict}]"])
+    with pytest.raises(ValueError, match=r"aug\.train\[1\]: collections\.OrderedDict made a OrderedDict, not an "
+                                         "albumentations transform"):
+        build_augmentation(cfg.aug.train)
+    cfg = load_config(["aug.train=[{_target_: albumentations.HorizontalFlip, prob: 0.5}]"])
+    with pytest.raises(TypeError, match=r"aug\.train\[0\]: albumentations\.HorizontalFlip does not take the keys"):
+        build_augmentation(cfg.aug.train)
+
+
+def test_training_scales_refuse_a_min_size_above_the_cap():
+    from detector.config import load_config
+    from detector.data.transforms import training_scales
+
+    with pytest.raises(ValueError, match=r"aug\.min_size=\[300\] and aug\.max_size=288: .*no min_size larger"):
+        training_scales(load_config(["aug.min_size=[300]"]).aug)
