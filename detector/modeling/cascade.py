@@ -241,23 +241,27 @@ class CascadeRoIHeads(MaskBranch, nn.Module):
 def cascade_roi_heads(in_channels: int, strides: Sequence[int], num_classes: int, box_head: Mapping[str, Any],
                       fc_dim: int, conv_dim: int, conv_norm: str, pooler_resolution: int, pooler_sampling_ratio: int,
                       pooler_aligned: bool, canonical_box_size: int, canonical_level: int,
-                      batch_size_per_image: int, positive_fraction: float, iou_thresholds: Sequence[float],
-                      stage_bbox_reg_weights: Sequence[Sequence[float]], stage_loss_weights: Sequence[float],
-                      box_loss: str, smooth_l1_beta: float, predictor_layout: str, score_thresh: float,
-                      nms_thresh: float, detections_per_img: int, min_box_size: float,
-                      mask_head: Mapping[str, Any] | None = None, mask_pooler_resolution: int = 14,
-                      mask_deconv_dim: int = 256) -> CascadeRoIHeads:
+                      batch_size_per_image: int, positive_fraction: float, fg_iou_thresh: float,
+                      bg_iou_thresh: float, bbox_reg_weights: Sequence[float], refine_stages: Sequence[Mapping[str, Any]],
+                      stage_loss_weights: Sequence[float], box_loss: str, smooth_l1_beta: float, predictor_layout: str,
+                      score_thresh: float, nms_thresh: float, detections_per_img: int, min_box_size: float,
+                      mask_head: Mapping[str, Any] | None, mask_pooler_resolution: int,
+                      mask_deconv_dim: int) -> CascadeRoIHeads:
     """model.roi_heads of Cascade (Mask) R-CNN: one box head (built from the `box_head` node,
     given in_channels and the pooled resolution; fc_dim, conv_dim and conv_norm are read by that
-    node) and one class-agnostic predictor per stage; iou_thresholds, stage_bbox_reg_weights and
-    stage_loss_weights give the stages. A `mask_head` node adds Mask R-CNN's branch."""
+    node) and one class-agnostic predictor per stage. The first stage is the standard head's
+    (fg_iou_thresh / bg_iou_thresh, bbox_reg_weights); each entry of `refine_stages`
+    ({iou_thresh, bbox_reg_weights}) adds a stage that relabels the previous stage's refined
+    boxes at its own IoU. stage_loss_weights has one weight per stage. A `mask_head` node (not
+    null) adds Mask R-CNN's branch."""
     from detector.config import instantiate
 
+    iou_thresholds = [fg_iou_thresh] + [float(stage["iou_thresh"]) for stage in refine_stages]
+    stage_bbox_reg_weights = [list(bbox_reg_weights)] + [list(stage["bbox_reg_weights"]) for stage in refine_stages]
     stages = len(iou_thresholds)
-    if len(stage_bbox_reg_weights) != stages or len(stage_loss_weights) != stages:
-        raise ValueError(f"model.roi_heads: iou_thresholds {list(iou_thresholds)}, stage_bbox_reg_weights "
-                         f"{[list(w) for w in stage_bbox_reg_weights]} and stage_loss_weights {list(stage_loss_weights)} "
-                         "need one entry per cascade stage each.")
+    if len(stage_loss_weights) != stages:
+        raise ValueError(f"model.roi_heads.stage_loss_weights={list(stage_loss_weights)} needs one weight per cascade "
+                         f"stage: {stages} (the first stage plus {len(refine_stages)} refine_stages).")
     heads = [instantiate(box_head, in_channels=in_channels, resolution=pooler_resolution) for _ in range(stages)]
     mask = {}
     if mask_head is not None:
@@ -269,7 +273,8 @@ def cascade_roi_heads(in_channels: int, strides: Sequence[int], num_classes: int
         box_heads=heads,
         box_predictors=[AgnosticBoxPredictor(head.out_dim, num_classes, predictor_layout) for head in heads],
         box_coders=[BoxCoder(list(w)) for w in stage_bbox_reg_weights],
-        matchers=[Matcher(t, t, allow_low_quality_matches=False) for t in iou_thresholds],
+        matchers=[Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=False)]
+        + [Matcher(t, t, allow_low_quality_matches=False) for t in iou_thresholds[1:]],
         sampler=BalancedSampler(batch_size_per_image, positive_fraction),
         stage_loss_weights=list(stage_loss_weights),
         score_thresh=score_thresh,

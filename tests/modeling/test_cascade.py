@@ -206,16 +206,10 @@ def test_mismatched_stage_settings_are_a_clear_error():
 def test_detector_built_from_config_with_cascade_heads(make_small_config, with_mask):
     from detector.modeling.build import build_model
 
-    mask = ["+model.roi_heads.mask_head={_target_:detector.modeling.mask_head.MaskHead,conv_dim:16}",
-            "+model.roi_heads.mask_pooler_resolution=14", "+model.roi_heads.mask_deconv_dim=16"] if with_mask else []
     torch.manual_seed(0)
     model = build_model(make_small_config(
-        "model.input.min_size_test=64", "model.input.max_size_test=100", "model.roi_heads.score_thresh=0.0",
-        "model.roi_heads._target_=detector.modeling.cascade.cascade_roi_heads",
-        "~model.roi_heads.fg_iou_thresh", "~model.roi_heads.bg_iou_thresh", "~model.roi_heads.bbox_reg_weights",
-        "+model.roi_heads.iou_thresholds=[0.5,0.6,0.7]",
-        "+model.roi_heads.stage_bbox_reg_weights=[[10,10,5,5],[20,20,10,10],[30,30,15,15]]",
-        "+model.roi_heads.stage_loss_weights=[1.0,1.0,1.0]", *mask))
+        "model=cascade_mask_rcnn_fpn" if with_mask else "model=cascade_rcnn_fpn", "model.roi_heads.conv_dim=16",
+        "model.input.min_size_test=64", "model.input.max_size_test=100", "model.roi_heads.score_thresh=0.0"))
     heads = model.roi_heads
     assert isinstance(heads, CascadeRoIHeads) and heads.num_stages == 3 and heads.has_mask == with_mask
     assert [c.weights for c in heads.box_coders] == [tuple(w) for w in CASCADE_BBOX_REG_WEIGHTS]
