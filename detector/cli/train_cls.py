@@ -27,6 +27,7 @@ register_resolvers()
 @hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name="cls", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from detector.cli.train_net import checkpoint_overrides
+    from detector.engine.output_dir import use_job_output_dir, write_overrides_record
     from detector.engine.config_checks import ConfigError, check_output_dir
     from detector.engine.run import evaluate_checkpoint, train
     from detector.tasks.classification import ClassificationTask, validate_cls_config
@@ -36,10 +37,12 @@ def main(cfg: DictConfig) -> None:
     from detector.weights.state_dicts import WeightsMismatchError
 
     try:
+        use_job_output_dir(cfg)  # -m: this job's own folder, the same on every rank
         validate_cls_config(cfg)
         adopt_slurm_environment()  # a SLURM task's rank, as torchrun would name it
         if int(os.environ.get("RANK", 0)) == 0:
             check_output_dir(cfg.output_dir)
+            write_overrides_record(cfg.output_dir)  # -m: the job's overrides.yaml
         if cfg.eval_only:
             from hydra.core.hydra_config import HydraConfig
 

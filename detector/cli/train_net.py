@@ -49,6 +49,7 @@ def checkpoint_overrides(overrides) -> list[str]:
 
 @hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    from detector.engine.output_dir import use_job_output_dir, write_overrides_record
     from detector.engine.config_checks import ConfigError, check_output_dir, validate_config
     from detector.engine.run import evaluate_checkpoint, train
     from detector.tasks.detection import DetectionTask
@@ -57,10 +58,12 @@ def main(cfg: DictConfig) -> None:
     from detector.utils.distributed import adopt_slurm_environment, destroy_distributed
 
     try:
+        use_job_output_dir(cfg)  # -m: this job's own folder, the same on every rank
         validate_config(cfg)
         adopt_slurm_environment()  # a SLURM task's rank, as torchrun would name it
         if int(os.environ.get("RANK", 0)) == 0:
             check_output_dir(cfg.output_dir)  # fail now, not after an hour of training
+            write_overrides_record(cfg.output_dir)  # -m: the job's overrides.yaml
         if cfg.eval_only:
             from hydra.core.hydra_config import HydraConfig
 

@@ -2,8 +2,8 @@
 run's best and final AP with what was changed to get it (tools/plot_runs.py).
 
 Everything is read from the run folders: metrics.jsonl (detector/engine/history.py) for
-the curves and numbers; Hydra's .hydra/overrides.yaml for the overrides when the folder
-has one, else the config.yaml keys that differ between the runs compared (against the
+the curves and numbers; the run's overrides.yaml (a sweep job's, or Hydra's .hydra/overrides.yaml)
+when the folder has one, else the config.yaml keys that differ between the runs compared (against the
 defaults for a single run). A folder without metrics.jsonl, e.g. a Hydra sweep's, stands
 for every run found below it (one line per job).
 """
@@ -110,7 +110,11 @@ def _fill_overrides(runs: list[Run]) -> None:
     """Hydra's overrides.yaml where a run has one; the others get their config diff."""
     configs: dict[int, dict] = {}
     for index, run in enumerate(runs):
-        overrides = _read_yaml(run.path / ".hydra" / "overrides.yaml")
+        # a sweep job of train_net/train_cls keeps it in its own folder (detector/engine/output_dir.py),
+        # Hydra in .hydra/ when hydra.output_subdir is set
+        overrides = _read_yaml(run.path / "overrides.yaml")
+        if not isinstance(overrides, list):
+            overrides = _read_yaml(run.path / ".hydra" / "overrides.yaml")
         if isinstance(overrides, list):
             run.overrides = [str(o) for o in overrides if not str(o).startswith(_IGNORED_KEYS)]
             continue
