@@ -13,6 +13,9 @@ _EXPORTS = {
     "BadSampleError": "detector.data.dataset",
     "BadSampleWarning": "detector.data.dataset",
     "DatasetError": "detector.data.coco_index",
+    # For dataset formats of your own (docs/extending.md).
+    "DatasetFormat": "detector.data.formats",
+    "ImageBoxes": "detector.data.formats",
 }
 
 __all__ = list(_EXPORTS)
