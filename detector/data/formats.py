@@ -160,7 +160,7 @@ def build_format(cfg) -> DatasetFormat:
     except TypeError as error:
         # A subclass passes the common keys on with **common, so a misspelt key surfaces
         # in the base class: name the config node, as instantiate does for the others.
-        if "keyword argument" not in str(error):
+        if "__init__() got an unexpected keyword argument" not in str(error):
             raise
         raise ComponentArgumentError(f"dataset: {data._target_} does not take the keys of its config node: "
                                      f"{error}.") from None
