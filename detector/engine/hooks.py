@@ -157,11 +157,14 @@ def build_hooks(nodes: Sequence) -> list[HookBase]:
     task's hooks, and before the writers and the checkpoint (see training_run.run_training),
     so a hook sees the iteration's evaluation and what it puts in trainer.storage is written
     at that iteration."""
-    from detector.config import instantiate
+    from omegaconf import OmegaConf
+
+    from detector.config import ConfigNode, instantiate
 
     hooks = []
     for index, node in enumerate(nodes):
-        hook = instantiate(node)
+        values = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+        hook = instantiate(ConfigNode(values, f"train.hooks[{index}]"))  # errors name train.hooks[i]
         if not isinstance(hook, HookBase):
             raise TypeError(f"train.hooks[{index}]: {type(hook).__module__}.{type(hook).__qualname__} is not a hook; a train.hooks "
                             "entry must name a subclass of detector.engine.HookBase.")

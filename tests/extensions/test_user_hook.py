@@ -55,3 +55,15 @@ def test_a_hook_entry_that_is_not_a_hook_is_named(searchpath, tmp_path):
     cfg.train.hooks = OmegaConf.create([{"_target_": "collections.OrderedDict"}])
     with pytest.raises(TypeError, match=r"train\.hooks\[0\]: collections\.OrderedDict is not a hook"):
         build_hooks(cfg.train.hooks)
+
+
+def test_a_hook_that_does_not_import_is_named(searchpath):
+    from omegaconf import OmegaConf
+
+    from detector.config import load_config
+    from detector.engine.hooks import build_hooks
+
+    cfg = load_config([searchpath, "+hooks=iteration_log"])
+    cfg.train.hooks = OmegaConf.create([{"_target_": "user_plugins.iteration_log.NoSuchHook"}])
+    with pytest.raises(ValueError, match=r"train\.hooks\[0\]\._target_=user_plugins\.iteration_log\.NoSuchHook: cannot import"):
+        build_hooks(cfg.train.hooks)
