@@ -27,12 +27,12 @@ register_resolvers()
 @hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name="cls", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from detector.cli.train_net import checkpoint_overrides
-    from detector.engine.output_dir import use_job_output_dir, write_overrides_record
+    from detector.engine.sweep import release_process_group, use_job_output_dir, write_overrides_record
     from detector.engine.config_checks import ConfigError, check_output_dir
     from detector.engine.run import evaluate_checkpoint, train
     from detector.tasks.classification import ClassificationTask, validate_cls_config
     from detector.engine.trainer import NonFiniteLossError
-    from detector.utils.distributed import adopt_slurm_environment, destroy_distributed
+    from detector.utils.distributed import adopt_slurm_environment
     from detector.weights.checkpoint_io import CheckpointError
     from detector.weights.state_dicts import WeightsMismatchError
 
@@ -53,7 +53,7 @@ def main(cfg: DictConfig) -> None:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
     finally:
-        destroy_distributed()
+        release_process_group()  # under -m the next job reuses the process group
 
 
 def run() -> None:

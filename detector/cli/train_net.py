@@ -49,13 +49,13 @@ def checkpoint_overrides(overrides) -> list[str]:
 
 @hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from detector.engine.output_dir import use_job_output_dir, write_overrides_record
+    from detector.engine.sweep import release_process_group, use_job_output_dir, write_overrides_record
     from detector.engine.config_checks import ConfigError, check_output_dir, validate_config
     from detector.engine.run import evaluate_checkpoint, train
     from detector.tasks.detection import DetectionTask
     from detector.weights.checkpoint_io import CheckpointError
     from detector.data import BadSampleError, DatasetError
-    from detector.utils.distributed import adopt_slurm_environment, destroy_distributed
+    from detector.utils.distributed import adopt_slurm_environment
 
     try:
         use_job_output_dir(cfg)  # -m: this job's own folder, the same on every rank
@@ -79,7 +79,7 @@ def main(cfg: DictConfig) -> None:
         record_in_log_file(f"error: {message}")
         sys.exit(1)
     finally:
-        destroy_distributed()
+        release_process_group()  # under -m the next job reuses the process group
 
 
 def run() -> None:

@@ -110,7 +110,7 @@ def _fill_overrides(runs: list[Run]) -> None:
     """Hydra's overrides.yaml where a run has one; the others get their config diff."""
     configs: dict[int, dict] = {}
     for index, run in enumerate(runs):
-        # a sweep job of train_net/train_cls keeps it in its own folder (detector/engine/output_dir.py),
+        # a sweep job of train_net/train_cls keeps it in its own folder (detector/engine/sweep.py),
         # Hydra in .hydra/ when hydra.output_subdir is set
         overrides = _read_yaml(run.path / "overrides.yaml")
         if not isinstance(overrides, list):

@@ -1,4 +1,5 @@
-"""Where a run writes under Hydra: one folder per job of a `-m` sweep, and the job's overrides.
+"""One job of a Hydra `-m` (multirun) sweep: its own output folder, the record of its
+overrides, and the process group it passes on to the next job.
 
 A single run writes into `output_dir` as configured (fixed, so every torchrun rank resolves
 the same folder). Under `-m` every job would resolve that same folder, so each job gets the
@@ -11,11 +12,13 @@ hydra.output_subdir is null).
 """
 from __future__ import annotations
 
+import atexit
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 OVERRIDES_YAML = "overrides.yaml"
+_leave_at_exit = False  # release_process_group registered the group's end at exit
 
 
 def _hydra_job():
@@ -53,3 +56,18 @@ def write_overrides_record(output_dir: str | Path) -> Path | None:
     path = Path(output_dir) / OVERRIDES_YAML
     write_text_atomic(path, OmegaConf.to_yaml(OmegaConf.create(overrides)))
     return path
+
+
+def release_process_group() -> None:
+    """End of a job. A single run leaves its process group now; a sweep keeps it for the
+    next job and leaves it at exit: a group made again in the same process reuses the store
+    keys of the first one (torch names the default group "0" each time), and its ranks can
+    meet stale addresses and fail to connect."""
+    global _leave_at_exit
+    from detector.utils.distributed import destroy_distributed
+
+    if not in_sweep():
+        destroy_distributed()
+    elif not _leave_at_exit:
+        atexit.register(destroy_distributed)
+        _leave_at_exit = True
