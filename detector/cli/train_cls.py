@@ -26,10 +26,9 @@ register_resolvers()
 
 @hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name="cls", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from detector.cli.train_net import checkpoint_overrides
     from detector.engine.sweep import release_process_group, use_job_output_dir, write_overrides_record
     from detector.engine.config_checks import ConfigError, check_output_dir
-    from detector.engine.run import evaluate_checkpoint, train
+    from detector.engine.run import checkpoint_overrides, evaluate_checkpoint, train
     from detector.tasks.classification import ClassificationTask, validate_cls_config
     from detector.engine.trainer import NonFiniteLossError
     from detector.utils.distributed import adopt_slurm_environment

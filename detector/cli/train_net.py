@@ -40,18 +40,11 @@ def without_worker_traceback(message: str) -> str:
     return re.sub(r"^[\w.]+: ", "", last, count=1)
 
 
-def checkpoint_overrides(overrides) -> list[str]:
-    """eval_only: the model is rebuilt from the checkpoint's own config; only the command
-    line's model.*/backbone.* keys (other than the weights) refine it."""
-    return [str(o) for o in overrides if str(o).startswith(("model.", "backbone."))
-            and not str(o).startswith(("model.weights=", "backbone.weights="))]
-
-
 @hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from detector.engine.sweep import release_process_group, use_job_output_dir, write_overrides_record
     from detector.engine.config_checks import ConfigError, check_output_dir, validate_config
-    from detector.engine.run import evaluate_checkpoint, train
+    from detector.engine.run import checkpoint_overrides, evaluate_checkpoint, train
     from detector.tasks.detection import DetectionTask
     from detector.weights.checkpoint_io import CheckpointError
     from detector.data import BadSampleError, DatasetError

@@ -60,6 +60,13 @@ def train(cfg: DictConfig, task: Task) -> dict[str, Any]:
                         start_images=start_images)
 
 
+def checkpoint_overrides(overrides: Sequence[str]) -> list[str]:
+    """eval_only: the model is rebuilt from the checkpoint's own config; of the command line's
+    overrides, only the model.*/backbone.* keys (other than the weights) refine it."""
+    return [str(o) for o in overrides if str(o).startswith(("model.", "backbone."))
+            and not str(o).startswith(("model.weights=", "backbone.weights="))]
+
+
 def checkpoint_model(cfg: DictConfig, model_overrides: Sequence[str] = (), device: str = "cpu") -> tuple[nn.Module, DictConfig]:
     """The model of cfg.model.weights rebuilt by build_model from the checkpoint's own stored
     config (upgraded, then refined by `model_overrides`, e.g. model.roi_heads.score_thresh=0.3),
