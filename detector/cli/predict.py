@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from detector.weights.checkpoint_io import CheckpointError
-    from detector.engine.prediction import COCO_RESULTS_NAME, list_images, predict_images
+    from detector.tasks.prediction import COCO_RESULTS_NAME, list_images, predict_images
     from detector.utils.logger import setup_logger
 
     setup_logger(None)

@@ -230,7 +230,7 @@ class DetectionTask(Task):
                                   ctx.world_size, ctx.logger)
 
     def extra_hooks(self, cfg: DictConfig, ctx, run) -> list:
-        from detector.engine.validation_loss import build_validation_loss_hook
+        from detector.tasks.validation_loss import build_validation_loss_hook
 
         hook = build_validation_loss_hook(cfg, run.core, ctx.device, run.precision, ctx.rank, ctx.world_size, ctx.logger)
         return [] if hook is None else [hook]

@@ -370,7 +370,7 @@ def test_convert_tool_takes_a_name_and_reports_without_traceback(hub, tmp_path, 
 
 def test_predict_and_classifier_take_names(hub, tmp_path):
     """Prediction resolves --weights names; the classifier's backbone.weights too."""
-    from detector.engine.prediction import predict_images
+    from detector.tasks.prediction import predict_images
     from detector.modeling.classifier import classifier_state_from_file
 
     with pytest.raises(zoo.PublishedWeightsError, match="fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth"):

@@ -16,7 +16,7 @@ calls = []
 sys.modules["msvcrt"] = types.SimpleNamespace(LK_NBLCK=2, LK_UNLCK=0, locking=lambda fd, mode, n: calls.append(mode))
 
 import detector
-import detector.cli.predict, detector.engine.prediction, detector.data.shapes, detector.engine.writers
+import detector.cli.predict, detector.tasks.prediction, detector.data.shapes, detector.engine.writers
 from detector.engine.writers import peak_memory_mb
 from detector.utils.file_lock import exclusive_lock
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from detector.engine.validation_loss import build_validation_set, compute_validation_loss
+from detector.tasks.validation_loss import build_validation_set, compute_validation_loss
 
 from test_train_net import final_weights, run, tiny
 

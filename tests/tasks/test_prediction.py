@@ -10,7 +10,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from detector.engine.prediction import (COCO_IMAGES_NAME, COCO_RESULTS_NAME, padded_input_size, plan_batches,
+from detector.tasks.prediction import (COCO_IMAGES_NAME, COCO_RESULTS_NAME, padded_input_size, plan_batches,
                                         predict_images, resolve_device)
 
 SIZE = ["model.input.min_size_test=96", "model.input.max_size_test=160"]
@@ -112,7 +112,7 @@ def test_other_file_names_number_images_in_listing_order(checkpoint, photos, tmp
     folder.mkdir()
     for name, source in zip(["b_street.png", "a_beach.png"], sorted(photos.iterdir())):
         (folder / name).write_bytes(source.read_bytes())
-    from detector.engine.prediction import list_images
+    from detector.tasks.prediction import list_images
 
     predict_images(checkpoint, list_images(folder), tmp_path / "out", score_thresh=0.0)
     listing = read_outputs(tmp_path / "out")[2]
