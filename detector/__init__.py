@@ -11,7 +11,7 @@ def __getattr__(name):
 
         return build_model
     if name == "load_model":
-        from detector.modeling.build import load_model
+        from detector.weights.loading import load_model
 
         return load_model
     raise AttributeError(f"module 'detector' has no attribute {name!r}")

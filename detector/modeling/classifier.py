@@ -8,15 +8,12 @@ torchvision's classification models do; normalisation belongs to the data transf
 """
 from __future__ import annotations
 
-import logging
-import os
 from typing import Mapping, Sequence
 
 import torch
 from torch import nn
 
 from detector.modeling.backbone.resnet import ResNet
-from detector.weights.state_dicts import load_state_dict_strict, read_state_dict, strip_prefix
 
 HEAD_KEYS = ("fc.weight", "fc.bias")
 
@@ -78,81 +75,10 @@ def build_resnet_classifier(backbone: Mapping, num_classes: int, dropout: float,
     return model
 
 
-def classifier_state_from_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """A classifier state dict from a checkpoint of this project ({"model": ...}), a
-    .safetensors file or a bare torchvision state dict; DDP's "module." prefix removed.
-    A published name (e.g. torchvision://resnet50) reads its cached conversion."""
-    from detector.weights.zoo import resolve_weights
-
-    state, _ = read_state_dict(resolve_weights(path))
-    return strip_prefix(state, "module.")
-
-
-def load_classifier_weights(model: ResNetClassifier, state: Mapping[str, torch.Tensor], source: str,
-                            logger: logging.Logger | None = None) -> list[str]:
-    """Load `state` into `model` with strict key checks, except that an fc head of another
-    shape (a different number of classes, e.g. ImageNet's 1000) is left freshly initialised.
-
-    Returns the keys that were re-initialised (and logs them); every other missing,
-    unexpected or mis-shaped key raises WeightsMismatchError naming it.
-    """
-    logger = logger or logging.getLogger("detector")
-    state = dict(state)
-    expected = model.state_dict()
-    reinitialised = [k for k in HEAD_KEYS if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    if reinitialised:
-        old = int(state["fc.weight"].shape[0]) if "fc.weight" in state else "?"
-        model.reset_head()
-        fresh = model.state_dict()
-        for key in HEAD_KEYS:
-            state[key] = fresh[key]  # the model's own new head, so the strict load keeps it
-        reinitialised = list(HEAD_KEYS)
-        logger.info("Weights from %s have an fc head for %s classes, this model has %d: re-initialised %s; "
-                    "every other key was loaded.", source, old, model.num_classes, ", ".join(reinitialised))
-    load_state_dict_strict(model, state, source=source)
-    logger.info("Loaded classifier weights from %s.", source)
-    return reinitialised
-
-
-def build_classifier(cfg, num_classes: int | None = None, logger: logging.Logger | None = None) -> ResNetClassifier:
-    """The classifier described by `cfg.backbone` and `cfg.model` (conf/cls.yaml).
-
-    Starting weights, both optional: `model.weights` (a classifier checkpoint of this project
-    or a torchvision ImageNet file; the fc head is re-initialised when its class count
-    differs) or `backbone.weights` (the body only; the fc head stays new).
-    """
-    b = cfg.backbone
+def build_classifier(cfg, num_classes: int | None = None) -> ResNetClassifier:
+    """The classifier described by `cfg.backbone` and `cfg.model` (conf/cls.yaml), freshly
+    initialised; `num_classes` replaces cfg.model.num_classes when given. Starting weights
+    (model.weights / backbone.weights) are loaded by
+    `detector.weights.loading.load_initial_weights(model, cfg)`."""
     num_classes = int(num_classes if num_classes is not None else cfg.model.num_classes)
-    model = ResNetClassifier(
-        num_classes=num_classes,
-        depth=b.depth,
-        blocks_per_stage=b.blocks_per_stage,
-        groups=b.groups,
-        width_per_group=b.width_per_group,
-        norm=b.norm,
-        freeze_at=b.freeze_at,
-        stride_in_1x1=b.stride_in_1x1,
-        dropout=float(cfg.model.get("dropout", 0.0)),
-    )
-    if cfg.model.get("weights") and b.get("weights"):
-        raise ValueError(f"Both model.weights={cfg.model.weights} and backbone.weights={b.weights} are set; "
-                         "pick one (model.weights loads the whole classifier, backbone.weights the body only).")
-    if cfg.model.get("weights"):
-        path = str(cfg.model.weights)
-        load_classifier_weights(model, classifier_state_from_file(path), path, logger)
-    elif b.get("weights"):
-        load_body_weights(model, str(b.weights), logger)
-    return model
-
-
-def load_body_weights(model: ResNetClassifier, path: str, logger: logging.Logger | None = None) -> None:
-    """The ResNet body from `path` (a torchvision file, a classifier checkpoint, or a backbone
-    written with a "backbone.body." prefix), strictly; the fc head stays new."""
-    logger = logger or logging.getLogger("detector")
-    state = classifier_state_from_file(path)
-    for prefix in ("backbone.body.", "body.", "backbone."):
-        state = strip_prefix(state, prefix)
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    state.update({k: v for k, v in model.state_dict().items() if k in HEAD_KEYS})
-    load_state_dict_strict(model, state, source=path)
-    logger.info("Loaded backbone weights from %s; the fc head (%d classes) is new.", path, model.num_classes)
+    return build_resnet_classifier(cfg.backbone, num_classes, float(cfg.model.dropout), bool(cfg.model.fold_norms))

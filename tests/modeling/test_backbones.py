@@ -10,7 +10,8 @@ from detector.weights.checkpoint_io import save_checkpoint
 from detector.config import load_config
 from detector.modeling.backbone.resnet import ResNet
 from detector.config import instantiate
-from detector.modeling.build import build_model, load_backbone_weights
+from detector.modeling.build import build_model
+from detector.weights.loading import load_backbone_weights
 from detector.weights.state_dicts import WeightsMismatchError
 
 BACKBONES = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "conf" / "backbone").glob("*.yaml"))

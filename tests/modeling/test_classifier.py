@@ -8,13 +8,14 @@ import torch
 import torchvision
 from torch import nn
 
-from detector.config import load_config
-from detector.modeling.build import build_resnet, load_backbone_weights
-from detector.modeling.classifier import (
-    ResNetClassifier,
-    build_classifier,
+from detector.config import instantiate, load_config
+from detector.modeling.build import build_model
+from detector.modeling.classifier import ResNetClassifier, build_classifier
+from detector.weights.loading import (
     classifier_state_from_file,
+    load_backbone_weights,
     load_classifier_weights,
+    load_initial_weights,
 )
 from detector.weights.state_dicts import WeightsMismatchError
 
@@ -60,7 +61,7 @@ def test_resnet50_logits_equal_torchvision(torchvision_resnet50_file):
 def test_resnet50_file_loads_strictly_into_detector_backbone(torchvision_resnet50_file):
     path, reference = torchvision_resnet50_file
     cfg = load_config(["backbone=resnet50"])
-    body = build_resnet(cfg.backbone)
+    body = instantiate(cfg.backbone)
     load_backbone_weights(body, path)  # strict apart from the fc head the body does not have
     assert torch.equal(body.layer3[2].conv2.weight, reference.layer3[2].conv2.weight)
     assert torch.equal(body.bn1.running_var, reference.bn1.running_var)
@@ -145,15 +146,16 @@ def test_classifier_checkpoint_is_a_detector_backbone(tmp_path):
 
     det_cfg = load_config(["backbone=resnet18", f"backbone.weights={path}", "backbone.norm=frozen_bn",
                            "model.num_classes=3"])
-    from detector.modeling.build import build_backbone
-
-    backbone = build_backbone(det_cfg)
+    detector_model = build_model(det_cfg)
+    load_initial_weights(detector_model, det_cfg)
+    backbone = detector_model.backbone
     assert torch.equal(backbone.body.layer4[1].conv2.weight, classifier.layer4[1].conv2.weight)
     assert torch.equal(backbone.body.layer2[0].downsample[1].running_mean, classifier.layer2[0].downsample[1].running_mean)
 
     # And back: the classifier config's model.weights takes the same file, head included.
-    again = build_classifier(load_config(["data.root=/unused", "model.num_classes=3", f"model.weights={path}"],
-                                         config_name="cls"))
+    again_cfg = load_config(["data.root=/unused", "model.num_classes=3", f"model.weights={path}"], config_name="cls")
+    again = build_classifier(again_cfg)
+    load_initial_weights(again, again_cfg)
     assert torch.equal(again.fc.weight, classifier.fc.weight)
 
 
@@ -162,5 +164,6 @@ def test_backbone_weights_give_the_body_and_keep_a_new_head(torchvision_resnet50
     cfg = load_config(["data.root=/unused", "model.num_classes=4", "backbone=resnet50", f"backbone.weights={path}"],
                       config_name="cls")
     model = build_classifier(cfg)
+    load_initial_weights(model, cfg)
     assert torch.equal(model.layer4[2].conv3.weight, reference.layer4[2].conv3.weight)
     assert model.fc.weight.shape == (4, 2048)

@@ -1,0 +1,193 @@
+"""Weight files into models: the one place that loads them.
+
+`detector.modeling` builds architectures and never reads files; this module builds through it
+(weights -> modeling, never the reverse). A checkpoint is rebuilt from the config it carries
+alone (brought to today's layout by `upgrade_config`), never from conf/.
+
+- `load_model(path)`: the model a checkpoint describes, with its weights, in eval mode.
+- `load_initial_weights(model, cfg)`: the starting weights a run config names
+  (`backbone.weights`, `model.weights`), for a detector or a classifier.
+- `load_weights_into`, `load_backbone_weights`, `load_classifier_weights`: one file into one
+  module, strictly (every key must match, except what each docstring sets aside).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Iterable, Mapping
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import nn
+
+from detector.modeling.backbone.resnet import ResNet
+from detector.modeling.build import build_model
+from detector.modeling.classifier import HEAD_KEYS, ResNetClassifier
+from detector.weights.config_upgrade import upgrade_config
+from detector.weights.state_dicts import load_state_dict_strict, read_state_dict, strip_prefix
+from detector.weights.zoo import resolve_weights
+
+logger = logging.getLogger(__name__)
+
+
+# --- Detectors -------------------------------------------------------------------------------
+
+def load_weights_into(model: nn.Module, path: str | os.PathLike) -> dict:
+    """Load a checkpoint of this project (or a .safetensors file) into `model`, strictly.
+    Returns the whole checkpoint dict (e.g. for its "iteration"). `path` may be a published
+    name (torchvision://..., detectron2://...; see detector/weights/zoo.py)."""
+    state, checkpoint = read_state_dict(resolve_weights(path, expect="detector"))
+    load_state_dict_strict(model, state, source=str(path))
+    logger.info("Loaded weights from %s", path)
+    return checkpoint
+
+
+def load_backbone_weights(body: ResNet, path: str | os.PathLike) -> None:
+    """ImageNet weights for the ResNet body: a torchvision classification state dict, a
+    classifier checkpoint of this project, or a backbone checkpoint written by
+    tools/convert_weights.py. The classifier's `fc.*` and stages the body does not build
+    (when out_features stops early) are set aside; everything else must match exactly.
+    `path` may be a published name, e.g. torchvision://resnet50."""
+    state, _ = read_state_dict(resolve_weights(path, expect="backbone"))
+    for prefix in ("module.", "backbone.body.", "body.", "backbone."):
+        state = strip_prefix(state, prefix)
+    built = body.built_stage_prefixes()
+    unused_stage = tuple(f"layer{i}." for i in range(1, 5) if f"layer{i}." not in built)
+    state = {k: v for k, v in state.items() if not k.startswith("fc.") and not (unused_stage and k.startswith(unused_stage))}
+    load_state_dict_strict(body, state, source=str(path))
+    logger.info("Loaded backbone weights from %s", path)
+
+
+def load_initial_weights(model: nn.Module, cfg: DictConfig, logger: logging.Logger | None = None) -> None:
+    """The starting weights `cfg` names, into the model `build_model(cfg)` made.
+
+    Detector: `backbone.weights` into its ResNet body (model.backbone.body), then
+    `model.weights` into the whole model, both strictly (a full checkpoint overrides the
+    body it also holds). Classifier (conf/cls.yaml): `model.weights` (the fc head is
+    re-initialised when its class count differs) or `backbone.weights` (the body only),
+    not both."""
+    if isinstance(model, ResNetClassifier):
+        _load_initial_classifier_weights(model, cfg, logger)
+        return
+    if cfg.backbone.weights:
+        body = getattr(getattr(model, "backbone", None), "body", None)
+        if not isinstance(body, ResNet):
+            raise ValueError(f"backbone.weights={cfg.backbone.weights} loads a ResNet body, but this model's backbone "
+                             f"is {type(body).__name__ if body is not None else 'absent'}; set backbone.weights=null "
+                             "(or load the whole model with model.weights).")
+        load_backbone_weights(body, cfg.backbone.weights)
+    if cfg.model.weights:
+        load_weights_into(model, cfg.model.weights)
+
+
+# --- Checkpoints that carry their config -----------------------------------------------------
+
+def config_from_checkpoint(checkpoint: dict, source: str, overrides: Iterable[str] = ()) -> DictConfig:
+    """The checkpoint's own config, brought to today's layout by
+    `detector.weights.config_upgrade.upgrade_config` (conf/ is not read), then `overrides`
+    ("key=value") applied. Unknown keys are errors."""
+    if "config" not in checkpoint or not isinstance(checkpoint["config"], dict):
+        raise ValueError(f"Checkpoint '{source}' carries no 'config'; it cannot be rebuilt on its own. "
+                         "Build the model with build_model(cfg) and load_weights_into(model, path), or convert "
+                         "foreign weights with tools/convert_weights.py.")
+    for key in ("backbone", "model"):
+        if not isinstance(checkpoint["config"].get(key), dict):
+            raise ValueError(f"Checkpoint '{source}' config has no '{key}' section.")
+    cfg = OmegaConf.create(upgrade_config(checkpoint["config"]))
+    OmegaConf.set_struct(cfg, True)
+    overrides = list(overrides)
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override '{item}' must look like key=value (e.g. model.roi_heads.score_thresh=0.0).")
+    if overrides:
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+        except Exception as error:
+            raise ValueError(f"Cannot apply overrides {overrides} to the config of '{source}': {error}") from None
+    return cfg
+
+
+def load_model(path: str | os.PathLike, overrides: Iterable[str] = (), device: str = "cpu") -> nn.Module:
+    """Rebuild the model from the config a checkpoint carries (through build_model), load its
+    weights strictly and return it in eval mode, its config as `model.config`. `overrides`
+    are "key=value" strings, e.g. ["model.roi_heads.score_thresh=0.0"]. `path` may be a
+    published name, e.g. torchvision://fasterrcnn_resnet50_fpn (fetched and converted once,
+    then cached)."""
+    from detector.weights.safetensors_io import read_checkpoint_with_config
+
+    checkpoint = read_checkpoint_with_config(resolve_weights(path, expect="detector"))
+    cfg = config_from_checkpoint(checkpoint, str(path), overrides)
+    with open_dict(cfg):
+        # The weights come from this file; do not load any other.
+        cfg.model.weights = None
+        cfg.backbone.weights = None
+    model = build_model(cfg)
+    load_state_dict_strict(model, checkpoint["model"], source=str(path))
+    model.config = cfg
+    return model.to(device).eval()
+
+
+# --- Classifiers -----------------------------------------------------------------------------
+
+def classifier_state_from_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A classifier state dict from a checkpoint of this project ({"model": ...}), a
+    .safetensors file or a bare torchvision state dict; DDP's "module." prefix removed.
+    A published name (e.g. torchvision://resnet50) reads its cached conversion."""
+    state, _ = read_state_dict(resolve_weights(path))
+    return strip_prefix(state, "module.")
+
+
+def load_classifier_weights(model: ResNetClassifier, state: Mapping[str, torch.Tensor] | str | os.PathLike,
+                            source: str | None = None, logger: logging.Logger | None = None) -> list[str]:
+    """Load `state` (a state dict, or a file / published name read by
+    classifier_state_from_file) into `model` with strict key checks, except that an fc head of
+    another shape (a different number of classes, e.g. ImageNet's 1000) is left freshly
+    initialised. `source` names the weights in messages (default: the path).
+
+    Returns the keys that were re-initialised (and logs them); every other missing,
+    unexpected or mis-shaped key raises WeightsMismatchError naming it.
+    """
+    logger = logger or logging.getLogger("detector")
+    if not isinstance(state, Mapping):
+        source = source or str(state)
+        state = classifier_state_from_file(state)
+    source = source or "classifier state dict"
+    state = dict(state)
+    expected = model.state_dict()
+    reinitialised = [k for k in HEAD_KEYS if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if reinitialised:
+        old = int(state["fc.weight"].shape[0]) if "fc.weight" in state else "?"
+        model.reset_head()
+        fresh = model.state_dict()
+        for key in HEAD_KEYS:
+            state[key] = fresh[key]  # the model's own new head, so the strict load keeps it
+        reinitialised = list(HEAD_KEYS)
+        logger.info("Weights from %s have an fc head for %s classes, this model has %d: re-initialised %s; "
+                    "every other key was loaded.", source, old, model.num_classes, ", ".join(reinitialised))
+    load_state_dict_strict(model, state, source=source)
+    logger.info("Loaded classifier weights from %s.", source)
+    return reinitialised
+
+
+def load_classifier_body_weights(model: ResNetClassifier, path: str | os.PathLike,
+                                 logger: logging.Logger | None = None) -> None:
+    """The ResNet body from `path` (a torchvision file, a classifier checkpoint, or a backbone
+    written with a "backbone.body." prefix), strictly; the fc head stays new."""
+    logger = logger or logging.getLogger("detector")
+    state = classifier_state_from_file(path)
+    for prefix in ("backbone.body.", "body.", "backbone."):
+        state = strip_prefix(state, prefix)
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    state.update({k: v for k, v in model.state_dict().items() if k in HEAD_KEYS})
+    load_state_dict_strict(model, state, source=str(path))
+    logger.info("Loaded backbone weights from %s; the fc head (%d classes) is new.", path, model.num_classes)
+
+
+def _load_initial_classifier_weights(model: ResNetClassifier, cfg: DictConfig, logger: logging.Logger | None) -> None:
+    if cfg.model.weights and cfg.backbone.weights:
+        raise ValueError(f"Both model.weights={cfg.model.weights} and backbone.weights={cfg.backbone.weights} are set; "
+                         "pick one (model.weights loads the whole classifier, backbone.weights the body only).")
+    if cfg.model.weights:
+        load_classifier_weights(model, str(cfg.model.weights), logger=logger)
+    elif cfg.backbone.weights:
+        load_classifier_body_weights(model, str(cfg.backbone.weights), logger)
