@@ -22,12 +22,12 @@ from torch import nn
 from torchvision.ops import box_iou
 
 from detector.modeling.box_coder import BoxCoder
+from detector.modeling.boxes import clip_boxes
 from detector.modeling.losses import box_regression_loss
 from detector.modeling.mask_head import MaskBranch, check_mask_targets, mask_branch
 from detector.modeling.matcher import Matcher
 from detector.modeling.poolers import MultiLevelRoIAlign
 from detector.modeling.roi_heads import PREDICTOR_LAYOUTS, select_detections
-from detector.modeling.rpn import clip_boxes
 from detector.modeling.sampler import BalancedSampler
 
 # The usual three stages: IoU thresholds and box-coder weights (the deltas' spread shrinks as the
