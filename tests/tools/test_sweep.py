@@ -57,12 +57,12 @@ def check_job_folders(sweep_dir: Path, learning_rates: tuple[str, ...], max_iter
 def test_detection_sweep_runs_each_job_in_its_own_folder(tmp_path):
     sweep_dir = tmp_path / "sweep"
     proc = sweep("train_net.py", [f"solver.base_lr={','.join(LEARNING_RATES)}", "train.max_iter=2",
-                                  f"output_dir={sweep_dir}", f"dataset.root={tmp_path / 'shapes'}", *TINY_DETECTION],
+                                  f"output_dir={sweep_dir}", f"dataset.root={tmp_path / 'data' / 'shapes'}", *TINY_DETECTION],
                  cwd=tmp_path)
     assert "Launching 3 jobs" in proc.stdout
     check_job_folders(sweep_dir, LEARNING_RATES, max_iter=2)
     # Hydra itself wrote nothing into the working directory (no outputs/, multirun/ or .hydra/)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["shapes", "sweep"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "sweep"]
 
 
 def test_classification_sweep_under_torchrun_gives_each_job_one_folder(tmp_path):
