@@ -149,7 +149,7 @@ def run_trained(opts: Options, device) -> dict:
 
     from detector.benchmarking.detections import agreement
     from detector.data import build_test_loader
-    from detector.modeling.build import load_model
+    from detector.weights.loading import load_model
 
     report = {}
     for path in opts.trained:

@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from detector.weights.checkpoint_io import load_checkpoint
-from detector.modeling.build import build_model, load_model
+from detector.modeling.build import build_model
+from detector.weights.loading import load_model
 from detector.weights.convert import convert_weights
 from detector.weights.converted_config import converted_config
 from detector.weights.detectron2_conversion import convert_detectron2, detectron2_key_to_ours

@@ -6,7 +6,8 @@ import torch
 from omegaconf import OmegaConf
 
 from detector.weights.checkpoint_io import CheckpointError, save_checkpoint
-from detector.modeling.build import build_model, load_model, load_weights_into
+from detector.modeling.build import build_model
+from detector.weights.loading import load_initial_weights, load_model, load_weights_into
 from detector.weights.safetensors_io import export_safetensors
 from detector.weights.state_dicts import WeightsMismatchError
 
@@ -17,7 +18,8 @@ def save_project_checkpoint(model, cfg, path):
 
 
 def test_load_model_rebuilds_from_carried_config_with_overrides(make_small_config, tmp_path):
-    cfg = make_small_config("model.roi_heads.box_head=conv4fc", "model.roi_heads.conv_dim=32")
+    # A conv box head (not conf/'s default): the carried config, not conf/, must rebuild it.
+    cfg = make_small_config("model=faster_rcnn_fpn_v2", "model.roi_heads.conv_dim=32")
     torch.manual_seed(0)
     model = build_model(cfg)
     path = save_project_checkpoint(model, cfg, tmp_path / "model_final.pth")
@@ -72,7 +74,7 @@ def test_shape_mismatch_is_named(make_small_config, tmp_path):
         load_weights_into(other, path)
 
 
-def test_model_weights_key_loads_at_build_and_safetensors_round_trip(make_small_config, tmp_path):
+def test_model_weights_key_loads_as_initial_weights_and_safetensors_round_trip(make_small_config, tmp_path):
     cfg = make_small_config()
     torch.manual_seed(1)
     source = build_model(cfg)
@@ -81,7 +83,9 @@ def test_model_weights_key_loads_at_build_and_safetensors_round_trip(make_small_
     safe = export_safetensors(checkpoint, tmp_path / "w.safetensors")
     torch.manual_seed(2)
     for path in (pth, safe):
-        built = build_model(make_small_config(f"model.weights={path}"))
+        built_cfg = make_small_config(f"model.weights={path}")
+        built = build_model(built_cfg)
+        load_initial_weights(built, built_cfg)
         assert torch.equal(built.state_dict()["rpn.head.deltas.weight"], source.state_dict()["rpn.head.deltas.weight"])
     loaded = load_model(safe)
     assert torch.equal(loaded.state_dict()["roi_heads.box_head.fc1.weight"],
@@ -157,6 +161,7 @@ def test_null_num_classes_is_read_from_the_dataset(tmp_path):
     """model.num_classes=null takes the class count and names from the training annotations,
     in category-id order (label i <-> names[i - 1])."""
     from detector.config import load_config
+    from detector.tasks.detection import DetectionTask
 
     images = tmp_path / "images"
     images.mkdir()
@@ -170,7 +175,8 @@ def test_null_num_classes_is_read_from_the_dataset(tmp_path):
         f"dataset.train.images={images}", f"dataset.train.annotations={annotations}",
         f"dataset.test.images={images}", f"dataset.test.annotations={annotations}",
     ])
-    assert cfg.model.num_classes is None
+    assert OmegaConf.is_interpolation(cfg.model, "num_classes")   # not set: ${dataset_num_classes:}
+    DetectionTask().resolve_classes(cfg)   # what a run does before building its model
     model = build_model(cfg)
     assert model.num_classes == cfg.model.num_classes == 3
     assert list(cfg.model.class_names) == ["cat", "ant", "zebra"]
@@ -179,6 +185,7 @@ def test_null_num_classes_is_read_from_the_dataset(tmp_path):
 
 def test_null_num_classes_without_dataset_is_explained(tmp_path):
     from detector.config import load_config
+    from detector.tasks.detection import DetectionTask
 
     cfg = load_config([
         "backbone=resnet18", "model.fpn.out_channels=32", "model.roi_heads.fc_dim=32", "dataset=coco_format",
@@ -186,4 +193,4 @@ def test_null_num_classes_without_dataset_is_explained(tmp_path):
         f"dataset.test.images={tmp_path}", f"dataset.test.annotations={tmp_path / 'absent.json'}",
     ])
     with pytest.raises(FileNotFoundError, match="absent.json"):
-        build_model(cfg)
+        DetectionTask().resolve_classes(cfg)   # what a run does before building its model

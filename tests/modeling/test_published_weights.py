@@ -23,7 +23,8 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.ops import FrozenBatchNorm2d
 
-from detector.modeling.build import build_model, load_model
+from detector.modeling.build import build_model
+from detector.weights.loading import load_model
 from detector.weights import zoo
 from detector.weights.caffe2_resnet import FROZEN_BN_EPS
 from detector.weights.detectron2_conversion import detectron2_key_to_ours
@@ -371,7 +372,7 @@ def test_convert_tool_takes_a_name_and_reports_without_traceback(hub, tmp_path, 
 def test_predict_and_classifier_take_names(hub, tmp_path):
     """Prediction resolves --weights names; the classifier's backbone.weights too."""
     from detector.tasks.prediction import predict_images
-    from detector.modeling.classifier import classifier_state_from_file
+    from detector.weights.loading import classifier_state_from_file
 
     with pytest.raises(zoo.PublishedWeightsError, match="fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth"):
         predict_images("torchvision://fasterrcnn_resnet50_fpn_v2", [], tmp_path / "out")

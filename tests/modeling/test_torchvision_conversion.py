@@ -76,7 +76,7 @@ def test_v2_checkpoint_rebuilds_v2(v2_state, tmp_path):
     """The one entry point (also used for weights by name): the checkpoint carries a config
     that load_model turns back into the v2 model, with COCO category ids."""
     from detector.weights.checkpoint_io import save_checkpoint
-    from detector.modeling.build import load_model
+    from detector.weights.loading import load_model
     from detector.weights.torchvision_conversion import checkpoint_from_torchvision
 
     checkpoint = checkpoint_from_torchvision(v2_state)

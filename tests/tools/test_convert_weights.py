@@ -11,7 +11,8 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 
 from detector.weights.checkpoint_io import load_checkpoint
 from detector.config import load_config
-from detector.modeling.build import build_model, load_model
+from detector.modeling.build import build_model
+from detector.weights.loading import load_model
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "convert_weights.py"
 

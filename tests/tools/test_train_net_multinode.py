@@ -103,7 +103,7 @@ def test_two_torchrun_nodes_on_loopback(tmp_path):
     # One process, the final weights (those validated at iteration 3), the same held-out images.
     from detector.engine.precision import resolve_precision
     from detector.tasks.validation_loss import build_validation_set, compute_validation_loss
-    from detector.modeling.build import load_model
+    from detector.weights.loading import load_model
 
     model = load_model(out / "checkpoints" / "model_final.pth")
     cfg, cpu = model.config, torch.device("cpu")
