@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from detector.weights.checkpoint_io import load_checkpoint, save_checkpoint
-from detector.engine import LAST, Checkpointer
+from detector.weights.checkpointer import LAST, Checkpointer
 from detector.utils.rng_state import capture_rng_state, restore_rng_state
 
 
