@@ -7,6 +7,8 @@ build_test_loader. Imported lazily, so tools that only convert or check annotati
 _EXPORTS = {
     "class_names": "detector.data.build",
     "build_dataset": "detector.data.build",
+    "dataset_has_masks": "detector.data.build",
+    "require_masks": "detector.data.build",
     "build_train_loader": "detector.data.loader",
     "build_test_loader": "detector.data.loader",
     "DetectionDataset": "detector.data.dataset",

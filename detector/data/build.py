@@ -6,6 +6,7 @@ training transforms (detector/data/transforms.py).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import warnings
 from typing import TYPE_CHECKING
@@ -13,7 +14,8 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig
 
 from detector.data.coco_format import clear_json_cache, load_json  # noqa: F401 - load_json: tools read COCO files
-from detector.data.coco_index import ANNOTATION_IGNORED, BAD_IMAGE, FATAL, DatasetError, DatasetIndex
+from detector.data.coco_index import (ANNOTATION_IGNORED, BAD_IMAGE, FATAL, DatasetError, DatasetIndex, ImageRecord,
+                                      Problem)
 from detector.data.formats import SPLITS, DatasetFormat, build_format, check_split
 
 if TYPE_CHECKING:   # the dataset module (torch, albumentations) is imported when first built
@@ -34,17 +36,54 @@ def build_index(cfg: DictConfig, split: str) -> DatasetIndex:
     return build_format(cfg).index(split)
 
 
-def build_dataset(cfg: DictConfig, split: str) -> DetectionDataset:
-    """The `split` ("train" | "test") dataset; training applies cfg.aug and dataset.filter_empty."""
+def dataset_has_masks(cfg: DictConfig) -> bool:
+    """Whether cfg.dataset's training split has instance masks (COCO polygons or RLE) a mask
+    model can train on. Quick for COCO files (no indexing); VOC never has them."""
+    return build_format(cfg).has_masks()
+
+
+def require_masks(cfg: DictConfig) -> None:
+    """DatasetError naming the model and dataset options unless cfg.dataset has instance masks.
+    Call it before training a model with a mask branch (model=mask_rcnn_fpn, cascade_mask_rcnn_fpn)."""
+    if dataset_has_masks(cfg):
+        return
+    model = cfg.model.name if "model" in cfg and "name" in cfg.model else "<a mask model>"
+    raise DatasetError(
+        f"model={model} needs instance masks but dataset={cfg.dataset.name} has none (no annotation of its "
+        "training split has a 'segmentation'); use a box model (model=faster_rcnn_fpn, or cascade_rcnn_fpn) "
+        "or a dataset with COCO segmentations (polygons or RLE), e.g. dataset=shapes or dataset=coco128."
+    )
+
+
+def build_dataset(cfg: DictConfig, split: str, with_masks: bool = False) -> DetectionDataset:
+    """The `split` ("train" | "test") dataset; training applies cfg.aug and dataset.filter_empty.
+
+    with_masks: training targets also carry "masks" (uint8 [G, H, W], one per box) for a mask
+    model; DatasetError (require_masks) when the dataset has none. An image with a box whose
+    segmentation is missing or malformed is a bad sample (dataset.on_bad_sample). Test
+    samples are the same either way (the evaluation GT always keeps the segmentations).
+    """
     from detector.data.dataset import DetectionDataset
     from detector.data.transforms import build_augmentation
 
     check_split(split)
     fmt = build_format(cfg)
     index = fmt.index(split)
-    _report_problems(index, fmt.on_bad_sample, f"{fmt.name} {split}", split == "train")
-    records = index.records
     train = split == "train"
+    records = index.records
+    problems = index.problems
+    if train and with_masks:
+        if not index.has_masks:
+            require_masks(cfg)
+        records, mask_problems = _compact_masks(records)
+        problems = problems + mask_problems
+        index = dataclasses.replace(index, problems=problems)
+    elif train:
+        # Box-only training: let go of the file's segmentations (for COCO 2017, gigabytes of
+        # polygons that forked workers would otherwise copy as they touch them).
+        for record in records:   # the index's own fresh records
+            record.segmentations = record.annotation_ids = None
+    _report_problems(index, fmt.on_bad_sample, f"{fmt.name} {split}", train)
     transform = None
     gt_dict = index.gt_dict
     if train:
@@ -58,10 +97,42 @@ def build_dataset(cfg: DictConfig, split: str) -> DetectionDataset:
     dataset = DetectionDataset(
         records, index.class_names, index.label_to_category_id, gt_dict, train=train, transform=transform,
         seed=int(cfg.seed), on_bad_sample=fmt.on_bad_sample, min_box_size=float(cfg.aug.min_box_size),
-        max_image_pixels=fmt.max_image_pixels, problems=index.problems,
+        max_image_pixels=fmt.max_image_pixels, problems=problems, with_masks=train and with_masks,
     )
     clear_json_cache()
     return dataset
+
+
+def _compact_masks(records: list[ImageRecord]) -> tuple[list[ImageRecord], list[Problem]]:
+    """Records whose segmentations are checked and compacted (masks.compact_segmentation),
+    and the problems: a box without a usable segmentation makes its image a bad sample
+    (training on the box without its mask would teach the mask head nothing, or worse)."""
+    from detector.data.masks import MaskFormatError, compact_segmentation
+
+    compacted, problems = [], []
+    for record in records:
+        if record.problem is not None or not len(record.boxes):
+            compacted.append(dataclasses.replace(record, segmentations=None))
+            continue
+        segmentations = record.segmentations or [None] * len(record.boxes)
+        ids = record.annotation_ids or [None] * len(record.boxes)
+        compact, reason, kind = [], None, ""
+        for segmentation, ann_id in zip(segmentations, ids):
+            if segmentation is None:
+                reason, kind = (f"annotation id {ann_id} has no segmentation; a mask model needs polygons or RLE "
+                                "for every object", "missing_segmentation")
+                break
+            try:
+                compact.append(compact_segmentation(segmentation, record.height, record.width, ann_id))
+            except MaskFormatError as error:
+                reason, kind = str(error), "bad_segmentation"
+                break
+        if reason is not None:
+            problems.append(Problem(record.path, reason, kind, BAD_IMAGE))
+            compacted.append(dataclasses.replace(record, segmentations=None, problem=reason))
+        else:
+            compacted.append(dataclasses.replace(record, segmentations=compact))
+    return compacted, problems
 
 
 def _gt_dict(fmt: DatasetFormat, split: str) -> dict:

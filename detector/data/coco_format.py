@@ -49,6 +49,16 @@ class CocoFormat(DatasetFormat):
         categories = sorted(coco["categories"], key=lambda c: c["id"])
         return [str(c.get("name", c["id"])) for c in categories]
 
+    def has_masks(self) -> bool:
+        """True when some training annotation has a segmentation (polygons or RLE); a file
+        whose annotations only carry boxes (or "segmentation": []) has none. Reads the
+        (cached) JSON without indexing it: usually the first annotation answers."""
+        annotations = self.paths("train")[1]
+        coco = load_json(annotations)
+        check_coco_structure(coco, annotations)
+        return any(isinstance(ann, dict) and ann.get("segmentation") and not ann.get("iscrowd", 0)
+                   for ann in coco.get("annotations", []))
+
     def check(self, splits: Sequence[str]) -> None:
         for split in splits:
             for part in ("images", "annotations"):
@@ -86,6 +96,10 @@ class ShapesFormat(CocoFormat):
         if self.classes is None:
             self.generate()
         return super().class_names()
+
+    def has_masks(self) -> bool:
+        self.generate()   # the generator writes every object's visible region
+        return super().has_masks()
 
     def check(self, splits: Sequence[str]) -> None:
         # The files are written on first use; only the generator settings can be wrong now.

@@ -7,6 +7,9 @@ converter and tools/check_dataset.py can never disagree:
   * crowd regions (iscrowd=1) stay out of the training targets but stay in the GT,
     where COCOeval ignores detections that fall on them;
   * zero-area boxes are dropped with a warning (they carry no region to learn);
+  * segmentations (polygons / RLE) ride along with their boxes, as the file spells them:
+    the records only point at them (no copy, no decoding), so box-only training pays
+    nothing; build_dataset(with_masks=True) checks and compacts them for a mask model;
   * boxes that are NaN/inf, non-numeric, of negative size, outside the image, or of an
     unknown category make their image a bad sample: training on the rest of that image
     would teach the model that a real object is background.
@@ -57,6 +60,10 @@ class ImageRecord:
     boxes: np.ndarray     # float32 [M, 4] x1, y1, x2, y2 in pixels; crowd regions excluded
     labels: np.ndarray    # int64 [M] in 1..K
     problem: str | None = None  # set when the annotations make this image a bad sample
+    # One COCO segmentation per box (same order), as in the file (None: that annotation has
+    # none), or None when no annotation of the image has one. See detector/data/masks.py.
+    segmentations: list | None = None
+    annotation_ids: list | None = None   # the boxes' annotation ids (named in mask errors)
 
 
 @dataclass
@@ -67,6 +74,7 @@ class DatasetIndex:
     gt_dict: dict                      # cleaned COCO dict for evaluation (crowd kept)
     problems: list[Problem] = field(default_factory=list)
     num_crowd: int = 0
+    has_masks: bool = False            # some training box has a segmentation (polygons or RLE)
 
 
 def classify_box(bbox, width: float, height: float) -> tuple[str, str] | None:
@@ -173,7 +181,7 @@ def index_coco(coco: dict, images_dir: str, source: str, classes=None) -> Datase
             problems.append(Problem(path, problem, "bad_image_size", BAD_IMAGE))
             width, height = 0, 0
         images[image_id] = {"path": path, "width": int(width), "height": int(height), "boxes": [], "labels": [],
-                            "problem": problem}
+                            "segmentations": [], "annotation_ids": [], "problem": problem}
         order.append(image_id)
         gt_images.append(dict(entry))
 
@@ -225,16 +233,25 @@ def index_coco(coco: dict, images_dir: str, source: str, classes=None) -> Datase
         x, y, w, h = (float(v) for v in ann["bbox"])
         image["boxes"].append([x, y, x + w, y + h])
         image["labels"].append(label)
+        # "segmentation": [] is what box-only exporters write: no mask.
+        image["segmentations"].append(ann.get("segmentation") or None)
+        image["annotation_ids"].append(ann_id)
 
     records = []
+    has_masks = False
     for image_id in order:
         image = images[image_id]
         boxes = np.asarray(image["boxes"], dtype=np.float32).reshape(-1, 4)
         if len(boxes):
             boxes[:, 0::2] = boxes[:, 0::2].clip(0, image["width"])
             boxes[:, 1::2] = boxes[:, 1::2].clip(0, image["height"])
+        segmentations = image["segmentations"]
+        with_segmentation = any(s is not None for s in segmentations)
+        has_masks = has_masks or with_segmentation
         records.append(ImageRecord(image_id, image["path"], image["width"], image["height"], boxes,
-                                   np.asarray(image["labels"], dtype=np.int64), image["problem"]))
+                                   np.asarray(image["labels"], dtype=np.int64), image["problem"],
+                                   segmentations if with_segmentation else None,
+                                   image["annotation_ids"] if with_segmentation else None))
 
     _give_unique_ids(gt_annotations)
     kept_cat_ids = set(label_to_cat.values())
@@ -245,7 +262,7 @@ def index_coco(coco: dict, images_dir: str, source: str, classes=None) -> Datase
         "annotations": gt_annotations,
         "categories": [c for c in categories if c["id"] in kept_cat_ids],
     }
-    return DatasetIndex(records, class_names, label_to_cat, gt_dict, problems, num_crowd)
+    return DatasetIndex(records, class_names, label_to_cat, gt_dict, problems, num_crowd, has_masks)
 
 
 def _hashable(value) -> bool:

@@ -19,6 +19,7 @@ import torch
 
 from detector.data.coco_index import ImageRecord
 from detector.data.image_io import DEFAULT_MAX_IMAGE_PIXELS, BadImageError, read_image_rgb
+from detector.data.masks import decode_segmentations
 from detector.data.transforms import apply_transform
 
 ON_BAD_SAMPLE = ("skip", "error")
@@ -46,11 +47,15 @@ class DetectionDataset(torch.utils.data.Dataset):
     Training (`train=True`): indexed by (index, stream_position) pairs from
     samplers.TrainBatchSampler; `transform` runs with a seed derived from (seed, position).
     Testing: indexed by int, no transform, bad images come back with image=None.
+    with_masks: training targets also get "masks" (uint8 [G, H, W], one per box, in the
+    augmented image's pixels), decoded from the records' compact segmentations
+    (build.build_dataset(with_masks=True) prepares them); box-only training decodes nothing.
     """
 
     def __init__(self, records: list[ImageRecord], class_names: list[str], label_to_category_id: dict[int, int],
                  gt_dict, train: bool, transform=None, seed: int = 0, on_bad_sample: str = "skip",
-                 min_box_size: float = 1.0, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, problems=()):
+                 min_box_size: float = 1.0, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, problems=(),
+                 with_masks: bool = False):
         if on_bad_sample not in ON_BAD_SAMPLE:
             raise ValueError(f"dataset.on_bad_sample={on_bad_sample!r}: expected one of {ON_BAD_SAMPLE}")
         self.records = records
@@ -64,6 +69,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         self.min_box_size = float(min_box_size)
         self.max_image_pixels = int(max_image_pixels)
         self.problems = list(problems)
+        self.with_masks = bool(with_masks)
         self._coco_gt = None
 
     def __len__(self) -> int:
@@ -125,10 +131,17 @@ class DetectionDataset(torch.utils.data.Dataset):
             raise BadSampleError(f"{MAX_REPLACEMENTS + 1} bad samples in a row while replacing bad samples: "
                                  f"most of the training set is unusable; last: {skipped[-1]}")
         sample_seed = int(np.random.SeedSequence([self.seed, position]).generate_state(1)[0])
-        image, boxes, labels = apply_transform(self.transform, image, record.boxes, record.labels, sample_seed,
-                                               self.min_box_size)
+        if self.with_masks:
+            masks = decode_segmentations(record.segmentations or [], record.height, record.width)
+            image, boxes, labels, masks = apply_transform(self.transform, image, record.boxes, record.labels,
+                                                          sample_seed, self.min_box_size, masks=masks)
+        else:
+            image, boxes, labels = apply_transform(self.transform, image, record.boxes, record.labels, sample_seed,
+                                                   self.min_box_size)
         target = {"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels),
                   "image_id": record.image_id}
+        if self.with_masks:
+            target["masks"] = torch.from_numpy(masks)
         return {"image": image_to_tensor(image), "target": target, "skipped": skipped}
 
     def _test_sample(self, index: int) -> dict:

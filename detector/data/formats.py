@@ -83,6 +83,12 @@ class DatasetFormat:
         """Raise DatasetError (naming the key) for settings that cannot work, before any
         work starts; must be quick (no reading of annotations)."""
 
+    def has_masks(self) -> bool:
+        """Whether the training split has instance masks (COCO segmentations) for a mask model.
+        The default builds the train index; formats that know cheaper (or know there are
+        none, as VOC) override it."""
+        return self.index("train").has_masks
+
     # ---- helpers for subclasses -----------------------------------------------------------
     def index_boxes(self, images: Iterable[ImageBoxes], source: str) -> DatasetIndex:
         """A DatasetIndex from boxes per image, through the checks COCO and VOC get (NaN,

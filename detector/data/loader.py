@@ -48,9 +48,12 @@ def collate_test(samples: list[dict]) -> dict:
     }
 
 
-def build_train_loader(cfg: DictConfig, rank: int = 0, world_size: int = 1, start_iter: int = 0) -> DataLoader:
-    """Endless batches {"images", "targets", "skipped"} of cfg.dataloader.batch_size images."""
-    dataset = build_dataset(cfg, "train")
+def build_train_loader(cfg: DictConfig, rank: int = 0, world_size: int = 1, start_iter: int = 0,
+                       with_masks: bool = False) -> DataLoader:
+    """Endless batches {"images", "targets", "skipped"} of cfg.dataloader.batch_size images.
+
+    with_masks: each target also has "masks" (uint8 [G, H, W]) for a mask model (build_dataset)."""
+    dataset = build_dataset(cfg, "train", with_masks=with_masks)
     groups = dataset.aspect_groups() if cfg.dataloader.aspect_ratio_grouping else None
     batch_sampler = TrainBatchSampler(len(dataset), int(cfg.dataloader.batch_size), int(cfg.seed), rank, world_size,
                                       start_iter, groups)

@@ -210,3 +210,32 @@ def mask_to_polygons(mask: np.ndarray) -> list[list[float]]:
 def polygons_area(polygons: Sequence[Sequence[float]], height: int, width: int) -> int:
     """Pixel area of the union of `polygons` as COCO rasterises them."""
     return rle_area(segmentation_to_rle([list(p) for p in polygons], height, width))
+
+
+# ---------------------------------------------------------------------------- training records
+
+def compact_segmentation(segmentation: Any, height: int, width: int, ann_id: Any = None):
+    """A checked segmentation in the small form training records keep until a sample is drawn:
+    polygons as a tuple of float32 arrays (parts of fewer than 3 points left out), an RLE as a
+    compressed RLE dict (bytes counts). MaskFormatError (naming `ann_id`) when it is malformed
+    or an RLE does not cover the `height` x `width` image."""
+    kind = check_segmentation(segmentation, height, width, ann_id)
+    if kind == "polygons":
+        return tuple(np.asarray(p, dtype=np.float32) for p in segmentation if len(p) >= 6)
+    return segmentation_to_rle(segmentation, height, width, ann_id)
+
+
+def decode_segmentations(segmentations: Sequence[Any], height: int, width: int) -> np.ndarray:
+    """Compact segmentations (compact_segmentation) -> binary masks uint8 [G, height, width]."""
+    rles = []
+    for segmentation in segmentations:
+        if isinstance(segmentation, dict):
+            rles.append(segmentation)
+        elif len(segmentation):
+            rles.append(mask_utils.merge(mask_utils.frPyObjects(list(segmentation), height, width)))
+        else:  # only degenerate parts: no pixels
+            rles.append(mask_utils.encode(np.zeros((height, width, 1), dtype=np.uint8, order="F"))[0])
+    if not rles:
+        return np.zeros((0, height, width), dtype=np.uint8)
+    # decode gives [height, width, G] in column-major order; the pipeline wants C-order masks.
+    return np.ascontiguousarray(mask_utils.decode(rles).transpose(2, 0, 1))

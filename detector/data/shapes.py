@@ -10,6 +10,12 @@ class. Objects always differ clearly in colour from the background under them an
 the objects they overlap, so every label is visible: hard enough that small objects and
 occlusion cost AP, learnable by a small detector on a CPU in minutes.
 
+Each annotation's "segmentation" is the object's visible region (for Mask R-CNN): the exact
+polygon it was drawn from when nothing covers it, else the pixels left visible by the
+objects drawn over it, as polygons (or RLE when the visible part has a hole). OpenCV draws
+with pixel centres at integer coordinates and COCO puts them at +0.5, so the polygons are
+shifted by half a pixel to cover the drawn pixels; boxes keep the polygon's extent.
+
 Everything is a function of (seed, split, image index): the same config writes the same
 bytes. Writing goes to a temporary folder renamed into place under a file lock, so
 concurrent ranks neither clash nor see half a dataset.
@@ -31,7 +37,8 @@ from detector.utils.file_lock import exclusive_lock
 from detector.utils.progress import track
 
 SHAPE_KINDS = ("circle", "rectangle", "triangle", "cross", "star")
-GENERATOR_VERSION = 2
+# 3: annotations carry each object's visible region as a COCO segmentation (same images and boxes as 2).
+GENERATOR_VERSION = 3
 STAMP = "generator.json"  # written last: its presence means the folder is complete
 
 
@@ -130,12 +137,13 @@ def write_shapes_dataset(folder: str, params: dict) -> None:
         for index, objects in enumerate(results):
             image_id = index + 1
             images.append({"id": image_id, "file_name": f"{index:06d}.jpg", "width": size, "height": size})
-            for label, (x1, y1, x2, y2) in objects:
+            for label, (x1, y1, x2, y2), segmentation in objects:
                 box = [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)]
                 # Box area, as for other box-only data (VOC): COCO's small/medium/large then
                 # speak of box sizes, and the largest objects do reach "large".
                 annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": label,
-                                    "bbox": box, "area": round(box[2] * box[3], 2), "iscrowd": 0})
+                                    "bbox": box, "area": round(box[2] * box[3], 2), "iscrowd": 0,
+                                    "segmentation": segmentation})
         with open(os.path.join(folder, "annotations", f"{split}.json"), "w") as handle:
             json.dump({"info": {"description": "generated shapes", "generator": params},
                        "images": images, "annotations": annotations, "categories": categories}, handle)
@@ -155,8 +163,9 @@ def _render_and_write(job) -> list:
 
 # ---------------------------------------------------------------------------- drawing
 
-def render_image(rng: np.random.Generator, params: dict):
-    """(HxWx3 uint8 RGB image, [(label, (x1, y1, x2, y2)), ...])."""
+def render_image(rng: np.random.Generator, params: dict, with_masks: bool = False):
+    """(HxWx3 uint8 RGB image, [(label, (x1, y1, x2, y2), segmentation), ...]); with_masks:
+    also the objects' visible regions, bool [N, H, W], that the segmentations describe."""
     size = params["image_size"]
     image = _background(rng, size)
     _draw_distractors(rng, image, rng.integers(params["distractors_per_image"][0],
@@ -191,12 +200,41 @@ def render_image(rng: np.random.Generator, params: dict):
             box = (float(polygon[:, 0].min()), float(polygon[:, 1].min()),
                    float(polygon[:, 0].max()), float(polygon[:, 1].max()))
             placed.append({"label": label, "box": box, "window": window, "mask": mask, "visible": mask.copy(),
-                           "area": int(mask.sum()), "colour": colour})
+                           "area": int(mask.sum()), "colour": colour, "polygon": polygon})
             break
     _draw_distractors(rng, image, int(rng.integers(0, 3)), under=False)
     noisy = image + rng.standard_normal(image.shape, dtype=np.float32) * np.float32(params["noise_std"])
     image = np.clip(noisy, 0, 255).astype(np.uint8)
-    return image, [(o["label"], o["box"]) for o in placed]
+    segmentations, masks = _segmentations([o["polygon"] for o in placed], size)
+    objects = [(o["label"], o["box"], segmentation) for o, segmentation in zip(placed, segmentations)]
+    return (image, objects, masks) if with_masks else (image, objects)
+
+
+def _segmentations(polygons: list, size: int):
+    """COCO segmentations of the visible regions of objects drawn in this order (later ones on
+    top), and those regions as bool [N, size, size]. Rasterised as COCO does (pycocotools), so
+    evaluation and training see exactly these pixels."""
+    from pycocotools import mask as mask_utils
+
+    from detector.data.masks import mask_to_polygons, mask_to_rle, segmentation_to_mask
+
+    # Half a pixel: OpenCV's pixel centres are at integers, COCO's at +0.5 (see the module doc).
+    exact = [[[round(float(v), 2) for v in (polygon + 0.5).reshape(-1)]] for polygon in polygons]
+    full = [mask_utils.decode(mask_utils.frPyObjects(p, size, size)[0]).astype(bool) for p in exact]
+    segmentations: list = [None] * len(polygons)
+    visible = np.zeros((len(polygons), size, size), bool)
+    covered = np.zeros((size, size), bool)
+    for i in reversed(range(len(polygons))):
+        visible[i] = full[i] & ~covered
+        covered |= full[i]
+        if np.array_equal(visible[i], full[i]):
+            segmentations[i] = exact[i]
+            continue
+        traced = mask_to_polygons(visible[i]) if visible[i].any() else []
+        # Tracing fills holes (an object drawn inside another): those keep their pixels as RLE.
+        exact_trace = traced and np.array_equal(segmentation_to_mask(traced, size, size).astype(bool), visible[i])
+        segmentations[i] = traced if exact_trace else mask_to_rle(visible[i])
+    return segmentations, visible
 
 
 def _overlap(obj: dict, window, mask: np.ndarray, clear: bool = False) -> np.ndarray:

@@ -2,9 +2,9 @@
 
 The default: shortest-edge resize to a size picked per image, capped by a longest-edge
 maximum (ShortestEdgeResize), then a horizontal flip; any albumentations transform can be
-added to the list. Boxes move with the image, are clipped to it, and boxes thinner than
-`aug.min_box_size` pixels afterwards are dropped (the model's box coder divides by box
-width and height). Testing needs no transform: the model resizes in eval mode.
+added to the list. Boxes (and a mask model's instance masks) move with the image, boxes
+are clipped to it, and boxes thinner than `aug.min_box_size` pixels afterwards are dropped
+with their masks (the model's box coder divides by box width and height). Testing needs no transform: the model resizes in eval mode.
 """
 from __future__ import annotations
 
@@ -94,21 +94,41 @@ def training_scales(aug) -> tuple[list[int], int]:
 
 
 def apply_transform(transform: A.Compose | None, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
-                    seed: int, min_box_size: float = 1.0):
-    """Run `transform` with its randomness fixed by `seed`; returns (image, boxes, labels).
+                    seed: int, min_box_size: float = 1.0, masks: np.ndarray | None = None):
+    """Run `transform` with its randomness fixed by `seed`; returns (image, boxes, labels), and
+    (image, boxes, labels, masks) when instance `masks` (uint8 [G, H, W], one per box) are given.
 
-    Seeding per call (not per worker) is what makes a sample's augmentation a function
-    of its position in the training stream, whatever the number of workers.
+    Masks go through the same transforms as the image (albumentations' `masks` target:
+    nearest-neighbour resize, the same flip), and are dropped with their boxes. Seeding per
+    call (not per worker) is what makes a sample's augmentation a function of its position
+    in the training stream, whatever the number of workers; masks draw no random numbers,
+    so the boxes are the same with or without them.
     """
+    boxes = boxes.reshape(-1, 4)
+    # Each box's index rides through the pipeline as its "label": albumentations may drop
+    # boxes (outside after a crop), and the index tells which labels and masks remain.
+    kept = np.arange(len(boxes))
+    if masks is not None and len(masks) != len(boxes):
+        raise ValueError(f"apply_transform: {len(masks)} masks for {len(boxes)} boxes; expected one mask per box.")
     if transform is not None:
         transform.set_random_seed(seed)
-        out = transform(image=image, bboxes=boxes.reshape(-1, 4), labels=labels)
+        inputs = {"image": image, "bboxes": boxes, "labels": kept}
+        if masks is not None and len(masks):
+            inputs["masks"] = masks
+        out = transform(**inputs)
         image = out["image"]
         boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
-        labels = np.asarray(out["labels"], dtype=np.int64).reshape(-1)
+        kept = np.asarray(out["labels"], dtype=np.int64).reshape(-1)
+        if "masks" in inputs:
+            masks = np.asarray(out["masks"], dtype=np.uint8).reshape(-1, *image.shape[:2])[kept]
     height, width = image.shape[:2]
+    if masks is not None and not len(masks):
+        masks = np.zeros((0, height, width), dtype=np.uint8)
     boxes = boxes.astype(np.float32, copy=True)
     boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
     boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
     keep = ((boxes[:, 2] - boxes[:, 0]) >= min_box_size) & ((boxes[:, 3] - boxes[:, 1]) >= min_box_size)
-    return image, boxes[keep], labels[keep]
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)[kept]
+    if masks is None:
+        return image, boxes[keep], labels[keep]
+    return image, boxes[keep], labels[keep], masks[keep]

@@ -180,5 +180,10 @@ class VocFormat(DatasetFormat):
     def class_names(self) -> list[str]:
         return list(self.classes) if self.classes is not None else discover_classes(self.folder())
 
+    def has_masks(self) -> bool:
+        # VOC's XML files hold boxes only (its SegmentationObject PNGs cover a small subset
+        # and are not read), so a mask model cannot train on it.
+        return False
+
     def check(self, splits) -> None:
         self.check_exists("dataset.root", self.root)
