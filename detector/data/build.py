@@ -75,7 +75,7 @@ def build_dataset(cfg: DictConfig, split: str, with_masks: bool = False) -> Dete
     if train and with_masks:
         if not index.has_masks:
             require_masks(cfg)
-        records, mask_problems = _compact_masks(records)
+        records, mask_problems = compact_mask_records(records)
         problems = problems + mask_problems
         index = dataclasses.replace(index, problems=problems)
     elif train:
@@ -103,7 +103,7 @@ def build_dataset(cfg: DictConfig, split: str, with_masks: bool = False) -> Dete
     return dataset
 
 
-def _compact_masks(records: list[ImageRecord]) -> tuple[list[ImageRecord], list[Problem]]:
+def compact_mask_records(records: list[ImageRecord]) -> tuple[list[ImageRecord], list[Problem]]:
     """Records whose segmentations are checked and compacted (masks.compact_segmentation),
     and the problems: a box without a usable segmentation makes its image a bad sample
     (training on the box without its mask would teach the mask head nothing, or worse)."""
