@@ -19,13 +19,61 @@ import torch
 
 from detector.weights.checkpoint_io import save_checkpoint
 from detector.weights.coco_classes import COCO_IDS, COCO_NAMES, names_by_category_id
-from detector.weights.converted_config import converted_config
 from detector.weights.state_dicts import load_state_dict_strict, read_state_dict
 
 logger = logging.getLogger(__name__)
 
 SOURCES = ("torchvision", "detectron2", "checkpoint")
 PREDICTOR_PREFIX = "roi_heads.box_predictor."
+
+
+def _override_value(value) -> str:
+    """`value` in Hydra's override syntax (quoted strings, [a,b] lists, null)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_override_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} ({type(value).__name__}) as a config override.")
+
+
+def _field_overrides(prefix: str, fields: dict) -> list[str]:
+    """Nested `fields` as "prefix.key=value" overrides."""
+    overrides = []
+    for key, value in fields.items():
+        if isinstance(value, dict):
+            overrides += _field_overrides(f"{prefix}.{key}", value)
+        else:
+            overrides.append(f"{prefix}.{key}={_override_value(value)}")
+    return overrides
+
+
+def compose_converted_config(backbone: dict, model: dict, num_classes: int | None,
+                             class_names: list[str] | None) -> dict:
+    """The config a converted checkpoint carries, composed from conf/ like any run's
+    (`load_config`): the backbone option `backbone["name"]` names (resnet50 for a ResNet conf/
+    has no file for, with its blocks set), the model option `model["name"]` names (default
+    faster_rcnn_fpn), then the converted fields that differ as overrides. schedule=1x: the
+    model as conf/model defines it, not lightened by a CPU recipe. Stored fully resolved."""
+    from omegaconf import OmegaConf
+
+    from detector.config import CONFIG_DIR, load_config
+
+    backbone, model = dict(backbone), dict(model)
+    option = str(backbone.get("name"))
+    known = (CONFIG_DIR / "backbone" / f"{option}.yaml").is_file()
+    model_option = model.pop("name", "faster_rcnn_fpn")
+    overrides = ["schedule=1x", f"backbone={option if known else 'resnet50'}", f"model={model_option}"]
+    overrides += _field_overrides("backbone", backbone)
+    overrides += _field_overrides("model", model)
+    overrides += [f"model.num_classes={_override_value(num_classes)}",
+                  f"model.class_names={_override_value(class_names)}"]
+    return OmegaConf.to_container(load_config(overrides), resolve=True)
 
 
 def _reinitialized_predictor(config: dict, num_classes: int) -> dict[str, torch.Tensor]:
@@ -90,7 +138,7 @@ def convert_weights(source: str, input_path: str | os.PathLike, output_path: str
         blobs = caffe2_blobs(data)
         if blobs is not None:   # an ImageNet ResNet (e.g. ImageNetPretrained/MSRA/R-50.pkl): backbone weights
             body, backbone, model = convert_caffe2_resnet(blobs)
-            config = converted_config(backbone, model, num_classes, None)
+            config = compose_converted_config(backbone, model, num_classes, None)
             _check_body_loadable(config, body, str(input_path))
             logger.info("Backbone %s: use it with backbone.weights=%s backbone.stride_in_1x1=true model.input.format=BGR "
                         "and Detectron2's pixel mean/std (see docs/model_zoo.md)", backbone["name"], output_path)
@@ -110,9 +158,9 @@ def convert_weights(source: str, input_path: str | os.PathLike, output_path: str
 def _check_body_loadable(config: dict, body: dict[str, torch.Tensor], source: str) -> None:
     from omegaconf import OmegaConf
 
-    from detector.modeling.build import build_resnet
+    from detector.config import instantiate
 
-    load_state_dict_strict(build_resnet(OmegaConf.create(config).backbone), body, source)
+    load_state_dict_strict(instantiate(OmegaConf.create(config).backbone), body, source)
 
 
 def _write_detection(state, backbone, model, found_classes, names, num_classes, output_path, input_path) -> Path:
@@ -126,13 +174,13 @@ def detection_checkpoint(state: dict[str, torch.Tensor], backbone: dict, model: 
     the config built from the `backbone` and `model` fields that differ from conf/, and the COCO
     category ids when the classes are COCO's. Loaded strictly into the model that config builds
     first, so a wrong conversion fails here rather than when the file is used."""
-    config = converted_config(backbone, model, found_classes, names)
+    config = compose_converted_config(backbone, model, found_classes, names)
     if num_classes is not None and num_classes != found_classes:
         # Keep everything but the class-specific layers, re-initialized for the new classes.
         logger.info("Re-initializing the box predictor for %d classes (weights have %d).", num_classes, found_classes)
         state = {k: v for k, v in state.items() if not k.startswith(PREDICTOR_PREFIX)}
         state.update(_reinitialized_predictor(config, num_classes))
-        config = converted_config(backbone, model, num_classes, None)
+        config = compose_converted_config(backbone, model, num_classes, None)
     _check_loadable(config, state, source)
     checkpoint = {"model": state, "iteration": 0, "config": config}
     category_ids = coco_category_ids(config["model"]["class_names"])

@@ -135,7 +135,8 @@ def convert_torchvision_detection(state: Mapping[str, torch.Tensor], coco80: boo
         "roi_heads": {"fc_dim": int(renamed["roi_heads.box_head.fc1.weight"].shape[0])},
     }
     if v2:
-        model["roi_heads"].update(box_head="conv4fc", conv_dim=int(renamed["roi_heads.box_head.convs.0.weight"].shape[0]),
+        # model=faster_rcnn_fpn_v2's box_head node is the conv head; its width and norm read these keys.
+        model["roi_heads"].update(conv_dim=int(renamed["roi_heads.box_head.convs.0.weight"].shape[0]),
                                   conv_norm="bn" if "roi_heads.box_head.0.1.weight" in state else "")
     names = names_by_category_id(num_classes) if num_classes == 90 else None
     if coco80:
@@ -175,14 +176,13 @@ def checkpoint_from_torchvision(state: Mapping[str, torch.Tensor], num_classes: 
     `coco80` keeps only the 80 used COCO category ids, as labels 1..80. `source` names the
     weights in error messages. Raises ValueError for any other layout.
     """
-    from detector.weights.convert import detection_checkpoint
-    from detector.weights.converted_config import converted_config
+    from detector.weights.convert import compose_converted_config, detection_checkpoint
 
     if is_torchvision_detection(state):
         converted, backbone, model, found_classes, names = convert_torchvision_detection(state, coco80=coco80)
         return detection_checkpoint(converted, backbone, model, found_classes, names, num_classes, source)
     if is_torchvision_classification(state):
         body, backbone = convert_torchvision_classification(state)
-        return {"model": body, "iteration": 0, "config": converted_config(backbone, {}, num_classes, None)}
+        return {"model": body, "iteration": 0, "config": compose_converted_config(backbone, {}, num_classes, None)}
     raise ValueError(f"'{source}' is neither a torchvision Faster R-CNN state dict (keys backbone.body.*, rpn.head.*) "
                      "nor a torchvision ResNet classification state dict (keys conv1.*, layer1.*).")

@@ -33,7 +33,7 @@ from detector.weights.checkpoint_io import load_checkpoint
 from detector.modeling.build import build_model
 from detector.weights.loading import load_model
 from detector.weights.convert import convert_weights
-from detector.weights.converted_config import converted_config
+from detector.weights.convert import compose_converted_config
 from detector.weights.detectron2_conversion import convert_detectron2, detectron2_key_to_ours
 from detector.weights.restricted_pickle import RestrictedPickleError, load_restricted_pickle
 from detector.weights.state_dicts import load_state_dict_strict
@@ -131,7 +131,7 @@ def test_every_detectron2_name_maps_one_to_one_onto_the_converted_model(depth):
     assert backbone["depth"] == depth and backbone["stride_in_1x1"] and num_classes == NUM_CLASSES
     assert len(state) == len(shapes)   # nothing dropped, nothing merged
     assert {detectron2_key_to_ours(k) for k in shapes} == set(state)
-    model = build_model(_weightless(converted_config(backbone, model_fields, num_classes, names)))
+    model = build_model(_weightless(compose_converted_config(backbone, model_fields, num_classes, names)))
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
     assert ours == {detectron2_key_to_ours(k): s for k, s in shapes.items()}
     load_state_dict_strict(model, state, f"R{depth}-FPN")

@@ -24,7 +24,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.ops import FrozenBatchNorm2d
 
 from detector.modeling.build import build_model
-from detector.weights.loading import load_model
+from detector.weights.loading import load_initial_weights, load_model
 from detector.weights import zoo
 from detector.weights.caffe2_resnet import FROZEN_BN_EPS
 from detector.weights.detectron2_conversion import detectron2_key_to_ours
@@ -34,6 +34,13 @@ TV_DETECTOR = "torchvision://fasterrcnn_resnet50_fpn"
 TV_BACKBONE = "torchvision://resnet18"
 D2_DETECTOR = "detectron2://COCO-Detection/faster_rcnn_R_50_FPN_3x"
 D2_BACKBONE = "detectron2://ImageNetPretrained/MSRA/R-50"
+
+
+def build_with_weights(cfg):
+    """A run's model: built from cfg, then the starting weights it names loaded."""
+    model = build_model(cfg)
+    load_initial_weights(model, cfg)
+    return model
 
 
 @pytest.fixture
@@ -161,7 +168,7 @@ def test_torchvision_backbone_planted_file_is_used(hub, monkeypatch):
 
     from detector.config import load_config
 
-    model = build_model(load_config(small_overrides(f"backbone.weights={TV_BACKBONE}")))
+    model = build_with_weights(load_config(small_overrides(f"backbone.weights={TV_BACKBONE}")))
     body = model.backbone.body.state_dict()
     compared = [k for k in planted if not k.startswith("fc.") and not k.endswith("num_batches_tracked")]
     assert len(compared) == 100   # every conv and norm tensor of a ResNet-18 body
@@ -177,7 +184,7 @@ def test_torchvision_backbone_hash_mismatch_is_refused(hub):
     from detector.config import load_config
 
     with pytest.raises(zoo.PublishedWeightsError, match="f37072fd") as error:
-        build_model(load_config(small_overrides(f"backbone.weights={TV_BACKBONE}")))
+        build_with_weights(load_config(small_overrides(f"backbone.weights={TV_BACKBONE}")))
     assert str(raw) in str(error.value)
 
 
@@ -188,7 +195,7 @@ def test_torchvision_backbone_missing_file_names_url_and_path(hub, tmp_path):
     url = "https://download.pytorch.org/models/resnet50-11ad3fa6.pth"
     expected = tmp_path / "torch_home" / "hub" / "checkpoints" / "resnet50-11ad3fa6.pth"
     with pytest.raises(zoo.PublishedWeightsError) as error:
-        build_model(load_config(small_overrides("backbone.weights=torchvision://resnet50.IMAGENET1K_V2")))
+        build_with_weights(load_config(small_overrides("backbone.weights=torchvision://resnet50.IMAGENET1K_V2")))
     assert url in str(error.value) and str(expected) in str(error.value)
     assert hub == [(url, expected)]
 
@@ -304,7 +311,7 @@ def test_detectron2_backbone_planted_file_is_used(hub):
     plant(D2_BACKBONE, pickle.dumps(planted, protocol=2))
     from detector.config import load_config
 
-    model = build_model(load_config(small_overrides(
+    model = build_with_weights(load_config(small_overrides(
         "backbone=resnet50", "backbone.stride_in_1x1=true", f"backbone.weights={D2_BACKBONE}")))
     body = model.backbone.body.state_dict()
     assert torch.equal(body["conv1.weight"], torch.from_numpy(planted["conv1_w"]))
@@ -328,7 +335,7 @@ def test_detectron2_backbone_hash_mismatch_is_refused(hub, monkeypatch):
     from detector.config import load_config
 
     with pytest.raises(zoo.PublishedWeightsError, match="0123ab") as error:
-        build_model(load_config(small_overrides(f"backbone.weights={D2_BACKBONE}")))   # refused before any loading
+        build_with_weights(load_config(small_overrides(f"backbone.weights={D2_BACKBONE}")))   # refused before any loading
     assert str(raw) in str(error.value)
 
 
@@ -339,7 +346,7 @@ def test_detectron2_backbone_missing_file_names_url_and_path(hub, tmp_path):
 
     with pytest.raises(zoo.PublishedWeightsError) as error:
         # (the small ResNet-18 config: the name fails before any weights are compared with the model)
-        build_model(load_config(small_overrides("backbone.weights=detectron2://ImageNetPretrained/MSRA/R-101")))
+        build_with_weights(load_config(small_overrides("backbone.weights=detectron2://ImageNetPretrained/MSRA/R-101")))
     assert url in str(error.value) and str(expected) in str(error.value)
     assert hub == [(url, expected)]
 

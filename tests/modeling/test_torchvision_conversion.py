@@ -57,8 +57,9 @@ def test_v2_layout_is_recognised_and_renamed(v2_state):
     assert model["name"] == "faster_rcnn_fpn_v2" and num_classes == 90 and names[0] == "person"
     assert backbone["name"] == "resnet50" and backbone["norm"] == "bn" and backbone["freeze_at"] == 2
     assert model["fpn"] == {"out_channels": 256, "norm": "bn"} and model["rpn"]["conv_depth"] == 2
-    assert {k: model["roi_heads"][k] for k in ("box_head", "conv_dim", "conv_norm", "fc_dim")} == {
-        "box_head": "conv4fc", "conv_dim": 256, "conv_norm": "bn", "fc_dim": 1024}
+    # The conv box head (4 convs + 1 fc, "conv4fc") is model=faster_rcnn_fpn_v2's box_head node.
+    assert {k: model["roi_heads"][k] for k in ("conv_dim", "conv_norm", "fc_dim")} == {
+        "conv_dim": 256, "conv_norm": "bn", "fc_dim": 1024}
     # torchvision's block i (conv i.0, BatchNorm i.1) is conv 3i, norm 3i+1 here (ReLU at 3i+2);
     # its Linear (after the Flatten at 4) is fc1.
     for block in range(4):
@@ -83,7 +84,9 @@ def test_v2_checkpoint_rebuilds_v2(v2_state, tmp_path):
     assert checkpoint["config"]["model"]["name"] == "faster_rcnn_fpn_v2" and checkpoint["category_ids"][:2] == [1, 2]
     save_checkpoint(checkpoint, tmp_path / "v2.pth")
     model = load_model(tmp_path / "v2.pth")
-    assert model.config.model.roi_heads.box_head == "conv4fc" and model.config.model.fpn.norm == "bn"
+    box_head = model.config.model.roi_heads.box_head   # conv4fc: four convs and one fc
+    assert box_head._target_ == "detector.modeling.roi_heads.ConvFCBoxHead" and box_head.num_convs == 4
+    assert model.config.model.fpn.norm == "bn"
     assert torch.equal(model.state_dict()["roi_heads.box_head.convs.4.weight"], v2_state["roi_heads.box_head.1.1.weight"])
 
 

@@ -12,7 +12,7 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from detector.weights.checkpoint_io import load_checkpoint
 from detector.config import load_config
 from detector.modeling.build import build_model
-from detector.weights.loading import load_model
+from detector.weights.loading import load_initial_weights, load_model
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "convert_weights.py"
 
@@ -39,6 +39,7 @@ def test_imagenet_classifier_becomes_backbone_weights(tmp_path):
     assert not any(k.startswith("fc.") for k in checkpoint["model"])
     cfg = load_config(["backbone=resnet18", f"backbone.weights={tmp_path / 'r18.pth'}", "model.num_classes=3"])
     model = build_model(cfg)
+    load_initial_weights(model, cfg)
     assert torch.equal(model.backbone.body.layer3[1].conv2.weight, classifier.layer3[1].conv2.weight)
 
 
