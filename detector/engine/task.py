@@ -33,7 +33,7 @@ class Evaluator(Protocol):
 
 class Task:
     """Base class of a task. Subclasses implement the methods that raise NotImplementedError
-    and may extend the others."""
+    and may override the others."""
 
     #: printed in logs
     name = "task"
@@ -45,8 +45,14 @@ class Task:
         raise NotImplementedError
 
     def build_model(self, cfg: DictConfig, logger) -> nn.Module:
-        """The model to train, with its initial weights (model.weights / backbone.weights)."""
-        raise NotImplementedError
+        """The model to train: what cfg.model describes (build_model, the one path from config
+        to model), with the initial weights model.weights / backbone.weights name."""
+        from detector.modeling.build import build_model
+        from detector.weights.loading import load_initial_weights
+
+        model = build_model(cfg)
+        load_initial_weights(model, cfg, logger)
+        return model
 
     def build_train_loader(self, cfg: DictConfig, ctx, start_iter: int) -> Iterable:
         """This rank's training batches; `start_iter` counts batches already consumed (resume)."""

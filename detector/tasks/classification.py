@@ -1,8 +1,9 @@
 """Image classification as a task of the engine (tools/train_cls.py): a ResNet classifier on
 an ImageFolder (data.root/train/<class>/, data.root/test/<class>/). This module supplies only
-what differs from detection: the step (cross-entropy), the evaluation (accuracies, confusion
-matrix), the data and the classifier's starting weights; the loop, checkpoints, resume, DDP,
-AMP, EMA, LR schedule and writers are the engine's (detector/engine/run.py)."""
+what differs from detection: the classes, the data, the step (cross-entropy) and the
+evaluation (accuracies, confusion matrix). The model and its starting weights come as for any
+task (Task.build_model: build_model, then load_initial_weights); the loop, checkpoints,
+resume, DDP, AMP, EMA, LR schedule and writers are the engine's (detector/engine/run.py)."""
 from __future__ import annotations
 
 import json
@@ -129,22 +130,6 @@ class ClassificationEvaluator:
         return scalars, images
 
 
-def load_initial_classifier_weights(model: nn.Module, cfg: DictConfig, logger: logging.Logger | None = None) -> None:
-    """Starting weights, both optional: `model.weights` (a classifier checkpoint of this project
-    or a torchvision ImageNet file; the fc head is re-initialised when its class count differs)
-    or `backbone.weights` (the body only; the fc head stays new)."""
-    from detector.modeling.classifier import classifier_state_from_file, load_body_weights, load_classifier_weights
-
-    if cfg.model.weights and cfg.backbone.weights:
-        raise ValueError(f"Both model.weights={cfg.model.weights} and backbone.weights={cfg.backbone.weights} are set; "
-                         "pick one (model.weights loads the whole classifier, backbone.weights the body only).")
-    if cfg.model.weights:
-        path = str(cfg.model.weights)
-        load_classifier_weights(model, classifier_state_from_file(path), path, logger)
-    elif cfg.backbone.weights:
-        load_body_weights(model, str(cfg.backbone.weights), logger)
-
-
 class ClassificationTask(Task):
     """A ResNet classifier (cls.yaml's model) on the class folders of data.root."""
 
@@ -171,13 +156,6 @@ class ClassificationTask(Task):
                 "them from the data."
             )
         return names
-
-    def build_model(self, cfg: DictConfig, logger) -> nn.Module:
-        from detector.modeling.build import build_model
-
-        model = build_model(cfg)
-        load_initial_classifier_weights(model, cfg, logger)
-        return model
 
     def build_train_loader(self, cfg: DictConfig, ctx, start_iter: int):
         from detector.data.classification import build_cls_dataset, build_cls_train_loader

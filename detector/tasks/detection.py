@@ -200,14 +200,6 @@ class DetectionTask(Task):
             )
         return names
 
-    def build_model(self, cfg: DictConfig, logger) -> nn.Module:
-        from detector.modeling.build import build_model
-        from detector.weights.loading import load_initial_weights
-
-        model = build_model(cfg)
-        load_initial_weights(model, cfg)  # backbone.weights, then model.weights
-        return model
-
     def build_train_loader(self, cfg: DictConfig, ctx, start_iter: int):
         from detector.data import build_train_loader
 
