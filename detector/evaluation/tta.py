@@ -30,16 +30,9 @@ import torch
 from torch import nn
 from torchvision.ops import batched_nms, box_iou
 
+from detector.modeling.boxes import clip_to_image, hflip_boxes
+
 MERGE_METHODS = ("nms", "wbf")
-
-
-def hflip_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:
-    """Boxes (x1, y1, x2, y2) of a mirrored image of `width` pixels, in the original image:
-    a pixel column x becomes width - x, and left and right edges swap."""
-    flipped = boxes.clone()
-    flipped[:, 0] = width - boxes[:, 2]
-    flipped[:, 2] = width - boxes[:, 0]
-    return flipped
 
 
 @contextlib.contextmanager
@@ -152,9 +145,7 @@ class TestTimeAugmentation(nn.Module):
         boxes = boxes[keep]
         if image_size is not None:
             # A weighted mean of boxes inside the image can pass its border by a rounding error.
-            height, width = image_size
-            boxes = torch.stack([boxes[:, 0].clamp(0, width), boxes[:, 1].clamp(0, height),
-                                 boxes[:, 2].clamp(0, width), boxes[:, 3].clamp(0, height)], dim=1)
+            boxes = clip_to_image(boxes, image_size)
         return {"boxes": boxes, "scores": scores[keep], "labels": labels[keep]}
 
 

@@ -1,12 +1,14 @@
-"""The detector's eval-mode forward for one image, written so a trace of it stays valid for
-every input size.
+"""The detector's own eval forward for one image, as a module a trace stays valid for at every
+input size.
 
-`FasterRCNN.forward` takes a list of images and turns sizes into Python ints (resize scale,
-padding, anchor grids, per-image splits). A trace would freeze those ints to the example
-image's size. `ExportableDetector` runs the same computation on one [3, H, W] tensor using
-the model's own modules and weights, but keeps every size as a tensor computed from the
-input's shape, so the tracer records the arithmetic instead of its result. Data-dependent
-counts (anchors kept by top-k, boxes surviving NMS) are likewise recorded as operations.
+`ExportableDetector(model)(image)` is a thin adapter around `model`: it preprocesses one
+[3, H, W] tensor (normalize, resize, pad, as `ImagePreprocessor` does in eval mode) keeping
+every size a tensor computed from the input's shape, then runs the model's own
+`FasterRCNN.detect` (backbone, RPN proposal selection, multi-level RoIAlign, RoI heads and
+their detection selection) and `FasterRCNN.postprocess` (boxes back to the input's pixels).
+Those are written once for both eager use and tracing (sizes as tensors, no Python branch on
+counts; see detector.modeling.boxes), so the trace records arithmetic instead of the example
+image's sizes. Only preprocessing lives here: the model's resize takes Python sizes.
 
 It returns a tuple (boxes [N, 4] in input-image pixels, scores [N], labels [N] int64) equal
 to `model([image])[0]` up to float rounding; tests/tools/test_export.py checks this.
@@ -16,10 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import nms, roi_align
 
 from detector.modeling.faster_rcnn import FasterRCNN
-from detector.modeling.rpn import clip_boxes
 
 
 def size_of(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -27,17 +27,6 @@ def size_of(x: torch.Tensor, dim: int) -> torch.Tensor:
     the tracer follows; in eager mode they are ints and are wrapped."""
     size = x.shape[dim]
     return size if isinstance(size, torch.Tensor) else torch.tensor(size, dtype=torch.int64)
-
-
-def batched_nms_traceable(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
-                          iou_threshold: float) -> torch.Tensor:
-    """NMS within each group (class or pyramid level) in one call: boxes of different groups are
-    moved apart by an offset larger than any coordinate so they never overlap. Unlike
-    torchvision's batched_nms it has no Python branch on the box count, so the trace also
-    holds for an image with no candidates (the max then falls back to 0)."""
-    largest = torch.cat([boxes.reshape(-1), boxes.new_zeros(1)]).max()
-    offsets = groups.to(boxes.dtype) * (largest + 1)
-    return nms(boxes + offsets[:, None], scores, iou_threshold)
 
 
 def linear_taps(in_size: torch.Tensor, out_size: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -128,88 +117,6 @@ class ExportableDetector(nn.Module):
             pad_h, pad_w = int(pad_h), int(pad_w)
         return F.pad(image[None], (0, pad_w, 0, pad_h))
 
-    # --- region proposals (as RPN.forward + select_proposals in eval mode) ----------------
-    def anchors(self, features: list[torch.Tensor], padded: torch.Tensor) -> list[torch.Tensor]:
-        generator = self.model.rpn.anchor_generator
-        result = []
-        for level, (feature, size) in enumerate(zip(features, generator.sizes)):
-            height, width = size_of(feature, 2), size_of(feature, 3)
-            if generator.strides is None:
-                stride_y, stride_x = padded[0] // height, padded[1] // width
-            else:
-                stride_y = stride_x = generator.strides[level]
-            shift_x = torch.arange(width, dtype=torch.int64, device=feature.device) * stride_x
-            shift_y = torch.arange(height, dtype=torch.int64, device=feature.device) * stride_y
-            grid_y, grid_x = torch.meshgrid(shift_y, shift_x, indexing="ij")
-            grid_x, grid_y = grid_x.reshape(-1), grid_y.reshape(-1)
-            shifts = torch.stack((grid_x, grid_y, grid_x, grid_y), dim=1)
-            cell = generator.cell_anchors(size, torch.float32, feature.device)
-            result.append((shifts.view(-1, 1, 4) + cell.view(1, -1, 4)).reshape(-1, 4))
-        return result
-
-    def proposals(self, features: list[torch.Tensor], image_size: torch.Tensor, padded: torch.Tensor) -> torch.Tensor:
-        rpn = self.model.rpn
-        objectness, deltas = rpn.head(features)
-        anchors = self.anchors(features, padded)
-        pre_nms_topk = rpn.pre_nms_topk["test"]
-        top_scores, top_boxes, top_levels = [], [], []
-        for level, (level_anchors, level_logits, level_deltas) in enumerate(zip(anchors, objectness, deltas)):
-            logits, level_deltas = level_logits[0].float(), level_deltas[0].float()
-            k = torch.clamp(size_of(logits, 0), max=pre_nms_topk)
-            logits, index = logits.topk(k)
-            boxes = rpn.box_coder.decode(level_deltas[index], level_anchors[index]).reshape(-1, 4)
-            top_scores.append(logits)
-            top_boxes.append(boxes)
-            top_levels.append(torch.full_like(index, level))
-        scores = torch.sigmoid(torch.cat(top_scores))
-        boxes = clip_boxes(torch.cat(top_boxes)[None], image_size[None])[0]
-        levels = torch.cat(top_levels)
-        widths = boxes[:, 2] - boxes[:, 0]
-        heights = boxes[:, 3] - boxes[:, 1]
-        keep = (widths >= rpn.min_box_size) & (heights >= rpn.min_box_size) & (scores >= rpn.score_thresh)
-        keep = torch.nonzero(keep)[:, 0]
-        boxes, scores, levels = boxes[keep], scores[keep], levels[keep]
-        keep = batched_nms_traceable(boxes, scores, levels, rpn.nms_thresh)[: rpn.post_nms_topk["test"]]
-        return boxes[keep]
-
-    # --- second stage (as RoIHeads.forward + postprocess in eval mode) --------------------
-    def pool(self, features: list[torch.Tensor], boxes: torch.Tensor) -> torch.Tensor:
-        """MultiLevelRoIAlign for one image: pool each box from its level, then put the
-        results back in box order (each box index occurs once, so sorting inverts the split)."""
-        pooler = self.model.roi_heads.pooler
-        rois = torch.cat([boxes.new_zeros((size_of(boxes, 0), 1)), boxes], dim=1)
-        if len(features) == 1:
-            return roi_align(features[0], rois, pooler.output_size, pooler.scales[0], pooler.sampling_ratio,
-                             pooler.aligned)
-        levels = pooler.assign_levels(boxes)
-        pooled, order = [], []
-        for level, (feature, scale) in enumerate(zip(features, pooler.scales)):
-            index = torch.nonzero(levels == level)[:, 0]
-            pooled.append(roi_align(feature, rois[index], pooler.output_size, scale, pooler.sampling_ratio,
-                                    pooler.aligned))
-            order.append(index)
-        return torch.cat(pooled)[torch.argsort(torch.cat(order))]
-
-    def detections(self, features: list[torch.Tensor], proposals: torch.Tensor, image_size: torch.Tensor):
-        heads = self.model.roi_heads
-        logits, deltas = heads.box_predictor(heads.box_head(self.pool(features, proposals)))
-        logits, deltas = logits.float(), deltas.float()
-        boxes = heads.box_coder.decode(deltas, proposals)                 # [R, K+1, 4]
-        boxes = clip_boxes(boxes[None], image_size[None])[0]
-        scores = F.softmax(logits, -1)
-        labels = torch.arange(size_of(scores, 1), device=scores.device).view(1, -1).expand_as(scores)
-        # Background column out; every (proposal, class) pair is a candidate.
-        boxes = boxes[:, 1:].reshape(-1, 4)
-        scores = scores[:, 1:].reshape(-1)
-        labels = labels[:, 1:].reshape(-1)
-        widths = boxes[:, 2] - boxes[:, 0]
-        heights = boxes[:, 3] - boxes[:, 1]
-        keep = (scores > heads.score_thresh) & (widths >= heads.min_box_size) & (heights >= heads.min_box_size)
-        keep = torch.nonzero(keep)[:, 0]
-        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        keep = batched_nms_traceable(boxes, scores, labels, heads.nms_thresh)[: heads.detections_per_img]
-        return boxes[keep], scores[keep], labels[keep]
-
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         pre = self.model.preprocessor
         original = torch.stack([size_of(image, 1), size_of(image, 2)])
@@ -217,15 +124,6 @@ class ExportableDetector(nn.Module):
         resized, image_size = self.resize(normalized)
         batch = self.pad(resized)
         padded = torch.stack([size_of(batch, 2), size_of(batch, 3)])
-        if getattr(self.model, "channels_last", False):
-            # As the model does: NHWC activations for faster convolutions (TorchScript keeps
-            # the layout; ONNX has none, onnxruntime picks its own).
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        features = self.model.backbone(batch)
-        proposals = self.proposals(list(features.values()), image_size, padded)
-        pooled = [features[name] for name in self.model.pooled_levels]
-        boxes, scores, labels = self.detections(pooled, proposals, image_size)
-        # Back to input pixels: (original / resized) per axis, in float32 like the model.
-        ratio = original.to(torch.float32) / image_size.to(torch.float32)     # (h, w)
-        boxes = boxes * torch.stack([ratio[1], ratio[0], ratio[1], ratio[0]])
-        return boxes, scores, labels
+        detections, _ = self.model.detect(batch, image_size[None], padded)
+        result = self.model.postprocess(detections, image_size[None], original[None])[0]
+        return result["boxes"], result["scores"], result["labels"]

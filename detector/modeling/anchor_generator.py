@@ -53,17 +53,32 @@ class AnchorGenerator(nn.Module):
             raise ValueError(f"{len(feature_sizes)} feature levels but {len(self.sizes)} anchor sizes "
                              f"({self.sizes}); model.anchor_generator.sizes needs one size per FPN level.")
         device = torch.device(device)
+        if torch.jit.is_tracing():
+            # Traced sizes are tensors: int() would freeze them into the trace and the cache
+            # would key on them, so the grid is computed from them every time.
+            return self.grid_anchors(feature_sizes, image_size, dtype, device)
         feature_sizes = [(int(h), int(w)) for h, w in feature_sizes]
-        if self.strides is None:
-            strides = [(image_size[0] // h, image_size[1] // w) for h, w in feature_sizes]
-        else:
-            strides = [(s, s) for s in self.strides]
-        key = (tuple(feature_sizes), tuple(strides), dtype, device)
+        image_size = (int(image_size[0]), int(image_size[1]))
+        key = (tuple(feature_sizes), tuple(self.level_strides(feature_sizes, image_size)), dtype, device)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
+        anchors = self.grid_anchors(feature_sizes, image_size, dtype, device)
+        if len(self._cache) >= self.max_cache_entries:
+            self._cache.clear()
+        self._cache[key] = anchors
+        return anchors
+
+    def level_strides(self, feature_sizes, image_size) -> list[tuple]:
+        """(stride_y, stride_x) per level: fixed, or image size // feature size (ints or tensors)."""
+        if self.strides is None:
+            return [(image_size[0] // h, image_size[1] // w) for h, w in feature_sizes]
+        return [(s, s) for s in self.strides]
+
+    def grid_anchors(self, feature_sizes, image_size, dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
         anchors = []
-        for (height, width), (stride_y, stride_x), size in zip(feature_sizes, strides, self.sizes):
+        for (height, width), (stride_y, stride_x), size in zip(feature_sizes, self.level_strides(feature_sizes, image_size),
+                                                               self.sizes):
             shift_x = torch.arange(width, dtype=torch.int64, device=device) * stride_x
             shift_y = torch.arange(height, dtype=torch.int64, device=device) * stride_y
             grid_y, grid_x = torch.meshgrid(shift_y, shift_x, indexing="ij")
@@ -71,9 +86,4 @@ class AnchorGenerator(nn.Module):
             shifts = torch.stack((grid_x, grid_y, grid_x, grid_y), dim=1)
             cell = self.cell_anchors(size, dtype, device)
             anchors.append((shifts.view(-1, 1, 4) + cell.view(1, -1, 4)).reshape(-1, 4))
-        if len(self._cache) >= self.max_cache_entries:
-            self._cache.clear()
-        self._cache[key] = anchors
         return anchors
-
-

@@ -12,9 +12,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from detector.modeling.boxes import boxes_to_original
 from detector.modeling.mask_head import paste_masks_in_image
-from detector.modeling.preprocessing import (ImagePreprocessor, boxes_to_original, validate_images,
-                                             validate_targets)
+from detector.modeling.preprocessing import ImagePreprocessor, validate_images, validate_targets
 
 
 class FasterRCNN(nn.Module):
@@ -43,14 +43,28 @@ class FasterRCNN(nn.Module):
             # Instance masks [G, H, W] ride along for a mask head (Mask R-CNN).
             targets = [{"boxes": t["boxes"].to(device, torch.float32), "labels": t["labels"].to(device),
                         **({"masks": t["masks"].to(device)} if "masks" in t else {})} for t in targets]
-        pixels = batch.tensor.contiguous(memory_format=torch.channels_last) if self.channels_last else batch.tensor
-        features = self.backbone(pixels)
-        proposals, _, rpn_losses = self.rpn(list(features.values()), batch.image_sizes, batch.padded_size, targets)
-        pooled = [features[name] for name in self.pooled_levels]
-        detections, roi_losses = self.roi_heads(pooled, proposals, batch.image_sizes, targets)
+        detections, losses = self.detect(batch.tensor, batch.image_sizes, batch.padded_size, targets)
         if self.training:
-            return {**rpn_losses, **roi_losses}
-        for result, resized, original in zip(detections, batch.image_sizes, batch.original_sizes):
+            return losses
+        return self.postprocess(detections, batch.image_sizes, batch.original_sizes)
+
+    def detect(self, pixels: torch.Tensor, image_sizes, padded_size, targets: Sequence[dict] | None = None):
+        """The network on a preprocessed batch [N, 3, H, W]: (detections per image in the resized
+        images' pixels, losses). image_sizes ((h, w) per image) and padded_size ((H, W)) may be
+        int tensors [N, 2] and [2]: detector.export traces this method with them, so it and
+        everything it calls keep sizes and counts as tensor operations."""
+        if self.channels_last:
+            pixels = pixels.contiguous(memory_format=torch.channels_last)
+        features = self.backbone(pixels)
+        proposals, _, rpn_losses = self.rpn(list(features.values()), image_sizes, padded_size, targets)
+        pooled = [features[name] for name in self.pooled_levels]
+        detections, roi_losses = self.roi_heads(pooled, proposals, image_sizes, targets)
+        return detections, {**rpn_losses, **roi_losses}
+
+    def postprocess(self, detections: list[dict], image_sizes, original_sizes) -> list[dict]:
+        """Detections in the input images' pixels: boxes scaled from the resized size back to the
+        original (h, w) of each image (pairs, or rows of int tensors when traced)."""
+        for result, resized, original in zip(detections, image_sizes, original_sizes):
             result["boxes"] = boxes_to_original(result["boxes"], resized, original)
             if "masks" in result:
                 # A mask head's [N, 1, M, M] probabilities in box coordinates -> [N, 1, H, W] in the input image.

@@ -48,18 +48,24 @@ class MultiLevelRoIAlign(nn.Module):
         if len(features) != len(self.scales):
             raise ValueError(f"pooler got {len(features)} feature levels, expected {len(self.scales)}.")
         all_boxes = torch.cat(list(boxes), dim=0)
-        image_index = torch.cat([torch.full((len(b), 1), i, dtype=all_boxes.dtype, device=all_boxes.device)
-                                 for i, b in enumerate(boxes)], dim=0)
+        # full_like, not full((len(b), 1)): a traced len() would freeze the box count.
+        image_index = torch.cat([torch.full_like(b[:, :1], i, dtype=all_boxes.dtype) for i, b in enumerate(boxes)],
+                                dim=0)
         rois = torch.cat([image_index, all_boxes], dim=1)
         channels = features[0].shape[1]
         if len(features) == 1:
             return roi_align(features[0], rois, self.output_size, self.scales[0], self.sampling_ratio, self.aligned)
         levels = self.assign_levels(all_boxes)
-        result = features[0].new_zeros((rois.shape[0], channels) + self.output_size)
+        pooled, order = [], []
         for level, (feature, scale) in enumerate(zip(features, self.scales)):
             index = torch.nonzero(levels == level, as_tuple=True)[0]
-            if index.numel() == 0:
+            if index.numel() == 0 and not torch.jit.is_tracing():   # a trace must pool every level
                 continue
-            pooled = roi_align(feature, rois[index], self.output_size, scale, self.sampling_ratio, self.aligned)
-            result[index] = pooled.to(result.dtype)
-        return result
+            pooled.append(roi_align(feature, rois[index], self.output_size, scale, self.sampling_ratio,
+                                    self.aligned).to(features[0].dtype))
+            order.append(index)
+        if not pooled:
+            return features[0].new_zeros((0, channels) + self.output_size)
+        # Back into box order: each box occurs in exactly one level, so sorting the concatenated
+        # indices inverts the split (a gather, which exports, unlike writing into a buffer).
+        return torch.cat(pooled)[torch.argsort(torch.cat(order))]

@@ -1,4 +1,5 @@
-"""Turning a list of images into one padded, normalized batch, and boxes back to input pixels.
+"""Turning a list of images into one padded, normalized batch (boxes go back to input pixels
+with detector.modeling.boxes.boxes_to_original).
 
 In eval mode each image is resized so its short side is `min_size_test` (long side at most
 `max_size_test`), with the same bilinear interpolation and scale rule as torchvision's
@@ -126,13 +127,3 @@ class ImagePreprocessor(nn.Module):
         for i, image in enumerate(processed):
             batch[i, :, : image.shape[-2], : image.shape[-1]].copy_(image)
         return ImageBatch(batch, image_sizes, original_sizes)
-
-
-def boxes_to_original(boxes: torch.Tensor, resized: tuple[int, int], original: tuple[int, int]) -> torch.Tensor:
-    """Scale boxes from the resized image's pixels to the input image's pixels."""
-    ratio_h = torch.tensor(original[0], dtype=torch.float32, device=boxes.device) / torch.tensor(
-        resized[0], dtype=torch.float32, device=boxes.device)
-    ratio_w = torch.tensor(original[1], dtype=torch.float32, device=boxes.device) / torch.tensor(
-        resized[1], dtype=torch.float32, device=boxes.device)
-    scale = torch.stack([ratio_w, ratio_h, ratio_w, ratio_h]).to(boxes.dtype)
-    return boxes * scale

@@ -6,14 +6,14 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import batched_nms, box_iou
+from torchvision.ops import box_iou
 
 from detector.modeling.backbone.norm import NORM_CHOICES, conv_norm, make_norm
 from detector.modeling.box_coder import BoxCoder
+from detector.modeling.boxes import batched_nms, box_sizes_at_least, clip_boxes, size_tensor
 from detector.modeling.losses import box_regression_loss
 from detector.modeling.matcher import Matcher
 from detector.modeling.poolers import MultiLevelRoIAlign
-from detector.modeling.rpn import clip_boxes
 
 PREDICTOR_LAYOUTS = ("torchvision", "detectron2")
 
@@ -188,7 +188,7 @@ class RoIHeads(nn.Module):
 
     @torch.no_grad()
     def postprocess(self, logits: torch.Tensor, deltas: torch.Tensor, proposals: list[torch.Tensor],
-                    image_sizes: Sequence[tuple[int, int]]) -> list[dict[str, torch.Tensor]]:
+                    image_sizes) -> list[dict[str, torch.Tensor]]:
         boxes = self.box_coder.decode(deltas, torch.cat(proposals))   # [R, K+1, 4]
         return select_detections(boxes, F.softmax(logits, -1), [len(p) for p in proposals], image_sizes,
                                  self.score_thresh, self.nms_thresh, self.detections_per_img, self.min_box_size)
@@ -196,16 +196,21 @@ class RoIHeads(nn.Module):
 
 @torch.no_grad()
 def select_detections(boxes: torch.Tensor, scores: torch.Tensor, counts: Sequence[int],
-                      image_sizes: Sequence[tuple[int, int]], score_thresh: float, nms_thresh: float,
+                      image_sizes, score_thresh: float, nms_thresh: float,
                       detections_per_img: int, min_box_size: float) -> list[dict[str, torch.Tensor]]:
     """Detections of each image from per-class boxes [R, K+1, 4] and class probabilities [R, K+1]
     (background first) of all images' proposals (counts per image): clipped, background dropped,
     score and size thresholds, per-class NMS, the best `detections_per_img`. Shared by the
-    plain and the cascade box heads."""
+    plain and the cascade box heads. image_sizes: (height, width) per image, as pairs or an
+    int tensor [N, 2]; everything after the image split is tensor operations, so the export
+    traces this function as it is."""
     num_classes = scores.shape[1]
+    sizes = size_tensor(image_sizes, boxes.device)
+    # One image needs no split: a traced split would freeze its box count.
+    per_image = zip([boxes], [scores]) if len(counts) == 1 else zip(boxes.split(counts), scores.split(counts))
     results = []
-    for image_boxes, image_scores, size in zip(boxes.split(counts), scores.split(counts), image_sizes):
-        image_boxes = clip_boxes(image_boxes[None], torch.as_tensor([size], device=boxes.device))[0]
+    for i, (image_boxes, image_scores) in enumerate(per_image):
+        image_boxes = clip_boxes(image_boxes[None], sizes[i:i + 1])[0]
         labels = torch.arange(num_classes, device=boxes.device).view(1, -1).expand_as(image_scores)
         # Drop the background column, then treat every (proposal, class) pair as a candidate.
         image_boxes = image_boxes[:, 1:].reshape(-1, 4)
@@ -213,9 +218,7 @@ def select_detections(boxes: torch.Tensor, scores: torch.Tensor, counts: Sequenc
         labels = labels[:, 1:].reshape(-1)
         keep = torch.nonzero(image_scores > score_thresh, as_tuple=True)[0]
         image_boxes, image_scores, labels = image_boxes[keep], image_scores[keep], labels[keep]
-        widths = image_boxes[:, 2] - image_boxes[:, 0]
-        heights = image_boxes[:, 3] - image_boxes[:, 1]
-        keep = torch.nonzero((widths >= min_box_size) & (heights >= min_box_size), as_tuple=True)[0]
+        keep = torch.nonzero(box_sizes_at_least(image_boxes, min_box_size), as_tuple=True)[0]
         image_boxes, image_scores, labels = image_boxes[keep], image_scores[keep], labels[keep]
         keep = batched_nms(image_boxes, image_scores, labels, nms_thresh)[: detections_per_img]
         results.append({"boxes": image_boxes[keep], "scores": image_scores[keep], "labels": labels[keep]})

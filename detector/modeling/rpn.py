@@ -6,11 +6,12 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import batched_nms, box_iou
+from torchvision.ops import box_iou
 
 from detector.modeling.anchor_generator import AnchorGenerator
 from detector.modeling.backbone.folded_conv import conv_with_post_ops
 from detector.modeling.box_coder import BoxCoder
+from detector.modeling.boxes import batched_nms, box_sizes_at_least, clip_boxes, size_tensor
 from detector.modeling.losses import box_regression_loss
 from detector.modeling.matcher import Matcher
 from detector.modeling.sampler import BalancedSampler
@@ -42,18 +43,6 @@ class RPNHead(nn.Module):
             objectness.append(logits.permute(0, 2, 3, 1).reshape(n, -1))
             deltas.append(self.deltas(x).view(n, a, 4, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, 4))
         return objectness, deltas
-
-
-def clip_boxes(boxes: torch.Tensor, image_sizes: torch.Tensor) -> torch.Tensor:
-    """boxes [N, R, 4] clipped to per-image sizes [N, 2] (height, width)."""
-    heights = image_sizes[:, 0].to(boxes.dtype).view(-1, 1)
-    widths = image_sizes[:, 1].to(boxes.dtype).view(-1, 1)
-    zero = torch.zeros((), dtype=boxes.dtype, device=boxes.device)
-    x1 = torch.minimum(torch.maximum(boxes[..., 0], zero), widths)
-    y1 = torch.minimum(torch.maximum(boxes[..., 1], zero), heights)
-    x2 = torch.minimum(torch.maximum(boxes[..., 2], zero), widths)
-    y2 = torch.minimum(torch.maximum(boxes[..., 3], zero), heights)
-    return torch.stack((x1, y1, x2, y2), dim=-1)
 
 
 class RPN(nn.Module):
@@ -92,7 +81,8 @@ class RPN(nn.Module):
     def forward(self, features: Sequence[torch.Tensor], image_sizes: Sequence[tuple[int, int]],
                 padded_size: tuple[int, int], targets: Sequence[dict] | None = None):
         """Returns (proposals: list of [P_i, 4] per image, in the resized image's pixels;
-        their objectness probabilities; losses dict (empty in eval))."""
+        their objectness probabilities; losses dict (empty in eval)). image_sizes and
+        padded_size may also be int tensors [N, 2] and [2] (the traced export does so)."""
         objectness, deltas = self.head(features)
         # Anchors and box arithmetic stay in float32 even under autocast: half precision
         # cannot hold pixel coordinates of large images exactly.
@@ -108,27 +98,29 @@ class RPN(nn.Module):
 
     @torch.no_grad()
     def select_proposals(self, anchors: list[torch.Tensor], objectness: list[torch.Tensor],
-                         deltas: list[torch.Tensor], image_sizes: Sequence[tuple[int, int]]):
-        num_images = objectness[0].shape[0]
-        device = objectness[0].device
+                         deltas: list[torch.Tensor], image_sizes):
+        """image_sizes: (height, width) per image, as pairs or an int tensor [N, 2]. Sizes and
+        counts stay tensor operations (top-k of min(k, anchors), masks, NMS), so a trace of
+        this code holds for any image size (detector.export traces it)."""
+        num_images = len(image_sizes)
         pre_nms_topk = self.pre_nms_topk[self._mode()]
         # Top-k per level over the whole batch at once; only decode the survivors.
         top_scores, top_boxes, top_levels = [], [], []
         for level, (level_anchors, level_logits, level_deltas) in enumerate(zip(anchors, objectness, deltas)):
-            k = min(pre_nms_topk, level_logits.shape[1])
+            num_anchors = level_logits.shape[1]
+            # min() of an int and a traced size would freeze the size into the trace.
+            k = torch.clamp(num_anchors, max=pre_nms_topk) if torch.jit.is_tracing() else min(pre_nms_topk, num_anchors)
             logits, index = level_logits.detach().float().topk(k, dim=1)
             picked_deltas = torch.gather(level_deltas.detach().float(), 1, index[..., None].expand(-1, -1, 4))
             picked_anchors = level_anchors[index.reshape(-1)]
-            boxes = self.box_coder.decode(picked_deltas.reshape(-1, 4), picked_anchors).view(num_images, k, 4)
+            boxes = self.box_coder.decode(picked_deltas.reshape(-1, 4), picked_anchors).view(num_images, -1, 4)
             top_scores.append(logits)
             top_boxes.append(boxes)
-            top_levels.append(torch.full((num_images, k), level, dtype=torch.int64, device=device))
+            top_levels.append(torch.full_like(index, level))
         scores = torch.sigmoid(torch.cat(top_scores, 1))
-        boxes = clip_boxes(torch.cat(top_boxes, 1), torch.as_tensor(list(image_sizes), device=device))
+        boxes = clip_boxes(torch.cat(top_boxes, 1), size_tensor(image_sizes, scores.device))
         levels = torch.cat(top_levels, 1)
-        widths = boxes[..., 2] - boxes[..., 0]
-        heights = boxes[..., 3] - boxes[..., 1]
-        keep_mask = (widths >= self.min_box_size) & (heights >= self.min_box_size) & (scores >= self.score_thresh)
+        keep_mask = box_sizes_at_least(boxes, self.min_box_size) & (scores >= self.score_thresh)
         post_nms_topk = self.post_nms_topk[self._mode()]
         proposals, proposal_scores = [], []
         for i in range(num_images):

@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from detector.evaluation.tta import TestTimeAugmentation, build_tta, hflip_boxes, weighted_box_fusion
+from detector.evaluation.tta import TestTimeAugmentation, build_tta, weighted_box_fusion
+from detector.modeling.boxes import hflip_boxes
 
 
 class _Sizes:

@@ -158,7 +158,8 @@ def test_onnx_detectron2_style_model(setup, tmp_path):
     model = small_model("model.roi_heads.score_thresh=0.0", "model.input.format=BGR",
                         "model.anchor_generator.strides=[4,8,16,32,64]", "model.anchor_generator.round_anchors=false",
                         "model.roi_heads.pooler_aligned=true", "model.roi_heads.predictor_layout=detectron2",
-                        "model.roi_heads.box_head=conv4fc", "model.roi_heads.conv_dim=64", "model.roi_heads.conv_norm=gn",
+                        "model.roi_heads.box_head._target_=detector.modeling.roi_heads.ConvFCBoxHead",
+                        "+model.roi_heads.box_head.conv_dim=64", "+model.roi_heads.box_head.norm=gn",
                         "model.fpn.norm=gn", "backbone.norm=frozen_bn", "model.roi_heads.min_box_size=0")
     image = setup["images"][1]
     with torch.no_grad():
