@@ -3,7 +3,7 @@
 Writes are atomic (a temporary file in the same folder, fsync, then rename), so a crash
 or a kill never leaves a truncated checkpoint behind. Reads never unpickle arbitrary
 objects: `.pth` files go through `torch.load(weights_only=True)` and `.safetensors`
-files through safetensors. A `.pth` file is a zip archive whose members carry CRC-32
+files through safetensors (detector/weights/safetensors_io.py, which checks their checksum). A `.pth` file is a zip archive whose members carry CRC-32
 checksums; torch.load does not verify them, so reads check them first: a file damaged on
 disk or in transfer is reported as damaged instead of loading wrong numbers.
 """
@@ -13,7 +13,7 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import torch
 
@@ -41,16 +41,19 @@ def verify_zip_checksums(path: str | os.PathLike) -> None:
             "(the file changed after it was written: disk or transfer error).")
 
 
-def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike, previous: str | os.PathLike | None = None) -> Path:
-    """Write `obj` to `path` atomically. With `previous`, an existing `path` is first moved
-    there (a rename, after the new file is complete on disk), so the checkpoint before
-    this one survives as a fallback should `path` ever be damaged later."""
+def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], None],
+                     previous: str | os.PathLike | None = None) -> Path:
+    """Write a file through `write(handle)` atomically: into a temporary file in the same
+    folder, flushed and fsynced, then renamed over `path` (and the folder fsynced, so the
+    rename itself survives a power cut). Every checkpoint format goes through here. With
+    `previous`, an existing `path` is first moved there (a rename, after the new file is
+    complete on disk), so the checkpoint before this one survives as a fallback."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         if previous is not None and path.is_file():
@@ -68,18 +71,22 @@ def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike, previous: str 
     return path
 
 
+def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike, previous: str | os.PathLike | None = None) -> Path:
+    """Write `obj` to `path` with torch.save, atomically (see write_atomically). With
+    `previous`, an existing `path` is first moved there, so the checkpoint before this one
+    survives as a fallback should `path` ever be damaged later."""
+    return write_atomically(path, lambda handle: torch.save(obj, handle), previous)
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a `.pth`/`.pt` (weights only) or `.safetensors` file into a dict."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint '{path}' does not exist or is not a file.")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from detector.weights.safetensors_io import read_safetensors
 
-        try:
-            return {"model": load_file(str(path), device=str(map_location))}
-        except Exception as error:  # safetensors raises several types for bad headers
-            raise CheckpointError(f"Checkpoint '{path}' is not a valid safetensors file: {error}") from None
+        return {"model": read_safetensors(path, map_location)[0]}
     with open(path, "rb") as handle:
         magic = handle.read(4)
     if not magic:
