@@ -29,3 +29,29 @@ def test_only_entry_points_import_the_cli_package():
     # Each tool that has a console command is a thin wrapper of its detector.cli module.
     for tool in ("train_net", "evaluate", "predict", "export", "convert_weights", "check_dataset", "analyze", "train_cls"):
         assert f"from detector.cli.{tool} import" in (REPO / "tools" / f"{tool}.py").read_text(), tool
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module `path` imports, at the top or inside a function ("from detector import
+    weights" counts as detector.weights)."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            if node.module == "detector":
+                names.update(f"detector.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_modeling_depends_on_no_weights_engine_data_or_tasks():
+    """One-way dependencies: weights, engine, data and tasks build on modeling, never the
+    reverse, so a model is defined without any of them (docs: issue 14, layout)."""
+    forbidden = ("detector.weights", "detector.engine", "detector.data", "detector.tasks")
+    offenders = sorted(
+        f"{p.relative_to(REPO)} imports {name}" for p in python_files("detector/modeling")
+        for name in imported_modules(p) if any(name == f or name.startswith(f + ".") for f in forbidden))
+    assert offenders == [], offenders
