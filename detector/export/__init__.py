@@ -38,7 +38,7 @@ def export_model(weights: str | os.PathLike, format: str, output: str | os.PathL
     "model.roi_heads.score_thresh=0.3") and write the exported model to `output`."""
     if format not in FORMATS:
         raise ValueError(f"unknown export format '{format}'; valid choices: {', '.join(FORMATS)}.")
-    from detector.modeling.build import load_model
+    from detector.weights.loading import load_model
 
     model = load_model(weights, overrides=overrides, device="cpu")
     wrapper = ExportableDetector(model)

@@ -39,7 +39,8 @@ def setup(tmp_path_factory):
     from tests.conftest import shared_dataset
     from detector.weights.checkpoint_io import save_checkpoint
     from detector.config import load_config
-    from detector.modeling.build import build_model, load_model
+    from detector.modeling.build import build_model
+    from detector.weights.loading import load_model
 
     root = shared_dataset("coco128") / "train2017"
     torch.manual_seed(0)
