@@ -21,6 +21,18 @@ from detector.evaluation import STAT_NAMES, evaluate_detector
 from detector.utils.distributed import is_main_process
 
 
+def needs_masks(cfg: DictConfig) -> bool:
+    """Whether the model has a mask branch (model=mask_rcnn_fpn, cascade_mask_rcnn_fpn), so its
+    training targets must carry instance masks. Box models have no mask_head key, or a null one."""
+    return "mask_head" in cfg.model.roi_heads and cfg.model.roi_heads.mask_head is not None
+
+
+def targets_to(targets: list[dict], device: torch.device) -> list[dict[str, torch.Tensor]]:
+    """The model's training targets on `device`: boxes, labels, and masks when the data has them."""
+    keys = ("boxes", "labels", "masks")
+    return [{key: t[key].to(device, non_blocking=True) for key in keys if key in t} for t in targets]
+
+
 class DetectionStep:
     """Moves a batch to the device and returns the model's loss dict."""
 
@@ -29,11 +41,7 @@ class DetectionStep:
 
     def __call__(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
         images = [image.to(self.device, non_blocking=True) for image in batch["images"]]
-        targets = [
-            {"boxes": t["boxes"].to(self.device, non_blocking=True), "labels": t["labels"].to(self.device, non_blocking=True)}
-            for t in batch["targets"]
-        ]
-        return model(images, targets)
+        return model(images, targets_to(batch["targets"], self.device))
 
 
 def build_eval_loader(cfg: DictConfig, rank: int, world_size: int):
@@ -184,10 +192,13 @@ class DetectionTask(Task):
 
     def resolve_classes(self, cfg: DictConfig) -> list[str]:
         """model.class_names from the dataset when null; model.num_classes (by default
-        ${dataset_num_classes:}, the dataset's count) resolved once and checked against them."""
-        from detector.data import class_names
+        ${dataset_num_classes:}, the dataset's count) resolved once and checked against them.
+        A mask model on a dataset without instance masks fails here, before any building."""
+        from detector.data import class_names, require_masks
 
         names = list(class_names(cfg))
+        if needs_masks(cfg):
+            require_masks(cfg)
         with open_dict(cfg):
             if cfg.model.class_names is None:
                 cfg.model.class_names = names
@@ -203,7 +214,7 @@ class DetectionTask(Task):
     def build_train_loader(self, cfg: DictConfig, ctx, start_iter: int):
         from detector.data import build_train_loader
 
-        return build_train_loader(cfg, ctx.rank, ctx.world_size, start_iter=start_iter)
+        return build_train_loader(cfg, ctx.rank, ctx.world_size, start_iter=start_iter, with_masks=needs_masks(cfg))
 
     def start_training(self, cfg: DictConfig, ctx, run, train_loader) -> list[tuple[str, Any]]:
         """model_summary.json, the dataset's category ids in every checkpoint (predictions

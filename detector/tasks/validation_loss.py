@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from detector.engine.precision import Precision
+from detector.tasks.detection import needs_masks, targets_to
 from detector.utils.rng_state import capture_rng_state, restore_rng_state
 from detector.engine.trainer import HookBase
 from detector.utils.distributed import get_world_size, is_distributed
@@ -48,7 +49,13 @@ def build_validation_set(cfg, rank: int = 0, world_size: int = 1):
 
     dataset_format = build_format(cfg)
     index = dataset_format.index("test")
-    records = [r for r in index.records if r.problem is None and len(r.boxes)]
+    records = index.records
+    with_masks = needs_masks(cfg)
+    if with_masks:  # a mask model's losses need each box's mask; images without usable ones are left out
+        from detector.data.build import compact_mask_records
+
+        records, _ = compact_mask_records(records)
+    records = [r for r in records if r.problem is None and len(r.boxes)]
     max_images = cfg.test.val_loss_max_images
     if max_images is not None:
         records = records[: int(max_images)]
@@ -61,7 +68,7 @@ def build_validation_set(cfg, rank: int = 0, world_size: int = 1):
     return DetectionDataset(
         records[rank::world_size], index.class_names, index.label_to_category_id, {}, train=True,
         transform=transform, seed=int(cfg.seed), on_bad_sample="skip", min_box_size=float(cfg.aug.min_box_size),
-        max_image_pixels=dataset_format.max_image_pixels,
+        max_image_pixels=dataset_format.max_image_pixels, with_masks=with_masks,
     )
 
 
@@ -92,7 +99,7 @@ def compute_validation_loss(model: nn.Module, dataset, device: torch.device, bat
         autocast = precision.autocast() if precision is not None else torch.autocast(device.type, enabled=False)
         for images, targets in _batches(dataset, max(1, int(batch_size))):
             images = [image.to(device) for image in images]
-            targets = [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets]
+            targets = targets_to(targets, device)
             with autocast:
                 losses = model(images, targets)
             for name, value in losses.items():
