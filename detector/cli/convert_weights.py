@@ -11,7 +11,8 @@
     detector-convert --source checkpoint --input model.safetensors --output model.pth        # import
 
 The output carries its config: `load_model(OUT)` or `model.weights=OUT` needs nothing else.
-An OUT ending in .safetensors is written as safetensors (no pickle at all).
+An OUT ending in .safetensors is written as safetensors (no pickle at all), with a checksum of
+its tensors that every load verifies.
 Input files are never unpickled: .pth through torch.load(weights_only=True), .pkl through
 a restricted unpickler; a file that would run code is refused with an error.
 """
