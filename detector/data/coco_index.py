@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from detector.modeling.boxes import clip_to_image
+
 # Exported boxes often overshoot the border by rounding; such boxes are clipped. A box
 # further out than this (pixels, plus this fraction of the image side) is an error.
 OUTSIDE_TOLERANCE_PX = 1.0
@@ -243,8 +245,7 @@ def index_coco(coco: dict, images_dir: str, source: str, classes=None) -> Datase
         image = images[image_id]
         boxes = np.asarray(image["boxes"], dtype=np.float32).reshape(-1, 4)
         if len(boxes):
-            boxes[:, 0::2] = boxes[:, 0::2].clip(0, image["width"])
-            boxes[:, 1::2] = boxes[:, 1::2].clip(0, image["height"])
+            boxes = clip_to_image(boxes, (image["height"], image["width"]))
         segmentations = image["segmentations"]
         with_segmentation = any(s is not None for s in segmentations)
         has_masks = has_masks or with_segmentation

@@ -14,6 +14,8 @@ import albumentations as A
 import cv2
 import numpy as np
 
+from detector.modeling.boxes import box_sizes_at_least, clip_to_image
+
 
 class ShortestEdgeResize(A.SmallestMaxSize):
     """Scale so the short side is one of `min_sizes` unless the long side would pass `max_size`.
@@ -125,9 +127,8 @@ def apply_transform(transform: A.Compose | None, image: np.ndarray, boxes: np.nd
     if masks is not None and not len(masks):
         masks = np.zeros((0, height, width), dtype=np.uint8)
     boxes = boxes.astype(np.float32, copy=True)
-    boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
-    boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
-    keep = ((boxes[:, 2] - boxes[:, 0]) >= min_box_size) & ((boxes[:, 3] - boxes[:, 1]) >= min_box_size)
+    boxes = clip_to_image(boxes, (height, width))
+    keep = box_sizes_at_least(boxes, min_box_size)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)[kept]
     if masks is None:
         return image, boxes[keep], labels[keep]

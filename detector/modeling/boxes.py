@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 from torchvision.ops import batched_nms as torchvision_batched_nms
 from torchvision.ops import nms
@@ -34,8 +35,13 @@ def clip_boxes(boxes: torch.Tensor, image_sizes: torch.Tensor) -> torch.Tensor:
     return torch.stack((x1, y1, x2, y2), dim=-1)
 
 
-def clip_to_image(boxes: torch.Tensor, image_size) -> torch.Tensor:
-    """boxes [R, ..., 4] of one image clipped to its (height, width): ints or an int tensor [2]."""
+def clip_to_image(boxes, image_size):
+    """boxes [..., 4] of one image clipped to its (height, width): ints or an int tensor [2].
+    boxes may also be a numpy array (the data pipeline's), clipped the same way."""
+    if isinstance(boxes, np.ndarray):
+        height, width = image_size
+        return np.stack([boxes[..., 0].clip(0, width), boxes[..., 1].clip(0, height),
+                         boxes[..., 2].clip(0, width), boxes[..., 3].clip(0, height)], axis=-1)
     if isinstance(image_size, torch.Tensor):
         size = size_tensor(image_size.view(1, 2), boxes.device)
     else:
@@ -63,7 +69,8 @@ def boxes_to_original(boxes: torch.Tensor, resized, original) -> torch.Tensor:
 
 
 def box_sizes_at_least(boxes: torch.Tensor, min_size: float) -> torch.Tensor:
-    """Mask of the boxes [..., 4] whose width and height are both at least `min_size`."""
+    """Mask of the boxes [..., 4] (a tensor or a numpy array) whose width and height are both
+    at least `min_size`."""
     widths = boxes[..., 2] - boxes[..., 0]
     heights = boxes[..., 3] - boxes[..., 1]
     return (widths >= min_size) & (heights >= min_size)
