@@ -32,7 +32,9 @@ class ImageBoxes:
     """One image and its boxes, as a format reads them (for `DatasetFormat.index_boxes`).
 
     width/height None: read from the image header. Boxes are x1, y1, x2, y2 in pixels;
-    `classes` are the boxes' class names; `crowd` marks regions evaluation ignores."""
+    `classes` are the boxes' class names; `crowd` marks regions evaluation ignores;
+    `segmentations` (optional, for mask models): one COCO segmentation per box (polygons
+    [[x1, y1, x2, y2, ...], ...] or an RLE dict), see detector/data/masks.py."""
 
     path: str
     boxes: list = field(default_factory=list)      # [[x1, y1, x2, y2], ...]
@@ -40,6 +42,7 @@ class ImageBoxes:
     width: int | None = None
     height: int | None = None
     crowd: Sequence[bool] = field(default_factory=list)
+    segmentations: Sequence = field(default_factory=list)
 
 
 class DatasetFormat:
@@ -111,13 +114,15 @@ class DatasetFormat:
                     width, height = 0, 0   # reported as a bad sample by the shared checks
             coco_images.append({"id": image_id, "file_name": image.path, "width": width, "height": height})
             crowd = list(image.crowd) or [False] * len(image.boxes)
-            for box, name, is_crowd in zip(image.boxes, image.classes, crowd):
+            segmentations = list(image.segmentations) or [None] * len(image.boxes)
+            for box, name, is_crowd, segmentation in zip(image.boxes, image.classes, crowd, segmentations):
                 x1, y1, x2, y2 = box
                 bbox = [x1, y1, x2 - x1, y2 - y1] if all(isinstance(v, (int, float)) for v in box) else list(box)
                 annotations.append({
                     "id": len(annotations) + 1, "image_id": image_id, "bbox": bbox, "iscrowd": int(bool(is_crowd)),
                     # A name outside dataset.classes is reported (and named) as an unknown category.
                     "category_id": category_ids.get(str(name), f"{name!r} (not in dataset.classes {names})"),
+                    **({"segmentation": segmentation} if segmentation is not None else {}),
                 })
         categories = [{"id": k, "name": name} for name, k in category_ids.items()]
         # file_name holds the full path: os.path.join("", path) keeps it as is.

@@ -286,3 +286,26 @@ def test_decoding_masks_leaves_box_only_datasets_alone(shapes_cfg):
         warnings.simplefilter("error", BadSampleWarning)
         dataset = build_dataset(shapes_cfg(), "train")
     assert not dataset.with_masks and all(r.segmentations is None for r in dataset.records)
+
+
+def test_a_user_format_can_give_segmentations(tmp_path):
+    from detector.data import DatasetFormat, ImageBoxes
+
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / "a.png")
+    square = [[2, 3, 12, 3, 12, 9, 2, 9]]
+
+    class Listed(DatasetFormat):
+        def __init__(self, segmentations):
+            super().__init__(name="listed", classes=None, filter_empty=True, on_bad_sample="error",
+                             max_image_pixels=10**8)
+            self.segmentations = segmentations
+
+        def index(self, split):
+            return self.index_boxes([ImageBoxes(str(tmp_path / "a.png"), [[2, 3, 12, 9]], ["thing"],
+                                                segmentations=self.segmentations)], "listed")
+
+    assert not Listed([]).has_masks()
+    with_masks = Listed([square])
+    assert with_masks.has_masks()
+    index = with_masks.index("train")
+    assert index.records[0].segmentations == [square] and index.gt_dict["annotations"][0]["segmentation"] == square
