@@ -22,7 +22,7 @@ from torch import nn
 from torchvision.ops import box_iou
 
 from detector.modeling.box_coder import BoxCoder
-from detector.modeling.boxes import clip_boxes
+from detector.modeling.boxes import clip_to_image
 from detector.modeling.losses import box_regression_loss
 from detector.modeling.mask_head import MaskBranch, check_mask_targets, mask_branch
 from detector.modeling.matcher import Matcher
@@ -153,8 +153,7 @@ class CascadeRoIHeads(MaskBranch, nn.Module):
                image_sizes: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
         """The stage's boxes moved by its deltas, clipped to each image, per image."""
         decoded = self.box_coders[stage].decode(deltas, torch.cat(list(boxes)))[:, 0].detach()
-        return [clip_boxes(b[None], torch.as_tensor([size], device=b.device))[0]
-                for b, size in zip(decoded.split([len(b) for b in boxes]), image_sizes)]
+        return [clip_to_image(b, size) for b, size in zip(decoded.split([len(b) for b in boxes]), image_sizes)]
 
     @torch.no_grad()
     def label_boxes(self, stage: int, boxes: torch.Tensor, target: dict) -> tuple[torch.Tensor, torch.Tensor]:

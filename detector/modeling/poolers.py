@@ -6,6 +6,7 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from torchvision.ops import box_area
 
 from detector.modeling.roi_align import roi_align
 
@@ -37,7 +38,7 @@ class MultiLevelRoIAlign(nn.Module):
 
     def assign_levels(self, boxes: torch.Tensor) -> torch.Tensor:
         """Index into the pooled levels (0 = finest) for each box [R, 4]."""
-        sizes = torch.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+        sizes = torch.sqrt(box_area(boxes))
         levels = torch.floor(self.canonical_level + torch.log2(sizes / self.canonical_size) + self.eps)
         levels = torch.clamp(levels, min=self.min_level, max=self.max_level)
         return levels.to(torch.int64) - self.min_level
