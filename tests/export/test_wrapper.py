@@ -1,4 +1,5 @@
-"""detector.export.wrapper pieces that must reproduce the model's own preprocessing exactly."""
+"""detector.export.wrapper: its preprocessing reproduces the model's exactly, and the rest is the
+model's own eval forward (FasterRCNN.detect / postprocess), so eager outputs are identical."""
 from __future__ import annotations
 
 import pytest
@@ -46,3 +47,30 @@ def test_resize_gives_the_model_sizes_and_pixels():
             assert tuple(got.shape) == tuple(expected.shape), (h, w, portable)
             assert size.tolist() == list(expected.shape[1:])
             assert (got - expected).abs().max() <= 1e-6
+
+
+def test_adapter_runs_the_model_own_eval_forward():
+    """Eagerly the adapter gives exactly model([image])[0]: after its preprocessing it runs the
+    model's own detect and postprocess, with sizes as tensors (as in a trace), and a change to
+    the model's post-processing settings shows in its output."""
+    from detector.config import load_config
+    from detector.export.wrapper import ExportableDetector
+    from detector.modeling.build import build_model
+
+    torch.manual_seed(0)
+    cfg = load_config(["backbone=resnet18", "model.num_classes=3", "model.fpn.out_channels=32",
+                       "model.roi_heads.fc_dim=64", "model.input.min_size_test=160", "model.input.max_size_test=256",
+                       "model.roi_heads.score_thresh=0.0", "model.roi_heads.detections_per_img=30"])
+    model = build_model(cfg).eval()
+    wrapper = ExportableDetector(model)
+    for size in [(120, 170), (201, 97)]:
+        image = torch.rand(3, *size)
+        with torch.no_grad():
+            expected = model([image])[0]
+            boxes, scores, labels = wrapper(image)
+        assert len(scores) == 30
+        assert torch.equal(boxes, expected["boxes"]) and torch.equal(scores, expected["scores"])
+        assert torch.equal(labels, expected["labels"])
+    model.roi_heads.detections_per_img = 7
+    with torch.no_grad():
+        assert len(wrapper(torch.rand(3, 100, 90))[1]) == 7
