@@ -6,7 +6,8 @@
 The exported graph contains the whole eval-mode detector: resize and normalization, backbone,
 RPN, RoI heads and post-processing (NMS). Input: `image`, float32 [3, H, W] in [0, 1], RGB,
 any H and W. Outputs: `boxes` [N, 4] (x1, y1, x2, y2 in the input image's pixels), `scores`
-[N], `labels` [N] int64 in 1..K. See `detector.export.wrapper` for how sizes stay dynamic.
+[N], `labels` [N] int64 in 1..K. The graph is a trace of the model's own eval forward;
+see `detector.export.wrapper` for how sizes stay dynamic.
 """
 from __future__ import annotations
 

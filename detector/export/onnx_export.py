@@ -1,6 +1,7 @@
 """ONNX export through torch.onnx's TorchScript-based exporter (dynamo=False).
 
-Why this exporter: the wrapper is written for tracing, and torchvision registers ONNX
+Why this exporter: the model's eval forward is written to trace (see
+detector.export.wrapper), and torchvision registers ONNX
 symbolics for its nms and roi_align with it. The torch.export-based exporter would have to
 prove shape guards (short side vs long side, top-k sizes) symbolically and specialise them.
 The graph takes `image` [3, height, width] with dynamic height and width and returns

@@ -1,7 +1,8 @@
 """TorchScript export: a trace of `ExportableDetector`, saved with torch.jit.save.
 
-Tracing (not scripting) works because the wrapper keeps every size and data-dependent count
-as a traced tensor operation; the saved module runs on any image size. Loading it needs
+Tracing (not scripting) works because the model's own eval forward (FasterRCNN.detect and
+postprocess, which the wrapper calls) and the wrapper's preprocessing keep every size and
+data-dependent count as a traced tensor operation; the saved module runs on any image size. Loading it needs
 torchvision's operators registered: `import torchvision` before `torch.jit.load(path)`.
 """
 from __future__ import annotations

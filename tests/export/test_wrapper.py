@@ -49,19 +49,24 @@ def test_resize_gives_the_model_sizes_and_pixels():
             assert (got - expected).abs().max() <= 1e-6
 
 
-def test_adapter_runs_the_model_own_eval_forward():
-    """Eagerly the adapter gives exactly model([image])[0]: after its preprocessing it runs the
-    model's own detect and postprocess, with sizes as tensors (as in a trace), and a change to
-    the model's post-processing settings shows in its output."""
+def tiny_model(*overrides):
     from detector.config import load_config
-    from detector.export.wrapper import ExportableDetector
     from detector.modeling.build import build_model
 
     torch.manual_seed(0)
     cfg = load_config(["backbone=resnet18", "model.num_classes=3", "model.fpn.out_channels=32",
                        "model.roi_heads.fc_dim=64", "model.input.min_size_test=160", "model.input.max_size_test=256",
-                       "model.roi_heads.score_thresh=0.0", "model.roi_heads.detections_per_img=30"])
-    model = build_model(cfg).eval()
+                       "model.roi_heads.score_thresh=0.0", "model.roi_heads.detections_per_img=30", *overrides])
+    return build_model(cfg).eval()
+
+
+def test_adapter_runs_the_model_own_eval_forward():
+    """Eagerly the adapter gives exactly model([image])[0]: after its preprocessing it runs the
+    model's own detect and postprocess, with sizes as tensors (as in a trace), and a change to
+    the model's post-processing settings shows in its output."""
+    from detector.export.wrapper import ExportableDetector
+
+    model = tiny_model()
     wrapper = ExportableDetector(model)
     for size in [(120, 170), (201, 97)]:
         image = torch.rand(3, *size)
@@ -74,3 +79,28 @@ def test_adapter_runs_the_model_own_eval_forward():
     model.roi_heads.detections_per_img = 7
     with torch.no_grad():
         assert len(wrapper(torch.rand(3, 100, 90))[1]) == 7
+
+
+def test_cascade_model_exports_through_its_own_heads(tmp_path):
+    """Nothing in the export knows the RoI heads: a Cascade R-CNN (three box stages) traces
+    through its own inference and, at another image size, gives its eager detections."""
+    import warnings
+
+    import torchvision  # noqa: F401  (nms / roi_align for the loaded graph)
+
+    from detector.export import ExportableDetector, example_image, export_torchscript
+
+    model = tiny_model("model=cascade_rcnn_fpn")
+    export_torchscript(ExportableDetector(model), example_image(), tmp_path / "model.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        traced = torch.jit.load(str(tmp_path / "model.pt"))
+    image = torch.rand((3, 150, 230), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model([image])[0]
+        boxes, scores, labels = traced(image)
+    assert len(scores) == len(expected["scores"]) == 30
+    # Channels-last features pool with a sparse product eagerly, torchvision's kernel traced.
+    assert (boxes - expected["boxes"]).abs().max() <= 1e-3
+    assert (scores - expected["scores"]).abs().max() <= 1e-4
+    assert torch.equal(labels, expected["labels"])
