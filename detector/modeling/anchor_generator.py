@@ -76,9 +76,10 @@ class AnchorGenerator(nn.Module):
         return [(s, s) for s in self.strides]
 
     def grid_anchors(self, feature_sizes, image_size, dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
+        """Anchors per level for feature sizes and an image size given as ints or (traced) tensors."""
         anchors = []
-        for (height, width), (stride_y, stride_x), size in zip(feature_sizes, self.level_strides(feature_sizes, image_size),
-                                                               self.sizes):
+        strides = self.level_strides(feature_sizes, image_size)
+        for (height, width), (stride_y, stride_x), size in zip(feature_sizes, strides, self.sizes):
             shift_x = torch.arange(width, dtype=torch.int64, device=device) * stride_x
             shift_y = torch.arange(height, dtype=torch.int64, device=device) * stride_y
             grid_y, grid_x = torch.meshgrid(shift_y, shift_x, indexing="ij")
