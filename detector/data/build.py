@@ -104,10 +104,10 @@ def build_dataset(cfg: DictConfig, split: str, with_masks: bool = False) -> Dete
 
 
 def compact_mask_records(records: list[ImageRecord]) -> tuple[list[ImageRecord], list[Problem]]:
-    """Records whose segmentations are checked and compacted (masks.compact_segmentation),
-    and the problems: a box without a usable segmentation makes its image a bad sample
-    (training on the box without its mask would teach the mask head nothing, or worse)."""
-    from detector.data.masks import MaskFormatError, compact_segmentation
+    """Records whose segmentations are checked and packed (masks.PackedSegmentations), and the
+    problems: a box without a usable segmentation makes its image a bad sample (training its
+    box without a mask, or with an empty one, would teach the mask head that it is background)."""
+    from detector.data.masks import MaskFormatError, pack_segmentations
 
     compacted, problems = [], []
     for record in records:
@@ -115,23 +115,15 @@ def compact_mask_records(records: list[ImageRecord]) -> tuple[list[ImageRecord],
             compacted.append(dataclasses.replace(record, segmentations=None))
             continue
         segmentations = record.segmentations or [None] * len(record.boxes)
-        ids = record.annotation_ids or [None] * len(record.boxes)
-        compact, reason, kind = [], None, ""
-        for segmentation, ann_id in zip(segmentations, ids):
-            if segmentation is None:
-                reason, kind = (f"annotation id {ann_id} has no segmentation; a mask model needs polygons or RLE "
-                                "for every object", "missing_segmentation")
-                break
-            try:
-                compact.append(compact_segmentation(segmentation, record.height, record.width, ann_id))
-            except MaskFormatError as error:
-                reason, kind = str(error), "bad_segmentation"
-                break
-        if reason is not None:
+        try:
+            packed = pack_segmentations(segmentations, record.height, record.width, record.annotation_ids)
+        except MaskFormatError as error:
+            reason = str(error)
+            kind = "missing_segmentation" if "has no segmentation" in reason else "bad_segmentation"
             problems.append(Problem(record.path, reason, kind, BAD_IMAGE))
-            compacted.append(dataclasses.replace(record, segmentations=None, problem=reason))
-        else:
-            compacted.append(dataclasses.replace(record, segmentations=compact))
+            compacted.append(dataclasses.replace(record, segmentations=None, annotation_ids=None, problem=reason))
+            continue
+        compacted.append(dataclasses.replace(record, segmentations=packed, annotation_ids=None))
     return compacted, problems
 
 

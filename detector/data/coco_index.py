@@ -63,7 +63,8 @@ class ImageRecord:
     labels: np.ndarray    # int64 [M] in 1..K
     problem: str | None = None  # set when the annotations make this image a bad sample
     # One COCO segmentation per box (same order), as in the file (None: that annotation has
-    # none), or None when no annotation of the image has one. See detector/data/masks.py.
+    # none), or None when no annotation of the image has one. build_dataset(with_masks=True)
+    # packs them into a masks.PackedSegmentations; box-only training drops them.
     segmentations: list | None = None
     annotation_ids: list | None = None   # the boxes' annotation ids (named in mask errors)
 

@@ -19,7 +19,6 @@ import torch
 
 from detector.data.coco_index import ImageRecord
 from detector.data.image_io import DEFAULT_MAX_IMAGE_PIXELS, BadImageError, read_image_rgb
-from detector.data.masks import decode_segmentations
 from detector.data.transforms import apply_transform
 
 ON_BAD_SAMPLE = ("skip", "error")
@@ -132,7 +131,9 @@ class DetectionDataset(torch.utils.data.Dataset):
                                  f"most of the training set is unusable; last: {skipped[-1]}")
         sample_seed = int(np.random.SeedSequence([self.seed, position]).generate_state(1)[0])
         if self.with_masks:
-            masks = decode_segmentations(record.segmentations or [], record.height, record.width)
+            packed = record.segmentations   # masks.PackedSegmentations (None: no boxes)
+            masks = (packed.decode(record.height, record.width) if packed is not None
+                     else np.zeros((0, record.height, record.width), np.uint8))
             image, boxes, labels, masks = apply_transform(self.transform, image, record.boxes, record.labels,
                                                           sample_seed, self.min_box_size, masks=masks)
         else:

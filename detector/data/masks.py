@@ -12,6 +12,7 @@ pixels COCOeval itself sees. Binary masks are numpy uint8 arrays [height, width]
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from numbers import Real
 from typing import Any, Sequence
 
@@ -214,28 +215,66 @@ def polygons_area(polygons: Sequence[Sequence[float]], height: int, width: int) 
 
 # ---------------------------------------------------------------------------- training records
 
-def compact_segmentation(segmentation: Any, height: int, width: int, ann_id: Any = None):
-    """A checked segmentation in the small form training records keep until a sample is drawn:
-    polygons as a tuple of float32 arrays (parts of fewer than 3 points left out), an RLE as a
-    compressed RLE dict (bytes counts). MaskFormatError (naming `ann_id`) when it is malformed
-    or an RLE does not cover the `height` x `width` image."""
-    kind = check_segmentation(segmentation, height, width, ann_id)
-    if kind == "polygons":
-        return tuple(np.asarray(p, dtype=np.float32) for p in segmentation if len(p) >= 6)
-    return segmentation_to_rle(segmentation, height, width, ann_id)
+@dataclass(frozen=True)
+class PackedSegmentations:
+    """One image's box segmentations, checked, in a few flat arrays: what a training record
+    keeps until its sample is drawn. Few Python objects per image (not a list per polygon
+    and a float per coordinate), so COCO 2017's 860k annotations stay small and forked
+    loader workers do not copy them page by page as they touch reference counts.
+
+    Box k's mask is the union of its polygons (parts[k] of them, their sizes in part_sizes,
+    their x, y numbers one after the other in coords), or rles[k] when it was an RLE."""
+
+    coords: np.ndarray          # float32 [sum(part_sizes)]
+    part_sizes: np.ndarray      # int32 [number of polygons]: numbers per polygon
+    parts: np.ndarray           # int32 [G]: polygons per box
+    rles: tuple = ()            # per box: a compressed RLE dict (bytes counts), or None for polygons
+
+    def __len__(self) -> int:
+        return len(self.parts)
+
+    def decode(self, height: int, width: int) -> np.ndarray:
+        """Binary masks uint8 [G, height, width], one per box."""
+        ends = np.cumsum(self.part_sizes)
+        rles, polygon = [], 0
+        for box, count in enumerate(self.parts.tolist()):
+            rle = self.rles[box] if self.rles else None
+            if rle is not None:
+                rles.append(rle)
+                continue
+            polygons = [self.coords[ends[i] - self.part_sizes[i]:ends[i]] for i in range(polygon, polygon + count)]
+            polygon += count
+            if polygons:
+                rles.append(mask_utils.merge(mask_utils.frPyObjects(polygons, height, width)))
+            else:   # only degenerate parts (fewer than 3 points): no pixels
+                rles.append(mask_utils.encode(np.zeros((height, width, 1), dtype=np.uint8, order="F"))[0])
+        if not rles:
+            return np.zeros((0, height, width), dtype=np.uint8)
+        # decode gives [height, width, G] in column-major order; the pipeline wants C-order masks.
+        return np.ascontiguousarray(mask_utils.decode(rles).transpose(2, 0, 1))
 
 
-def decode_segmentations(segmentations: Sequence[Any], height: int, width: int) -> np.ndarray:
-    """Compact segmentations (compact_segmentation) -> binary masks uint8 [G, height, width]."""
-    rles = []
-    for segmentation in segmentations:
-        if isinstance(segmentation, dict):
-            rles.append(segmentation)
-        elif len(segmentation):
-            rles.append(mask_utils.merge(mask_utils.frPyObjects(list(segmentation), height, width)))
-        else:  # only degenerate parts: no pixels
-            rles.append(mask_utils.encode(np.zeros((height, width, 1), dtype=np.uint8, order="F"))[0])
-    if not rles:
-        return np.zeros((0, height, width), dtype=np.uint8)
-    # decode gives [height, width, G] in column-major order; the pipeline wants C-order masks.
-    return np.ascontiguousarray(mask_utils.decode(rles).transpose(2, 0, 1))
+def pack_segmentations(segmentations: Sequence[Any], height: int, width: int,
+                       ann_ids: Sequence[Any] | None = None) -> PackedSegmentations:
+    """The COCO segmentations of one image's boxes (polygons, RLE or compressed RLE), checked and
+    packed. MaskFormatError naming the annotation id when one is missing, malformed, or an RLE
+    that does not cover the `height` x `width` image."""
+    ann_ids = list(ann_ids) if ann_ids is not None else [None] * len(segmentations)
+    coords, part_sizes, parts, rles = [], [], [], []
+    for segmentation, ann_id in zip(segmentations, ann_ids):
+        if segmentation is None:
+            raise MaskFormatError(f"Annotation id {ann_id} has no segmentation; a mask model needs polygons or RLE "
+                                  "for every object.")
+        kind = check_segmentation(segmentation, height, width, ann_id)
+        if kind == "polygons":
+            kept = [p for p in segmentation if len(p) >= 6]   # fewer than 3 points: no area
+            coords.extend(float(v) for p in kept for v in p)
+            part_sizes.extend(len(p) for p in kept)
+            parts.append(len(kept))
+            rles.append(None)
+        else:
+            parts.append(0)
+            rles.append(segmentation_to_rle(segmentation, height, width, ann_id))
+    return PackedSegmentations(np.asarray(coords, dtype=np.float32), np.asarray(part_sizes, dtype=np.int32),
+                               np.asarray(parts, dtype=np.int32),
+                               tuple(rles) if any(r is not None for r in rles) else ())

@@ -188,10 +188,10 @@ def test_a_box_without_a_usable_segmentation_is_a_bad_sample(tmp_path, policy):
     # Box-only training does not care.
     assert build_dataset(cfg, "train")[(0, 0)]["target"]["labels"].tolist() == [1, 1]
     if policy == "error":
-        with pytest.raises(BadSampleError, match="annotation id 2 has no segmentation"):
+        with pytest.raises(BadSampleError, match="Annotation id 2 has no segmentation"):
             build_dataset(cfg, "train", with_masks=True)
         return
-    with pytest.warns(BadSampleWarning, match="annotation id 2 has no segmentation"):
+    with pytest.warns(BadSampleWarning, match="Annotation id 2 has no segmentation"):
         dataset = build_dataset(cfg, "train", with_masks=True)
     assert dataset.records[0].problem is not None
 
@@ -200,7 +200,7 @@ def test_an_rle_of_the_wrong_size_is_a_bad_sample(tmp_path):
     wrong = mask_to_rle(np.ones((10, 10), np.uint8))
     cfg = _write(tmp_path, [{"bbox": [0, 0, 10, 10], "segmentation": wrong}])
     cfg.dataset.on_bad_sample = "error"
-    with pytest.raises(BadSampleError, match=r"annotation id 1|Annotation id 1"):
+    with pytest.raises(BadSampleError, match=r"Annotation id 1: segmentation is an RLE of size \[10, 10\]"):
         build_dataset(cfg, "train", with_masks=True)
 
 
@@ -309,3 +309,24 @@ def test_a_user_format_can_give_segmentations(tmp_path):
     assert with_masks.has_masks()
     index = with_masks.index("train")
     assert index.records[0].segmentations == [square] and index.gt_dict["annotations"][0]["segmentation"] == square
+
+
+def test_packed_segmentations_decode_as_coco_rasterises_them():
+    from detector.data.masks import pack_segmentations
+
+    ring = np.zeros((30, 40), np.uint8)
+    ring[5:25, 5:35] = 1
+    ring[10:20, 10:30] = 0
+    segmentations = [
+        [[1, 1, 9, 1, 9, 7, 1, 7], [20, 2, 30, 2, 25, 9]],   # two parts: their union
+        mask_to_rle(ring),                                   # compressed RLE (with a hole)
+        [[3, 3, 5, 5]],                                      # a degenerate part only: no pixels
+        {"size": [30, 40], "counts": [600, 600]},            # uncompressed RLE: 600 zeros (20 columns), then ones
+    ]
+    packed = pack_segmentations(segmentations, 30, 40, [1, 2, 3, 4])
+    assert len(packed) == 4 and packed.coords.dtype == np.float32
+    masks = packed.decode(30, 40)
+    assert masks.shape == (4, 30, 40) and masks.dtype == np.uint8
+    for mask, segmentation in zip(masks, segmentations):
+        assert np.array_equal(mask, segmentation_to_mask(segmentation, 30, 40))
+    assert masks[2].sum() == 0 and masks[3][:, 20:].all() and not masks[3][:, :20].any()
