@@ -265,16 +265,40 @@ def pack_segmentations(segmentations: Sequence[Any], height: int, width: int,
         if segmentation is None:
             raise MaskFormatError(f"Annotation id {ann_id} has no segmentation; a mask model needs polygons or RLE "
                                   "for every object.")
-        kind = check_segmentation(segmentation, height, width, ann_id)
-        if kind == "polygons":
-            kept = [p for p in segmentation if len(p) >= 6]   # fewer than 3 points: no area
-            coords.extend(float(v) for p in kept for v in p)
+        polygons = _polygon_arrays(segmentation)
+        if polygons is None:   # not plain polygons: an RLE, or a malformed one (named by the check)
+            check_segmentation(segmentation, height, width, ann_id)
+        if polygons is not None or isinstance(segmentation, list):
+            kept = [p for p in (polygons or []) if len(p) >= 6]   # fewer than 3 points: no area
+            coords.extend(kept)
             part_sizes.extend(len(p) for p in kept)
             parts.append(len(kept))
             rles.append(None)
         else:
             parts.append(0)
             rles.append(segmentation_to_rle(segmentation, height, width, ann_id))
-    return PackedSegmentations(np.asarray(coords, dtype=np.float32), np.asarray(part_sizes, dtype=np.int32),
+    coords = np.concatenate(coords).astype(np.float32) if coords else np.zeros(0, np.float32)
+    return PackedSegmentations(coords, np.asarray(part_sizes, dtype=np.int32),
                                np.asarray(parts, dtype=np.int32),
                                tuple(rles) if any(r is not None for r in rles) else ())
+
+
+def _polygon_arrays(segmentation: Any) -> list[np.ndarray] | None:
+    """Well-formed polygons as float64 arrays, checked in numpy (COCO 2017 has 40M numbers:
+    check_segmentation's per-number checks would take a minute); None when `segmentation`
+    is not a non-empty list of flat, finite, even-length lists of numbers."""
+    if not isinstance(segmentation, list) or not segmentation:
+        return None
+    arrays = []
+    for polygon in segmentation:
+        if not isinstance(polygon, list) or len(polygon) % 2:
+            return None
+        try:
+            array = np.asarray(polygon)
+        except (TypeError, ValueError):   # ragged nesting
+            return None
+        # Integers or floats only (strings, None or all-bool lists have another dtype kind).
+        if array.ndim != 1 or array.dtype.kind not in "iuf" or not np.isfinite(array).all():
+            return None
+        arrays.append(array.astype(np.float64, copy=False))
+    return arrays
