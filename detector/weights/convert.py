@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 
 SOURCES = ("torchvision", "detectron2", "checkpoint")
 PREDICTOR_PREFIX = "roi_heads.box_predictor."
+# The class-specific layers, re-initialized when the class count changes: the box predictor
+# (every stage's, for Cascade R-CNN) and the mask logits (the mask deconvolution is not per class).
+CLASS_LAYER_PREFIXES = (PREDICTOR_PREFIX, "roi_heads.mask_predictor.mask_fcn_logits.")
 
 
 def _override_value(value) -> str:
@@ -77,7 +80,7 @@ def compose_converted_config(backbone: dict, model: dict, num_classes: int | Non
 
 
 def _reinitialized_predictor(config: dict, num_classes: int) -> dict[str, torch.Tensor]:
-    """A freshly initialized box predictor for `num_classes` (for fine-tuning elsewhere)."""
+    """Freshly initialized class layers for `num_classes` (for fine-tuning elsewhere)."""
     from omegaconf import OmegaConf
 
     from detector.modeling.build import build_model
@@ -87,7 +90,7 @@ def _reinitialized_predictor(config: dict, num_classes: int) -> dict[str, torch.
     cfg.model.weights = None
     cfg.backbone.weights = None
     model = build_model(cfg)
-    return {k: v for k, v in model.state_dict().items() if k.startswith(PREDICTOR_PREFIX)}
+    return {k: v for k, v in model.state_dict().items() if k.startswith(CLASS_LAYER_PREFIXES)}
 
 
 def _check_loadable(config: dict, state: dict[str, torch.Tensor], source: str) -> None:
@@ -177,8 +180,9 @@ def detection_checkpoint(state: dict[str, torch.Tensor], backbone: dict, model: 
     config = compose_converted_config(backbone, model, found_classes, names)
     if num_classes is not None and num_classes != found_classes:
         # Keep everything but the class-specific layers, re-initialized for the new classes.
-        logger.info("Re-initializing the box predictor for %d classes (weights have %d).", num_classes, found_classes)
-        state = {k: v for k, v in state.items() if not k.startswith(PREDICTOR_PREFIX)}
+        logger.info("Re-initializing the class layers (box predictor, mask logits) for %d classes (weights have %d).",
+                    num_classes, found_classes)
+        state = {k: v for k, v in state.items() if not k.startswith(CLASS_LAYER_PREFIXES)}
         state.update(_reinitialized_predictor(config, num_classes))
         config = compose_converted_config(backbone, model, num_classes, None)
     _check_loadable(config, state, source)

@@ -4,8 +4,11 @@ Detection: a `fasterrcnn_resnet50_fpn` (v1) or `fasterrcnn_resnet50_fpn_v2` stat
 any torchvision `FasterRCNN` built on `resnet_fpn_backbone` (the depth is read off the
 weights). v1 and v2 are told apart by their keys: v2's box head is numbered
 (`roi_heads.box_head.0.0.weight`, four conv + BatchNorm blocks and one Linear) where v1's has
-`fc6`/`fc7`, and v2's FPN blocks carry a BatchNorm (`inner_blocks.i.1.*`). Classification: an
-ImageNet ResNet/ResNeXt state dict, which becomes backbone weights.
+`fc6`/`fc7`, and v2's FPN blocks carry a BatchNorm (`inner_blocks.i.1.*`). A mask branch
+(`roi_heads.mask_head.*`, `roi_heads.mask_predictor.*`: `maskrcnn_resnet50_fpn` and `_v2`, or any
+torchvision `MaskRCNN` on these backbones) makes it Mask R-CNN (model=mask_rcnn_fpn, or
+mask_rcnn_fpn_v2), whose mask modules are laid out like torchvision's, so they keep their names.
+Classification: an ImageNet ResNet/ResNeXt state dict, which becomes backbone weights.
 
 `checkpoint_from_torchvision` is the one entry point: a torchvision state dict in, a
 checkpoint of this project (weights plus the config that rebuilds the model) out.
@@ -50,6 +53,13 @@ _RENAMES = [
     (r"^roi_heads\.box_head\.fc6\.", "roi_heads.box_head.fc1."),
     (r"^roi_heads\.box_head\.fc7\.", "roi_heads.box_head.fc2."),
     (r"^roi_heads\.box_predictor\.", "roi_heads.box_predictor."),
+    # Mask R-CNN: the same module layout here (block i: conv i.0, v2's BatchNorm i.1).
+    (r"^roi_heads\.mask_head\.(\d+)\.([01])\.", r"roi_heads.mask_head.\1.\2."),
+    (r"^roi_heads\.mask_predictor\.(conv5_mask|mask_fcn_logits)\.", r"roi_heads.mask_predictor.\1."),
+    # Releases before Conv2dNormActivation (the published maskrcnn_resnet50_fpn file among them)
+    # named the mask convs mask_fcn1..4.
+    (r"^roi_heads\.mask_head\.mask_fcn(\d+)\.(weight|bias)$",
+     lambda m: f"roi_heads.mask_head.{int(m.group(1)) - 1}.0.{m.group(2)}"),
 ]
 
 
@@ -97,15 +107,43 @@ def rename_torchvision_detection(state: Mapping[str, torch.Tensor]) -> dict[str,
                 renamed[re.sub(pattern, replacement, key)] = value
                 break
         else:
-            raise ValueError(f"unexpected key '{key}' in the torchvision detection state dict: only the Faster R-CNN "
-                             "ResNet-FPN layouts are supported (backbone.body/fpn, rpn.head, box_predictor, and "
-                             "roi_heads.box_head fc6/fc7 (v1) or four conv blocks and a Linear (v2)).")
+            raise ValueError(f"unexpected key '{key}' in the torchvision detection state dict: only the Faster/Mask "
+                             "R-CNN ResNet-FPN layouts are supported (backbone.body/fpn, rpn.head, box_predictor, "
+                             "roi_heads.box_head fc6/fc7 (v1) or four conv blocks and a Linear (v2), and "
+                             "roi_heads.mask_head / mask_predictor).")
     return renamed
 
 
 def is_torchvision_v2(state: Mapping[str, torch.Tensor]) -> bool:
     """fasterrcnn_resnet50_fpn_v2's layout: a numbered conv box head instead of fc6/fc7."""
     return "roi_heads.box_head.0.0.weight" in state
+
+
+def has_mask_branch(state: Mapping[str, torch.Tensor]) -> bool:
+    """Mask R-CNN's layout: a mask predictor next to the box predictor."""
+    return "roi_heads.mask_predictor.mask_fcn_logits.weight" in state
+
+
+def _mask_fields(renamed: Mapping[str, torch.Tensor], num_outputs: int) -> dict:
+    """model.roi_heads fields of the mask branch, read off the (renamed) weights."""
+    convs = sorted({int(k.split(".")[2]) for k in renamed if re.match(r"^roi_heads\.mask_head\.\d+\.0\.weight$", k)})
+    if not convs or convs != list(range(len(convs))):
+        raise ValueError(f"torchvision mask head with conv blocks {convs}: expected blocks 0..n-1 "
+                         "(roi_heads.mask_head.<i>.0.weight).")
+    has_norm = "roi_heads.mask_head.0.1.weight" in renamed
+    if has_norm and "roi_heads.mask_head.0.1.running_mean" not in renamed:
+        raise ValueError("the torchvision mask head's norm has no running statistics: only BatchNorm is supported.")
+    logits = renamed["roi_heads.mask_predictor.mask_fcn_logits.weight"]
+    if int(logits.shape[0]) != num_outputs:
+        raise ValueError(f"torchvision mask predictor has {int(logits.shape[0])} outputs but the box predictor "
+                         f"{num_outputs}: only class-specific masks (one per class, background included) are supported.")
+    conv = renamed["roi_heads.mask_head.0.0.weight"]
+    return {
+        # torchvision's mask convs are 3x3 with dilation 1, conf/model's default.
+        "mask_head": {"conv_dim": int(conv.shape[0]), "num_convs": len(convs), "norm": "bn" if has_norm else ""},
+        # ConvTranspose2d weights are [in, out, k, k].
+        "mask_deconv_dim": int(renamed["roi_heads.mask_predictor.conv5_mask.weight"].shape[1]),
+    }
 
 
 def _fpn_norm(state: Mapping[str, torch.Tensor]) -> str:
@@ -123,12 +161,15 @@ def convert_torchvision_detection(state: Mapping[str, torch.Tensor], coco80: boo
         raise ValueError("torchvision box head not recognised: expected fc6/fc7 (fasterrcnn_resnet50_fpn) or "
                          "numbered conv blocks (fasterrcnn_resnet50_fpn_v2, roi_heads.box_head.0.0.weight).")
     settings = TORCHVISION_V2_SETTINGS if v2 else TORCHVISION_DETECTION_SETTINGS
+    masks = has_mask_branch(state)
     backbone = {**infer_resnet_config(state, "backbone.body."), **settings["backbone"]}
     renamed = {k: v for k, v in rename_torchvision_detection(state).items() if not k.endswith("num_batches_tracked")}
     num_outputs = int(renamed["roi_heads.box_predictor.cls_score.weight"].shape[0])
     num_classes = num_outputs - 1
     model = {
         **settings["model"],
+        # maskrcnn_resnet50_fpn(_v2) is fasterrcnn_resnet50_fpn(_v2) plus the mask branch.
+        **({"name": "mask_rcnn_fpn_v2" if v2 else "mask_rcnn_fpn"} if masks else {}),
         "fpn": {"out_channels": int(renamed["backbone.fpn.lateral_convs.0.0.weight"].shape[0]),
                 "norm": _fpn_norm(state)},
         "rpn": {"conv_depth": len({k.split(".")[3] for k in renamed if k.startswith("rpn.head.convs.")})},
@@ -138,6 +179,8 @@ def convert_torchvision_detection(state: Mapping[str, torch.Tensor], coco80: boo
         # model=faster_rcnn_fpn_v2's box_head node is the conv head; its width and norm read these keys.
         model["roi_heads"].update(conv_dim=int(renamed["roi_heads.box_head.convs.0.weight"].shape[0]),
                                   conv_norm="bn" if "roi_heads.box_head.0.1.weight" in state else "")
+    if masks:
+        model["roi_heads"].update(_mask_fields(renamed, num_outputs))
     names = names_by_category_id(num_classes) if num_classes == 90 else None
     if coco80:
         if num_classes != 90:
@@ -148,6 +191,9 @@ def convert_torchvision_detection(state: Mapping[str, torch.Tensor], coco80: boo
         for name in ("weight", "bias"):
             renamed[f"roi_heads.box_predictor.cls_score.{name}"] = renamed[f"roi_heads.box_predictor.cls_score.{name}"][rows]
             renamed[f"roi_heads.box_predictor.bbox_pred.{name}"] = renamed[f"roi_heads.box_predictor.bbox_pred.{name}"][box_rows]
+            if masks:   # one mask channel per class output, background included
+                key = f"roi_heads.mask_predictor.mask_fcn_logits.{name}"
+                renamed[key] = renamed[key][rows]
         num_classes, names = 80, list(COCO_NAMES)
     return renamed, backbone, model, num_classes, names
 
@@ -164,10 +210,11 @@ def checkpoint_from_torchvision(state: Mapping[str, torch.Tensor], num_classes: 
     """A checkpoint of this project from a torchvision state dict, ready for save_checkpoint
     or for load_model once written.
 
-    - Faster R-CNN, v1 (`fasterrcnn_resnet50_fpn`) or v2 (`fasterrcnn_resnet50_fpn_v2`), told
-      apart by the keys: {"model", "iteration": 0, "config", and "category_ids" for COCO
-      models}. The config names the model option (`model.name`: faster_rcnn_fpn or
-      faster_rcnn_fpn_v2) and the backbone, so the weights rebuild with no other flag; they are
+    - Faster R-CNN, v1 (`fasterrcnn_resnet50_fpn`) or v2 (`fasterrcnn_resnet50_fpn_v2`), or
+      Mask R-CNN (`maskrcnn_resnet50_fpn`, `maskrcnn_resnet50_fpn_v2`), told apart by the keys:
+      {"model", "iteration": 0, "config", and "category_ids" for COCO models}. The config names
+      the model option (`model.name`: faster_rcnn_fpn, faster_rcnn_fpn_v2, mask_rcnn_fpn or
+      mask_rcnn_fpn_v2) and the backbone, so the weights rebuild with no other flag; they are
       loaded strictly into the model built from it before this returns.
     - ResNet/ResNeXt ImageNet classifier: {"model": backbone weights (no fc), "iteration": 0,
       "config"}, for `backbone.weights=`.
@@ -184,5 +231,5 @@ def checkpoint_from_torchvision(state: Mapping[str, torch.Tensor], num_classes: 
     if is_torchvision_classification(state):
         body, backbone = convert_torchvision_classification(state)
         return {"model": body, "iteration": 0, "config": compose_converted_config(backbone, {}, num_classes, None)}
-    raise ValueError(f"'{source}' is neither a torchvision Faster R-CNN state dict (keys backbone.body.*, rpn.head.*) "
+    raise ValueError(f"'{source}' is neither a torchvision Faster/Mask R-CNN state dict (keys backbone.body.*, rpn.head.*) "
                      "nor a torchvision ResNet classification state dict (keys conv1.*, layer1.*).")

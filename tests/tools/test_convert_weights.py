@@ -58,7 +58,7 @@ def test_detector_with_new_class_count_loads_without_flags(tmp_path, capsys):
 def test_bad_inputs_fail_with_a_message(tmp_path, capsys):
     torch.save({"something": torch.zeros(2)}, tmp_path / "other.pth")
     assert tool_main("--source", "torchvision", "--input", tmp_path / "other.pth", "--output", tmp_path / "o.pth") == 1
-    assert "neither a torchvision Faster R-CNN" in capsys.readouterr().err
+    assert "neither a torchvision Faster/Mask R-CNN" in capsys.readouterr().err
     assert tool_main("--source", "detectron2", "--input", tmp_path / "missing.pkl", "--output", tmp_path / "o.pth") == 1
     assert "do not exist" in capsys.readouterr().err
     assert not (tmp_path / "o.pth").exists()
