@@ -28,9 +28,9 @@ from typing import Iterator, Sequence
 
 import torch
 from torch import nn
-from torchvision.ops import batched_nms, box_iou
+from torchvision.ops import box_iou
 
-from detector.modeling.boxes import clip_to_image, hflip_boxes
+from detector.modeling.boxes import batched_nms, clip_to_image, hflip_boxes
 
 MERGE_METHODS = ("nms", "wbf")
 
