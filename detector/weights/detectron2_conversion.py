@@ -1,10 +1,19 @@
-"""Detectron2 model-zoo Faster R-CNN R50/R101-FPN weights -> this project's names and config.
+"""Detectron2 model-zoo R-CNN R50/R101-FPN weights -> this project's names and config: Faster
+R-CNN (COCO-Detection/faster_rcnn_*), Mask R-CNN (COCO-InstanceSegmentation/mask_rcnn_*_FPN_*)
+and Cascade (Mask) R-CNN (Misc/cascade_mask_rcnn_*), told apart by their keys.
 
 Detectron2 differs from torchvision in ways that change the outputs, so the converted
 config reproduces each: BGR input on the 0..255 scale (mean [103.53, 116.28, 123.675],
 std 1), the stride in the first 1x1 conv of each bottleneck (MSRA ResNet), aligned
 RoIAlign with adaptive sampling, unrounded anchors at fixed strides, background as the
 last class score and box deltas for foreground classes only.
+
+Cascade R-CNN's stages are `roi_heads.box_head.{k}` / `roi_heads.box_predictor.{k}` there and
+here (class-agnostic deltas, 4 per stage); the mask head's `mask_fcn{n}`, `deconv` and
+`predictor` are `mask_head.{n-1}.0`, `mask_predictor.conv5_mask` and
+`mask_predictor.mask_fcn_logits` here (K mask channels, no background, like the box layout).
+Detectron2 pastes masks with its own (grid-sample) routine; a converted model pastes them the
+torchvision way, which differs at mask borders by interpolation only.
 """
 from __future__ import annotations
 
@@ -37,6 +46,12 @@ DETECTRON2_MODEL_SETTINGS = {
     },
 }
 
+# Detectron2's CascadeROIHeads (configs/Misc/cascade_mask_rcnn_R_50_FPN_3x.yaml): three stages at
+# IoU 0.5 / 0.6 / 0.7 with box-coder weights (10,10,5,5), (20,20,10,10), (30,30,15,15) -- those of
+# conf/model/cascade_rcnn_fpn.yaml -- and Detectron2's default SMOOTH_L1_BETA 0 (plain L1 box loss).
+CASCADE_STAGES = 3
+DETECTRON2_CASCADE_SETTINGS = {"roi_heads": {"smooth_l1_beta": 0.0}}
+
 # Keys that carry no weights (older files saved these buffers).
 _IGNORED = re.compile(r"^(pixel_mean|pixel_std)$|anchor_generator\.cell_anchors")
 
@@ -54,6 +69,13 @@ _RENAMES = [
     (r"^proposal_generator\.rpn_head\.anchor_deltas\.(weight|bias)$", r"rpn.head.deltas.\1"),
     (r"^roi_heads\.box_head\.fc([12])\.(weight|bias)$", r"roi_heads.box_head.fc\1.\2"),
     (r"^roi_heads\.box_predictor\.(cls_score|bbox_pred)\.(weight|bias)$", r"roi_heads.box_predictor.\1.\2"),
+    # Cascade R-CNN: one box head and one (class-agnostic) predictor per stage, same names.
+    (r"^roi_heads\.box_head\.(\d+)\.fc([12])\.(weight|bias)$", r"roi_heads.box_head.\1.fc\2.\3"),
+    (r"^roi_heads\.box_predictor\.(\d+)\.(cls_score|bbox_pred)\.(weight|bias)$", r"roi_heads.box_predictor.\1.\2.\3"),
+    # Mask R-CNN's MaskRCNNConvUpsampleHead (roi_heads/mask_head.py): mask_fcn1..4, deconv, predictor.
+    (r"^roi_heads\.mask_head\.mask_fcn(\d)\.(weight|bias)$", None),
+    (r"^roi_heads\.mask_head\.deconv\.(weight|bias)$", r"roi_heads.mask_predictor.conv5_mask.\1"),
+    (r"^roi_heads\.mask_head\.predictor\.(weight|bias)$", r"roi_heads.mask_predictor.mask_fcn_logits.\1"),
 ]
 
 
@@ -65,6 +87,8 @@ def detectron2_key_to_ours(key: str) -> str:
         if replacement is not None:
             return re.sub(pattern, replacement, key)
         groups = match.groups()
+        if ".mask_fcn" in key:
+            return f"roi_heads.mask_head.{int(groups[0]) - 1}.0.{groups[1]}"
         if ".fpn_lateral" in key or ".fpn_output" in key:
             kind = "lateral_convs" if ".fpn_lateral" in key else "output_convs"
             return f"backbone.fpn.{kind}.{int(groups[0]) - 2}.0.{groups[1]}"
@@ -74,8 +98,9 @@ def detectron2_key_to_ours(key: str) -> str:
             return f"{prefix}.downsample.0.weight" if key.endswith("shortcut.weight") else f"{prefix}.downsample.1.{groups[2]}"
         conv = groups[2]
         return f"{prefix}.conv{conv}.weight" if key.endswith(f"conv{conv}.weight") else f"{prefix}.bn{conv}.{groups[3]}"
-    raise ValueError(f"unexpected key '{key}' in the Detectron2 checkpoint: only Faster R-CNN with a ResNet-FPN "
-                     "backbone, StandardRPNHead and the two-FC box head is supported.")
+    raise ValueError(f"unexpected key '{key}' in the Detectron2 checkpoint: only Faster R-CNN, Mask R-CNN and Cascade "
+                     "(Mask) R-CNN with a ResNet-FPN backbone, StandardRPNHead, two-FC box heads and the four-conv "
+                     "mask head without norm (MaskRCNNConvUpsampleHead) are supported.")
 
 
 def convert_detectron2(checkpoint: Mapping):
@@ -95,20 +120,63 @@ def convert_detectron2(checkpoint: Mapping):
     backbone = {**infer_resnet_config(state, "backbone.body."), "norm": "frozen_bn", "freeze_at": 2}
     # The model zoo's MSRA ResNets stride in the 1x1 conv; its ResNeXts (FB weights) do not.
     backbone["stride_in_1x1"] = backbone["groups"] == 1
-    num_classes = int(state["roi_heads.box_predictor.cls_score.weight"].shape[0]) - 1
-    box_outputs = int(state["roi_heads.box_predictor.bbox_pred.weight"].shape[0])
-    if box_outputs != 4 * num_classes:
-        raise ValueError(f"Detectron2 bbox_pred has {box_outputs} outputs for {num_classes} classes; only "
-                         "class-specific regression (4 per foreground class) is supported.")
+    cascade = "roi_heads.box_predictor.0.cls_score.weight" in state
+    masks = "roi_heads.mask_predictor.mask_fcn_logits.weight" in state
+    first = "roi_heads.box_predictor.0." if cascade else "roi_heads.box_predictor."
+    num_classes = int(state[f"{first}cls_score.weight"].shape[0]) - 1
     model = _merge(DETECTRON2_MODEL_SETTINGS, {
         "fpn": {"out_channels": int(state["backbone.fpn.lateral_convs.0.0.weight"].shape[0])},
-        "roi_heads": {"fc_dim": int(state["roi_heads.box_head.fc1.weight"].shape[0])},
+        "roi_heads": {"fc_dim": int(state[f"roi_heads.box_head.{'0.' if cascade else ''}fc1.weight"].shape[0])},
     })
+    if cascade:
+        _check_cascade(state, num_classes)
+        model = _merge(model, DETECTRON2_CASCADE_SETTINGS)
+    else:
+        box_outputs = int(state["roi_heads.box_predictor.bbox_pred.weight"].shape[0])
+        if box_outputs != 4 * num_classes:
+            raise ValueError(f"Detectron2 bbox_pred has {box_outputs} outputs for {num_classes} classes; only "
+                             "class-specific regression (4 per foreground class) is supported.")
+    if masks:
+        model["roi_heads"].update(_mask_fields(state, num_classes))
+    model["name"] = {(False, False): "faster_rcnn_fpn", (False, True): "mask_rcnn_fpn",
+                     (True, False): "cascade_rcnn_fpn", (True, True): "cascade_mask_rcnn_fpn"}[cascade, masks]
     if "pixel_mean" in extra and "pixel_std" in extra:
         model["input"]["pixel_mean"] = [float(v) / 255.0 for v in np.asarray(extra["pixel_mean"]).reshape(-1)]
         model["input"]["pixel_std"] = [float(v) / 255.0 for v in np.asarray(extra["pixel_std"]).reshape(-1)]
     names = list(COCO_NAMES) if num_classes == 80 else None
     return state, backbone, model, num_classes, names
+
+
+def _check_cascade(state: Mapping[str, torch.Tensor], num_classes: int) -> None:
+    """conf/model/cascade_rcnn_fpn's stages: three, each predicting K+1 scores and one box."""
+    stages = sorted({int(k.split(".")[2]) for k in state if re.match(r"^roi_heads\.box_predictor\.\d+\.", k)})
+    if stages != list(range(CASCADE_STAGES)):
+        raise ValueError(f"Detectron2 cascade with stages {stages}: only the model zoo's three stages "
+                         f"(roi_heads.box_predictor.0..2, IoU 0.5 / 0.6 / 0.7) are supported.")
+    for stage in stages:
+        scores = int(state[f"roi_heads.box_predictor.{stage}.cls_score.weight"].shape[0])
+        deltas = int(state[f"roi_heads.box_predictor.{stage}.bbox_pred.weight"].shape[0])
+        if scores != num_classes + 1 or deltas != 4:
+            raise ValueError(f"Detectron2 cascade stage {stage} has {scores} class scores and {deltas} box outputs; "
+                             f"expected {num_classes + 1} and 4 (class-agnostic regression, CLS_AGNOSTIC_BBOX_REG).")
+
+
+def _mask_fields(state: Mapping[str, torch.Tensor], num_classes: int) -> dict:
+    """model.roi_heads fields of MaskRCNNConvUpsampleHead, read off its (renamed) weights."""
+    convs = sorted({int(k.split(".")[2]) for k in state if re.match(r"^roi_heads\.mask_head\.\d+\.0\.weight$", k)})
+    if convs != list(range(len(convs))) or not convs:
+        raise ValueError(f"Detectron2 mask head with convs mask_fcn{[c + 1 for c in convs]}: expected mask_fcn1..n.")
+    outputs = int(state["roi_heads.mask_predictor.mask_fcn_logits.weight"].shape[0])
+    if outputs != num_classes:
+        raise ValueError(f"Detectron2 mask predictor has {outputs} outputs for {num_classes} classes; only "
+                         "class-specific masks (CLS_AGNOSTIC_MASK false) are supported.")
+    return {
+        # Detectron2's mask convs are 3x3, dilation 1, with bias (no norm in the model zoo's R50-FPN).
+        "mask_head": {"conv_dim": int(state["roi_heads.mask_head.0.0.weight"].shape[0]), "num_convs": len(convs),
+                      "norm": ""},
+        # ConvTranspose2d weights are [in, out, k, k].
+        "mask_deconv_dim": int(state["roi_heads.mask_predictor.conv5_mask.weight"].shape[1]),
+    }
 
 
 def _merge(base: dict, update: dict) -> dict:

@@ -13,6 +13,13 @@ The parameter names below are those Detectron2's modules register, read from its
 | `roi_heads.box_predictor.cls_score.*` (K + 1 rows), `.bbox_pred.*` (4K rows) | roi_heads/fast_rcnn.py `FastRCNNOutputLayers.__init__`: `self.cls_score = Linear(input_size, num_classes + 1)`, `self.bbox_pred = Linear(input_size, num_bbox_reg_classes * box_dim)`; `fast_rcnn_inference_single_image`: `scores = scores[:, :-1]` (background is the *last* column), class k's deltas in columns 4k..4k+3 |
 | file layout `{"model": {name: ndarray}, "__author__": ..., "matching_heuristics": True}` | checkpoint/detection_checkpoint.py `DetectionCheckpointer._load_file`: `if "model" in data and "__author__" in data: # file is in Detectron2 model zoo format`; `_load_model` reads `checkpoint.get("matching_heuristics")` and tolerates `pixel_mean`/`pixel_std` being absent ("they may be missing in old checkpoints"): files saved while those `GeneralizedRCNN` buffers were persistent carry them (meta_arch/rcnn.py now registers them with `persistent=False`); defaults.py: `PIXEL_MEAN = [103.530, 116.280, 123.675]` in BGR order ("BGR order, since INPUT.FORMAT defaults to BGR"), `PIXEL_STD = [1.0, 1.0, 1.0]` |
 
+Mask R-CNN and Cascade R-CNN (MASK_HEAD_TABLE):
+
+| names | where Detectron2 creates them |
+| --- | --- |
+| `roi_heads.mask_head.mask_fcn{1..4}.{weight,bias}`, `.deconv.*`, `.predictor.*` (K rows) | roi_heads/mask_head.py `MaskRCNNConvUpsampleHead.__init__`: `self.add_module("mask_fcn{}".format(k + 1), conv)` (3x3, padding 1, `bias=not conv_norm`, NUM_CONV 4 in Base-RCNN-FPN / mask configs), `self.deconv = ConvTranspose2d(cur_channels, conv_dims[-1], kernel_size=2, stride=2)`, `self.predictor = Conv2d(cur_channels, num_classes, kernel_size=1)` (`num_mask_classes = 1 if cls_agnostic_mask else num_classes`); forward: relu after every conv and after the deconv (`layers` applies `self.deconv_relu`); `mask_rcnn_inference`: sigmoid of the predicted class's channel |
+| `roi_heads.box_head.{0,1,2}.fc{1,2}.*`, `roi_heads.box_predictor.{0,1,2}.{cls_score,bbox_pred}.*` | roi_heads/cascade_rcnn.py `CascadeROIHeads.__init__`: `self.box_head = nn.ModuleList(box_heads)`, `self.box_predictor = nn.ModuleList(box_predictors)`, one per `CASCADE_BBOX_REG_WEIGHTS` entry; `FastRCNNOutputLayers(..., cls_agnostic_bbox_reg=True)` (bbox_pred: 4 rows); configs/Misc/cascade_mask_rcnn_R_50_FPN_3x.yaml: `NAME: CascadeROIHeads`, `CLS_AGNOSTIC_BBOX_REG: True`, `MASK_ON: True`; `_run_stage` divides the pooled features' gradient by the number of stages; inference averages the stages' scores |
+
 checkpoint/c2_model_loading.py, which renames Caffe2 (Detectron) model-zoo blobs into these
 names, is a second source for the same suffixes; C2_NAMES lists some of its renamings.
 
@@ -43,6 +50,7 @@ NUM_CLASSES = 80
 # are config values in Detectron2; the zoo uses 256 and 1024). The ResNet keeps its real widths.
 FPN_DIM, FC_DIM = 32, 64
 NUM_ANCHORS = 3
+MASK_DIM = 16      # ROI_MASK_HEAD.CONV_DIM (256 in the zoo)
 BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}          # resnet.py num_blocks_per_stage
 DETECTRON2_PIXEL_MEAN = np.array([103.530, 116.280, 123.675])  # defaults.py, BGR
 NORM_BUFFERS = ("weight", "bias", "running_mean", "running_var")  # FrozenBatchNorm2d
@@ -72,10 +80,13 @@ C2_NAMES = {
 
 
 def detectron2_faster_rcnn_fpn_shapes(depth: int, fpn_dim: int = FPN_DIM, fc_dim: int = FC_DIM,
-                                      num_classes: int = NUM_CLASSES) -> dict[str, tuple]:
+                                      num_classes: int = NUM_CLASSES, cascade: bool = False,
+                                      mask: bool = False) -> dict[str, tuple]:
     """Every parameter / buffer name (with its shape) of Detectron2's GeneralizedRCNN with
     build_resnet_fpn_backbone, StandardRPNHead and StandardROIHeads (FastRCNNConvFCHead with
-    two fc, FastRCNNOutputLayers), as the module docstring's table derives them."""
+    two fc, FastRCNNOutputLayers), as the module docstring's table derives them.
+    `cascade`: CascadeROIHeads' three stages instead (MASK_HEAD_TABLE); `mask`: plus
+    MaskRCNNConvUpsampleHead (same table)."""
     shapes = {}
 
     def conv_with_norm(name, shape):
@@ -104,11 +115,23 @@ def detectron2_faster_rcnn_fpn_shapes(depth: int, fpn_dim: int = FPN_DIM, fc_dim
         size = 3 if name == "conv" else 1
         shapes[f"proposal_generator.rpn_head.{name}.weight"] = (out, fpn_dim, size, size)
         shapes[f"proposal_generator.rpn_head.{name}.bias"] = (out,)
-    for name, (out, inp) in {"box_head.fc1": (fc_dim, fpn_dim * 7 * 7), "box_head.fc2": (fc_dim, fc_dim),
-                             "box_predictor.cls_score": (num_classes + 1, fc_dim),
-                             "box_predictor.bbox_pred": (num_classes * 4, fc_dim)}.items():
-        shapes[f"roi_heads.{name}.weight"] = (out, inp)
-        shapes[f"roi_heads.{name}.bias"] = (out,)
+    stages = [f"{k}." for k in range(3)] if cascade else [""]
+    for stage in stages:
+        # CascadeROIHeads: cls_agnostic_bbox_reg, so 4 deltas per stage whatever the class.
+        for name, (out, inp) in {f"box_head.{stage}fc1": (fc_dim, fpn_dim * 7 * 7),
+                                 f"box_head.{stage}fc2": (fc_dim, fc_dim),
+                                 f"box_predictor.{stage}cls_score": (num_classes + 1, fc_dim),
+                                 f"box_predictor.{stage}bbox_pred": (4 if cascade else num_classes * 4, fc_dim)}.items():
+            shapes[f"roi_heads.{name}.weight"] = (out, inp)
+            shapes[f"roi_heads.{name}.bias"] = (out,)
+    if mask:
+        for n in range(1, 5):
+            shapes[f"roi_heads.mask_head.mask_fcn{n}.weight"] = (MASK_DIM, fpn_dim if n == 1 else MASK_DIM, 3, 3)
+            shapes[f"roi_heads.mask_head.mask_fcn{n}.bias"] = (MASK_DIM,)
+        shapes["roi_heads.mask_head.deconv.weight"] = (MASK_DIM, MASK_DIM, 2, 2)   # ConvTranspose2d: [in, out, k, k]
+        shapes["roi_heads.mask_head.deconv.bias"] = (MASK_DIM,)
+        shapes["roi_heads.mask_head.predictor.weight"] = (num_classes, MASK_DIM, 1, 1)
+        shapes["roi_heads.mask_head.predictor.bias"] = (num_classes,)
     return shapes
 
 
@@ -328,6 +351,116 @@ def test_converted_config_reproduces_detectron2(zoo_models):
     assert cfg.model.roi_heads.predictor_layout == "detectron2"
     assert not cfg.model.anchor_generator.round_anchors
     assert list(cfg.model.anchor_generator.strides) == [4, 8, 16, 32, 64]
+
+
+# ---------------------------------------------------------------- Mask R-CNN and Cascade (Mask) R-CNN
+@pytest.mark.parametrize("cascade, mask, name", [(False, True, "mask_rcnn_fpn"), (True, False, "cascade_rcnn_fpn"),
+                                                 (True, True, "cascade_mask_rcnn_fpn")])
+def test_mask_and_cascade_names_map_one_to_one_onto_the_converted_model(cascade, mask, name):
+    """COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_*, Misc/cascade_mask_rcnn_R_50_FPN_* and a
+    cascade without masks: every name lands on a parameter of the model the config names."""
+    shapes = detectron2_faster_rcnn_fpn_shapes(50, cascade=cascade, mask=mask)
+    weights = {k: np.broadcast_to(np.float32(0.5), s) for k, s in shapes.items()}
+    state, backbone, model_fields, num_classes, names = convert_detectron2(
+        {"model": weights, "__author__": "Detectron2 Model Zoo", "matching_heuristics": True})
+    assert model_fields["name"] == name and num_classes == NUM_CLASSES and names[-1] == "toothbrush"
+    assert len(state) == len(shapes) and {detectron2_key_to_ours(k) for k in shapes} == set(state)
+    config = compose_converted_config(backbone, model_fields, num_classes, names)
+    model = build_model(_weightless(config))
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    assert ours == {detectron2_key_to_ours(k): s for k, s in shapes.items()}
+    load_state_dict_strict(model, state, name)
+    heads = config["model"]["roi_heads"]
+    if mask:
+        assert heads["mask_head"]["conv_dim"] == MASK_DIM and heads["mask_head"]["norm"] == ""
+        assert heads["mask_deconv_dim"] == MASK_DIM and model.roi_heads.mask_predictor.layout == "detectron2"
+        assert detectron2_key_to_ours("roi_heads.mask_head.mask_fcn4.bias") == "roi_heads.mask_head.3.0.bias"
+    else:
+        assert not hasattr(model.roi_heads, "mask_head") or model.roi_heads.mask_head is None
+    if cascade:
+        # Detectron2's cascade: its default SMOOTH_L1_BETA 0; the stages are conf/model/cascade_rcnn_fpn's.
+        assert heads["smooth_l1_beta"] == 0.0 and heads["fg_iou_thresh"] == 0.5
+        assert [s["iou_thresh"] for s in heads["refine_stages"]] == [0.6, 0.7]
+        assert [list(s["bbox_reg_weights"]) for s in heads["refine_stages"]] == [[20.0, 20.0, 10.0, 10.0],
+                                                                                  [30.0, 30.0, 15.0, 15.0]]
+        assert len(model.roi_heads.box_predictor) == 3
+    # What every Detectron2 conversion carries (as for Faster R-CNN).
+    assert heads["predictor_layout"] == "detectron2" and heads["pooler_aligned"] and heads["pooler_sampling_ratio"] == 0
+    assert heads["min_box_size"] == 0.0 and config["model"]["input"]["format"] == "BGR"
+    assert config["backbone"]["stride_in_1x1"] and config["backbone"]["norm"] == "frozen_bn"
+    assert config["backbone"]["freeze_at"] == 2
+
+
+@pytest.fixture(scope="module")
+def cascade_mask_model(tmp_path_factory):
+    """A model-zoo-like Misc/cascade_mask_rcnn_R_50_FPN_3x file, written, converted and loaded."""
+    folder = tmp_path_factory.mktemp("d2cascade")
+    weights = _random_weights(detectron2_faster_rcnn_fpn_shapes(50, cascade=True, mask=True), seed=3)
+    _write_zoo_file(folder / "cascade_mask.pkl", weights)
+    convert_weights("detectron2", folder / "cascade_mask.pkl", folder / "cascade_mask.pth")
+    model = load_model(folder / "cascade_mask.pth", overrides=["model.input.min_size_test=64",
+                                                               "model.input.max_size_test=64",
+                                                               "model.roi_heads.score_thresh=0.0"])
+    return {k: torch.from_numpy(v) for k, v in weights.items()}, model
+
+
+def test_cascade_stages_and_mask_head_compute_what_detectron2_computes(cascade_mask_model):
+    w, model = cascade_mask_model
+    assert model.config.model.name == "cascade_mask_rcnn_fpn"
+    pooled = torch.randn(5, FPN_DIM, 7, 7, generator=torch.Generator().manual_seed(4))
+    for stage in range(3):
+        x = torch.flatten(pooled, start_dim=1)
+        for fc in ("fc1", "fc2"):
+            x = F.relu(F.linear(x, w[f"roi_heads.box_head.{stage}.{fc}.weight"], w[f"roi_heads.box_head.{stage}.{fc}.bias"]))
+        scores = F.linear(x, w[f"roi_heads.box_predictor.{stage}.cls_score.weight"],
+                          w[f"roi_heads.box_predictor.{stage}.cls_score.bias"])
+        deltas = F.linear(x, w[f"roi_heads.box_predictor.{stage}.bbox_pred.weight"],
+                          w[f"roi_heads.box_predictor.{stage}.bbox_pred.bias"])
+        with torch.no_grad():
+            logits, ours = model.roi_heads.box_predictor[stage](model.roi_heads.box_head[stage](pooled))
+        # Background last there, first here; one class-agnostic box per proposal in both.
+        torch.testing.assert_close(logits[:, 0], scores[:, NUM_CLASSES], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(logits[:, 1:], scores[:, :NUM_CLASSES], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(ours, deltas, rtol=1e-4, atol=1e-5)
+    # MaskRCNNConvUpsampleHead.layers: relu(conv) x4, relu(deconv), predictor; K channels.
+    features = torch.randn(5, FPN_DIM, 14, 14, generator=torch.Generator().manual_seed(5))
+    x = features
+    for n in range(1, 5):
+        x = F.relu(F.conv2d(x, w[f"roi_heads.mask_head.mask_fcn{n}.weight"], w[f"roi_heads.mask_head.mask_fcn{n}.bias"],
+                            padding=1))
+    x = F.relu(F.conv_transpose2d(x, w["roi_heads.mask_head.deconv.weight"], w["roi_heads.mask_head.deconv.bias"], stride=2))
+    expected = F.conv2d(x, w["roi_heads.mask_head.predictor.weight"], w["roi_heads.mask_head.predictor.bias"])
+    with torch.no_grad():
+        ours = model.roi_heads.mask_predictor(model.roi_heads.mask_head(features))
+    assert ours.shape == (5, NUM_CLASSES + 1, 28, 28)
+    # Label k (1..K) reads Detectron2's channel k-1.
+    torch.testing.assert_close(ours[:, 1:], expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+
+
+def test_converted_cascade_mask_model_detects_with_masks(cascade_mask_model):
+    _, model = cascade_mask_model
+    image = torch.rand(3, 48, 64, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        detections = model([image])[0]
+    count = len(detections["boxes"])
+    assert 0 < count <= 100 and detections["masks"].shape == (count, 1, 48, 64)
+    assert float(detections["masks"].min()) >= 0.0 and float(detections["masks"].max()) <= 1.0
+    assert bool((detections["labels"] >= 1).all() and (detections["labels"] <= NUM_CLASSES).all())
+
+
+def test_unsupported_cascade_and_mask_layouts_are_refused():
+    shapes = detectron2_faster_rcnn_fpn_shapes(50, cascade=True, mask=True)
+    weights = {k: np.broadcast_to(np.float32(0.5), s) for k, s in shapes.items()}
+    two_stages = {k: v for k, v in weights.items() if not k.startswith(("roi_heads.box_head.2.", "roi_heads.box_predictor.2."))}
+    with pytest.raises(ValueError, match=r"stages \[0, 1\].*three stages"):
+        convert_detectron2({"model": two_stages})
+    agnostic_mask = dict(weights, **{"roi_heads.mask_head.predictor.weight": np.zeros((1, MASK_DIM, 1, 1), np.float32),
+                                     "roi_heads.mask_head.predictor.bias": np.zeros((1,), np.float32)})
+    with pytest.raises(ValueError, match="1 outputs for 80 classes.*class-specific masks"):
+        convert_detectron2({"model": agnostic_mask})
+    gn = dict(weights, **{"roi_heads.mask_head.mask_fcn1.norm.weight": np.ones((MASK_DIM,), np.float32)})
+    with pytest.raises(ValueError, match="unexpected key 'roi_heads.mask_head.mask_fcn1.norm.weight'"):
+        convert_detectron2({"model": gn})
 
 
 class _CreatesAFile:
