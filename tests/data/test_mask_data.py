@@ -196,12 +196,22 @@ def test_a_box_without_a_usable_segmentation_is_a_bad_sample(tmp_path, policy):
     assert dataset.records[0].problem is not None
 
 
-def test_an_rle_of_the_wrong_size_is_a_bad_sample(tmp_path):
-    wrong = mask_to_rle(np.ones((10, 10), np.uint8))
-    cfg = _write(tmp_path, [{"bbox": [0, 0, 10, 10], "segmentation": wrong}])
+@pytest.mark.parametrize("segmentation, reason", [
+    (mask_to_rle(np.ones((10, 10), np.uint8)), r"is an RLE of size \[10, 10\] \(height, width\) but its image is 40x60"),
+    ({"size": [40, 60], "counts": "not~an~rle"}, "compressed RLE with the invalid character"),
+    ({"size": [40, 60], "counts": [5, 5]}, "run lengths add up to 10, not height\\*width = 2400"),
+    ([[0, 0, 10, float("nan"), 10, 10]], "polygon #0 is"),
+    ([[0, 0, 10, 0, 10]], "odd number of coordinates"),
+    ([["0", "0", "10", "0", "10", "10"]], "polygon #0 is"),
+    (7, "is a int; expected polygons"),
+])
+def test_a_malformed_segmentation_is_a_bad_sample_naming_the_annotation(tmp_path, segmentation, reason):
+    cfg = _write(tmp_path, [{"bbox": [0, 0, 10, 10], "segmentation": segmentation},
+                            {"bbox": [20, 20, 10, 10], "segmentation": [[20, 20, 30, 20, 30, 30]]}])
     cfg.dataset.on_bad_sample = "error"
-    with pytest.raises(BadSampleError, match=r"Annotation id 1: segmentation is an RLE of size \[10, 10\]"):
+    with pytest.raises(BadSampleError, match="Annotation id 1: segmentation .*" + reason):
         build_dataset(cfg, "train", with_masks=True)
+    assert len(build_dataset(cfg, "train")) == 1   # box-only training does not read them
 
 
 # ---------------------------------------------------------------- datasets without masks
