@@ -40,6 +40,8 @@ CONVERSION_VERSION = 1
 TORCHVISION_DETECTORS = {
     "fasterrcnn_resnet50_fpn": "COCO_V1",
     "fasterrcnn_resnet50_fpn_v2": "COCO_V1",
+    "maskrcnn_resnet50_fpn": "COCO_V1",       # -> model=mask_rcnn_fpn
+    "maskrcnn_resnet50_fpn_v2": "COCO_V1",    # -> model=mask_rcnn_fpn_v2
 }
 TORCHVISION_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                          "resnext50_32x4d", "resnext101_32x8d")
@@ -49,11 +51,18 @@ TORCHVISION_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resne
 TORCHVISION_BACKBONE_DEFAULT = "IMAGENET1K_V1"
 
 DETECTRON2_PREFIX = "https://dl.fbaipublicfiles.com/detectron2/"
-# Detectron2 model-zoo name -> "<model id>/<file name>" (detectron2/model_zoo/model_zoo.py).
+# Detectron2 model-zoo name -> ("<model id>/<file name>" (detectron2/model_zoo/model_zoo.py),
+# COCO val2017 box AP[, mask AP] from its MODEL_ZOO.md).
 DETECTRON2_DETECTORS = {
     "COCO-Detection/faster_rcnn_R_50_FPN_1x": ("137257794/model_final_b275ba.pkl", 37.9),
     "COCO-Detection/faster_rcnn_R_50_FPN_3x": ("137849458/model_final_280758.pkl", 40.2),
     "COCO-Detection/faster_rcnn_R_101_FPN_3x": ("137851257/model_final_f6e8b1.pkl", 42.0),
+    # -> model=mask_rcnn_fpn
+    "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x": ("137260431/model_final_a54504.pkl", 38.6, 35.2),
+    "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x": ("137849600/model_final_f10217.pkl", 41.0, 37.2),
+    # -> model=cascade_mask_rcnn_fpn
+    "Misc/cascade_mask_rcnn_R_50_FPN_1x": ("138602847/model_final_e9d89b.pkl", 42.1, 36.4),
+    "Misc/cascade_mask_rcnn_R_50_FPN_3x": ("144998488/model_final_480dd8.pkl", 44.3, 38.5),
 }
 # The MSRA ResNets Detectron2's own configs start from (BGR input, stride in the 1x1 conv), with
 # the 1-crop ImageNet top-1 of KaimingHe/deep-residual-networks (100 - 24.7 and 100 - 23.6 % error).
@@ -89,7 +98,8 @@ def _torchvision_entry(name: str, arch: str, version: str, kind: str) -> Publish
     weights = get_model_weights(arch)[version]
     metrics = weights.meta.get("_metrics", {})
     if "COCO-val2017" in metrics:
-        metric = f"COCO val2017 box AP {metrics['COCO-val2017']['box_map']}"
+        coco = metrics["COCO-val2017"]
+        metric = f"COCO val2017 box AP {coco['box_map']}" + (f", mask AP {coco['mask_map']}" if "mask_map" in coco else "")
     else:
         metric = f"ImageNet-1K top-1 {metrics['ImageNet-1K']['acc@1']}"
     # torch.hub's convention: the file name ends in "-<sha256 prefix>.<extension>".
@@ -118,11 +128,12 @@ def _torchvision_lookup(rest: str) -> PublishedWeights | None:
 def _detectron2_lookup(rest: str) -> PublishedWeights | None:
     rest = rest[: -len(".pkl")] if rest.endswith(".pkl") else rest
     if rest in DETECTRON2_DETECTORS:
-        suffix, box_ap = DETECTRON2_DETECTORS[rest]
+        suffix, box_ap, *mask_ap = DETECTRON2_DETECTORS[rest]
         # Detectron2's MODEL_ZOO.md: "any model on this page contains its md5 prefix in its file name".
         match = re.search(r"_([a-f0-9]+)\.pkl$", suffix)
         return PublishedWeights(f"detectron2://{rest}", f"{DETECTRON2_PREFIX}{rest}/{suffix}", "detector",
-                                "detectron2", "md5", match.group(1), f"COCO val2017 box AP {box_ap}")
+                                "detectron2", "md5", match.group(1),
+                                f"COCO val2017 box AP {box_ap}" + (f", mask AP {mask_ap[0]}" if mask_ap else ""))
     if rest in DETECTRON2_BACKBONES:
         return PublishedWeights(f"detectron2://{rest}", f"{DETECTRON2_PREFIX}{rest}.pkl", "backbone", "detectron2",
                                 None, None, f"ImageNet-1K top-1 {DETECTRON2_BACKBONES[rest]} (MSRA, 1-crop)")

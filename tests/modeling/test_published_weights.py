@@ -481,3 +481,151 @@ def test_torchvision_v2_planted_file_is_used(hub, monkeypatch):
         match = next(i for i, mine in enumerate(remaining) if mine.shape == value.shape and torch.equal(mine, value))
         remaining.pop(match)
     assert hub == []
+
+
+# ---------------------------------------------------------------- Mask R-CNN and Cascade (Mask) R-CNN
+MASK_DIM = 16
+TV_MASK = "torchvision://maskrcnn_resnet50_fpn"
+TV_MASK_V2 = "torchvision://maskrcnn_resnet50_fpn_v2"
+D2_MASK = "detectron2://COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x"
+D2_CASCADE_MASK = "detectron2://Misc/cascade_mask_rcnn_R_50_FPN_3x"
+
+
+def torchvision_mask_state(v2: bool) -> dict:
+    """torchvision's MaskRCNN layout (91 outputs) on a ResNet-18 with narrow heads: v1 as
+    maskrcnn_resnet50_fpn assembles it (FrozenBatchNorm2d body), v2 as maskrcnn_resnet50_fpn_v2
+    (BatchNorm2d body and FPN, 2-conv RPN head, 4conv1fc box head, mask convs with BatchNorm)."""
+    from torch import nn
+    from torchvision.models.detection import MaskRCNN
+    from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead
+    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+    from torchvision.models.detection.rpn import RPNHead
+
+    torch.manual_seed(1)
+    norm = nn.BatchNorm2d if v2 else FrozenBatchNorm2d
+    body = torchvision.models.resnet18(weights=None, norm_layer=norm)
+    backbone = BackboneWithFPN(body, {f"layer{i}": str(i - 1) for i in range(1, 5)}, [64, 128, 256, 512], FPN_DIM,
+                               norm_layer=nn.BatchNorm2d if v2 else None)
+    heads = {"rpn_head": RPNHead(FPN_DIM, 3, conv_depth=2),
+             "box_head": FastRCNNConvFCHead((FPN_DIM, 7, 7), [FPN_DIM] * 4, [FC_DIM], norm_layer=nn.BatchNorm2d)} if v2 \
+        else {"box_head": TwoMLPHead(FPN_DIM * 49, FC_DIM)}
+    model = MaskRCNN(backbone, num_classes=None, box_predictor=FastRCNNPredictor(FC_DIM, 91),
+                     mask_head=MaskRCNNHeads(FPN_DIM, [MASK_DIM] * 4, 1, norm_layer=nn.BatchNorm2d if v2 else None),
+                     mask_predictor=MaskRCNNPredictor(MASK_DIM, MASK_DIM, 91), **heads)
+    for module in model.modules():   # statistics other than 0 and 1, so a wrong mapping shows
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+    return model.state_dict()
+
+
+def legacy_torchvision_names(state: dict) -> dict:
+    """The names of torchvision releases before Conv2dNormActivation, which the published
+    maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth still uses: mask_head.mask_fcn{i+1}, unnumbered FPN
+    blocks and RPN conv (torchvision's own _load_from_state_dict upgrades them the same way)."""
+    import re
+
+    legacy = {}
+    for key, value in state.items():
+        key = re.sub(r"^roi_heads\.mask_head\.(\d+)\.0\.", lambda m: f"roi_heads.mask_head.mask_fcn{int(m[1]) + 1}.", key)
+        key = re.sub(r"^backbone\.fpn\.(inner|layer)_blocks\.(\d+)\.0\.", r"backbone.fpn.\1_blocks.\2.", key)
+        legacy[key.replace("rpn.head.conv.0.0.", "rpn.head.conv.")] = value
+    return legacy
+
+
+def assert_every_tensor_loaded(model, planted: dict) -> None:
+    """Every planted tensor is in the model unchanged, and nothing else (names differ; values identify them)."""
+    ours = [v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")]
+    theirs = [torch.as_tensor(v) for k, v in planted.items() if not k.endswith("num_batches_tracked")]
+    assert len(ours) == len(theirs)
+    remaining = list(ours)
+    for value in theirs:
+        match = next(i for i, mine in enumerate(remaining) if mine.shape == value.shape and torch.equal(mine, value))
+        remaining.pop(match)
+
+
+@pytest.mark.parametrize("name, v2", [(TV_MASK, False), (TV_MASK_V2, True)])
+def test_torchvision_mask_rcnn_planted_file_is_used(hub, monkeypatch, name, v2):
+    state = torchvision_mask_state(v2)
+    planted = state if v2 else legacy_torchvision_names(state)
+    data = torch_bytes(planted)
+    plant(name, data)
+    accept_planted(monkeypatch, name, data)
+
+    model = load_model(name)
+    assert model.config.model.name == ("mask_rcnn_fpn_v2" if v2 else "mask_rcnn_fpn")
+    assert model.config.model.roi_heads.mask_head.norm == ("bn" if v2 else "")
+    assert model.config.backbone.norm == ("bn" if v2 else "frozen_bn") and model.num_classes == 90
+    assert_every_tensor_loaded(model, planted)
+    ours = model.state_dict()
+    for i in range(4):
+        assert torch.equal(ours[f"roi_heads.mask_head.{i}.0.weight"], state[f"roi_heads.mask_head.{i}.0.weight"])
+    assert torch.equal(ours["roi_heads.mask_predictor.mask_fcn_logits.bias"],
+                       state["roi_heads.mask_predictor.mask_fcn_logits.bias"])
+    with torch.no_grad():
+        detections = model([torch.rand(3, 64, 80, generator=torch.Generator().manual_seed(0))])[0]
+    assert detections["masks"].shape == (len(detections["boxes"]), 1, 64, 80)
+    assert hub == []
+
+
+def detectron2_mask_weights(cascade: bool) -> dict:
+    """detectron2_r18_fpn_weights plus MaskRCNNConvUpsampleHead's names; `cascade`: the three
+    stages of CascadeROIHeads (box_head.{k}, box_predictor.{k} with 4 class-agnostic deltas)."""
+    rng = np.random.default_rng(1)
+    weights = detectron2_r18_fpn_weights()
+    if cascade:
+        for key in [k for k in weights if k.startswith(("roi_heads.box_head.", "roi_heads.box_predictor."))]:
+            value = weights.pop(key)
+            for stage in range(3):
+                staged = key.replace("box_head.", f"box_head.{stage}.").replace("box_predictor.", f"box_predictor.{stage}.")
+                weights[staged] = (value[:4] if ".bbox_pred." in key else value) + np.float32(stage * 0.01)
+    shapes = {f"roi_heads.mask_head.mask_fcn{n}.weight": (MASK_DIM, FPN_DIM if n == 1 else MASK_DIM, 3, 3)
+              for n in range(1, 5)}
+    shapes.update({f"roi_heads.mask_head.mask_fcn{n}.bias": (MASK_DIM,) for n in range(1, 5)})
+    shapes.update({"roi_heads.mask_head.deconv.weight": (MASK_DIM, MASK_DIM, 2, 2), "roi_heads.mask_head.deconv.bias": (MASK_DIM,),
+                   "roi_heads.mask_head.predictor.weight": (80, MASK_DIM, 1, 1), "roi_heads.mask_head.predictor.bias": (80,)})
+    weights.update({k: rng.standard_normal(s).astype(np.float32) * 0.01 for k, s in shapes.items()})
+    return weights
+
+
+@pytest.mark.parametrize("name, cascade", [(D2_MASK, False), (D2_CASCADE_MASK, True)])
+def test_detectron2_mask_and_cascade_planted_files_are_used(hub, monkeypatch, name, cascade):
+    planted = detectron2_mask_weights(cascade)
+    data = pickle.dumps({"model": planted, "__author__": "Detectron2 Model Zoo"}, protocol=2)
+    plant(name, data)
+    accept_planted(monkeypatch, name, data)
+
+    model = load_model(name)
+    ours = model.state_dict()
+    for key, value in planted.items():
+        assert np.array_equal(ours[detectron2_key_to_ours(key)].numpy(), value), key
+    assert_every_tensor_loaded(model, planted)
+    cfg = model.config.model
+    assert cfg.name == ("cascade_mask_rcnn_fpn" if cascade else "mask_rcnn_fpn")
+    assert cfg.input.format == "BGR" and cfg.class_names[-1] == "toothbrush"
+    assert cfg.roi_heads.predictor_layout == "detectron2" and cfg.roi_heads.pooler_aligned
+    assert cfg.roi_heads.smooth_l1_beta == (0.0 if cascade else 1 / 9)
+    with torch.no_grad():
+        detections = model([torch.rand(3, 64, 80, generator=torch.Generator().manual_seed(0))])[0]
+    assert detections["masks"].shape == (len(detections["boxes"]), 1, 64, 80)
+    assert hub == []
+
+
+@pytest.mark.parametrize("name, file_name", [
+    (TV_MASK, "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth"),
+    (TV_MASK_V2, "maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth"),
+    ("detectron2://COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x",
+     "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x/137260431/model_final_a54504.pkl"),
+    (D2_MASK, "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x/137849600/model_final_f10217.pkl"),
+    ("detectron2://Misc/cascade_mask_rcnn_R_50_FPN_1x", "Misc/cascade_mask_rcnn_R_50_FPN_1x/138602847/model_final_e9d89b.pkl"),
+    (D2_CASCADE_MASK, "Misc/cascade_mask_rcnn_R_50_FPN_3x/144998488/model_final_480dd8.pkl"),
+])
+def test_mask_and_cascade_names_missing_file_names_url_and_path(hub, tmp_path, name, file_name):
+    prefix = "https://download.pytorch.org/models/" if name.startswith("torchvision") else zoo.DETECTRON2_PREFIX
+    url = prefix + file_name
+    expected = tmp_path / "torch_home" / "hub" / "checkpoints" / file_name.rsplit("/", 1)[-1]
+    with pytest.raises(zoo.PublishedWeightsError) as error:
+        load_model(name)
+    assert url in str(error.value) and str(expected) in str(error.value) and "\n" not in str(error.value)
+    assert hub == [(url, expected)]
+    assert zoo.lookup(name).kind == "detector" and "mask AP" in zoo.lookup(name).metric
