@@ -92,3 +92,43 @@ def test_maskrcnn_resnet50_fpn_same_boxes_and_masks(coco128, tmp_path):
         assert iou.min().item() >= MIN_MASK_IOU
     print(f"Mask R-CNN parity overall: {len(images)} photos, {detections} matched detections, "
           f"max box diff {max(box_diffs):.3g} px, min mask IoU {min(ious):.6f}")
+
+
+def test_mask_rcnn_v2_layout_on_resnet18_exact_path(coco128, tmp_path):
+    """maskrcnn_resnet50_fpn_v2's heads (BatchNorm FPN, 2-conv RPN head, 4conv1fc box head, mask
+    convs with BatchNorm) as torchvision assembles them, on a ResNet-18 to keep it quick: the
+    converted checkpoint names model=mask_rcnn_fpn_v2 and gives the same boxes and masks."""
+    from torchvision.models.detection import MaskRCNN
+    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
+
+    from .test_parity_torchvision import torchvision_v2_layout
+
+    torch.manual_seed(18)
+    box_model = torchvision_v2_layout(18, num_classes=5)
+    reference = MaskRCNN(box_model.backbone, num_classes=5, rpn_head=box_model.rpn.head,
+                         box_head=box_model.roi_heads.box_head, min_size=MIN_SIZE, box_score_thresh=0.0,
+                         rpn_post_nms_top_n_test=300,
+                         mask_head=MaskRCNNHeads(256, [256] * 4, 1, norm_layer=nn.BatchNorm2d))
+    randomize_(reference, seed=18)
+    with torch.no_grad():
+        for layer in (reference.rpn.head.bbox_pred, reference.roi_heads.box_predictor.bbox_pred):
+            layer.weight.mul_(0.1)
+            layer.bias.mul_(0.1)
+    reference.eval()
+    torch.save(reference.state_dict(), tmp_path / "torchvision_v2.pth")
+    convert_weights("torchvision", tmp_path / "torchvision_v2.pth", tmp_path / "converted_v2.pth")
+    ours = load_model(tmp_path / "converted_v2.pth",
+                      overrides=["model.roi_heads.score_thresh=0.0", f"model.input.min_size_test={MIN_SIZE}",
+                                 "model.rpn.post_nms_topk_test=300", *EXACT])
+    assert ours.config.model.name == "mask_rcnn_fpn_v2" and ours.config.model.roi_heads.mask_head.norm == "bn"
+    image = photos(coco128, 1)
+    with torch.no_grad():
+        ref, mine = reference(image)[0], ours(image)[0]
+    assert len(ref["boxes"]) > 0 and ref["boxes"].shape == mine["boxes"].shape
+    torch.testing.assert_close(mine["boxes"], ref["boxes"], atol=MAX_BOX_DIFF, rtol=0)
+    assert torch.equal(mine["labels"], ref["labels"])
+    iou = mask_iou(mine["masks"][:, 0] > MASK_THRESHOLD, ref["masks"][:, 0] > MASK_THRESHOLD)
+    assert ((ref["masks"][:, 0] > MASK_THRESHOLD).flatten(1).sum(1) > 0).float().mean() > 0.5
+    print(f"Mask R-CNN v2 layout (ResNet-18) parity, photo {PHOTOS[0]}: {len(mine['boxes'])} detections, max box diff "
+          f"{(mine['boxes'] - ref['boxes']).abs().max().item():.3g} px, min mask IoU {iou.min().item():.6f}")
+    assert iou.min().item() >= MIN_MASK_IOU

@@ -94,3 +94,86 @@ def test_unsupported_conv_box_head_is_refused(v2_state):
     three_blocks = {k: v for k, v in v2_state.items() if not k.startswith("roi_heads.box_head.3.")}
     with pytest.raises(ValueError, match=r"conv blocks \[0, 1, 2\].*only the 4conv1fc head"):
         convert_torchvision_detection(three_blocks)
+
+
+# ---------------------------------------------------------------- Mask R-CNN
+@pytest.fixture(scope="module")
+def mask_states():
+    from torchvision.models.detection import maskrcnn_resnet50_fpn, maskrcnn_resnet50_fpn_v2
+
+    torch.manual_seed(0)
+    return {"v1": maskrcnn_resnet50_fpn(weights=None, weights_backbone=None).state_dict(),
+            "v2": maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None).state_dict()}
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_mask_rcnn_layout_is_recognised_and_kept(mask_states, version):
+    """maskrcnn_resnet50_fpn(_v2): the box part converts as fasterrcnn_resnet50_fpn(_v2) does; the
+    mask modules keep torchvision's names; the config names mask_rcnn_fpn(_v2)."""
+    original = mask_states[version]
+    state, backbone, model, num_classes, names = convert_torchvision_detection(original)
+    v2 = version == "v2"
+    assert model["name"] == ("mask_rcnn_fpn_v2" if v2 else "mask_rcnn_fpn") and num_classes == 90
+    assert model["roi_heads"]["mask_head"] == {"conv_dim": 256, "num_convs": 4, "norm": "bn" if v2 else ""}
+    assert model["roi_heads"]["mask_deconv_dim"] == 256 and backbone["norm"] == ("bn" if v2 else "frozen_bn")
+    mask_keys = [k for k in original if ".mask_" in k and not k.endswith("num_batches_tracked")]
+    assert len(mask_keys) == (24 if v2 else 12)   # 4 convs (+ 4 BatchNorm buffers each in v2), deconv, logits
+    for key in mask_keys:
+        assert torch.equal(state[key], original[key]), key
+    if v2:
+        assert torch.equal(state["roi_heads.box_head.fc1.weight"], original["roi_heads.box_head.5.weight"])
+
+
+def test_legacy_mask_head_names_convert(mask_states):
+    """Releases before Conv2dNormActivation (the published maskrcnn_resnet50_fpn file) name the
+    mask convs mask_fcn1..4."""
+    original = mask_states["v1"]
+    import re
+
+    legacy = {re.sub(r"mask_head\.(\d)\.0\.", lambda m: f"mask_head.mask_fcn{int(m[1]) + 1}.", k): v
+              for k, v in original.items()}
+    assert "roi_heads.mask_head.mask_fcn4.bias" in legacy and "roi_heads.mask_head.3.0.bias" not in legacy
+    state = convert_torchvision_detection(legacy)[0]
+    assert torch.equal(state["roi_heads.mask_head.3.0.bias"], original["roi_heads.mask_head.3.0.bias"])
+    assert state.keys() == convert_torchvision_detection(original)[0].keys()
+
+
+def test_coco80_and_new_class_count_cover_the_mask_logits(mask_states):
+    from detector.weights.torchvision_conversion import checkpoint_from_torchvision
+
+    original = mask_states["v1"]
+    logits = original["roi_heads.mask_predictor.mask_fcn_logits.weight"]
+    state, _, _, num_classes, _ = convert_torchvision_detection(original, coco80=True)
+    assert num_classes == 80 and state["roi_heads.mask_predictor.mask_fcn_logits.weight"].shape[0] == 81
+    # Label 12 (stop sign) was torchvision's output 13, for the masks as for the boxes.
+    assert torch.equal(state["roi_heads.mask_predictor.mask_fcn_logits.weight"][12], logits[13])
+    checkpoint = checkpoint_from_torchvision(original, num_classes=3)
+    weights = checkpoint["model"]
+    assert weights["roi_heads.mask_predictor.mask_fcn_logits.weight"].shape[0] == 4
+    assert weights["roi_heads.box_predictor.cls_score.weight"].shape[0] == 4
+    # The mask deconvolution is not per class: kept.
+    assert torch.equal(weights["roi_heads.mask_predictor.conv5_mask.weight"],
+                       original["roi_heads.mask_predictor.conv5_mask.weight"])
+    assert checkpoint["config"]["model"]["num_classes"] == 3
+
+
+def test_mask_v2_checkpoint_rebuilds_mask_rcnn_fpn_v2(mask_states, tmp_path):
+    from detector.weights.checkpoint_io import save_checkpoint
+    from detector.weights.torchvision_conversion import checkpoint_from_torchvision
+
+    original = mask_states["v2"]
+    save_checkpoint(checkpoint_from_torchvision(original), tmp_path / "mask_v2.pth")
+    from detector.weights.loading import load_model
+
+    model = load_model(tmp_path / "mask_v2.pth")
+    assert model.config.model.name == "mask_rcnn_fpn_v2" and model.config.model.fpn.norm == "bn"
+    assert type(model.roi_heads.box_head).__name__ == "ConvFCBoxHead" and len(model.rpn.head.convs) == 2
+    assert torch.equal(model.roi_heads.mask_head[2][1].running_var, original["roi_heads.mask_head.2.1.running_var"])
+
+
+def test_mask_logits_for_another_class_count_are_refused(mask_states):
+    broken = dict(mask_states["v1"])
+    broken["roi_heads.mask_predictor.mask_fcn_logits.weight"] = broken["roi_heads.mask_predictor.mask_fcn_logits.weight"][:1]
+    broken["roi_heads.mask_predictor.mask_fcn_logits.bias"] = broken["roi_heads.mask_predictor.mask_fcn_logits.bias"][:1]
+    with pytest.raises(ValueError, match="mask predictor has 1 outputs but the box predictor 91"):
+        convert_torchvision_detection(broken)

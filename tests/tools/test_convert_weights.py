@@ -62,3 +62,23 @@ def test_bad_inputs_fail_with_a_message(tmp_path, capsys):
     assert tool_main("--source", "detectron2", "--input", tmp_path / "missing.pkl", "--output", tmp_path / "o.pth") == 1
     assert "do not exist" in capsys.readouterr().err
     assert not (tmp_path / "o.pth").exists()
+
+
+def test_mask_rcnn_state_dict_converts_from_the_command_line(tmp_path, capsys):
+    """torchvision's Mask R-CNN layout (here on a ResNet-18) through the tool: the output names
+    model=mask_rcnn_fpn and loads with nothing else; --coco80 keeps the mask logits' rows too."""
+    from torchvision.models.detection import MaskRCNN
+
+    torch.manual_seed(0)
+    reference = MaskRCNN(resnet_fpn_backbone(backbone_name="resnet18", weights=None), num_classes=91)
+    torch.save(reference.state_dict(), tmp_path / "mask.pth")
+    code = tool_main("--source", "torchvision", "--input", tmp_path / "mask.pth", "--output", tmp_path / "mask80.pth",
+                     "--coco80")
+    assert code == 0, capsys.readouterr().err
+    assert "wrote" in capsys.readouterr().out
+    model = load_model(tmp_path / "mask80.pth")
+    assert model.config.model.name == "mask_rcnn_fpn" and model.num_classes == 80
+    assert model.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 81
+    assert torch.equal(model.roi_heads.mask_head[3][0].weight, reference.roi_heads.mask_head[3][0].weight)
+    assert torch.equal(model.roi_heads.mask_predictor.mask_fcn_logits.weight[1],
+                       reference.roi_heads.mask_predictor.mask_fcn_logits.weight[1])   # person: id 1, label 1
