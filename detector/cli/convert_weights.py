@@ -7,6 +7,8 @@
     detector-convert --source detectron2 --input model_final_280758.pkl --output d2.pth
     detector-convert --source torchvision --input torchvision://fasterrcnn_resnet50_fpn --output tv.pth --num-classes 3
     detector-convert --source detectron2 --input detectron2://ImageNetPretrained/MSRA/R-50 --output r50_msra.pth
+    detector-convert --source torchvision --input torchvision://maskrcnn_resnet50_fpn --output mask.pth  # Mask R-CNN
+    detector-convert --source detectron2 --input detectron2://Misc/cascade_mask_rcnn_R_50_FPN_3x --output cascade.pth
     detector-convert --source checkpoint --input model_final.pth --output model.safetensors  # export
     detector-convert --source checkpoint --input model.safetensors --output model.pth        # import
 
@@ -29,14 +31,16 @@ from detector.weights.restricted_pickle import RestrictedPickleError
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", required=True, choices=SOURCES)
-    parser.add_argument("--input", required=True, help="torchvision .pth state dict, Detectron2 .pkl, (checkpoint) "
+    parser.add_argument("--input", required=True, help="torchvision .pth state dict (Faster/Mask R-CNN or ResNet), "
+                                                       "Detectron2 .pkl (Faster/Mask/Cascade R-CNN or MSRA ResNet), (checkpoint) "
                                                        "a .pth/.safetensors checkpoint of this project, or a published "
                                                        "name: torchvision://... or detectron2://... (docs/model_zoo.md)")
     parser.add_argument("--output", required=True, help="checkpoint to write (.pth, or .safetensors)")
     parser.add_argument("--num-classes", type=int, default=None,
-                        help="foreground classes; if it differs from the weights', the box predictor is re-initialized")
+                        help="foreground classes; if it differs from the weights', the class layers (box predictor, "
+                             "mask logits) are re-initialized")
     parser.add_argument("--coco80", action="store_true",
-                        help="torchvision COCO models: keep only the 80 used category ids, as labels 1..80 "
+                        help="torchvision COCO models: keep only the 80 used category ids (box and mask rows), as labels 1..80 "
                              "(matches dataset=coco2017); default keeps torchvision's 91 outputs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -448,6 +448,28 @@ def test_converted_cascade_mask_model_detects_with_masks(cascade_mask_model):
     assert bool((detections["labels"] >= 1).all() and (detections["labels"] <= NUM_CLASSES).all())
 
 
+def test_new_class_count_reinitializes_every_stage_and_the_mask_logits():
+    """--num-classes on a cascade mask file: the three stage predictors and the mask logits
+    are fresh for K classes; the rest (box heads, mask convs, deconvolution) is the file's."""
+    from detector.weights.convert import detection_checkpoint
+
+    shapes = detectron2_faster_rcnn_fpn_shapes(50, cascade=True, mask=True)
+    weights = {k: np.broadcast_to(np.float32(0.5), s) for k, s in shapes.items()}
+    state, backbone, model_fields, num_classes, names = convert_detectron2({"model": weights})
+    checkpoint = detection_checkpoint(state, backbone, model_fields, num_classes, names, 3, "cascade.pkl")
+    new = checkpoint["model"]
+    for stage in range(3):
+        assert new[f"roi_heads.box_predictor.{stage}.cls_score.weight"].shape == (4, FC_DIM)   # 3 classes + background
+        assert new[f"roi_heads.box_predictor.{stage}.bbox_pred.weight"].shape == (4, FC_DIM)   # still class-agnostic
+        assert torch.equal(new[f"roi_heads.box_head.{stage}.fc2.weight"], state[f"roi_heads.box_head.{stage}.fc2.weight"])
+    assert new["roi_heads.mask_predictor.mask_fcn_logits.weight"].shape == (3, MASK_DIM, 1, 1)
+    assert not torch.equal(new["roi_heads.box_predictor.0.cls_score.weight"][:3],
+                           state["roi_heads.box_predictor.0.cls_score.weight"][:3])
+    for key in ("roi_heads.mask_predictor.conv5_mask.weight", "roi_heads.mask_head.3.0.weight"):
+        assert torch.equal(new[key], state[key]), key
+    assert checkpoint["config"]["model"]["num_classes"] == 3 and checkpoint["config"]["model"]["class_names"] is None
+
+
 def test_unsupported_cascade_and_mask_layouts_are_refused():
     shapes = detectron2_faster_rcnn_fpn_shapes(50, cascade=True, mask=True)
     weights = {k: np.broadcast_to(np.float32(0.5), s) for k, s in shapes.items()}
