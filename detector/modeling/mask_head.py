@@ -124,8 +124,11 @@ def mask_loss(mask_logits: torch.Tensor, proposals: Sequence[torch.Tensor], gt_m
 def mask_probabilities(mask_logits: torch.Tensor, labels: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """Sigmoid of each detection's own class channel, split per image: [N_i, 1, S, S] each."""
     all_labels = torch.cat(list(labels))
-    chosen = mask_logits[torch.arange(len(all_labels), device=all_labels.device), all_labels]
-    return list(chosen.sigmoid()[:, None].split([len(x) for x in labels]))
+    # shape[0], not len(): a traced arange or split would freeze the example's detection count
+    # (detector.export); one image needs no split.
+    chosen = mask_logits[torch.arange(all_labels.shape[0], device=all_labels.device), all_labels]
+    probabilities = chosen.sigmoid()[:, None]
+    return [probabilities] if len(labels) == 1 else list(probabilities.split([len(x) for x in labels]))
 
 
 def _expand_boxes(boxes: torch.Tensor, scale: float) -> torch.Tensor:
@@ -171,7 +174,10 @@ def paste_masks_in_image(masks: torch.Tensor, boxes: torch.Tensor, image_size: t
     and written at (x1, y1), clipped to the image. Bilinear resizing is separable, so all masks
     are pasted at once as rows @ mask @ cols^T, without a Python loop over the detections
     (traceable for export)."""
-    height, width = int(image_size[0]), int(image_size[1])
+    height, width = image_size[0], image_size[1]
+    if not torch.jit.is_tracing():
+        # Traced (detector.export), the image size stays a tensor so the trace fits any image.
+        height, width = int(height), int(width)
     size = masks.shape[-1]
     padded = F.pad(masks[:, 0], (padding,) * 4).float()
     boxes = _expand_boxes(boxes.float(), float(size + 2 * padding) / size).to(torch.int64)
