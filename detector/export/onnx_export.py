@@ -5,7 +5,8 @@ detector.export.wrapper), and torchvision registers ONNX
 symbolics for its nms and roi_align with it. The torch.export-based exporter would have to
 prove shape guards (short side vs long side, top-k sizes) symbolically and specialise them.
 The graph takes `image` [3, height, width] with dynamic height and width and returns
-`boxes` [N, 4], `scores` [N], `labels` [N] with dynamic N; it runs under onnxruntime.
+`boxes` [N, 4], `scores` [N], `labels` [N] with dynamic N, and for a mask model `masks`
+[N, 1, height, width] (probabilities pasted into the input image); it runs under onnxruntime.
 """
 from __future__ import annotations
 
@@ -19,14 +20,15 @@ from detector.export.wrapper import ExportableDetector
 # 16 is the first opset whose RoiAlign has torchvision's aligned / non-aligned sampling.
 OPSET_VERSION = 17
 INPUT_NAMES = ["image"]
-OUTPUT_NAMES = ["boxes", "scores", "labels"]
+OUTPUT_NAMES = ["boxes", "scores", "labels"]   # a mask model adds "masks"
 DYNAMIC_AXES = {"image": {1: "height", 2: "width"}, "boxes": {0: "detections"}, "scores": {0: "detections"},
-                "labels": {0: "detections"}}
+                "labels": {0: "detections"}, "masks": {0: "detections", 2: "height", 3: "width"}}
 
 
 def export_onnx(wrapper: ExportableDetector, example: torch.Tensor, output: str | os.PathLike) -> None:
     import torchvision.ops  # noqa: F401  (registers the ONNX symbolics for nms and roi_align)
 
+    output_names = list(wrapper.output_names)
     portable_resize = wrapper.portable_resize
     wrapper.portable_resize = True   # onnxruntime's Resize rounds its coordinates differently
     with torch.no_grad(), warnings.catch_warnings():
@@ -38,7 +40,8 @@ def export_onnx(wrapper: ExportableDetector, example: torch.Tensor, output: str 
         warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")
         try:
             torch.onnx.export(wrapper, (example,), str(output), dynamo=False, opset_version=OPSET_VERSION,
-                              input_names=INPUT_NAMES, output_names=OUTPUT_NAMES, dynamic_axes=DYNAMIC_AXES,
+                              input_names=INPUT_NAMES, output_names=output_names,
+                              dynamic_axes={name: DYNAMIC_AXES[name] for name in INPUT_NAMES + output_names},
                               do_constant_folding=True)
         except ModuleNotFoundError as error:
             raise ImportError(f"ONNX export needs the '{error.name}' package: pip install -e '.[export]' "

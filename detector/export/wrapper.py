@@ -10,8 +10,10 @@ Those are written once for both eager use and tracing (sizes as tensors, no Pyth
 counts; see detector.modeling.boxes), so the trace records arithmetic instead of the example
 image's sizes. Only preprocessing lives here: the model's resize takes Python sizes.
 
-It returns a tuple (boxes [N, 4] in input-image pixels, scores [N], labels [N] int64) equal
-to `model([image])[0]` up to float rounding; tests/tools/test_export.py checks this.
+It returns a tuple (boxes [N, 4] in input-image pixels, scores [N], labels [N] int64), plus
+masks [N, 1, H, W] (float probabilities pasted into the input image, H x W its size) for a
+model with a mask branch, equal to `model([image])[0]` up to float rounding;
+tests/tools/test_export.py and tests/export/test_masks.py check this.
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from detector.modeling.faster_rcnn import FasterRCNN
+
+BOX_OUTPUTS = ("boxes", "scores", "labels")
 
 
 def size_of(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -62,7 +66,8 @@ def bilinear_resize(image: torch.Tensor, height: torch.Tensor, width: torch.Tens
 
 
 class ExportableDetector(nn.Module):
-    """image [3, H, W] float in [0, 1] (RGB, any H and W) -> (boxes, scores, labels).
+    """image [3, H, W] float in [0, 1] (RGB, any H and W) -> (boxes, scores, labels[, masks]),
+    the entries of `output_names`.
 
     Shares the modules (and so the weights) of `model`; holds no parameters of its own.
     portable_resize: resize with `bilinear_resize` (gathers) instead of F.interpolate, so a
@@ -74,6 +79,14 @@ class ExportableDetector(nn.Module):
         self.model = model
         self.portable_resize = portable_resize
         self.eval()
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """The result keys forward returns, in order: boxes, scores, labels, and masks when the
+        RoI heads have a mask head (Mask R-CNN, Cascade Mask R-CNN; the convention of
+        detector.modeling.mask_head.MaskBranch, as `model.roi_heads.mask_head` in the config)."""
+        has_masks = getattr(self.model.roi_heads, "mask_head", None) is not None
+        return BOX_OUTPUTS + (("masks",) if has_masks else ())
 
     def train(self, mode: bool = True) -> "ExportableDetector":
         # Inference only. torch.onnx.export puts the module back into the mode it found it
@@ -117,7 +130,7 @@ class ExportableDetector(nn.Module):
             pad_h, pad_w = int(pad_h), int(pad_w)
         return F.pad(image[None], (0, pad_w, 0, pad_h))
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         pre = self.model.preprocessor
         original = torch.stack([size_of(image, 1), size_of(image, 2)])
         normalized = pre.normalize(image.to(pre.pixel_mean.device, torch.float32))
@@ -126,4 +139,4 @@ class ExportableDetector(nn.Module):
         padded = torch.stack([size_of(batch, 2), size_of(batch, 3)])
         detections, _ = self.model.detect(batch, image_size[None], padded)
         result = self.model.postprocess(detections, image_size[None], original[None])[0]
-        return result["boxes"], result["scores"], result["labels"]
+        return tuple(result[name] for name in self.output_names)
