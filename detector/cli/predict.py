@@ -7,8 +7,9 @@
         --input path/to/images --output predictions/ [--score-thresh 0.5] [--device cpu] [--batch-size 4] [--tta]
 
 Writes DIR/predictions.json ({file_name, bbox [x, y, w, h], score, category_id,
-category_name} per detection), DIR/<image>.png with the boxes drawn (class names and
-scores: COCO's for the published COCO detectors), and the folder's detections in COCO
+category_name} per detection, and a mask model's "segmentation": a COCO RLE), DIR/<image>.png
+with the boxes drawn (class names and scores: COCO's for the published COCO detectors; a mask
+model's masks filled translucently under them), and the folder's detections in COCO
 results format: DIR/coco_instances_results.json, with DIR/coco_images.json giving each
 image id's file (ids are the file names' numbers for COCO-named files such as
 000000000139.jpg, else 1, 2, ... in name order).

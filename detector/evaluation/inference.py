@@ -13,16 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+import numpy as np
 import torch
 
 from detector.evaluation.coco_evaluator import (
-    evaluate_boxes,
+    evaluate_results,
     format_per_category,
     format_summary,
     metrics_document,
     write_json,
 )
-from detector.evaluation.results_format import detections_to_coco_results
+from detector.evaluation.results_format import MASK_THRESHOLD, detections_to_coco_results
 from detector.utils.distributed import broadcast_from_main, gather_to_main, is_main_process
 from detector.utils.progress import Progress
 
@@ -34,7 +35,8 @@ class InferenceOutput:
     results: list[dict] = field(default_factory=list)        # COCO results format
     image_ids: list[int] = field(default_factory=list)       # every image this rank ran
     skipped: list[str] = field(default_factory=list)
-    # A few (image uint8 HWC, boxes, labels, scores) for pictures, from the first images.
+    # A few (image uint8 HWC, boxes, labels, scores) for pictures, from the first images; a mask
+    # model's also carry its binary masks (bool [N, H, W]) as a fifth item.
     samples: list[tuple] = field(default_factory=list)
 
 
@@ -83,7 +85,10 @@ def run_inference(
                 if len(out.samples) >= num_samples:
                     break
                 picture = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-                out.samples.append((picture, output["boxes"].numpy(), output["labels"].numpy(), output["scores"].numpy()))
+                sample = (picture, output["boxes"].numpy(), output["labels"].numpy(), output["scores"].numpy())
+                if "masks" in output:
+                    sample += (sample_masks(output["masks"]),)
+                out.samples.append(sample)
     finally:
         progress.close()
         model.train(was_training)
@@ -92,6 +97,12 @@ def run_inference(
         len(out.image_ids), time.perf_counter() - start, (time.perf_counter() - start) / max(1, len(out.image_ids)),
     )
     return out
+
+
+def sample_masks(masks: torch.Tensor) -> np.ndarray:
+    """A mask model's [N, 1, H, W] probabilities as the bool [N, H, W] masks that are drawn."""
+    masks = masks[:, 0] if masks.dim() == 4 else masks
+    return (masks > MASK_THRESHOLD).numpy() if masks.dtype != torch.bool else masks.numpy()
 
 
 def shard_size(loader: Iterable, max_images: int | None) -> int | None:
@@ -135,12 +146,18 @@ def evaluate_detector(
     max_images: int | None = None,
     num_samples: int = 0,
     log: logging.Logger | None = None,
+    iou_types: tuple[str, ...] = ("bbox",),
 ) -> tuple[dict[str, Any], list[tuple]]:
     """Run, gather, evaluate. Returns (metrics, picture samples of this rank).
 
     On rank 0, writes `output_dir/inference/coco_instances_results.json` and
     `output_dir/metrics.json` when `output_dir` is given. `coco_gt` may be a COCO object
     or a callable returning one (only rank 0 needs to build it).
+
+    iou_types: ("bbox",) for a box model -- metrics is then the box evaluation
+    ({"AP", ..., "per_category"}) and metrics.json {"iteration", "bbox"}; ("bbox", "segm")
+    for a mask model -- metrics is {"bbox": {...}, "segm": {...}}, each with the same keys,
+    and metrics.json gains the "segm" block.
     """
     log = log or logger
     local = run_inference(model, loader, label_to_category_id, device, autocast_dtype, max_images, num_samples)
@@ -150,13 +167,17 @@ def evaluate_detector(
         gt = coco_gt() if callable(coco_gt) else coco_gt
         if merged.skipped:
             log.warning("%d test images could not be read and were left out: %s", len(merged.skipped), merged.skipped[:5])
-        metrics = evaluate_boxes(gt, merged.results, backend=backend, image_ids=merged.image_ids)
-        log.info(
-            "Evaluation of %d images, %d detections (%s)%s:\n%s\nPer-category AP:\n%s",
-            len(merged.image_ids), len(merged.results), backend,
-            "" if iteration is None else f" at iteration {iteration}",
-            format_summary(metrics), format_per_category(metrics["per_category"]),
-        )
+        by_type = evaluate_results(gt, merged.results, iou_types, backend=backend, image_ids=merged.image_ids)
+        for iou_type, numbers in by_type.items():
+            log.info(
+                "Evaluation%s of %d images, %d detections (%s)%s:\n%s\nPer-category AP%s:\n%s",
+                "" if iou_types == ("bbox",) else f" ({iou_type})",
+                len(merged.image_ids), len(merged.results), backend,
+                "" if iteration is None else f" at iteration {iteration}",
+                format_summary(numbers), "" if iou_types == ("bbox",) else f" ({iou_type})",
+                format_per_category(numbers["per_category"]),
+            )
+        metrics = by_type["bbox"] if tuple(by_type) == ("bbox",) else by_type
         if output_dir is not None:
             write_json(merged.results, Path(output_dir) / "inference" / "coco_instances_results.json")
             write_json(metrics_document(metrics, iteration), Path(output_dir) / "metrics.json")

@@ -91,6 +91,7 @@ class DetectionEvaluator:
         if tta is not model:
             self.logger.info("Test-time augmentation: %d views (scales %s x test size%s), merged by %s.",
                              tta.num_views, tta.scales, ", each also mirrored" if tta.flip else "", tta.merge)
+        iou_types = self.iou_types(tta is not model)
         model = tta
         dataset = self.loader.dataset
         num_samples = int(self.cfg.train.vis_period_images) if is_main_process() else 0
@@ -99,14 +100,18 @@ class DetectionEvaluator:
             model, self.loader, dataset.coco_gt, dataset.label_to_category_id, self.device,
             output_dir=self.output_dir if is_main_process() else None, iteration=iteration,
             backend=str(self.cfg.test.evaluator), autocast_dtype=self.precision.dtype,
-            num_samples=num_samples, log=self.logger,
+            num_samples=num_samples, log=self.logger, iou_types=iou_types,
         )
         took = time.perf_counter() - start
         self.logger.info("Evaluation took %.1fs.", took)
         # Undefined numbers (None) are kept: metrics.jsonl and results.csv show every column;
         # the hooks put only the defined ones in TensorBoard.
-        scalars = {f"bbox/{name}": metrics.get(name) for name in STAT_NAMES}
-        scalars.update({f"bbox_per_category/{name}": ap for name, ap in metrics["per_category"].items()})
+        # A mask model's metrics are keyed by IoU type; a box model's are the box evaluation itself.
+        by_type = metrics if iou_types != ("bbox",) else {"bbox": metrics}
+        scalars = {}
+        for iou_type, numbers in by_type.items():
+            scalars.update({f"{iou_type}/{name}": numbers.get(name) for name in STAT_NAMES})
+            scalars.update({f"{iou_type}_per_category/{name}": ap for name, ap in numbers["per_category"].items()})
         scalars["time/evaluation"] = took
         images = self._draw(samples, list(dataset.class_names))
         if is_main_process() and bool(self.cfg.test.analysis):
@@ -118,6 +123,17 @@ class DetectionEvaluator:
                              100 * scalars["time/analysis"] / max(took, 1e-9), took, self.pictures_dir(iteration))
         self.metrics = metrics
         return scalars, images
+
+    def iou_types(self, with_tta: bool) -> tuple[str, ...]:
+        """("bbox", "segm") for a mask model, whose results carry an RLE per detection; ("bbox",)
+        otherwise. Test-time augmentation merges boxes only, so its results have no masks."""
+        if not needs_masks(self.cfg):
+            return ("bbox",)
+        if with_tta:
+            self.logger.warning("test.aug=true merges boxes only: the masks of this mask model are not evaluated "
+                                "(segm); set test.aug=false for the segm metrics.")
+            return ("bbox",)
+        return ("bbox", "segm")
 
     def pictures_dir(self, iteration: int | None) -> Path:
         return self.output_dir / "eval" / (str(iteration) if iteration is not None else "final")
@@ -148,10 +164,13 @@ class DetectionEvaluator:
 
         threshold = float(self.cfg.test.vis_score_thresh)
         pictures = []
-        for index, (image, boxes, labels, scores) in enumerate(samples):
+        for index, (image, boxes, labels, scores, *masks) in enumerate(samples):
             keep = scores >= threshold
             texts = [names[int(label) - 1] if 0 < int(label) <= len(names) else str(int(label)) for label in labels[keep]]
-            pictures.append((f"predictions/{index}", draw_boxes(image, boxes[keep], texts, scores[keep])))
+            # A mask model's samples carry its binary masks as a fifth item: drawn under the boxes.
+            kept_masks = masks[0][keep] if masks else None
+            pictures.append((f"predictions/{index}", draw_boxes(image, boxes[keep], texts, scores[keep],
+                                                                masks=kept_masks)))
         return pictures
 
 
@@ -186,7 +205,7 @@ def write_label_statistics(cfg: DictConfig, train_set, ctx: RunContext) -> list[
 
 class DetectionTask(Task):
     """Faster R-CNN (or any model conf/model names) trained on a detection dataset, evaluated
-    with COCO's box metrics."""
+    with COCO's box metrics -- and mask metrics (segm) for a mask model."""
 
     name = "detection"
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from detector.evaluation.inference import sample_masks
 from detector.evaluation.results_format import detections_to_coco_results
 from detector.utils.draw import draw_boxes
 from detector.utils.progress import Progress
@@ -101,9 +102,11 @@ def describe(out: dict[str, torch.Tensor], file_name: str, image_id: int, score_
              category_of: dict[int, int]) -> tuple[dict[str, torch.Tensor], list[str], list[dict], list[dict]]:
     """One image's detections kept at score_thresh: (kept outputs, label texts, predictions.json
     entries, COCO results entries). category_of maps the model's labels 1..K to the dataset's
-    category ids (COCO's run 1..90 with gaps)."""
+    category ids (COCO's run 1..90 with gaps). A mask model's outputs also keep their "masks"
+    ([N, 1, H, W] probabilities), and each entry gains its "segmentation": the mask at 0.5 as a
+    COCO RLE with str counts."""
     keep = out["scores"] >= score_thresh
-    kept = {key: value[keep].cpu() for key, value in out.items() if key in ("boxes", "scores", "labels")}
+    kept = {key: value[keep].cpu() for key, value in out.items() if key in ("boxes", "scores", "labels", "masks")}
     labels = [int(label) for label in kept["labels"]]
     texts = [names[label - 1] if 0 < label <= len(names) else str(label) for label in labels]
     predictions = []
@@ -112,6 +115,10 @@ def describe(out: dict[str, torch.Tensor], file_name: str, image_id: int, score_
         predictions.append({"file_name": file_name, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score),
                             "category_id": category_of[label], "category_name": text})
     results = detections_to_coco_results([kept], [image_id], category_of)
+    if "masks" in kept:
+        # The same RLE in both files (results are one per detection, in the same order).
+        for prediction, result in zip(predictions, results):
+            prediction["segmentation"] = result["segmentation"]
     return kept, texts, predictions, results
 
 
@@ -131,7 +138,8 @@ def predict_images(
 ) -> list[dict[str, Any]]:
     """Write output_dir/predictions.json, one picture per image and the folder's detections in
     COCO results format (coco_instances_results.json, with coco_images.json naming each image
-    id's file); returns the predictions.
+    id's file); returns the predictions. A mask model's entries carry a "segmentation" (COCO
+    RLE) in both files, and its pictures show the masks filled under the boxes.
 
     weights: a checkpoint file or a published name such as torchvision://fasterrcnn_resnet50_fpn_v2
     (see detector/weights/zoo.py); converted COCO detectors carry COCO's class names and ids.
@@ -196,7 +204,9 @@ def predict_images(
                 entry = {"id": image_id, "file_name": path.name, "height": int(image.shape[0]),
                          "width": int(image.shape[1])}
                 per_image[index] = (mine, results, entry)
-                drawn = draw_boxes(image, kept["boxes"].float().numpy(), texts, kept["scores"].float().numpy())
+                masks = sample_masks(kept["masks"]) if "masks" in kept else None  # filled under the boxes
+                drawn = draw_boxes(image, kept["boxes"].float().numpy(), texts, kept["scores"].float().numpy(),
+                                   masks=masks)
                 # RGB -> BGR for OpenCV; PNG keeps the drawing crisp.
                 cv2.imwrite(str(output_dir / f"{path.stem}.png"), drawn[:, :, ::-1])
                 logger.debug("%s: %d detections", path.name, len(texts))

@@ -1,4 +1,4 @@
-"""Drawing boxes with class names (and scores) on an image, for browsing data and predictions."""
+"""Drawing boxes with class names (and scores), and instance masks, on an image, for browsing data and predictions."""
 from __future__ import annotations
 
 import zlib
@@ -14,15 +14,45 @@ def label_colour(text: str) -> tuple[int, int, int]:
     return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
 
 
-def draw_boxes(image, boxes, labels_text, scores=None, colour: tuple[int, int, int] | None = None) -> np.ndarray:
+# How much of a mask's colour covers the image under it: the picture stays readable.
+MASK_ALPHA = 0.45
+
+
+def draw_masks(image, masks, labels_text, colour: tuple[int, int, int] | None = None,
+               alpha: float = MASK_ALPHA) -> np.ndarray:
+    """A copy of `image` (HxWx3 uint8 RGB) with each binary mask filled translucently in its
+    class's colour (that of its box in draw_boxes) and outlined, so that touching instances
+    of one class stay apart. masks: [N, H, W] bool (or 0/1) of the image's size."""
+    out = np.ascontiguousarray(np.asarray(image, dtype=np.uint8)).copy()
+    masks = np.asarray(masks).astype(bool)
+    if masks.ndim == 4 and masks.shape[1] == 1:  # a model's [N, 1, H, W]
+        masks = masks[:, 0]
+    if masks.ndim != 3 or masks.shape[1:] != out.shape[:2] or len(masks) != len(labels_text):
+        raise ValueError(f"Masks of shape {masks.shape} for {len(labels_text)} captions on a {out.shape[0]}x"
+                         f"{out.shape[1]} image; expected [{len(labels_text)}, {out.shape[0]}, {out.shape[1]}].")
+    for mask, text in zip(masks, labels_text):
+        if not mask.any():
+            continue
+        fill = np.array(colour if colour is not None else label_colour(str(text)), dtype=np.float32)
+        out[mask] = np.round(out[mask] * (1 - alpha) + fill * alpha).astype(np.uint8)
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(out, contours, -1, tuple(int(c) for c in fill), 1, cv2.LINE_8)
+    return out
+
+
+def draw_boxes(image, boxes, labels_text, scores=None, colour: tuple[int, int, int] | None = None,
+               masks=None) -> np.ndarray:
     """A copy of `image` (HxWx3 uint8 RGB) with xyxy pixel `boxes` and their captions drawn.
 
     labels_text: one caption per box (class names); scores: optional, appended as 0.87;
     colour: one RGB colour for every box (e.g. ground truth against predictions) instead
-    of one per class name.
-    Accepts numpy arrays or tensors for boxes and scores.
+    of one per class name; masks: optional [N, H, W] binary masks, one per box, filled
+    under the boxes (draw_masks).
+    Accepts numpy arrays or tensors for boxes, scores and masks.
     """
     out = np.ascontiguousarray(np.asarray(image, dtype=np.uint8)).copy()
+    if masks is not None:
+        out = draw_masks(out, masks, labels_text, colour)
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     scores = None if scores is None else np.asarray(scores, dtype=np.float32).reshape(-1)
     thickness = max(1, round(min(out.shape[:2]) / 300))
