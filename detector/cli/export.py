@@ -6,9 +6,11 @@
         --format onnx --output model.onnx
 
 The exported model takes one image, float32 [3, H, W] in [0, 1] (RGB, any size), and returns
-boxes [N, 4] (x1, y1, x2, y2 in the image's pixels), scores [N] and labels [N] (1..K). It
-includes the model's own resize and normalization, RPN, RoI heads and NMS. TorchScript files
-need `import torchvision` before `torch.jit.load` (for the nms and roi_align operators).
+boxes [N, 4] (x1, y1, x2, y2 in the image's pixels), scores [N] and labels [N] (1..K), and for
+a mask model (Mask R-CNN, Cascade Mask R-CNN) masks [N, 1, H, W]: probabilities in the image's
+pixels (threshold at 0.5). It includes the model's own resize and normalization, RPN, RoI
+heads and NMS (and the mask branch). TorchScript files need `import torchvision` before
+`torch.jit.load` (for the nms and roi_align operators).
 """
 from __future__ import annotations
 

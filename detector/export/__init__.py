@@ -1,4 +1,5 @@
-"""Export a trained detector to ONNX or TorchScript: one image in, (boxes, scores, labels) out.
+"""Export a trained detector to ONNX or TorchScript: one image in, (boxes, scores, labels) out,
+plus masks for a mask model.
 
     from detector.export import export_model
     export_model("model_final.pth", "onnx", "model.onnx")
@@ -6,8 +7,11 @@
 The exported graph contains the whole eval-mode detector: resize and normalization, backbone,
 RPN, RoI heads and post-processing (NMS). Input: `image`, float32 [3, H, W] in [0, 1], RGB,
 any H and W. Outputs: `boxes` [N, 4] (x1, y1, x2, y2 in the input image's pixels), `scores`
-[N], `labels` [N] int64 in 1..K. The graph is a trace of the model's own eval forward;
-see `detector.export.wrapper` for how sizes stay dynamic.
+[N], `labels` [N] int64 in 1..K; a model with a mask head (model=mask_rcnn_fpn,
+cascade_mask_rcnn_fpn: the checkpoint's config says) also `masks` [N, 1, H, W], float32
+probabilities pasted into the input image (threshold at 0.5 for binary masks), as
+`model([image])[0]["masks"]`. The graph is a trace of the model's own eval forward; see
+`detector.export.wrapper` for how sizes stay dynamic.
 """
 from __future__ import annotations
 

@@ -202,6 +202,43 @@ def test_cli_end_to_end(setup, tmp_path):
     assert box_diff <= BOX_TOL and score_diff <= SCORE_TOL
 
 
+def test_cli_exports_the_masks_of_a_mask_checkpoint(tools_export, tmp_path):
+    """The checkpoint's stored config says the model has a mask head: tools/export.py writes an
+    ONNX graph with a fourth output, masks [N, 1, H, W], equal to the loaded model's."""
+    from detector.weights.checkpoint_io import save_checkpoint
+    from detector.config import load_config
+    from detector.modeling.build import build_model
+    from detector.weights.loading import load_model
+
+    torch.manual_seed(0)
+    cfg = load_config(["model=mask_rcnn_fpn", "backbone=resnet18_narrow", "model.num_classes=3",
+                       "model.class_names=[a,b,c]", "model.fpn.out_channels=32", "model.roi_heads.fc_dim=64",
+                       "model.roi_heads.conv_dim=16", "model.input.min_size_test=160", "model.input.max_size_test=256",
+                       "model.roi_heads.score_thresh=0.0", "model.roi_heads.detections_per_img=10",
+                       "model.rpn.pre_nms_topk_test=300", "model.rpn.post_nms_topk_test=300"])
+    model = build_model(cfg)
+    torch.nn.init.normal_(model.roi_heads.mask_predictor.mask_fcn_logits.weight, std=1.0)   # masks that vary
+    checkpoint, output = tmp_path / "mask.pth", tmp_path / "mask.onnx"
+    save_checkpoint({"model": model.state_dict(), "iteration": 0,
+                     "config": OmegaConf.to_container(cfg, resolve=True)}, checkpoint)
+    assert tools_export.main(["--weights", str(checkpoint), "--format", "onnx", "--output", str(output)]) == 0
+
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["boxes", "scores", "labels", "masks"]
+    image = torch.rand((3, 150, 230), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = load_model(checkpoint)([image])[0]
+    boxes, scores, labels, masks = (torch.as_tensor(x) for x in session.run(None, {"image": image.numpy()}))
+    assert masks.shape == (10, 1, 150, 230) and (expected["masks"] > 0.5).any()
+    match_detections(expected, boxes, scores, labels)   # asserts boxes, scores and labels
+    # Each eager detection's exported counterpart: the one with the nearest box.
+    order = [int((expected["boxes"][i] - boxes).abs().amax(dim=1).argmin()) for i in range(len(boxes))]
+    assert sorted(order) == list(range(len(boxes)))
+    assert (masks[order] - expected["masks"]).abs().max() <= 1e-4
+
+
 def test_cli_bad_format_and_missing_weights(tools_export, tmp_path, capsys):
     main = tools_export.main
     with pytest.raises(SystemExit) as exit_info:
