@@ -62,7 +62,12 @@ def build_eval_loader(cfg: DictConfig, rank: int, world_size: int):
 
 
 class DetectionEvaluator:
-    """eval_function for EvalHook: run, gather, evaluate, write, draw."""
+    """eval_function for EvalHook: run, gather, evaluate, write, draw.
+
+    A mask model is evaluated by box and by mask: scalars "segm/AP", ... and
+    "segm_per_category/<class>" next to the "bbox" ones, and `metrics` (what train() and
+    eval_only return) is then {"bbox": {...}, "segm": {...}}; a box model's `metrics` is the
+    box evaluation itself, as before."""
 
     def __init__(self, cfg: DictConfig, model_for_eval, device: torch.device, precision: Precision,
                  output_dir: Path, rank: int, world_size: int, logger: logging.Logger):
