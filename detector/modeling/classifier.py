@@ -73,12 +73,3 @@ def build_resnet_classifier(backbone: Mapping, num_classes: int, dropout: float,
     model = ResNetClassifier(num_classes=num_classes, dropout=dropout, **{key: backbone[key] for key in resnet_keys})
     model.set_norm_folding(fold_norms)
     return model
-
-
-def build_classifier(cfg, num_classes: int | None = None) -> ResNetClassifier:
-    """The classifier described by `cfg.backbone` and `cfg.model` (conf/cls.yaml), freshly
-    initialised; `num_classes` replaces cfg.model.num_classes when given. Starting weights
-    (model.weights / backbone.weights) are loaded by
-    `detector.weights.loading.load_initial_weights(model, cfg)`."""
-    num_classes = int(num_classes if num_classes is not None else cfg.model.num_classes)
-    return build_resnet_classifier(cfg.backbone, num_classes, float(cfg.model.dropout), bool(cfg.model.fold_norms))

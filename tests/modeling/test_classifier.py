@@ -10,7 +10,7 @@ from torch import nn
 
 from detector.config import instantiate, load_config
 from detector.modeling.build import build_model
-from detector.modeling.classifier import ResNetClassifier, build_classifier
+from detector.modeling.classifier import ResNetClassifier
 from detector.weights.loading import (
     classifier_state_from_file,
     load_backbone_weights,
@@ -139,7 +139,7 @@ def test_freeze_at_fixes_the_stem_and_early_stages():
 def test_classifier_checkpoint_is_a_detector_backbone(tmp_path):
     """Transfer: a checkpoint of this project's classifier starts the detector's backbone."""
     cfg = load_config(["data.root=/unused", "model.num_classes=3"], config_name="cls")
-    classifier = build_classifier(cfg)
+    classifier = build_model(cfg)
     randomize_batch_norm(classifier, seed=5)
     path = tmp_path / "model_final.pth"
     torch.save({"model": classifier.state_dict(), "iteration": 10}, path)
@@ -154,7 +154,7 @@ def test_classifier_checkpoint_is_a_detector_backbone(tmp_path):
 
     # And back: the classifier config's model.weights takes the same file, head included.
     again_cfg = load_config(["data.root=/unused", "model.num_classes=3", f"model.weights={path}"], config_name="cls")
-    again = build_classifier(again_cfg)
+    again = build_model(again_cfg)
     load_initial_weights(again, again_cfg)
     assert torch.equal(again.fc.weight, classifier.fc.weight)
 
@@ -163,7 +163,7 @@ def test_backbone_weights_give_the_body_and_keep_a_new_head(torchvision_resnet50
     path, reference = torchvision_resnet50_file
     cfg = load_config(["data.root=/unused", "model.num_classes=4", "backbone=resnet50", f"backbone.weights={path}"],
                       config_name="cls")
-    model = build_classifier(cfg)
+    model = build_model(cfg)
     load_initial_weights(model, cfg)
     assert torch.equal(model.layer4[2].conv3.weight, reference.layer4[2].conv3.weight)
     assert model.fc.weight.shape == (4, 2048)
