@@ -31,6 +31,34 @@ class Evaluator(Protocol):
     def __call__(self, iteration: int | None) -> tuple[dict[str, float | None], list[Picture]]: ...
 
 
+class TestSetEvaluator:
+    """What every task's evaluator shares: the run's settings and a test loader built on first
+    use (`build_loader`, per task), so a run that never evaluates never reads the test split."""
+
+    def __init__(self, cfg: DictConfig, model_for_eval: Callable[[], nn.Module], device: torch.device, precision,
+                 output_dir, rank: int, world_size: int, logger):
+        from pathlib import Path
+
+        self.cfg = cfg
+        self.model_for_eval = model_for_eval
+        self.device = device
+        self.precision = precision
+        self.output_dir = Path(output_dir)
+        self.rank, self.world_size = rank, world_size
+        self.logger = logger
+        self._loader = None
+        self.metrics: dict[str, Any] | None = None
+
+    def build_loader(self):
+        raise NotImplementedError
+
+    @property
+    def loader(self):
+        if self._loader is None:
+            self._loader = self.build_loader()
+        return self._loader
+
+
 class Task:
     """Base class of a task. Subclasses implement the methods that raise NotImplementedError
     and may override the others."""

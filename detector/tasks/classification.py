@@ -7,9 +7,7 @@ resume, DDP, AMP, EMA, LR schedule and writers are the engine's (detector/engine
 from __future__ import annotations
 
 import json
-import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,8 +17,7 @@ from torch import nn
 
 from detector.engine.config_checks import ConfigError, require_positive
 from detector.engine.context import sync_from_rank0
-from detector.engine.precision import Precision
-from detector.engine.task import Task
+from detector.engine.task import TestSetEvaluator, Task
 from detector.utils.distributed import is_main_process
 from detector.weights.zoo import weights_setting_problem
 
@@ -75,29 +72,14 @@ def validate_cls_config(cfg: DictConfig) -> None:
         raise ConfigError("eval_only=true needs model.weights=PATH/TO/checkpoint.pth.")
 
 
-class ClassificationEvaluator:
+class ClassificationEvaluator(TestSetEvaluator):
     """eval_function for EvalHook: accuracies on the test split, the confusion matrix as a
     PNG and a TensorBoard picture, and output_dir/metrics.json (rank 0 writes)."""
 
-    def __init__(self, cfg: DictConfig, model_for_eval, device: torch.device, precision: Precision,
-                 output_dir: Path, rank: int, world_size: int, logger: logging.Logger):
-        self.cfg = cfg
-        self.model_for_eval = model_for_eval
-        self.device = device
-        self.precision = precision
-        self.output_dir = Path(output_dir)
-        self.rank, self.world_size = rank, world_size
-        self.logger = logger
-        self._loader = None
-        self.metrics: dict[str, Any] | None = None
+    def build_loader(self):
+        from detector.data.classification import build_cls_test_loader
 
-    @property
-    def loader(self):
-        if self._loader is None:
-            from detector.data.classification import build_cls_test_loader
-
-            self._loader = build_cls_test_loader(self.cfg, self.rank, self.world_size)
-        return self._loader
+        return build_cls_test_loader(self.cfg, self.rank, self.world_size)
 
     def __call__(self, iteration: int | None) -> tuple[dict[str, float], list[tuple[str, Any]]]:
         from detector.evaluation.classification import (

@@ -4,7 +4,6 @@ The loop, resume, checkpoints and writers are the engine's (detector/engine/run.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,7 @@ from omegaconf import DictConfig, open_dict
 from torch import nn
 
 from detector.engine.context import RunContext, sync_from_rank0
-from detector.engine.precision import Precision
-from detector.engine.task import Task
+from detector.engine.task import TestSetEvaluator, Task
 from detector.evaluation import STAT_NAMES, evaluate_detector
 from detector.utils.distributed import is_main_process
 
@@ -61,7 +59,7 @@ def build_eval_loader(cfg: DictConfig, rank: int, world_size: int):
     return DataLoader(full.dataset, batch_sampler=sampler, collate_fn=collate_test, num_workers=0)
 
 
-class DetectionEvaluator:
+class DetectionEvaluator(TestSetEvaluator):
     """eval_function for EvalHook: run, gather, evaluate, write, draw.
 
     A mask model is evaluated by box and by mask: scalars "segm/AP", ... and
@@ -69,23 +67,8 @@ class DetectionEvaluator:
     eval_only return) is then {"bbox": {...}, "segm": {...}}; a box model's `metrics` is the
     box evaluation itself, as before."""
 
-    def __init__(self, cfg: DictConfig, model_for_eval, device: torch.device, precision: Precision,
-                 output_dir: Path, rank: int, world_size: int, logger: logging.Logger):
-        self.cfg = cfg
-        self.model_for_eval = model_for_eval
-        self.device = device
-        self.precision = precision
-        self.output_dir = output_dir
-        self.rank, self.world_size = rank, world_size
-        self.logger = logger
-        self._loader = None
-        self.metrics: dict[str, Any] | None = None
-
-    @property
-    def loader(self):
-        if self._loader is None:
-            self._loader = build_eval_loader(self.cfg, self.rank, self.world_size)
-        return self._loader
+    def build_loader(self):
+        return build_eval_loader(self.cfg, self.rank, self.world_size)
 
     def __call__(self, iteration: int | None) -> tuple[dict[str, float], list[tuple[str, Any]]]:
         model = self.model_for_eval()
