@@ -6,8 +6,10 @@
     detector-check-dataset --images DIR --annotations FILE.json
 
 Missing, unreadable or mis-sized images, zero-area / negative / NaN / outside boxes,
-unknown category ids, duplicate ids, annotations pointing at missing images; then images
-without boxes, the class histogram and COCO's small/medium/large histogram.
+unknown category ids, duplicate ids, annotations pointing at missing images, malformed
+segmentations (polygons with odd coordinate counts, RLEs not the size of their image); then
+images without boxes, how many boxes have masks, the class histogram and COCO's
+small/medium/large histogram.
 """
 import argparse
 import os

@@ -265,9 +265,7 @@ def pack_segmentations(segmentations: Sequence[Any], height: int, width: int,
         if segmentation is None:
             raise MaskFormatError(f"Annotation id {ann_id} has no segmentation; a mask model needs polygons or RLE "
                                   "for every object.")
-        polygons = _polygon_arrays(segmentation)
-        if polygons is None:   # not plain polygons: an RLE, or a malformed one (named by the check)
-            check_segmentation(segmentation, height, width, ann_id)
+        polygons = checked_polygons(segmentation, height, width, ann_id)
         if polygons is not None or isinstance(segmentation, list):
             kept = [p for p in (polygons or []) if len(p) >= 6]   # fewer than 3 points: no area
             coords.extend(kept)
@@ -281,6 +279,16 @@ def pack_segmentations(segmentations: Sequence[Any], height: int, width: int,
     return PackedSegmentations(coords, np.asarray(part_sizes, dtype=np.int32),
                                np.asarray(parts, dtype=np.int32),
                                tuple(rles) if any(r is not None for r in rles) else ())
+
+
+def checked_polygons(segmentation: Any, height: int | None, width: int | None,
+                     ann_id: Any = None) -> list[np.ndarray] | None:
+    """A segmentation's polygons as arrays, None when it is a well-formed RLE of a `height` x
+    `width` image, or MaskFormatError naming `ann_id` and what is wrong with it."""
+    polygons = _polygon_arrays(segmentation)
+    if polygons is None:   # not plain polygons: an RLE, or a malformed one (named by the check)
+        check_segmentation(segmentation, height, width, ann_id)
+    return polygons
 
 
 def _polygon_arrays(segmentation: Any) -> list[np.ndarray] | None:

@@ -68,7 +68,29 @@ def test_clean_dataset_exits_0_and_reports_histograms(coco128):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "coco128 train: 128 images, 929 boxes" in result.stdout
     assert "2 image(s) without boxes" in result.stdout
+    assert "instance masks: 929 of 929 boxes have a segmentation" in result.stdout
     assert "RESULT: clean" in result.stdout
+
+
+def test_malformed_and_missing_segmentations_are_named(coco128, tmp_path):
+    import json
+
+    data = json.loads((coco128 / "annotations" / "instances_train2017.json").read_text())
+    boxes = [ann for ann in data["annotations"] if not ann.get("iscrowd", 0)]
+    odd, wrong_size, missing = boxes[0], boxes[1], boxes[2]
+    odd["segmentation"] = [[10, 10, 20, 10, 20]]
+    wrong_size["segmentation"] = {"size": [7, 9], "counts": [63]}
+    missing["segmentation"] = []     # box-only exporters write this: no mask, not an error
+    path = tmp_path / "annotations.json"
+    path.write_text(json.dumps(data))
+    result = _run("--images", str(coco128 / "train2017"), "--annotations", str(path), "--no-decode")
+    assert result.returncode == 1, result.stdout + result.stderr
+    errors = [line for line in result.stdout.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 2, errors
+    assert any(f"Annotation id {odd['id']}" in line and "odd number of coordinates" in line for line in errors)
+    assert any(f"Annotation id {wrong_size['id']}" in line and "RLE of size [7, 9]" in line for line in errors)
+    assert "instance masks: 928 of 929 boxes have a segmentation" in result.stdout
+    assert "skips the images of the 1 without one" in result.stdout
 
 
 def test_bccd_zero_area_boxes_are_errors(bccd):
