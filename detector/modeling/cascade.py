@@ -27,40 +27,13 @@ from detector.modeling.losses import box_regression_loss
 from detector.modeling.mask_head import MaskBranch, check_mask_targets, mask_branch
 from detector.modeling.matcher import Matcher
 from detector.modeling.poolers import MultiLevelRoIAlign
-from detector.modeling.roi_heads import PREDICTOR_LAYOUTS, select_detections
+from detector.modeling.roi_heads import BoxPredictor, select_detections
 from detector.modeling.sampler import BalancedSampler
 
 # The usual three stages: IoU thresholds and box-coder weights (the deltas' spread shrinks as the
 # boxes get better, so later stages scale them up more).
 CASCADE_IOU_THRESHOLDS = (0.5, 0.6, 0.7)
 CASCADE_BBOX_REG_WEIGHTS = ((10.0, 10.0, 5.0, 5.0), (20.0, 20.0, 10.0, 10.0), (30.0, 30.0, 15.0, 15.0))
-
-
-class AgnosticBoxPredictor(nn.Module):
-    """Class scores and ONE box (4 deltas) per proposal, whatever the class.
-
-    layout "detectron2": background is the last score (Detectron2's cascade checkpoints);
-    "torchvision": background first. `forward` returns background-first logits [R, K+1] and
-    deltas [R, 4]."""
-
-    def __init__(self, in_dim: int, num_classes: int, layout: str = "detectron2"):
-        super().__init__()
-        if layout not in PREDICTOR_LAYOUTS:
-            raise ValueError(f"model.roi_heads.predictor_layout='{layout}'; valid choices: {', '.join(PREDICTOR_LAYOUTS)}.")
-        self.num_classes = num_classes
-        self.layout = layout
-        self.cls_score = nn.Linear(in_dim, num_classes + 1)
-        self.bbox_pred = nn.Linear(in_dim, 4)
-        nn.init.normal_(self.cls_score.weight, std=0.01)
-        nn.init.normal_(self.bbox_pred.weight, std=0.001)
-        nn.init.zeros_(self.cls_score.bias)
-        nn.init.zeros_(self.bbox_pred.bias)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.cls_score(x)
-        if self.layout == "detectron2":
-            logits = torch.cat([logits[:, -1:], logits[:, :-1]], dim=1)
-        return logits, self.bbox_pred(x)
 
 
 class _ScaleGradient(torch.autograd.Function):
@@ -270,7 +243,8 @@ def cascade_roi_heads(in_channels: int, strides: Sequence[int], num_classes: int
         pooler=MultiLevelRoIAlign(pooler_resolution, list(strides), pooler_sampling_ratio, pooler_aligned,
                                   canonical_box_size, canonical_level),
         box_heads=heads,
-        box_predictors=[AgnosticBoxPredictor(head.out_dim, num_classes, predictor_layout) for head in heads],
+        box_predictors=[BoxPredictor(head.out_dim, num_classes, predictor_layout, class_agnostic=True)
+                        for head in heads],
         box_coders=[BoxCoder(list(w)) for w in stage_bbox_reg_weights],
         matchers=[Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=False)]
         + [Matcher(t, t, allow_low_quality_matches=False) for t in iou_thresholds[1:]],

@@ -75,23 +75,25 @@ class ConvFCBoxHead(nn.Module):
 
 
 class BoxPredictor(nn.Module):
-    """Class scores and class-specific box deltas.
+    """Class scores and box deltas: 4 per class, or one box per proposal (`class_agnostic`, as
+    Cascade R-CNN's stages regress).
 
-    layout "torchvision": cls_score has K+1 outputs with background at index 0, bbox_pred
-    has 4 per class including background. layout "detectron2": background is the last
-    score and bbox_pred has 4 per foreground class only. Either way `forward` returns
-    background-first logits [R, K+1] and deltas [R, 4*(K+1)] so the rest of the code has
-    one convention.
+    layout "torchvision": cls_score has K+1 outputs with background at index 0, and a
+    class-specific bbox_pred has 4 per class including background. layout "detectron2":
+    background is the last score and a class-specific bbox_pred has 4 per foreground class only.
+    Either way `forward` returns background-first logits [R, K+1] and deltas [R, 4*(K+1)]
+    ([R, 4] when class-agnostic) so the rest of the code has one convention.
     """
 
-    def __init__(self, in_dim: int, num_classes: int, layout: str = "torchvision"):
+    def __init__(self, in_dim: int, num_classes: int, layout: str = "torchvision", class_agnostic: bool = False):
         super().__init__()
         if layout not in PREDICTOR_LAYOUTS:
             raise ValueError(f"model.roi_heads.predictor_layout='{layout}'; valid choices: {', '.join(PREDICTOR_LAYOUTS)}.")
         self.num_classes = num_classes
         self.layout = layout
+        self.class_agnostic = class_agnostic
         self.cls_score = nn.Linear(in_dim, num_classes + 1)
-        box_outputs = num_classes + 1 if layout == "torchvision" else num_classes
+        box_outputs = 1 if class_agnostic else num_classes + 1 if layout == "torchvision" else num_classes
         self.bbox_pred = nn.Linear(in_dim, box_outputs * 4)
         nn.init.normal_(self.cls_score.weight, std=0.01)
         nn.init.normal_(self.bbox_pred.weight, std=0.001)
@@ -103,8 +105,9 @@ class BoxPredictor(nn.Module):
         deltas = self.bbox_pred(x)
         if self.layout == "detectron2":
             logits = torch.cat([logits[:, -1:], logits[:, :-1]], dim=1)
-            # Background never gets a box; zeros keep the class-indexed layout.
-            deltas = torch.cat([deltas.new_zeros((deltas.shape[0], 4)), deltas], dim=1)
+            if not self.class_agnostic:
+                # Background never gets a box; zeros keep the class-indexed layout.
+                deltas = torch.cat([deltas.new_zeros((deltas.shape[0], 4)), deltas], dim=1)
         return logits, deltas
 
 

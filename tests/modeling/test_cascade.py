@@ -5,12 +5,11 @@ import pytest
 import torch
 
 from detector.modeling.box_coder import BoxCoder
-from detector.modeling.cascade import (CASCADE_BBOX_REG_WEIGHTS, CASCADE_IOU_THRESHOLDS, AgnosticBoxPredictor,
-                                       CascadeRoIHeads)
+from detector.modeling.cascade import CASCADE_BBOX_REG_WEIGHTS, CASCADE_IOU_THRESHOLDS, CascadeRoIHeads
 from detector.modeling.mask_head import MaskHead, MaskPredictor
 from detector.modeling.matcher import Matcher
 from detector.modeling.poolers import MultiLevelRoIAlign
-from detector.modeling.roi_heads import FCBoxHead
+from detector.modeling.roi_heads import BoxPredictor, FCBoxHead
 from detector.modeling.sampler import BalancedSampler
 
 STRIDES = [4, 8, 16, 32]
@@ -25,7 +24,7 @@ def make_cascade(num_classes=3, channels=8, with_mask=False, seed=0, **options):
     return CascadeRoIHeads(
         MultiLevelRoIAlign(7, STRIDES, aligned=True),
         [FCBoxHead(channels, 7, fc_dim=32) for _ in range(3)],
-        [AgnosticBoxPredictor(32, num_classes) for _ in range(3)],
+        [BoxPredictor(32, num_classes, "detectron2", class_agnostic=True) for _ in range(3)],
         [BoxCoder(w) for w in CASCADE_BBOX_REG_WEIGHTS],
         [Matcher(t, t) for t in CASCADE_IOU_THRESHOLDS],
         BalancedSampler(64, 0.25), **options, **mask)
@@ -195,7 +194,7 @@ def test_state_dict_keys_are_detectron2s_cascade_keys():
 
 def test_mismatched_stage_settings_are_a_clear_error():
     with pytest.raises(ValueError, match="per stage"):
-        CascadeRoIHeads(MultiLevelRoIAlign(7, STRIDES), [FCBoxHead(8, 7, 32)] * 3, [AgnosticBoxPredictor(32, 2)] * 3,
+        CascadeRoIHeads(MultiLevelRoIAlign(7, STRIDES), [FCBoxHead(8, 7, 32)] * 3, [BoxPredictor(32, 2, class_agnostic=True)] * 3,
                         [BoxCoder(w) for w in CASCADE_BBOX_REG_WEIGHTS], [Matcher(t, t) for t in CASCADE_IOU_THRESHOLDS],
                         BalancedSampler(64, 0.25), stage_loss_weights=[1.0, 1.0])
     with pytest.raises(ValueError, match="together"):

@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from detector.modeling.anchor_generator import AnchorGenerator
@@ -87,3 +88,15 @@ def test_detectron2_predictor_layout_is_background_last():
     torch.testing.assert_close(logits[:, 1:], raw_logits[:, :3])
     assert deltas.shape == (5, 16) and deltas[:, :4].eq(0).all()
     torch.testing.assert_close(deltas[:, 4:], raw_deltas)
+
+
+@pytest.mark.parametrize("layout", ["torchvision", "detectron2"])
+def test_class_agnostic_predictor_has_one_box_per_proposal(layout):
+    predictor = BoxPredictor(8, num_classes=3, layout=layout, class_agnostic=True)
+    assert predictor.cls_score.out_features == 4 and predictor.bbox_pred.out_features == 4
+    x = torch.randn(5, 8)
+    logits, deltas = predictor(x)
+    raw_logits = predictor.cls_score(x)
+    background = 3 if layout == "detectron2" else 0
+    torch.testing.assert_close(logits[:, 0], raw_logits[:, background])
+    torch.testing.assert_close(deltas, predictor.bbox_pred(x))
