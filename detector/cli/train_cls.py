@@ -35,6 +35,7 @@ def main(cfg: DictConfig) -> None:
     from detector.weights.checkpoint_io import CheckpointError
     from detector.weights.state_dicts import WeightsMismatchError
 
+    finished = False
     try:
         use_job_output_dir(cfg)  # -m: this job's own folder, the same on every rank
         validate_cls_config(cfg)
@@ -48,11 +49,12 @@ def main(cfg: DictConfig) -> None:
             evaluate_checkpoint(cfg, ClassificationTask(), checkpoint_overrides(HydraConfig.get().overrides.task))
         else:
             train(cfg, ClassificationTask())
+        finished = True
     except (ConfigError, NonFiniteLossError, WeightsMismatchError, CheckpointError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
     finally:
-        release_process_group()  # under -m the next job reuses the process group
+        release_process_group(finished)  # under -m the next job reuses the process group
 
 
 def run() -> None:

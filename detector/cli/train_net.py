@@ -50,6 +50,7 @@ def main(cfg: DictConfig) -> None:
     from detector.data import BadSampleError, DatasetError
     from detector.utils.distributed import adopt_slurm_environment
 
+    finished = False
     try:
         use_job_output_dir(cfg)  # -m: this job's own folder, the same on every rank
         validate_config(cfg)
@@ -64,6 +65,7 @@ def main(cfg: DictConfig) -> None:
             evaluate_checkpoint(cfg, DetectionTask(), model_overrides)
         else:
             train(cfg, DetectionTask())
+        finished = True
     except (ConfigError, FloatingPointError, CheckpointError, FileNotFoundError, DatasetError, BadSampleError) as error:
         # Expected failures (bad config, missing files, unusable data, a diverged loss): a
         # clear message, no traceback, non-zero exit.
@@ -72,7 +74,7 @@ def main(cfg: DictConfig) -> None:
         record_in_log_file(f"error: {message}")
         sys.exit(1)
     finally:
-        release_process_group()  # under -m the next job reuses the process group
+        release_process_group(finished)  # under -m the next job reuses the process group
 
 
 def run() -> None:

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 OVERRIDES_YAML = "overrides.yaml"
 _leave_at_exit = False  # release_process_group registered the group's end at exit
+_last_job_finished = False  # the sweep's last job ended normally (the ranks can meet at exit)
 
 
 def _hydra_job():
@@ -58,16 +59,17 @@ def write_overrides_record(output_dir: str | Path) -> Path | None:
     return path
 
 
-def release_process_group() -> None:
-    """End of a job. A single run leaves its process group now; a sweep keeps it for the
-    next job and leaves it at exit: a group made again in the same process reuses the store
-    keys of the first one (torch names the default group "0" each time), and its ranks can
-    meet stale addresses and fail to connect."""
-    global _leave_at_exit
+def release_process_group(finished: bool) -> None:
+    """End of a job (`finished`: it ended normally, on every rank). A single run leaves its
+    process group now; a sweep keeps it for the next job and leaves it at exit: a group made
+    again in the same process reuses the store keys of the first one (torch names the default
+    group "0" each time), and its ranks can meet stale addresses and fail to connect."""
+    global _leave_at_exit, _last_job_finished
     from detector.utils.distributed import destroy_distributed
 
+    _last_job_finished = finished
     if not in_sweep():
-        destroy_distributed()
+        destroy_distributed(all_finished=finished)
     elif not _leave_at_exit:
-        atexit.register(destroy_distributed)
+        atexit.register(lambda: destroy_distributed(all_finished=_last_job_finished))
         _leave_at_exit = True

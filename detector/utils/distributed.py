@@ -124,8 +124,15 @@ def init_distributed(device_type: str, timeout_s: float = 600.0) -> tuple[int, i
     return rank, world_size, local_rank
 
 
-def destroy_distributed() -> None:
+def destroy_distributed(all_finished: bool = False) -> None:
+    """Leave the process group. `all_finished`: every rank reaches this point after the same
+    work (a run that ended normally), so they first meet at a barrier. Rank 0 hosts the
+    rendezvous store; a rank still shutting down its gloo connections after rank 0 has gone can
+    be aborted ("terminate called without an active exception") and fail a finished job. After
+    an error no barrier: the other ranks may be elsewhere, or gone."""
     if is_distributed():
+        if all_finished:
+            barrier()
         dist.destroy_process_group()
 
 

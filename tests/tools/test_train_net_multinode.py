@@ -8,6 +8,8 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -31,19 +33,39 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 
 def _run_together(commands: list[tuple[list[str], dict[str, str]]], timeout: float = 300) -> list[tuple[int, str]]:
-    procs = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for cmd, env in commands]
-    results = []
+    """(exit code, output) of each command, all started at once. Outputs go to files, not pipes:
+    a launcher blocked on a full pipe that nobody reads yet would stall its peers' collectives.
+    A run past `timeout` fails with every launcher's output."""
+    logs = [tempfile.TemporaryFile(mode="w+") for _ in commands]
+    procs = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+             for (cmd, env), log in zip(commands, logs)]
+
+    def outputs() -> list[str]:
+        texts = []
+        for log in logs:
+            log.seek(0)
+            texts.append(log.read())
+        return texts
+
     try:
+        deadline = time.monotonic() + timeout
         for proc in procs:
-            out, _ = proc.communicate(timeout=timeout)
-            results.append((proc.returncode, out))
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                for other in procs:
+                    other.kill()
+                    other.wait()
+                tails = "\n".join(f"--- launcher {i} ---\n{text[-3000:]}" for i, text in enumerate(outputs()))
+                pytest.fail(f"the launchers did not finish within {timeout} s:\n{tails}")
+        return [(proc.returncode, text) for proc, text in zip(procs, outputs())]
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
-                proc.communicate()
-    return results
+                proc.wait()
+        for log in logs:
+            log.close()
 
 
 def _overrides(tmp_path: Path, num_test: int = 2, batch_size: int = 2, *extra: str) -> list[str]:
