@@ -71,5 +71,11 @@ def release_process_group(finished: bool) -> None:
     if not in_sweep():
         destroy_distributed(all_finished=finished)
     elif not _leave_at_exit:
-        atexit.register(lambda: destroy_distributed(all_finished=_last_job_finished))
+        atexit.register(_leave_process_group_at_exit)
         _leave_at_exit = True
+
+
+def _leave_process_group_at_exit() -> None:
+    from detector.utils.distributed import destroy_distributed
+
+    destroy_distributed(all_finished=_last_job_finished)

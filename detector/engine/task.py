@@ -10,6 +10,7 @@ cache between calls of one run.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 import torch
@@ -37,8 +38,6 @@ class TestSetEvaluator:
 
     def __init__(self, cfg: DictConfig, model_for_eval: Callable[[], nn.Module], device: torch.device, precision,
                  output_dir, rank: int, world_size: int, logger):
-        from pathlib import Path
-
         self.cfg = cfg
         self.model_for_eval = model_for_eval
         self.device = device
