@@ -1,3 +1,4 @@
+import logging
 import os
 from pathlib import Path
 
@@ -20,6 +21,18 @@ def no_weight_downloads(monkeypatch):
         raise OSError(f"tests do not download: {url} (plant a file at {destination})")
 
     monkeypatch.setattr(zoo, "_download", refuse)
+
+
+@pytest.fixture(autouse=True)
+def run_log_files_released():
+    """An in-process run leaves its output_dir/log.txt handler on the `detector` logger, as a
+    script does until it exits. Drop it after each test: pytest.ini deletes a passing test's
+    folder, and a later test's log line must not try to write into it."""
+    yield
+    logger = logging.getLogger("detector")
+    for handler in [h for h in logger.handlers if isinstance(h, logging.FileHandler)]:
+        logger.removeHandler(handler)
+        handler.close()
 
 
 def shared_dataset(name: str) -> Path:
