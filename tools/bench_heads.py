@@ -1,0 +1,100 @@
+#!/usr/bin/env python
+"""Benchmark (not a test): a detector head against Faster R-CNN at equal wall time, side by side.
+
+    python tools/bench_heads.py                                   # shapes: mask_rcnn_fpn vs faster_rcnn_fpn
+    python tools/bench_heads.py --dataset bccd --model cascade_rcnn_fpn --baseline-iters 1450 --seeds 42 1 2
+
+For each seed both trainings start at the same time with one thread each, so they share the
+machine fairly. The head keeps its recipe's iterations; the baseline gets --baseline-iters, which
+should make both take the same time (set it from the per-iteration ratio of a first run: the
+wall times are printed). Prints each pair's wall time and its bbox (and segm) AP / AP50 / AP75,
+then the medians over seeds. Every command is printed before it runs, to reproduce by hand.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+KEYS = ("AP", "AP50", "AP75")
+
+
+def start(cmd: list[str], log: Path) -> subprocess.Popen:
+    print("$ OMP_NUM_THREADS=1 " + " ".join(cmd), flush=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    with open(log, "w") as handle:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT)
+
+
+def run_side_by_side(commands: dict[str, tuple[list[str], Path]]) -> dict[str, float]:
+    """Starts every command at once; returns each one's wall time. Fails naming the log of a failed run."""
+    began = time.perf_counter()
+    running = {name: start(cmd, out.with_suffix(".log")) for name, (cmd, out) in commands.items()}
+    seconds: dict[str, float] = {}
+    while len(seconds) < len(running):  # poll, so each run's own end time is recorded
+        for name, process in running.items():
+            if name in seconds or process.poll() is None:
+                continue
+            seconds[name] = time.perf_counter() - began
+            if process.returncode != 0:
+                for other in running.values():
+                    other.kill()
+                log = commands[name][1].with_suffix(".log")
+                raise SystemExit(f"{name} failed (exit {process.returncode}); its output is in {log}")
+        time.sleep(0.5)
+    return seconds
+
+
+def scores(metrics: dict) -> str:
+    return "   ".join(f"{kind} " + " / ".join(f"{metrics[kind][k]:.4f}" for k in KEYS)
+                      for kind in ("bbox", "segm") if kind in metrics)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="shapes", help="dataset config group (default: shapes)")
+    parser.add_argument("--model", default="mask_rcnn_fpn", help="the head to measure (model config group)")
+    parser.add_argument("--baseline", default="faster_rcnn_fpn", help="the head to compare with")
+    parser.add_argument("--baseline-iters", type=int, default=1400,
+                        help="baseline iterations, chosen so that both runs take the same time")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42], help="one side-by-side pair per seed")
+    parser.add_argument("--output", default="outputs/bench_heads", help="parent folder of the runs and their logs")
+    parser.add_argument("overrides", nargs="*", help="config overrides given to both runs")
+    args = parser.parse_intermixed_args(argv)
+
+    common = [f"dataset={args.dataset}", "dataloader.num_workers=1", *args.overrides]
+    iters = args.baseline_iters
+    results: dict[str, list[dict]] = {args.baseline: [], args.model: []}
+    for seed in args.seeds:
+        folder = Path(args.output) / f"{args.dataset}_seed{seed}"
+        folder.mkdir(parents=True, exist_ok=True)
+        baseline_out, model_out = folder / args.baseline, folder / args.model
+        commands = {
+            args.baseline: ([sys.executable, "tools/train_net.py", f"model={args.baseline}", *common, f"seed={seed}",
+                             f"train.max_iter={iters}", f"train.checkpoint_period={iters}",
+                             f"output_dir={baseline_out}"], baseline_out),
+            args.model: ([sys.executable, "tools/train_net.py", f"model={args.model}", *common, f"seed={seed}",
+                          f"output_dir={model_out}"], model_out),
+        }
+        seconds = run_side_by_side(commands)
+        for name, (_, out) in commands.items():
+            metrics = json.loads((out / "metrics.json").read_text())
+            results[name].append(metrics)
+            print(f"seed {seed}  {name:<24} wall {seconds[name]:7.1f} s   {scores(metrics)}", flush=True)
+
+    if len(args.seeds) > 1:
+        for name, runs in results.items():
+            medians = {kind: {k: statistics.median(run[kind][k] for run in runs) for k in KEYS}
+                       for kind in ("bbox", "segm") if kind in runs[0]}
+            print(f"median over {len(runs)} seeds  {name:<24} {scores(medians)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
