@@ -26,6 +26,19 @@ def resolve_classes(cfg: DictConfig, task: Task) -> list[str]:
     return names
 
 
+def adopt_weight_settings(cfg: DictConfig, ctx: RunContext) -> None:
+    """The input settings the starting weights were made with, into cfg (see
+    detector/weights/weight_settings.py), rank 0 first: a published name may be fetched and
+    converted, which two processes must not do at once."""
+    from detector.weights.weight_settings import adopt_weight_settings as adopt
+
+    if is_main_process():
+        adopt(cfg, ctx.logger)
+    barrier()
+    if not is_main_process():
+        adopt(cfg, ctx.logger)
+
+
 def write_run_config(cfg: DictConfig, ctx: RunContext) -> None:
     """output_dir/config.yaml: the run's configuration, fully resolved (rank 0 writes)."""
     if is_main_process():
@@ -34,10 +47,12 @@ def write_run_config(cfg: DictConfig, ctx: RunContext) -> None:
 
 
 def prepare(cfg: DictConfig, task: Task) -> tuple[RunContext, nn.Module]:
-    """Context, classes, config.yaml and the task's model (with its initial weights),
+    """Context, classes, the starting weights' input settings, config.yaml and the task's model
+    (with its initial weights),
     identically initialised on every rank (same seed before building)."""
     ctx = RunContext(cfg)
     resolve_classes(cfg, task)
+    adopt_weight_settings(cfg, ctx)
     write_run_config(cfg, ctx)
     seed_everything(int(cfg.seed))
     return ctx, task.build_model(cfg, ctx.logger)

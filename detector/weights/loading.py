@@ -25,6 +25,7 @@ from detector.modeling.build import build_model
 from detector.modeling.classifier import HEAD_KEYS, ResNetClassifier
 from detector.weights.config_upgrade import upgrade_config
 from detector.weights.state_dicts import load_state_dict_strict, read_state_dict, strip_prefix
+from detector.weights.weight_settings import check_weight_settings
 from detector.weights.zoo import resolve_weights
 
 logger = logging.getLogger(__name__)
@@ -63,9 +64,11 @@ def load_initial_weights(model: nn.Module, cfg: DictConfig, logger: logging.Logg
 
     Detector: `backbone.weights` into its ResNet body (model.backbone.body), then
     `model.weights` into the whole model, both strictly (a full checkpoint overrides the
-    body it also holds). Classifier (conf/cls.yaml): `model.weights` (the fc head is
+    body it also holds). The input settings the deciding file records (model.weights, else
+    backbone.weights) must be cfg's (detector/weights/weight_settings.py). Classifier (conf/cls.yaml): `model.weights` (the fc head is
     re-initialised when its class count differs) or `backbone.weights` (the body only),
     not both."""
+    check_weight_settings(cfg)   # weights made with another input or stride load cleanly, then mislead
     if isinstance(model, ResNetClassifier):
         _load_initial_classifier_weights(model, cfg, logger)
         return

@@ -25,6 +25,7 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from detector.modeling.build import build_model
 from detector.weights.loading import load_initial_weights, load_model
+from detector.weights.weight_settings import adopt_weight_settings
 from detector.weights import zoo
 from detector.weights.caffe2_resnet import FROZEN_BN_EPS
 from detector.weights.detectron2_conversion import detectron2_key_to_ours
@@ -311,8 +312,15 @@ def test_detectron2_backbone_planted_file_is_used(hub):
     plant(D2_BACKBONE, pickle.dumps(planted, protocol=2))
     from detector.config import load_config
 
-    model = build_with_weights(load_config(small_overrides(
-        "backbone=resnet50", "backbone.stride_in_1x1=true", f"backbone.weights={D2_BACKBONE}")))
+    cfg = load_config(small_overrides("backbone=resnet50", f"backbone.weights={D2_BACKBONE}"))
+    with pytest.raises(ValueError, match="backbone.stride_in_1x1=true model.input.format=BGR"):
+        build_with_weights(cfg)   # MSRA's stride and BGR input are not the config's: refused, with the fix
+    assert set(adopt_weight_settings(cfg)) == {"backbone.stride_in_1x1", "model.input.format",
+                                               "model.input.pixel_mean", "model.input.pixel_std"}
+    assert cfg.backbone.stride_in_1x1 is True and cfg.model.input.format == "BGR"
+    assert list(cfg.model.input.pixel_std) == pytest.approx([1 / 255] * 3)
+    model = build_with_weights(cfg)
+    assert model.backbone.body.layer2[0].conv1.stride == (2, 2)   # MSRA strides in the 1x1 conv
     body = model.backbone.body.state_dict()
     assert torch.equal(body["conv1.weight"], torch.from_numpy(planted["conv1_w"]))
     assert torch.equal(body["bn1.weight"], torch.from_numpy(planted["res_conv1_bn_s"]))

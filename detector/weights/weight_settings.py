@@ -1,0 +1,105 @@
+"""The settings starting weights were made with, which the config must share.
+
+A few settings change what weights compute without changing any tensor's shape: the channel
+order and pixel statistics of the input, and which conv of a bottleneck strides (MSRA's ResNets,
+and so Detectron2's, stride in the first 1x1 conv; torchvision's in the 3x3). Weights loaded
+under other values load cleanly and silently give wrong features. A converted file records the
+values in its config (Detectron2's: BGR, 0..255 means, std 1, stride in the 1x1), so a run
+adopts them before it builds its model, as torchvision's weights bring their own transforms.
+
+- `adopt_weight_settings(cfg)`: a run's config takes its starting weights' values (train_net,
+  train_cls); each change is logged.
+- `check_weight_settings(cfg)`: raises naming the overrides when they differ (load_initial_weights,
+  for code that builds the model itself).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+logger = logging.getLogger(__name__)
+
+# Dotted keys that a weights file's config and the run's config must agree on.
+WEIGHT_SETTINGS = ("backbone.stride_in_1x1", "model.input.format", "model.input.pixel_mean", "model.input.pixel_std")
+
+
+def starting_weights(cfg: DictConfig) -> tuple[str, str] | None:
+    """(key, value) of the file whose weights the model ends up with: model.weights loads over
+    backbone.weights, so it decides when both are set. None when neither is."""
+    for key in ("model.weights", "backbone.weights"):
+        value = OmegaConf.select(cfg, key)
+        if value:
+            return key, str(value)
+    return None
+
+
+def recorded_settings(path: str) -> dict[str, Any]:
+    """The WEIGHT_SETTINGS a weights file's config records (published names resolved; a bare
+    state dict, such as a torchvision download, records none)."""
+    from detector.weights.config_upgrade import upgrade_config
+    from detector.weights.safetensors_io import read_checkpoint_with_config
+    from detector.weights.zoo import resolve_weights
+
+    config = read_checkpoint_with_config(resolve_weights(path)).get("config")
+    if not isinstance(config, dict) or not isinstance(config.get("backbone"), dict):
+        return {}
+    stored = OmegaConf.create(upgrade_config(config) if isinstance(config.get("model"), dict) else config)
+    found = {key: OmegaConf.select(stored, key) for key in WEIGHT_SETTINGS}
+    return {key: OmegaConf.to_object(v) if OmegaConf.is_config(v) else v for key, v in found.items() if v is not None}
+
+
+def _same(ours: Any, theirs: Any) -> bool:
+    if isinstance(ours, (list, tuple)) and isinstance(theirs, (list, tuple)):
+        return len(ours) == len(theirs) and all(abs(float(a) - float(b)) <= 1e-6 for a, b in zip(ours, theirs))
+    return ours == theirs
+
+
+def differing_settings(cfg: DictConfig) -> tuple[str, dict[str, tuple[Any, Any]]]:
+    """(weights key=value, {key: (config's value, weights' value)}) for each WEIGHT_SETTINGS key
+    that cfg has and the starting weights record otherwise. Empty without starting weights."""
+    start = starting_weights(cfg)
+    if start is None:
+        return "", {}
+    key, path = start
+    differ = {}
+    for name, theirs in recorded_settings(path).items():
+        ours = OmegaConf.select(cfg, name)
+        if ours is None:   # e.g. the classifier config has no model.input
+            continue
+        ours = OmegaConf.to_object(ours) if OmegaConf.is_config(ours) else ours
+        if not _same(ours, theirs):
+            differ[name] = (ours, theirs)
+    return f"{key}={path}", differ
+
+
+def _overrides(differ: dict[str, tuple[Any, Any]]) -> str:
+    def text(value: Any) -> str:
+        if isinstance(value, (list, tuple)):
+            return "[" + ",".join(f"{float(v):.7g}" for v in value) + "]"
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    return " ".join(f"{key}={text(theirs)}" for key, (_, theirs) in differ.items())
+
+
+def adopt_weight_settings(cfg: DictConfig, log: logging.Logger | None = None) -> dict[str, tuple[Any, Any]]:
+    """Set in `cfg`, in place, the WEIGHT_SETTINGS its starting weights were made with; returns
+    {key: (old, new)} for each change and logs them."""
+    source, differ = differing_settings(cfg)
+    if differ:
+        with open_dict(cfg):
+            for key, (_, theirs) in differ.items():
+                OmegaConf.update(cfg, key, theirs, merge=False)
+        (log or logger).info("%s was made with other input settings; using them: %s", source, _overrides(differ))
+    return differ
+
+
+def check_weight_settings(cfg: DictConfig) -> None:
+    """Raise ValueError when the starting weights were made with other WEIGHT_SETTINGS than cfg's."""
+    source, differ = differing_settings(cfg)
+    if differ:
+        found = ", ".join(f"{key}={ours}" for key, (ours, _) in differ.items())
+        raise ValueError(f"{source} was made with other settings than the config's ({found}); they load cleanly "
+                         f"but compute other features. Add the overrides {_overrides(differ)}, or call "
+                         "detector.weights.weight_settings.adopt_weight_settings(cfg) before build_model(cfg).")
