@@ -72,6 +72,43 @@ def test_model_weights_decide_over_backbone_weights(tmp_path):
     assert cfg.model.input.format == "RGB"
 
 
+def test_a_detector_file_brings_its_heads_settings_too(tmp_path):
+    """Detectron2's layout (background last, aligned RoIAlign, unrounded anchors at fixed strides)
+    loads into torchvision's without a shape error; a run must take it from the file, and then
+    detects exactly as the file's own model does."""
+    d2_like = [*MSRA_LIKE, "model.roi_heads.predictor_layout=detectron2", "model.roi_heads.pooler_aligned=true",
+               "model.roi_heads.pooler_sampling_ratio=0", "model.anchor_generator.round_anchors=false",
+               "model.anchor_generator.strides=[4,8,16,32,64]", "model.roi_heads.score_thresh=0.0"]
+    made_with = load_config([*SMALL, *d2_like])
+    torch.manual_seed(0)
+    original = build_model(made_with).eval()
+    detector = tmp_path / "d2_like.pth"
+    torch.save({"model": original.state_dict(), "iteration": 0,
+                "config": OmegaConf.to_container(made_with, resolve=True)}, detector)
+
+    cfg = load_config([*SMALL, f"model.weights={detector}", "model.roi_heads.score_thresh=0.0"])
+    with pytest.raises(ValueError, match="model.roi_heads.predictor_layout=detectron2"):
+        load_initial_weights(build_model(cfg), cfg)
+    changed = adopt_weight_settings(cfg)
+    assert changed["model.anchor_generator.strides"] == (None, [4, 8, 16, 32, 64])
+    assert {"model.roi_heads.pooler_aligned", "model.roi_heads.pooler_sampling_ratio",
+            "model.anchor_generator.round_anchors", "backbone.stride_in_1x1"} <= set(changed)
+    model = build_model(cfg)
+    load_initial_weights(model, cfg)
+    image = torch.rand(3, 96, 128)
+    with torch.no_grad():
+        ours, theirs = model.eval()([image])[0], original([image])[0]
+    assert len(theirs["boxes"]) > 0 and torch.equal(ours["boxes"], theirs["boxes"])
+    assert torch.equal(ours["labels"], theirs["labels"])
+
+
+def test_a_backbone_file_leaves_the_runs_head_settings(tmp_path):
+    weights = save_backbone(tmp_path / "msra_like.pth", *MSRA_LIKE)   # its config: conf/'s anchors
+    cfg = load_config([*SMALL, f"backbone.weights={weights}", "model.anchor_generator.sizes=[16,32,64,128,256]"])
+    adopt_weight_settings(cfg)
+    assert list(cfg.model.anchor_generator.sizes) == [16, 32, 64, 128, 256]
+
+
 def test_the_classifier_takes_the_stride_only(tmp_path):
     weights = save_backbone(tmp_path / "msra_like.pth", *MSRA_LIKE)
     cfg = load_config([f"data.root={tmp_path}", "backbone=resnet18", f"backbone.weights={weights}"], config_name="cls")
@@ -90,4 +127,4 @@ def test_train_net_records_the_adopted_settings(tmp_path):
     recorded = OmegaConf.load(out / "config.yaml")
     assert recorded.backbone.stride_in_1x1 is True and recorded.model.input.format == "BGR"
     assert recorded.model.input.pixel_mean == pytest.approx([0.406, 0.456, 0.485])
-    assert "was made with other input settings; using them: backbone.stride_in_1x1=true" in (out / "log.txt").read_text()
+    assert "was made with other settings; using them: backbone.stride_in_1x1=true" in (out / "log.txt").read_text()
