@@ -1,6 +1,7 @@
 """Detectron2 model-zoo R-CNN R50/R101-FPN weights -> this project's names and config: Faster
-R-CNN (COCO-Detection/faster_rcnn_*), Mask R-CNN (COCO-InstanceSegmentation/mask_rcnn_*_FPN_*)
-and Cascade (Mask) R-CNN (Misc/cascade_mask_rcnn_*), told apart by their keys.
+R-CNN (COCO-Detection/faster_rcnn_*), Mask R-CNN (COCO-InstanceSegmentation/mask_rcnn_*_FPN_*),
+Cascade (Mask) R-CNN (Misc/cascade_mask_rcnn_*) and the GN / SyncBN Mask R-CNNs with a 4conv1fc
+box head (Misc/*mask_rcnn_R_50_FPN_3x_gn, _syncbn: the v2 options' layout), told apart by their keys.
 
 Detectron2 differs from torchvision in ways that change the outputs, so the converted
 config reproduces each: BGR input on the 0..255 scale (mean [103.53, 116.28, 123.675],
@@ -52,8 +53,9 @@ DETECTRON2_MODEL_SETTINGS = {
 CASCADE_STAGES = 3
 DETECTRON2_CASCADE_SETTINGS = {"roi_heads": {"smooth_l1_beta": 0.0}}
 
-# Keys that carry no weights (older files saved these buffers).
-_IGNORED = re.compile(r"^(pixel_mean|pixel_std)$|anchor_generator\.cell_anchors")
+# Keys that carry no weights (older files saved these buffers; BatchNorm's step counter, which
+# SyncBN files hold, only counts).
+_IGNORED = re.compile(r"^(pixel_mean|pixel_std)$|anchor_generator\.cell_anchors|num_batches_tracked$")
 
 _RENAMES = [
     (r"^backbone\.bottom_up\.stem\.conv1\.weight$", "backbone.body.conv1.weight"),
@@ -62,6 +64,13 @@ _RENAMES = [
     (r"^backbone\.bottom_up\.res(\d)\.(\d+)\.conv(\d)\.norm\.(\w+)$", None),
     (r"^backbone\.bottom_up\.res(\d)\.(\d+)\.shortcut\.weight$", None),
     (r"^backbone\.bottom_up\.res(\d)\.(\d+)\.shortcut\.norm\.(\w+)$", None),
+    # Norms of FPN, box-head and mask-head convs (MODEL.FPN.NORM, ROI_BOX_HEAD.NORM and
+    # ROI_MASK_HEAD.NORM: GN or SyncBN in the zoo's Misc/*_gn and *_syncbn recipes).
+    (r"^backbone\.fpn_(lateral|output)(\d)\.norm\.(\w+)$", None),
+    (r"^roi_heads\.mask_head\.mask_fcn(\d)\.norm\.(\w+)$", None),
+    # FastRCNNConvFCHead with NUM_CONV > 0 ("4conv1fc"): conv1..n (+ norm), then fc1.
+    (r"^roi_heads\.box_head\.conv(\d+)\.(weight|bias)$", None),
+    (r"^roi_heads\.box_head\.conv(\d+)\.norm\.(\w+)$", None),
     (r"^backbone\.fpn_lateral(\d)\.(weight|bias)$", None),
     (r"^backbone\.fpn_output(\d)\.(weight|bias)$", None),
     (r"^proposal_generator\.rpn_head\.conv\.(weight|bias)$", r"rpn.head.convs.0.\1"),
@@ -79,7 +88,9 @@ _RENAMES = [
 ]
 
 
-def detectron2_key_to_ours(key: str) -> str:
+def detectron2_key_to_ours(key: str, box_conv_norm: bool = False) -> str:
+    """Our name of a Detectron2 parameter. `box_conv_norm`: the box head's convs carry norms
+    (each block here is then conv, norm, ReLU; otherwise conv, ReLU)."""
     for pattern, replacement in _RENAMES:
         match = re.match(pattern, key)
         if match is None:
@@ -87,6 +98,15 @@ def detectron2_key_to_ours(key: str) -> str:
         if replacement is not None:
             return re.sub(pattern, replacement, key)
         groups = match.groups()
+        if ".box_head.conv" in key:
+            step = 3 if box_conv_norm else 2
+            index = (int(groups[0]) - 1) * step + (1 if ".norm." in key else 0)
+            return f"roi_heads.box_head.convs.{index}.{groups[1]}"
+        if ".norm." in key and (".mask_fcn" in key or ".fpn_" in key):
+            if ".mask_fcn" in key:
+                return f"roi_heads.mask_head.{int(groups[0]) - 1}.1.{groups[1]}"
+            kind = "lateral_convs" if groups[0] == "lateral" else "output_convs"
+            return f"backbone.fpn.{kind}.{int(groups[1]) - 2}.1.{groups[2]}"
         if ".mask_fcn" in key:
             return f"roi_heads.mask_head.{int(groups[0]) - 1}.0.{groups[1]}"
         if ".fpn_lateral" in key or ".fpn_output" in key:
@@ -99,8 +119,8 @@ def detectron2_key_to_ours(key: str) -> str:
         conv = groups[2]
         return f"{prefix}.conv{conv}.weight" if key.endswith(f"conv{conv}.weight") else f"{prefix}.bn{conv}.{groups[3]}"
     raise ValueError(f"unexpected key '{key}' in the Detectron2 checkpoint: only Faster R-CNN, Mask R-CNN and Cascade "
-                     "(Mask) R-CNN with a ResNet-FPN backbone, StandardRPNHead, two-FC box heads and the four-conv "
-                     "mask head without norm (MaskRCNNConvUpsampleHead) are supported.")
+                     "(Mask) R-CNN with a ResNet-FPN backbone, StandardRPNHead, FastRCNNConvFCHead box heads (two fc, "
+                     "or convs then one fc) and MaskRCNNConvUpsampleHead, with FrozenBN, SyncBN/BN or GN, are supported.")
 
 
 def convert_detectron2(checkpoint: Mapping):
@@ -109,6 +129,7 @@ def convert_detectron2(checkpoint: Mapping):
     if not isinstance(weights, Mapping) or not weights:
         raise ValueError("the Detectron2 file holds no 'model' dict of arrays.")
     state, extra = {}, {}
+    box_conv_norm = any(re.match(r"^roi_heads\.box_head\.conv\d+\.norm\.", str(k)) for k in weights)
     for key, value in weights.items():
         if _IGNORED.search(key):
             extra[key] = value
@@ -116,18 +137,28 @@ def convert_detectron2(checkpoint: Mapping):
         array = np.asarray(value)
         if not np.issubdtype(array.dtype, np.number):
             raise ValueError(f"Detectron2 key '{key}' holds {array.dtype}, expected a numeric array.")
-        state[detectron2_key_to_ours(key)] = torch.from_numpy(np.ascontiguousarray(array)).to(torch.float32)
-    backbone = {**infer_resnet_config(state, "backbone.body."), "norm": "frozen_bn", "freeze_at": 2}
-    # The model zoo's MSRA ResNets stride in the 1x1 conv; its ResNeXts (FB weights) do not.
-    backbone["stride_in_1x1"] = backbone["groups"] == 1
+        state[detectron2_key_to_ours(key, box_conv_norm)] = torch.from_numpy(np.ascontiguousarray(array)).to(torch.float32)
+    backbone_norm = _norm_kind(state, "backbone.body.bn1.")   # FrozenBN or SyncBN (statistics kept), or GN
+    backbone = {**infer_resnet_config(state, "backbone.body."), "norm": "gn" if backbone_norm == "gn" else "frozen_bn",
+                "freeze_at": 2}
+    conv_box_head = "roi_heads.box_head.convs.0.weight" in state
+    # The model zoo's MSRA ResNets stride in the 1x1 conv; its ResNeXts (FB weights) do not, nor
+    # do its 4conv1fc recipes (Misc/*_gn, *_syncbn: RESNETS.STRIDE_IN_1X1 False, GN or MSRA weights).
+    backbone["stride_in_1x1"] = backbone["groups"] == 1 and not conv_box_head
     cascade = "roi_heads.box_predictor.0.cls_score.weight" in state
+    if cascade and conv_box_head:
+        raise ValueError("Detectron2 Cascade R-CNN with conv box heads is not supported: only the model zoo's "
+                         "two-fc cascade stages (Misc/cascade_mask_rcnn_R_50_FPN_*).")
     masks = "roi_heads.mask_predictor.mask_fcn_logits.weight" in state
     first = "roi_heads.box_predictor.0." if cascade else "roi_heads.box_predictor."
     num_classes = int(state[f"{first}cls_score.weight"].shape[0]) - 1
     model = _merge(DETECTRON2_MODEL_SETTINGS, {
-        "fpn": {"out_channels": int(state["backbone.fpn.lateral_convs.0.0.weight"].shape[0])},
+        "fpn": {"out_channels": int(state["backbone.fpn.lateral_convs.0.0.weight"].shape[0]),
+                "norm": _norm_kind(state, "backbone.fpn.lateral_convs.0.1.")},
         "roi_heads": {"fc_dim": int(state[f"roi_heads.box_head.{'0.' if cascade else ''}fc1.weight"].shape[0])},
     })
+    if conv_box_head:
+        model = _merge(model, _conv_box_head_fields(state, box_conv_norm))
     if cascade:
         _check_cascade(state, num_classes)
         model = _merge(model, DETECTRON2_CASCADE_SETTINGS)
@@ -138,8 +169,11 @@ def convert_detectron2(checkpoint: Mapping):
                              "class-specific regression (4 per foreground class) is supported.")
     if masks:
         model["roi_heads"].update(_mask_fields(state, num_classes))
+    # A conv box head is the v2 options' layout (conf/model/*_v2.yaml), its norms and RPN depth set above.
     model["name"] = {(False, False): "faster_rcnn_fpn", (False, True): "mask_rcnn_fpn",
                      (True, False): "cascade_rcnn_fpn", (True, True): "cascade_mask_rcnn_fpn"}[cascade, masks]
+    if conv_box_head:
+        model["name"] += "_v2"
     if "pixel_mean" in extra and "pixel_std" in extra:
         model["input"]["pixel_mean"] = [float(v) / 255.0 for v in np.asarray(extra["pixel_mean"]).reshape(-1)]
         model["input"]["pixel_std"] = [float(v) / 255.0 for v in np.asarray(extra["pixel_std"]).reshape(-1)]
@@ -161,6 +195,31 @@ def _check_cascade(state: Mapping[str, torch.Tensor], num_classes: int) -> None:
                              f"expected {num_classes + 1} and 4 (class-agnostic regression, CLS_AGNOSTIC_BBOX_REG).")
 
 
+def _norm_kind(state: Mapping[str, torch.Tensor], prefix: str) -> str:
+    """The norm whose parameters start with `prefix`: "" (none), "bn" (FrozenBN, BN or SyncBN:
+    running statistics) or "gn" (GroupNorm: weight and bias only)."""
+    if f"{prefix}weight" not in state:
+        return ""
+    return "bn" if f"{prefix}running_mean" in state else "gn"
+
+
+def _conv_box_head_fields(state: Mapping[str, torch.Tensor], norm: bool) -> dict:
+    """model fields of FastRCNNConvFCHead with convs then one fc, read off its (renamed) weights."""
+    step = 3 if norm else 2
+    convs = sorted(int(k.split(".")[3]) // step for k in state
+                   if re.match(r"^roi_heads\.box_head\.convs\.\d+\.weight$", k) and int(k.split(".")[3]) % step == 0)
+    if convs != list(range(len(convs))) or "roi_heads.box_head.fc2.weight" in state:
+        raise ValueError("Detectron2 box head with convs and more than one fc (or conv numbers with gaps): only "
+                         "NUM_CONV convs then NUM_FC 1, as in the model zoo's 4conv1fc recipes, are supported.")
+    rpn_convs = len([k for k in state if re.match(r"^rpn\.head\.convs\.\d+\.weight$", k)])
+    return {
+        "rpn": {"conv_depth": rpn_convs},
+        "roi_heads": {"box_head": {"num_convs": len(convs)},
+                      "conv_dim": int(state["roi_heads.box_head.convs.0.weight"].shape[0]),
+                      "conv_norm": _norm_kind(state, "roi_heads.box_head.convs.1.") if norm else ""},
+    }
+
+
 def _mask_fields(state: Mapping[str, torch.Tensor], num_classes: int) -> dict:
     """model.roi_heads fields of MaskRCNNConvUpsampleHead, read off its (renamed) weights."""
     convs = sorted({int(k.split(".")[2]) for k in state if re.match(r"^roi_heads\.mask_head\.\d+\.0\.weight$", k)})
@@ -171,9 +230,9 @@ def _mask_fields(state: Mapping[str, torch.Tensor], num_classes: int) -> dict:
         raise ValueError(f"Detectron2 mask predictor has {outputs} outputs for {num_classes} classes; only "
                          "class-specific masks (CLS_AGNOSTIC_MASK false) are supported.")
     return {
-        # Detectron2's mask convs are 3x3, dilation 1, with bias (no norm in the model zoo's R50-FPN).
+        # Detectron2's mask convs are 3x3, dilation 1, with a bias, or a norm instead (ROI_MASK_HEAD.NORM).
         "mask_head": {"conv_dim": int(state["roi_heads.mask_head.0.0.weight"].shape[0]), "num_convs": len(convs),
-                      "norm": ""},
+                      "norm": _norm_kind(state, "roi_heads.mask_head.0.1.")},
         # ConvTranspose2d weights are [in, out, k, k].
         "mask_deconv_dim": int(state["roi_heads.mask_predictor.conv5_mask.weight"].shape[1]),
     }

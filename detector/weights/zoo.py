@@ -63,6 +63,10 @@ DETECTRON2_DETECTORS = {
     # -> model=cascade_mask_rcnn_fpn
     "Misc/cascade_mask_rcnn_R_50_FPN_1x": ("138602847/model_final_e9d89b.pkl", 42.1, 36.4),
     "Misc/cascade_mask_rcnn_R_50_FPN_3x": ("144998488/model_final_480dd8.pkl", 44.3, 38.5),
+    # -> model=mask_rcnn_fpn_v2's layout (4conv1fc box head) with GN or BatchNorm everywhere
+    "Misc/mask_rcnn_R_50_FPN_3x_gn": ("138602888/model_final_dc5d9e.pkl", 42.6, 38.6),
+    "Misc/scratch_mask_rcnn_R_50_FPN_3x_gn": ("138602908/model_final_01ca85.pkl", 39.9, 36.6),
+    "Misc/mask_rcnn_R_50_FPN_3x_syncbn": ("169527823/model_final_3b3c51.pkl", 41.9, 37.8),
 }
 # The MSRA ResNets Detectron2's own configs start from (BGR input, stride in the 1x1 conv), with
 # the 1-crop ImageNet top-1 of KaimingHe/deep-residual-networks (100 - 24.7 and 100 - 23.6 % error).

@@ -20,6 +20,12 @@ Mask R-CNN and Cascade R-CNN (MASK_HEAD_TABLE):
 | `roi_heads.mask_head.mask_fcn{1..4}.{weight,bias}`, `.deconv.*`, `.predictor.*` (K rows) | roi_heads/mask_head.py `MaskRCNNConvUpsampleHead.__init__`: `self.add_module("mask_fcn{}".format(k + 1), conv)` (3x3, padding 1, `bias=not conv_norm`, NUM_CONV 4 in Base-RCNN-FPN / mask configs), `self.deconv = ConvTranspose2d(cur_channels, conv_dims[-1], kernel_size=2, stride=2)`, `self.predictor = Conv2d(cur_channels, num_classes, kernel_size=1)` (`num_mask_classes = 1 if cls_agnostic_mask else num_classes`); forward: relu after every conv and after the deconv (`layers` applies `self.deconv_relu`); `mask_rcnn_inference`: sigmoid of the predicted class's channel |
 | `roi_heads.box_head.{0,1,2}.fc{1,2}.*`, `roi_heads.box_predictor.{0,1,2}.{cls_score,bbox_pred}.*` | roi_heads/cascade_rcnn.py `CascadeROIHeads.__init__`: `self.box_head = nn.ModuleList(box_heads)`, `self.box_predictor = nn.ModuleList(box_predictors)`, one per `CASCADE_BBOX_REG_WEIGHTS` entry; `FastRCNNOutputLayers(..., cls_agnostic_bbox_reg=True)` (bbox_pred: 4 rows); configs/Misc/cascade_mask_rcnn_R_50_FPN_3x.yaml: `NAME: CascadeROIHeads`, `CLS_AGNOSTIC_BBOX_REG: True`, `MASK_ON: True`; `_run_stage` divides the pooled features' gradient by the number of stages; inference averages the stages' scores |
 
+GN and SyncBN recipes (NORM_TABLE; configs/Misc/mask_rcnn_R_50_FPN_3x_gn.yaml, _syncbn.yaml):
+
+| names | where Detectron2 creates them |
+| --- | --- |
+| `*.norm.{weight,bias}` (GN), `*.norm.{weight,bias,running_mean,running_var,num_batches_tracked}` (SyncBN) on every ResNet conv, `fpn_lateral{k}`/`fpn_output{k}` (no `.bias`), `roi_heads.box_head.conv{1..4}` and `roi_heads.mask_head.mask_fcn{1..4}` (no `.bias`) | layers/batch_norm.py `get_norm`: "GN" -> `nn.GroupNorm(32, out_channels)`, "SyncBN" -> `NaiveSyncBatchNorm`/`nn.SyncBatchNorm`; fpn.py `use_bias = norm == ""`; box_head.py `FastRCNNConvFCHead`: `self.add_module("conv{}".format(k + 1), conv)` with `bias=not conv_norm`, then `fc1` (NUM_FC 1); the configs: `RESNETS.NORM`, `FPN.NORM`, `ROI_BOX_HEAD.NORM`, `ROI_MASK_HEAD.NORM` all GN (or SyncBN), `NUM_CONV: 4`, `NUM_FC: 1`, `STRIDE_IN_1X1: False` |
+
 checkpoint/c2_model_loading.py, which renames Caffe2 (Detectron) model-zoo blobs into these
 names, is a second source for the same suffixes; C2_NAMES lists some of its renamings.
 
@@ -81,18 +87,29 @@ C2_NAMES = {
 
 def detectron2_faster_rcnn_fpn_shapes(depth: int, fpn_dim: int = FPN_DIM, fc_dim: int = FC_DIM,
                                       num_classes: int = NUM_CLASSES, cascade: bool = False,
-                                      mask: bool = False) -> dict[str, tuple]:
+                                      mask: bool = False, norm: str = "FrozenBN", mask_dim: int = MASK_DIM,
+                                      box_convs: int = 0) -> dict[str, tuple]:
     """Every parameter / buffer name (with its shape) of Detectron2's GeneralizedRCNN with
     build_resnet_fpn_backbone, StandardRPNHead and StandardROIHeads (FastRCNNConvFCHead with
     two fc, FastRCNNOutputLayers), as the module docstring's table derives them.
     `cascade`: CascadeROIHeads' three stages instead (MASK_HEAD_TABLE); `mask`: plus
-    MaskRCNNConvUpsampleHead (same table)."""
+    MaskRCNNConvUpsampleHead (same table). `norm` "GN" or "SyncBN" with `box_convs` 4: the
+    Misc/*_gn and *_syncbn recipes (NORM_TABLE): that norm in the ResNet, the FPN and both heads,
+    and a box head of `box_convs` convs (CONV_DIM = fpn_dim) then one fc."""
     shapes = {}
+    buffers = {"FrozenBN": NORM_BUFFERS, "SyncBN": NORM_BUFFERS + ("num_batches_tracked",), "GN": ("weight", "bias")}
 
-    def conv_with_norm(name, shape):
+    def conv_with_norm(name, shape, kind=norm):
         shapes[f"{name}.weight"] = shape
-        for buffer in NORM_BUFFERS:
-            shapes[f"{name}.norm.{buffer}"] = (shape[0],)
+        for buffer in buffers[kind]:
+            shapes[f"{name}.norm.{buffer}"] = () if buffer == "num_batches_tracked" else (shape[0],)
+
+    def head_conv(name, shape):
+        """Conv2d(bias=not norm, norm=get_norm(NORM)) of the FPN and the heads."""
+        if norm == "FrozenBN":   # the default recipes: no norm there (FPN.NORM, ROI_*_HEAD.NORM "")
+            shapes[f"{name}.weight"], shapes[f"{name}.bias"] = shape, (shape[0],)
+        else:
+            conv_with_norm(name, shape)
 
     conv_with_norm("backbone.bottom_up.stem.conv1", (64, 3, 7, 7))
     in_channels, bottleneck, out_channels = 64, 64, 256
@@ -107,30 +124,31 @@ def detectron2_faster_rcnn_fpn_shapes(depth: int, fpn_dim: int = FPN_DIM, fc_dim
             in_channels = out_channels
         bottleneck, out_channels = bottleneck * 2, out_channels * 2
     for stage, channels in zip((2, 3, 4, 5), (256, 512, 1024, 2048)):
-        shapes[f"backbone.fpn_lateral{stage}.weight"] = (fpn_dim, channels, 1, 1)
-        shapes[f"backbone.fpn_lateral{stage}.bias"] = (fpn_dim,)
-        shapes[f"backbone.fpn_output{stage}.weight"] = (fpn_dim, fpn_dim, 3, 3)
-        shapes[f"backbone.fpn_output{stage}.bias"] = (fpn_dim,)
+        head_conv(f"backbone.fpn_lateral{stage}", (fpn_dim, channels, 1, 1))
+        head_conv(f"backbone.fpn_output{stage}", (fpn_dim, fpn_dim, 3, 3))
     for name, out in (("conv", fpn_dim), ("objectness_logits", NUM_ANCHORS), ("anchor_deltas", NUM_ANCHORS * 4)):
         size = 3 if name == "conv" else 1
         shapes[f"proposal_generator.rpn_head.{name}.weight"] = (out, fpn_dim, size, size)
         shapes[f"proposal_generator.rpn_head.{name}.bias"] = (out,)
     stages = [f"{k}." for k in range(3)] if cascade else [""]
+    for k in range(1, box_convs + 1):   # FastRCNNConvFCHead: "conv{k}", 3x3, CONV_DIM channels
+        head_conv(f"roi_heads.box_head.conv{k}", (fpn_dim, fpn_dim, 3, 3))
     for stage in stages:
         # CascadeROIHeads: cls_agnostic_bbox_reg, so 4 deltas per stage whatever the class.
-        for name, (out, inp) in {f"box_head.{stage}fc1": (fc_dim, fpn_dim * 7 * 7),
-                                 f"box_head.{stage}fc2": (fc_dim, fc_dim),
-                                 f"box_predictor.{stage}cls_score": (num_classes + 1, fc_dim),
-                                 f"box_predictor.{stage}bbox_pred": (4 if cascade else num_classes * 4, fc_dim)}.items():
+        layers = {f"box_head.{stage}fc1": (fc_dim, fpn_dim * 7 * 7), f"box_head.{stage}fc2": (fc_dim, fc_dim),
+                  f"box_predictor.{stage}cls_score": (num_classes + 1, fc_dim),
+                  f"box_predictor.{stage}bbox_pred": (4 if cascade else num_classes * 4, fc_dim)}
+        if box_convs:
+            del layers["box_head.fc2"]   # NUM_FC 1
+        for name, (out, inp) in layers.items():
             shapes[f"roi_heads.{name}.weight"] = (out, inp)
             shapes[f"roi_heads.{name}.bias"] = (out,)
     if mask:
         for n in range(1, 5):
-            shapes[f"roi_heads.mask_head.mask_fcn{n}.weight"] = (MASK_DIM, fpn_dim if n == 1 else MASK_DIM, 3, 3)
-            shapes[f"roi_heads.mask_head.mask_fcn{n}.bias"] = (MASK_DIM,)
-        shapes["roi_heads.mask_head.deconv.weight"] = (MASK_DIM, MASK_DIM, 2, 2)   # ConvTranspose2d: [in, out, k, k]
-        shapes["roi_heads.mask_head.deconv.bias"] = (MASK_DIM,)
-        shapes["roi_heads.mask_head.predictor.weight"] = (num_classes, MASK_DIM, 1, 1)
+            head_conv(f"roi_heads.mask_head.mask_fcn{n}", (mask_dim, fpn_dim if n == 1 else mask_dim, 3, 3))
+        shapes["roi_heads.mask_head.deconv.weight"] = (mask_dim, mask_dim, 2, 2)   # ConvTranspose2d: [in, out, k, k]
+        shapes["roi_heads.mask_head.deconv.bias"] = (mask_dim,)
+        shapes["roi_heads.mask_head.predictor.weight"] = (num_classes, mask_dim, 1, 1)
         shapes["roi_heads.mask_head.predictor.bias"] = (num_classes,)
     return shapes
 
@@ -233,15 +251,18 @@ def zoo_models(tmp_path_factory):
 
 
 def _d2_conv(w, x, name, stride=1, padding=0):
-    """layers/wrappers.py Conv2d: convolution, then its norm (FrozenBatchNorm2d, eps 1e-5)."""
+    """layers/wrappers.py Conv2d: convolution, then its norm (FrozenBatchNorm2d or BatchNorm in eval
+    mode, eps 1e-5; or GroupNorm with 32 groups, eps 1e-5)."""
     y = F.conv2d(x, w[f"{name}.weight"], w.get(f"{name}.bias"), stride, padding)
+    if f"{name}.norm.weight" in w and f"{name}.norm.running_mean" not in w:   # get_norm("GN"): GroupNorm(32, C)
+        return F.group_norm(y, 32, w[f"{name}.norm.weight"], w[f"{name}.norm.bias"], eps=1e-5)
     if f"{name}.norm.weight" in w:
         y = F.batch_norm(y, w[f"{name}.norm.running_mean"], w[f"{name}.norm.running_var"],
                          w[f"{name}.norm.weight"], w[f"{name}.norm.bias"], training=False, eps=1e-5)
     return y
 
 
-def detectron2_features(w: dict, images: torch.Tensor) -> list[torch.Tensor]:
+def detectron2_features(w: dict, images: torch.Tensor, stride_in_1x1: bool = True) -> list[torch.Tensor]:
     """P2..P6 as Detectron2 computes them from already normalized BGR images."""
     x = F.max_pool2d(F.relu(_d2_conv(w, images, "backbone.bottom_up.stem.conv1", 2, 3)), 3, 2, 1)   # BasicStem
     res = {}
@@ -249,8 +270,9 @@ def detectron2_features(w: dict, images: torch.Tensor) -> list[torch.Tensor]:
         for block in range(blocks):
             p = f"backbone.bottom_up.res{stage}.{block}"
             stride = 2 if block == 0 and stage > 2 else 1
-            out = F.relu(_d2_conv(w, x, f"{p}.conv1", stride))        # stride_in_1x1
-            out = F.relu(_d2_conv(w, out, f"{p}.conv2", 1, 1))
+            stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
+            out = F.relu(_d2_conv(w, x, f"{p}.conv1", stride_1x1))
+            out = F.relu(_d2_conv(w, out, f"{p}.conv2", stride_3x3, 1))
             out = _d2_conv(w, out, f"{p}.conv3")
             shortcut = _d2_conv(w, x, f"{p}.shortcut", stride) if f"{p}.shortcut.weight" in w else x
             x = F.relu(out + shortcut)                                # BottleneckBlock.forward
@@ -470,6 +492,68 @@ def test_new_class_count_reinitializes_every_stage_and_the_mask_logits():
     assert checkpoint["config"]["model"]["num_classes"] == 3 and checkpoint["config"]["model"]["class_names"] is None
 
 
+GN_DIM = 32   # GroupNorm(32, C) needs C divisible by 32: FPN, box-head and mask-head convs
+
+
+@pytest.mark.parametrize("norm", ["GN", "SyncBN"])
+def test_gn_and_syncbn_recipes_map_one_to_one_onto_the_converted_model(norm):
+    """Misc/mask_rcnn_R_50_FPN_3x_gn and _syncbn (NORM_TABLE): the norm everywhere, 4conv1fc."""
+    shapes = detectron2_faster_rcnn_fpn_shapes(50, fpn_dim=GN_DIM, mask=True, norm=norm, mask_dim=GN_DIM, box_convs=4)
+    weights = {k: np.broadcast_to(np.float32(0.5), s) for k, s in shapes.items()}
+    state, backbone, model_fields, num_classes, names = convert_detectron2({"model": weights})
+    assert len(state) == len([k for k in shapes if not k.endswith("num_batches_tracked")])   # a step count only
+    kind = "gn" if norm == "GN" else "bn"
+    assert backbone["norm"] == ("gn" if norm == "GN" else "frozen_bn") and backbone["stride_in_1x1"] is False
+    assert model_fields["name"] == "mask_rcnn_fpn_v2" and model_fields["rpn"]["conv_depth"] == 1
+    assert model_fields["fpn"]["norm"] == model_fields["roi_heads"]["conv_norm"] == kind
+    assert model_fields["roi_heads"]["mask_head"]["norm"] == kind
+    assert model_fields["roi_heads"]["box_head"]["num_convs"] == 4
+    model = build_model(_weightless(compose_converted_config(backbone, model_fields, num_classes, names)))
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    assert ours == {detectron2_key_to_ours(k, box_conv_norm=True): s for k, s in shapes.items()
+                    if not k.endswith("num_batches_tracked")}
+    load_state_dict_strict(model, state, f"{norm} R50-FPN")
+
+
+@pytest.fixture(scope="module")
+def gn_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("d2gn")
+    shapes = detectron2_faster_rcnn_fpn_shapes(50, fpn_dim=GN_DIM, mask=True, norm="GN", mask_dim=GN_DIM, box_convs=4)
+    weights = _random_weights(shapes, seed=3)
+    _write_zoo_file(folder / "gn.pkl", weights)
+    convert_weights("detectron2", folder / "gn.pkl", folder / "gn.pth")
+    model = load_model(folder / "gn.pth", overrides=["model.input.min_size_test=64", "model.input.max_size_test=64"])
+    return {k: torch.from_numpy(v) for k, v in weights.items()}, model
+
+
+def test_gn_recipe_computes_what_detectron2_computes(gn_model):
+    """GroupNorm in the ResNet (striding in the 3x3 conv), the FPN, the box head's four convs
+    and the mask head's, computed as Detectron2's modules do from the .pkl arrays."""
+    w, model = gn_model
+    rgb = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    bgr = rgb.flip(1) * 255 - torch.tensor(DETECTRON2_PIXEL_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
+    expected = detectron2_features(w, bgr, stride_in_1x1=False)
+    with torch.no_grad():
+        ours = list(model.backbone(model.preprocessor.normalize(rgb[0])[None]).values())
+    for level, (a, b) in enumerate(zip(ours, expected)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max())), f"P{level + 2}"
+    pooled = torch.randn(5, GN_DIM, 7, 7, generator=torch.Generator().manual_seed(1))
+    x = pooled
+    for k in range(1, 5):                                              # FastRCNNConvFCHead: convs, then fc1
+        x = F.relu(_d2_conv(w, x, f"roi_heads.box_head.conv{k}", 1, 1))
+    x = F.relu(F.linear(x.flatten(1), w["roi_heads.box_head.fc1.weight"], w["roi_heads.box_head.fc1.bias"]))
+    masks = pooled.repeat(1, 1, 2, 2)                                  # 14x14 mask features
+    for n in range(1, 5):                                              # MaskRCNNConvUpsampleHead's convs
+        masks = F.relu(_d2_conv(w, masks, f"roi_heads.mask_head.mask_fcn{n}", 1, 1))
+    with torch.no_grad():
+        torch.testing.assert_close(model.roi_heads.box_head(pooled), x, rtol=1e-4, atol=1e-4 * float(x.abs().max()))
+        ours_masks = model.roi_heads.mask_head(pooled.repeat(1, 1, 2, 2))
+    torch.testing.assert_close(ours_masks, masks, rtol=1e-4, atol=1e-4 * float(masks.abs().max()))
+    with torch.no_grad():
+        detections = model([rgb[0]])[0]
+    assert {"boxes", "scores", "labels", "masks"} <= set(detections)
+
+
 def test_unsupported_cascade_and_mask_layouts_are_refused():
     shapes = detectron2_faster_rcnn_fpn_shapes(50, cascade=True, mask=True)
     weights = {k: np.broadcast_to(np.float32(0.5), s) for k, s in shapes.items()}
@@ -480,9 +564,14 @@ def test_unsupported_cascade_and_mask_layouts_are_refused():
                                      "roi_heads.mask_head.predictor.bias": np.zeros((1,), np.float32)})
     with pytest.raises(ValueError, match="1 outputs for 80 classes.*class-specific masks"):
         convert_detectron2({"model": agnostic_mask})
-    gn = dict(weights, **{"roi_heads.mask_head.mask_fcn1.norm.weight": np.ones((MASK_DIM,), np.float32)})
-    with pytest.raises(ValueError, match="unexpected key 'roi_heads.mask_head.mask_fcn1.norm.weight'"):
-        convert_detectron2({"model": gn})
+    conv_stage = dict(weights, **{"roi_heads.box_head.0.conv1.weight": np.zeros((FPN_DIM, FPN_DIM, 3, 3), np.float32)})
+    with pytest.raises(ValueError, match="unexpected key 'roi_heads.box_head.0.conv1.weight'"):
+        convert_detectron2({"model": conv_stage})   # cascade stages with convs: not in the model zoo's R50s
+    plain = {k: np.broadcast_to(np.float32(0.5), s) for k, s in detectron2_faster_rcnn_fpn_shapes(50).items()}
+    convs_and_two_fc = dict(plain, **{"roi_heads.box_head.conv1.weight": np.zeros((FPN_DIM, FPN_DIM, 3, 3), np.float32),
+                                      "roi_heads.box_head.conv1.bias": np.zeros((FPN_DIM,), np.float32)})
+    with pytest.raises(ValueError, match="convs and more than one fc"):
+        convert_detectron2({"model": convs_and_two_fc})
 
 
 class _CreatesAFile:

@@ -627,6 +627,9 @@ def test_detectron2_mask_and_cascade_planted_files_are_used(hub, monkeypatch, na
     (D2_MASK, "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x/137849600/model_final_f10217.pkl"),
     ("detectron2://Misc/cascade_mask_rcnn_R_50_FPN_1x", "Misc/cascade_mask_rcnn_R_50_FPN_1x/138602847/model_final_e9d89b.pkl"),
     (D2_CASCADE_MASK, "Misc/cascade_mask_rcnn_R_50_FPN_3x/144998488/model_final_480dd8.pkl"),
+    ("detectron2://Misc/mask_rcnn_R_50_FPN_3x_gn", "Misc/mask_rcnn_R_50_FPN_3x_gn/138602888/model_final_dc5d9e.pkl"),
+    ("detectron2://Misc/mask_rcnn_R_50_FPN_3x_syncbn",
+     "Misc/mask_rcnn_R_50_FPN_3x_syncbn/169527823/model_final_3b3c51.pkl"),
 ])
 def test_mask_and_cascade_names_missing_file_names_url_and_path(hub, tmp_path, name, file_name):
     prefix = "https://download.pytorch.org/models/" if name.startswith("torchvision") else zoo.DETECTRON2_PREFIX
