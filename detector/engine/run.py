@@ -48,8 +48,7 @@ def write_run_config(cfg: DictConfig, ctx: RunContext) -> None:
 
 def prepare(cfg: DictConfig, task: Task) -> tuple[RunContext, nn.Module]:
     """Context, classes, the starting weights' input settings, config.yaml and the task's model
-    (with its initial weights),
-    identically initialised on every rank (same seed before building)."""
+    (with its initial weights), identically initialised on every rank (same seed before building)."""
     ctx = RunContext(cfg)
     resolve_classes(cfg, task)
     adopt_weight_settings(cfg, ctx)

@@ -64,15 +64,11 @@ _RENAMES = [
     (r"^backbone\.bottom_up\.res(\d)\.(\d+)\.conv(\d)\.norm\.(\w+)$", None),
     (r"^backbone\.bottom_up\.res(\d)\.(\d+)\.shortcut\.weight$", None),
     (r"^backbone\.bottom_up\.res(\d)\.(\d+)\.shortcut\.norm\.(\w+)$", None),
-    # Norms of FPN, box-head and mask-head convs (MODEL.FPN.NORM, ROI_BOX_HEAD.NORM and
-    # ROI_MASK_HEAD.NORM: GN or SyncBN in the zoo's Misc/*_gn and *_syncbn recipes).
-    (r"^backbone\.fpn_(lateral|output)(\d)\.norm\.(\w+)$", None),
-    (r"^roi_heads\.mask_head\.mask_fcn(\d)\.norm\.(\w+)$", None),
-    # FastRCNNConvFCHead with NUM_CONV > 0 ("4conv1fc"): conv1..n (+ norm), then fc1.
-    (r"^roi_heads\.box_head\.conv(\d+)\.(weight|bias)$", None),
-    (r"^roi_heads\.box_head\.conv(\d+)\.norm\.(\w+)$", None),
-    (r"^backbone\.fpn_lateral(\d)\.(weight|bias)$", None),
-    (r"^backbone\.fpn_output(\d)\.(weight|bias)$", None),
+    # FPN, box-head and mask-head convs: each a conv's weight (and bias), or its norm's parameters
+    # (MODEL.FPN.NORM, ROI_BOX_HEAD.NORM, ROI_MASK_HEAD.NORM: GN or SyncBN in Misc/*_gn, *_syncbn).
+    (r"^backbone\.fpn_(lateral|output)(\d)(?:\.(weight|bias)|\.norm\.(\w+))$", None),
+    # FastRCNNConvFCHead with NUM_CONV > 0 ("4conv1fc"): conv1..n, then fc1.
+    (r"^roi_heads\.box_head\.conv(\d+)(?:\.(weight|bias)|\.norm\.(\w+))$", None),
     (r"^proposal_generator\.rpn_head\.conv\.(weight|bias)$", r"rpn.head.convs.0.\1"),
     (r"^proposal_generator\.rpn_head\.objectness_logits\.(weight|bias)$", r"rpn.head.objectness.\1"),
     (r"^proposal_generator\.rpn_head\.anchor_deltas\.(weight|bias)$", r"rpn.head.deltas.\1"),
@@ -82,7 +78,7 @@ _RENAMES = [
     (r"^roi_heads\.box_head\.(\d+)\.fc([12])\.(weight|bias)$", r"roi_heads.box_head.\1.fc\2.\3"),
     (r"^roi_heads\.box_predictor\.(\d+)\.(cls_score|bbox_pred)\.(weight|bias)$", r"roi_heads.box_predictor.\1.\2.\3"),
     # Mask R-CNN's MaskRCNNConvUpsampleHead (roi_heads/mask_head.py): mask_fcn1..4, deconv, predictor.
-    (r"^roi_heads\.mask_head\.mask_fcn(\d)\.(weight|bias)$", None),
+    (r"^roi_heads\.mask_head\.mask_fcn(\d)(?:\.(weight|bias)|\.norm\.(\w+))$", None),
     (r"^roi_heads\.mask_head\.deconv\.(weight|bias)$", r"roi_heads.mask_predictor.conv5_mask.\1"),
     (r"^roi_heads\.mask_head\.predictor\.(weight|bias)$", r"roi_heads.mask_predictor.mask_fcn_logits.\1"),
 ]
@@ -98,20 +94,16 @@ def detectron2_key_to_ours(key: str, box_conv_norm: bool = False) -> str:
         if replacement is not None:
             return re.sub(pattern, replacement, key)
         groups = match.groups()
-        if ".box_head.conv" in key:
-            step = 3 if box_conv_norm else 2
-            index = (int(groups[0]) - 1) * step + (1 if ".norm." in key else 0)
-            return f"roi_heads.box_head.convs.{index}.{groups[1]}"
-        if ".norm." in key and (".mask_fcn" in key or ".fpn_" in key):
-            if ".mask_fcn" in key:
-                return f"roi_heads.mask_head.{int(groups[0]) - 1}.1.{groups[1]}"
-            kind = "lateral_convs" if groups[0] == "lateral" else "output_convs"
-            return f"backbone.fpn.{kind}.{int(groups[1]) - 2}.1.{groups[2]}"
-        if ".mask_fcn" in key:
-            return f"roi_heads.mask_head.{int(groups[0]) - 1}.0.{groups[1]}"
-        if ".fpn_lateral" in key or ".fpn_output" in key:
-            kind = "lateral_convs" if ".fpn_lateral" in key else "output_convs"
-            return f"backbone.fpn.{kind}.{int(groups[0]) - 2}.0.{groups[1]}"
+        if ".fpn_" in key:   # ConvNorm: Sequential(conv, [norm])
+            kind, level, param, norm_param = groups
+            return f"backbone.fpn.{kind}_convs.{int(level) - 2}." + (f"1.{norm_param}" if norm_param else f"0.{param}")
+        if ".mask_fcn" in key:   # block n-1: Sequential(conv, [norm,] ReLU)
+            n, param, norm_param = groups
+            return f"roi_heads.mask_head.{int(n) - 1}." + (f"1.{norm_param}" if norm_param else f"0.{param}")
+        if ".box_head.conv" in key:   # one flat Sequential: conv, [norm,] ReLU for each conv
+            k, param, norm_param = groups
+            index = (int(k) - 1) * (3 if box_conv_norm else 2) + (1 if norm_param else 0)
+            return f"roi_heads.box_head.convs.{index}.{norm_param or param}"
         stage, block = int(groups[0]), groups[1]
         prefix = f"backbone.body.layer{stage - 1}.{block}"
         if ".shortcut." in key:

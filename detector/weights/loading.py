@@ -65,9 +65,9 @@ def load_initial_weights(model: nn.Module, cfg: DictConfig, logger: logging.Logg
     Detector: `backbone.weights` into its ResNet body (model.backbone.body), then
     `model.weights` into the whole model, both strictly (a full checkpoint overrides the
     body it also holds). The input settings the deciding file records (model.weights, else
-    backbone.weights) must be cfg's (detector/weights/weight_settings.py). Classifier (conf/cls.yaml): `model.weights` (the fc head is
-    re-initialised when its class count differs) or `backbone.weights` (the body only),
-    not both."""
+    backbone.weights) must be cfg's (detector/weights/weight_settings.py). Classifier
+    (conf/cls.yaml): `model.weights` (the fc head is re-initialised when its class count
+    differs) or `backbone.weights` (the body only), not both."""
     check_weight_settings(cfg)   # weights made with another input or stride load cleanly, then mislead
     if isinstance(model, ResNetClassifier):
         _load_initial_classifier_weights(model, cfg, logger)

@@ -4,9 +4,10 @@ A few settings change what weights compute without changing any tensor's shape: 
 order and pixel statistics of the input, and which conv of a bottleneck strides (MSRA's ResNets,
 and so Detectron2's, stride in the first 1x1 conv; torchvision's in the 3x3); for a whole
 detector also the anchors, RoIAlign's variant, the regression weights and where the background
-class sits. Weights loaded under other values load cleanly and silently give wrong outputs. A converted file records the
-values in its config (Detectron2's: BGR, 0..255 means, std 1, stride in the 1x1), so a run
-adopts them before it builds its model, as torchvision's weights bring their own transforms.
+class sits. Weights loaded under other values load cleanly and silently give wrong outputs. A
+converted file records the values in its config (Detectron2's: BGR, 0..255 means, std 1, stride
+in the 1x1), so a run adopts them before it builds its model, as torchvision's weights bring
+their own transforms.
 
 - `adopt_weight_settings(cfg)`: a run's config takes its starting weights' values (train_net,
   train_cls); each change is logged.
@@ -15,7 +16,9 @@ adopts them before it builds its model, as torchvision's weights bring their own
 """
 from __future__ import annotations
 
+import functools
 import logging
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -48,16 +51,30 @@ def starting_weights(cfg: DictConfig) -> tuple[str, str] | None:
 def recorded_settings(path: str, keys: tuple[str, ...] = WEIGHT_SETTINGS) -> dict[str, Any]:
     """The `keys` a weights file's config records (published names resolved; a bare state
     dict, such as a torchvision download, records none)."""
-    from detector.weights.config_upgrade import upgrade_config
-    from detector.weights.safetensors_io import read_checkpoint_with_config
     from detector.weights.zoo import resolve_weights
 
-    config = read_checkpoint_with_config(resolve_weights(path)).get("config")
-    if not isinstance(config, dict) or not isinstance(config.get("backbone"), dict):
+    file = Path(resolve_weights(path))
+    stat = file.stat() if file.is_file() else None
+    stored = _stored_config(str(file), stat.st_size if stat else -1, stat.st_mtime_ns if stat else -1)
+    if stored is None:
         return {}
-    stored = OmegaConf.create(upgrade_config(config) if isinstance(config.get("model"), dict) else config)
     found = {key: OmegaConf.select(stored, key, default=_ABSENT) for key in keys}
     return {key: _plain(v) for key, v in found.items() if v is not _ABSENT}
+
+
+@functools.lru_cache(maxsize=4)
+def _stored_config(file: str, size: int, mtime_ns: int) -> DictConfig | None:
+    """A weights file's config, upgraded; None without one. Read once per file version: a run
+    asks twice (adopt, then load_initial_weights' check) before loading the weights themselves."""
+    from detector.weights.config_upgrade import upgrade_config
+    from detector.weights.safetensors_io import read_checkpoint_with_config
+
+    config = read_checkpoint_with_config(file).get("config")
+    if not isinstance(config, dict) or not isinstance(config.get("backbone"), dict):
+        return None
+    stored = OmegaConf.create(upgrade_config(config) if isinstance(config.get("model"), dict) else config)
+    OmegaConf.set_readonly(stored, True)   # shared by every caller of the cache
+    return stored
 
 
 def _plain(value: Any) -> Any:
