@@ -94,6 +94,12 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"solver.optimizer={cfg.solver.optimizer!r}: use sgd or adamw.")
     if cfg.solver.lr_scheduler not in ("multistep", "cosine"):
         raise ConfigError(f"solver.lr_scheduler={cfg.solver.lr_scheduler!r}: use multistep or cosine.")
+    from detector.evaluation.analysis_schedule import analysis_mode
+
+    try:
+        analysis_mode(cfg.test.analysis)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     if cfg.test.evaluator not in ("faster_coco_eval", "pycocotools"):
         raise ConfigError(f"test.evaluator={cfg.test.evaluator!r}: use faster_coco_eval or pycocotools.")
     min_test, max_test = cfg.model.input.min_size_test, cfg.model.input.max_size_test

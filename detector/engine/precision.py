@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from detector.utils.hardware import cpu_has_native_bf16
+
 
 @dataclass(frozen=True)
 class Precision:
@@ -24,13 +26,21 @@ class Precision:
         return torch.amp.GradScaler("cuda") if self.use_scaler else None
 
 
-def resolve_precision(amp: str, device: torch.device) -> Precision:
-    """none -> fp32; bf16 -> bf16 autocast (CUDA or CPU); fp16 -> fp16 autocast + GradScaler (CUDA only)."""
+def resolve_precision(amp: str, device: torch.device, logger=None) -> Precision:
+    """none -> fp32; bf16 -> bf16 autocast (CUDA or CPU); fp16 -> fp16 autocast + GradScaler (CUDA only).
+
+    bf16 on a CPU without native bfloat16 falls back to fp32 (logged): there it is the slower
+    choice by far, and the CPU recipes (schedule=shapes, bccd) ask for bf16 for speed only."""
     if amp in ("none", None, False):
         return Precision(device.type, None, False)
     if amp == "bf16":
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise ValueError("train.amp=bf16: this GPU does not support bfloat16; use train.amp=fp16.")
+        if device.type == "cpu" and not cpu_has_native_bf16():
+            if logger is not None:
+                logger.warning("train.amp=bf16: this CPU has no native bfloat16 (AVX-512 BF16 or AMX), where bf16 "
+                               "is several times slower than fp32; running in fp32 instead.")
+            return Precision(device.type, None, False)
         return Precision(device.type, torch.bfloat16, False)
     if amp == "fp16":
         if device.type != "cuda":

@@ -122,7 +122,7 @@ def evaluate_checkpoint(cfg: DictConfig, task: Task, model_overrides: Sequence[s
     seed_everything(int(cfg.seed))
     iteration = _checkpoint_iteration(str(cfg.model.weights))
     model.eval()
-    precision = resolve_precision(str(cfg.train.amp), ctx.device)
+    precision = resolve_precision(str(cfg.train.amp), ctx.device, ctx.logger)
     evaluator = task.build_evaluator(cfg, lambda: model, ctx, precision)
     scalars, images = evaluator(iteration)
     log_evaluation(ctx.output_dir, iteration, scalars, images)

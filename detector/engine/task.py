@@ -31,6 +31,10 @@ class Evaluator(Protocol):
 
     def __call__(self, iteration: int | None) -> tuple[dict[str, float | None], list[Picture]]: ...
 
+    def finish(self, iteration: int | None) -> None:
+        """Called once after training with the iteration of the last evaluation (which an early
+        stop makes final only afterwards), e.g. to draw what only the final evaluation draws."""
+
 
 class TestSetEvaluator:
     """What every task's evaluator shares: the run's settings and a test loader built on first
@@ -50,6 +54,9 @@ class TestSetEvaluator:
 
     def build_loader(self):
         raise NotImplementedError
+
+    def finish(self, iteration: int | None) -> None:
+        """Nothing more to do after training unless a task's evaluator says otherwise."""
 
     @property
     def loader(self):

@@ -59,7 +59,7 @@ def prepare_training(cfg: DictConfig, ctx, model: nn.Module) -> TrainingRun:
         found = load_latest_good(last.parent, logger, tidy=is_main_process())
         if found is None:
             logger.info("train.resume=true but %s does not exist: starting from scratch.", last)
-    precision = resolve_precision(str(cfg.train.amp), device)
+    precision = resolve_precision(str(cfg.train.amp), device, logger)
     # SyncBatchNorm layers (a backbone with norm=sync_bn) need the CPU fallback of wrap_for_training.
     sync_bn = any(isinstance(module, nn.SyncBatchNorm) for module in model.modules())
     find_unused = bool(cfg.train.find_unused_parameters)
@@ -162,6 +162,7 @@ def run_training(cfg: DictConfig, ctx, run: TrainingRun, train_loader, step_fn, 
                              extra_state=lambda: {"best": best.state_dict()}),
     ])
     trainer.train()
+    finish_evaluation(evaluator, eval_hook.last_iteration)
     logger.info("Training and evaluation took %.1f min. Outputs are in %s.", (time.perf_counter() - start) / 60,
                 ctx.output_dir)
     if history is not None:
@@ -192,6 +193,7 @@ def _finish_only(cfg, run: TrainingRun, trainer: Trainer, evaluator, best: BestC
         run.checkpointer.save(FINAL, run.start_iter, final=True,
                               extra={"events": trainer.storage.state_dict(), "best": best.state_dict()})
     scalars, _ = evaluator(run.start_iter)
+    finish_evaluation(evaluator, run.start_iter)
     if history is not None:
         # The same evaluation as the one recorded before the interruption: replace it.
         history.keep_only(lambda r: not (int(r["iteration"]) == run.start_iter and r.get("type") == "eval"))
@@ -200,6 +202,14 @@ def _finish_only(cfg, run: TrainingRun, trainer: Trainer, evaluator, best: BestC
         write_run_summary(run.last.parent.parent, history.records(), best=best.state_dict(),
                           wall_time_s=time.perf_counter() - start, stop_reason=stop, **summary)
     return evaluator.metrics
+
+
+def finish_evaluation(evaluator, iteration: int | None) -> None:
+    """The evaluator's finish(iteration) after training; an evaluator written before that method
+    existed (a user's task) has none, and nothing is left for it to do."""
+    finish = getattr(evaluator, "finish", None)
+    if finish is not None:
+        finish(iteration)
 
 
 def log_evaluation(output_dir: Path, iteration: int | None, scalars: dict, images: list) -> None:

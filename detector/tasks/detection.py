@@ -16,6 +16,7 @@ from torch import nn
 from detector.engine.context import RunContext, sync_from_rank0
 from detector.engine.task import TestSetEvaluator, Task
 from detector.evaluation import STAT_NAMES, evaluate_detector
+from detector.evaluation.analysis_schedule import analysis_mode, draws_pictures
 from detector.utils.distributed import is_main_process
 
 
@@ -67,6 +68,8 @@ class DetectionEvaluator(TestSetEvaluator):
     eval_only return) is then {"bbox": {...}, "segm": {...}}; a box model's `metrics` is the
     box evaluation itself, as before."""
 
+    _evaluated_at: int | None = -1   # the iteration of the latest evaluation (-1: none yet)
+
     def build_loader(self):
         return build_eval_loader(self.cfg, self.rank, self.world_size)
 
@@ -102,15 +105,35 @@ class DetectionEvaluator(TestSetEvaluator):
             scalars.update({f"{iou_type}_per_category/{name}": ap for name, ap in numbers["per_category"].items()})
         scalars["time/evaluation"] = took
         images = self._draw(samples, list(dataset.class_names))
-        if is_main_process() and bool(self.cfg.test.analysis):
+        self._evaluated_at = iteration
+        if is_main_process() and draws_pictures(self.analysis, final=self.is_final(iteration)):
             start = time.perf_counter()
             images += self._analyse(dataset, iteration)
             scalars["time/analysis"] = time.perf_counter() - start
-            self.logger.info("Evaluation pictures (test.analysis=true) took %.1fs (%.0f%% of the evaluation's "
-                             "%.1fs); they are in %s.", scalars["time/analysis"],
+            self.logger.info("Evaluation pictures (test.analysis=%s) took %.1fs (%.0f%% of the evaluation's "
+                             "%.1fs); they are in %s.", self.analysis, scalars["time/analysis"],
                              100 * scalars["time/analysis"] / max(took, 1e-9), took, self.pictures_dir(iteration))
         self.metrics = metrics
         return scalars, images
+
+    @property
+    def analysis(self) -> str:
+        return analysis_mode(self.cfg.test.analysis)
+
+    def is_final(self, iteration: int | None) -> bool:
+        """A checkpoint's own evaluation (eval_only) or the one at train.max_iter. An early stop's
+        last evaluation is only known as final afterwards: the engine then calls finish()."""
+        return iteration is None or bool(self.cfg.eval_only) or iteration >= int(self.cfg.train.max_iter)
+
+    def finish(self, iteration: int | None) -> None:
+        """After training: with test.analysis=final, the pictures of the last evaluation when it
+        was not known as final when it ran (an early stop). Its results file is still the latest."""
+        if (not is_main_process() or self.analysis != "final" or self._evaluated_at != iteration
+                or self.pictures_dir(iteration).is_dir()):
+            return
+        self._analyse(self.loader.dataset, iteration)
+        self.logger.info("Evaluation pictures of the last evaluation (test.analysis=final) are in %s.",
+                         self.pictures_dir(iteration))
 
     def iou_types(self, with_tta: bool) -> tuple[str, ...]:
         """("bbox", "segm") for a mask model, whose results carry an RLE per detection; ("bbox",)

@@ -186,8 +186,12 @@ def test_clip_grad_norm_is_recorded(tmp_path):
     assert moved < 3 * 0.05 * 1e-3 * 10  # tiny steps: the gradient was clipped
 
 
-def test_cpu_bf16_autocast_runs_and_fp16_needs_cuda(tmp_path):
+def test_cpu_bf16_autocast_runs_and_fp16_needs_cuda(tmp_path, monkeypatch):
+    from detector.engine import precision as precision_module
     from detector.engine import resolve_precision
+
+    # The trainer's bf16 autocast, whatever this CPU has (the fallback is tested below).
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: True)
 
     seen = []
 
@@ -205,3 +209,21 @@ def test_cpu_bf16_autocast_runs_and_fp16_needs_cuda(tmp_path):
     assert resolve_precision("none", torch.device("cpu")).dtype is None
     with pytest.raises(ValueError, match="train.amp=fp16 needs a CUDA device"):
         resolve_precision("fp16", torch.device("cpu"))
+
+
+def test_cpu_bf16_without_native_bfloat16_falls_back_to_fp32_with_a_warning(monkeypatch, caplog):
+    """On a CPU without AVX-512 BF16 or AMX, bf16 is emulated at several times fp32's time and
+    oneDNN's fused bf16 kernels refuse to run: the run goes on in fp32 and says why."""
+    import logging
+
+    from detector.engine import precision as precision_module
+    from detector.engine import resolve_precision
+
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: False)
+    logger = logging.getLogger("test_bf16_fallback")
+    with caplog.at_level(logging.WARNING, logger="test_bf16_fallback"):
+        precision = resolve_precision("bf16", torch.device("cpu"), logger)
+    assert precision.dtype is None and not precision.use_scaler
+    assert "no native bfloat16" in caplog.text and "fp32" in caplog.text
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: True)
+    assert resolve_precision("bf16", torch.device("cpu"), logger).dtype is torch.bfloat16

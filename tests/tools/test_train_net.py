@@ -72,9 +72,13 @@ def trained(shapes_root, tmp_path_factory) -> Path:
 
 def test_outputs_are_those_of_the_interface(trained):
     names = sorted(p.name for p in trained.iterdir())
-    # (eval/<iteration>/ pictures only with test.analysis=true: tests/engine/test_run_folder.py)
-    assert names == ["checkpoints", "config.yaml", "inference", "label_stats.png", "log.txt", "metrics.json",
+    assert names == ["checkpoints", "config.yaml", "eval", "inference", "label_stats.png", "log.txt", "metrics.json",
                      "metrics.jsonl", "model_summary.json", "results.csv", "summary.md", "tb"]
+    # test.analysis=final (the default): the pictures of the final evaluation only, not of the one at 3,
+    # linked from summary.md (every evaluation's: tests/engine/test_run_folder.py).
+    assert [p.name for p in (trained / "eval").iterdir()] == ["6"]
+    assert (trained / "eval" / "6" / "gt_vs_predictions.png").stat().st_size > 1000
+    assert "eval/6/gt_vs_predictions.png" in (trained / "summary.md").read_text()
     summary = json.loads((trained / "model_summary.json").read_text())
     assert summary["image_size"] == [128, 128] and summary["gflops"] > 0
     assert summary["params"] == summary["trainable_params"] > 0

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from detector.utils.hardware import cpu_has_native_bf16
+
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     device_type = x.device.type
@@ -115,7 +117,7 @@ def folded_conv(x: torch.Tensor, conv: nn.Conv2d, scale: torch.Tensor, shift: to
             residual is None or residual.is_contiguous(memory_format=torch.channels_last))
         if channels_last and _fused_cpu_conv_available(x) and isinstance(conv.padding, tuple):
             dtype = _compute_dtype(x)
-            if dtype in (torch.float32, torch.bfloat16):
+            if dtype == torch.float32 or (dtype == torch.bfloat16 and cpu_has_native_bf16()):
                 return _fused_cpu_conv(x.to(dtype), weight.to(dtype), shift.to(dtype), conv, relu, residual)
         y = F.conv2d(x, weight, shift.to(weight.dtype), conv.stride, conv.padding, conv.dilation, conv.groups)
     # In place: the convolution's output is not needed by any backward pass.
@@ -135,7 +137,7 @@ def conv_with_post_ops(x: torch.Tensor, conv: nn.Conv2d, relu: bool = False,
                and isinstance(conv.padding, tuple) and _fused_cpu_conv_available(x))
     if fusable:
         dtype = _compute_dtype(x)
-        if dtype in (torch.float32, torch.bfloat16):
+        if dtype == torch.float32 or (dtype == torch.bfloat16 and cpu_has_native_bf16()):
             bias = None if conv.bias is None else conv.bias.to(dtype)
             return _fused_cpu_conv(x.to(dtype), conv.weight.to(dtype), bias, conv, relu, residual)
     y = conv(x)
