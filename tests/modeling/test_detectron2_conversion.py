@@ -554,6 +554,91 @@ def test_gn_recipe_computes_what_detectron2_computes(gn_model):
     assert {"boxes", "scores", "labels", "masks"} <= set(detections)
 
 
+class _NormStatisticsFromInputs(torch.overrides.TorchFunctionMode):
+    """While active, every eval-mode F.batch_norm first overwrites the running_mean and
+    running_var it is given (the .pkl's arrays, shared with torch.from_numpy) with its input's
+    per-channel mean and variance, as training would have left them: each norm then sees
+    inputs of the scale its statistics describe (a trained model's), and the statistics
+    differ per channel and from the norm's random weight and bias."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.batch_norm:
+            x, running_mean, running_var = args[:3]
+            running_mean.copy_(x.mean(dim=(0, 2, 3)))
+            running_var.copy_(x.var(dim=(0, 2, 3)))
+        return func(*args, **kwargs)
+
+
+def _d2_norm_recipe_heads(w: dict, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Detectron2's 4conv1fc box head (FastRCNNConvFCHead: convs with their norms, then fc1)
+    and the mask head's four convs (MaskRCNNConvUpsampleHead) on `pooled` 7x7 features (the
+    mask head on them tiled to 14x14)."""
+    x = pooled
+    for k in range(1, 5):
+        x = F.relu(_d2_conv(w, x, f"roi_heads.box_head.conv{k}", 1, 1))
+    x = F.relu(F.linear(x.flatten(1), w["roi_heads.box_head.fc1.weight"], w["roi_heads.box_head.fc1.bias"]))
+    masks = pooled.repeat(1, 1, 2, 2)
+    for n in range(1, 5):
+        masks = F.relu(_d2_conv(w, masks, f"roi_heads.mask_head.mask_fcn{n}", 1, 1))
+    return x, masks
+
+
+@pytest.fixture(scope="module")
+def syncbn_model(tmp_path_factory):
+    """Misc/mask_rcnn_R_50_FPN_3x_syncbn-like file: BatchNorm statistics measured on images
+    (see _NormStatisticsFromInputs), weights and biases random, then written, converted, loaded."""
+    folder = tmp_path_factory.mktemp("d2syncbn")
+    shapes = detectron2_faster_rcnn_fpn_shapes(50, fpn_dim=GN_DIM, mask=True, norm="SyncBN", mask_dim=GN_DIM,
+                                               box_convs=4)
+    weights = _random_weights({k: s for k, s in shapes.items() if not k.endswith("num_batches_tracked")}, seed=5)
+    w = {k: torch.from_numpy(v) for k, v in weights.items()}   # views: calibrating w writes `weights`
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(10)) * 255
+    with torch.no_grad(), _NormStatisticsFromInputs():
+        detectron2_features(w, images - torch.tensor(DETECTRON2_PIXEL_MEAN, dtype=torch.float32).view(1, 3, 1, 1),
+                            stride_in_1x1=False)
+        _d2_norm_recipe_heads(w, torch.randn(16, GN_DIM, 7, 7, generator=torch.Generator().manual_seed(11)))
+    for key in [k for k in shapes if k.endswith("num_batches_tracked")]:
+        weights[key] = np.array(90000, dtype=np.int64)   # BatchNorm's step count: carried, then dropped
+    _write_zoo_file(folder / "syncbn.pkl", weights)
+    convert_weights("detectron2", folder / "syncbn.pkl", folder / "syncbn.pth")
+    model = load_model(folder / "syncbn.pth",
+                       overrides=["model.input.min_size_test=64", "model.input.max_size_test=64"])
+    return w, model
+
+
+def test_syncbn_recipe_computes_what_detectron2_computes(syncbn_model):
+    """BatchNorm (eval mode: running statistics, eps 1e-5) in the ResNet (striding in the 3x3
+    conv), the FPN, the box head's four convs and the mask head's, computed as Detectron2's
+    modules do from the .pkl arrays. Each norm's weight, bias, running_mean and running_var
+    differ per channel and from one another, so a converter that put one in another's place
+    gives other numbers."""
+    w, model = syncbn_model
+    norm = w["backbone.fpn_lateral3.norm.running_var"]
+    assert not torch.allclose(norm, w["backbone.fpn_lateral3.norm.weight"], rtol=0.1)   # the swap would show
+    assert float(norm.std() / norm.mean()) > 0.05                                          # distinct per channel
+    assert model.config.model.name == "mask_rcnn_fpn_v2" and model.config.backbone.norm == "frozen_bn"
+    rgb = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    bgr = rgb.flip(1) * 255 - torch.tensor(DETECTRON2_PIXEL_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
+    expected = detectron2_features(w, bgr, stride_in_1x1=False)
+    with torch.no_grad():
+        ours = list(model.backbone(model.preprocessor.normalize(rgb[0])[None]).values())
+    assert len(ours) == len(expected) == 5
+    for level, (a, b) in enumerate(zip(ours, expected)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()),
+                                   msg=lambda text, level=level: f"P{level + 2}: {text}")
+    pooled = torch.randn(5, GN_DIM, 7, 7, generator=torch.Generator().manual_seed(1))
+    boxes, masks = _d2_norm_recipe_heads(w, pooled)
+    with torch.no_grad():
+        ours_boxes = model.roi_heads.box_head(pooled)
+        ours_masks = model.roi_heads.mask_head(pooled.repeat(1, 1, 2, 2))
+    torch.testing.assert_close(ours_boxes, boxes, rtol=1e-4, atol=1e-4 * float(boxes.abs().max()))
+    torch.testing.assert_close(ours_masks, masks, rtol=1e-4, atol=1e-4 * float(masks.abs().max()))
+    with torch.no_grad():
+        detections = model([rgb[0]])[0]
+    assert {"boxes", "scores", "labels", "masks"} <= set(detections)
+
+
 def test_unsupported_cascade_and_mask_layouts_are_refused():
     shapes = detectron2_faster_rcnn_fpn_shapes(50, cascade=True, mask=True)
     weights = {k: np.broadcast_to(np.float32(0.5), s) for k, s in shapes.items()}
