@@ -66,8 +66,9 @@ def read_safetensors(path: str | os.PathLike,
     expected = metadata.get(CHECKSUM_KEY)
     if expected is not None and tensors_sha256(tensors) != expected:
         raise CheckpointError(
-            f"Checkpoint '{path}' is damaged: its tensors no longer match the sha256 checksum stored when it was "
-            "written (the file changed after it was written: disk or transfer error). Use another copy.")
+            f"Checkpoint '{path}' is damaged: its tensors (names, dtypes, shapes or bytes) no longer match the sha256 "
+            "checksum stored when it was written (the file changed after it was written: disk or transfer error). "
+            "Use another copy.")
     if torch.device(map_location).type != "cpu":
         tensors = {name: tensor.to(map_location) for name, tensor in tensors.items()}
     return tensors, metadata

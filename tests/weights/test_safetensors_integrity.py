@@ -1,5 +1,6 @@
 """safetensors checkpoints: written atomically and fsynced like .pth, and a flipped bit in the
-tensors is reported as damage (a checksum in the header, verified on load)."""
+tensors, or a tensor renamed, retyped or reshaped in the header, is reported as damage (a
+checksum in the header, verified on load)."""
 import json
 import os
 import struct
@@ -62,6 +63,43 @@ def test_a_flipped_bit_in_the_tensor_data_is_reported_as_damage(tmp_path, where)
         with pytest.raises(CheckpointError) as error:
             load(path)
         assert str(path) in str(error.value) and "damaged" in str(error.value)
+
+
+def edit_header(path, old: bytes, new: bytes) -> None:
+    """Replace `old` by `new` (as long) in the file's JSON header: the tensor data and every
+    offset stay valid, so safetensors itself reads the edited file without complaint."""
+    assert len(old) == len(new)
+    data = path.read_bytes()
+    header = data[:data_region_start(path)]
+    assert header.count(old) == 1, (old, header)
+    path.write_bytes(header.replace(old, new) + data[len(header):])
+
+
+# Header edits that leave every data byte as it was. Names sort as before ("conv.biaz" still
+# comes before "conv.weight"), so a checksum of the data bytes alone, in name order, would not
+# change; bfloat16 and float16 are both 2 bytes, [4,4] and [2,8] both 16 elements.
+HEADER_EDITS = {
+    "renamed": (b'"conv.bias":', b'"conv.biaz":'),
+    "bf16_read_as_fp16": (b'"half":{"dtype":"BF16"', b'"half":{"dtype": "F16"'),
+    "reshaped": (b'"half":{"dtype":"BF16","shape":[4,4]', b'"half":{"dtype":"BF16","shape":[2,8]'),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(HEADER_EDITS))
+def test_a_tensor_renamed_retyped_or_reshaped_in_the_header_is_reported_as_damage(tmp_path, edit):
+    """The checksum covers each tensor's name, dtype and shape, not only its bytes: a header
+    damaged into another valid header must not load as other (or differently read) weights."""
+    from safetensors import safe_open
+
+    path = export_safetensors(small_checkpoint(), tmp_path / "model.safetensors")
+    edit_header(path, *HEADER_EDITS[edit])
+    with safe_open(str(path), framework="pt") as handle:   # still a valid file to safetensors
+        assert len(list(handle.keys())) == 4
+    for load in (read_checkpoint_with_config, load_checkpoint, read_safetensors):
+        with pytest.raises(CheckpointError) as error:
+            load(path)
+        message = str(error.value)
+        assert str(path) in message and "damaged" in message and "names, dtypes, shapes" in message, message
 
 
 def test_files_without_a_checksum_still_load(tmp_path):
