@@ -52,7 +52,27 @@ def _dataset_num_classes(*, _root_: DictConfig) -> int:
     return len(class_names(_root_))
 
 
+def _folder_name(path, default: str) -> str:
+    """`${folder_name:${dataset.path},auto}`: the name of a dataset folder (the run's output
+    folder is named after it, so two datasets never share one), or `default` without a folder."""
+    if path is None or str(path) in ("", "???"):
+        return str(default)
+    return Path(str(path)).resolve().name or str(default)
+
+
+def _carved_test_images(*, _root_: DictConfig):
+    """`${carved_test_images:}`: the test images of a carved split, recorded in config.yaml
+    (detector/data/folder_format.py); null when the dataset has its own test split."""
+    from detector.data.folder_format import recorded_test_images
+
+    return recorded_test_images(_root_)
+
+
 def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("folder_name"):
+        OmegaConf.register_new_resolver("folder_name", _folder_name)
+    if not OmegaConf.has_resolver("carved_test_images"):
+        OmegaConf.register_new_resolver("carved_test_images", _carved_test_images)
     if not OmegaConf.has_resolver("repo_path"):
         OmegaConf.register_new_resolver("repo_path", _repo_path)
     if not OmegaConf.has_resolver("dataset_num_classes"):

@@ -18,12 +18,34 @@ class CocoFormat(DatasetFormat):
     missing_hint: told when a path does not exist (e.g. where to download the data)."""
 
     def __init__(self, *, train: dict, test: dict, root: str | None = None, missing_hint: str | None = None,
-                 **common):
+                 path: str | None = None, test_fraction: float | None = None, split_seed: int | None = None,
+                 test_images=None, **common):
         super().__init__(**common)
         self.splits = {"train": dict(train), "test": dict(test)}
         self.root = root
         if missing_hint:
             self.missing_hint = str(missing_hint)
+        self.path = None if path in (None, "???") else str(path)
+        self.folder_keys = {"test_fraction": test_fraction, "split_seed": split_seed, "test_images": test_images}
+        self.common = common
+        if self.path is not None:
+            given = [f"dataset.{s}.{p}" for s in self.splits for p in ("images", "annotations")
+                     if self.splits[s][p] not in (None, "???")]
+            if given:
+                raise DatasetError(f"dataset={self.name}: dataset.path={self.path} and {', '.join(given)} are both set; "
+                                   "give the export's folder (dataset.path) or the four paths, not both")
+
+    def folder_format(self):
+        """With dataset.path: the reading of dataset=auto restricted to COCO (detector/data/folder_format.py)."""
+        from detector.data.folder_format import FolderFormat
+
+        if self.path is None:
+            return None
+        unset = [k for k in ("test_fraction", "split_seed") if self.folder_keys[k] is None]
+        if unset:
+            raise DatasetError(f"dataset={self.name}: dataset.path needs dataset.{unset[0]} "
+                               "(conf/dataset/_folder_splits.yaml has it)")
+        return FolderFormat(path=self.path, layout="coco", use_difficult=False, **self.folder_keys, **self.common)
 
     def paths(self, split: str) -> tuple[str, str]:
         """(images folder, annotation file) of `split`, checked to exist."""
@@ -37,12 +59,16 @@ class CocoFormat(DatasetFormat):
         return images, annotations
 
     def index(self, split: str) -> DatasetIndex:
+        if self.path is not None:
+            return self.folder_format().index(split)
         images, annotations = self.paths(split)
         return index_coco(load_json(annotations), images, annotations, self.classes)
 
     def class_names(self) -> list[str]:
         if self.classes is not None:
             return list(self.classes)
+        if self.path is not None:
+            return self.folder_format().class_names()
         annotations = self.paths("train")[1]
         coco = load_json(annotations)
         check_coco_structure(coco, annotations)
@@ -53,6 +79,8 @@ class CocoFormat(DatasetFormat):
         """True when some training annotation has a segmentation (polygons or RLE); a file
         whose annotations only carry boxes (or "segmentation": []) has none. Reads the
         (cached) JSON without indexing it: usually the first annotation answers."""
+        if self.path is not None:
+            return self.folder_format().has_masks()
         annotations = self.paths("train")[1]
         coco = load_json(annotations)
         check_coco_structure(coco, annotations)
@@ -60,6 +88,9 @@ class CocoFormat(DatasetFormat):
                    for ann in coco.get("annotations", []))
 
     def check(self, splits: Sequence[str]) -> None:
+        if self.path is not None:
+            self.check_exists("dataset.path", self.path)
+            return
         for split in splits:
             for part in ("images", "annotations"):
                 self.check_exists(f"dataset.{split}.{part}", self.splits[split][part])
@@ -131,3 +162,43 @@ def _load_json_cached(path: str, _mtime: int, _size: int) -> dict:
             return json.load(handle)
     except json.JSONDecodeError as error:
         raise DatasetError(f"{path}: not valid JSON ({error})") from None
+
+
+def drop_root_category(coco: dict) -> tuple[dict, str | None]:
+    """(coco without its root category, the root's name) when the file has one, else (coco, None).
+
+    Roboflow writes the dataset's name as category 0, the supercategory of every real class,
+    with no annotation: trained as a class it would be a label never seen. The root is a
+    category that no annotation uses and that every other category names as its supercategory."""
+    categories = coco.get("categories")
+    if not isinstance(categories, list) or len(categories) < 2 or not all(isinstance(c, dict) for c in categories):
+        return coco, None
+    used = {a.get("category_id") for a in coco.get("annotations", []) if isinstance(a, dict)}
+    for root in categories:
+        others = [c for c in categories if c is not root]
+        if root.get("id") not in used and all(c.get("supercategory") == root.get("name") for c in others):
+            return {**coco, "categories": others}, str(root.get("name"))
+    return coco, None
+
+
+def find_images_dir(coco: dict, candidates: list[str], source: str) -> tuple[str, dict]:
+    """(the folder the file's image names resolve in, coco) among `candidates`, tried in order.
+
+    When only the base names resolve (exports that write absolute paths of the labelling
+    machine), the returned coco's file names are those base names. DatasetError naming the
+    file, an image and the folders tried when none fits."""
+    images = [i for i in coco.get("images", []) if isinstance(i, dict) and "file_name" in i]
+    if not images:
+        return (candidates[0] if candidates else os.path.dirname(source)), coco
+    sample = [str(i["file_name"]) for i in images[:: max(1, len(images) // 8)][:8]]
+    for folder in candidates:
+        if all(os.path.isfile(os.path.join(folder, name)) for name in sample):
+            return folder, coco
+    bases = [os.path.basename(name.replace("\\", "/")) for name in sample]
+    for folder in candidates:
+        if all(os.path.isfile(os.path.join(folder, name)) for name in bases):
+            renamed = [{**i, "file_name": os.path.basename(str(i["file_name"]).replace("\\", "/"))}
+                       if isinstance(i, dict) and "file_name" in i else i for i in coco["images"]]
+            return folder, {**coco, "images": renamed}
+    raise DatasetError(f"{source}: its images (e.g. {sample[0]!r}) are in none of the folders tried: "
+                       f"{', '.join(candidates)}; put them beside the JSON or in an images/ folder")

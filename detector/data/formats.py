@@ -99,35 +99,7 @@ class DatasetFormat:
 
         Labels follow `self.classes` when set, else the sorted class names found. `source`
         (the annotation file) is named in problems about the file itself."""
-        from detector.data.image_io import BadImageError, read_image_size
-
-        images = list(images)
-        names = self.classes if self.classes is not None else sorted({str(c) for i in images for c in i.classes})
-        category_ids = {name: k for k, name in enumerate(names, start=1)}
-        coco_images, annotations = [], []
-        for image_id, image in enumerate(images, start=1):
-            width, height = image.width, image.height
-            if width is None or height is None:
-                try:
-                    width, height = read_image_size(image.path)
-                except BadImageError:
-                    width, height = 0, 0   # reported as a bad sample by the shared checks
-            coco_images.append({"id": image_id, "file_name": image.path, "width": width, "height": height})
-            crowd = list(image.crowd) or [False] * len(image.boxes)
-            segmentations = list(image.segmentations) or [None] * len(image.boxes)
-            for box, name, is_crowd, segmentation in zip(image.boxes, image.classes, crowd, segmentations):
-                x1, y1, x2, y2 = box
-                bbox = [x1, y1, x2 - x1, y2 - y1] if all(isinstance(v, (int, float)) for v in box) else list(box)
-                annotations.append({
-                    "id": len(annotations) + 1, "image_id": image_id, "bbox": bbox, "iscrowd": int(bool(is_crowd)),
-                    # A name outside dataset.classes is reported (and named) as an unknown category.
-                    "category_id": category_ids.get(str(name), f"{name!r} (not in dataset.classes {names})"),
-                    **({"segmentation": segmentation} if segmentation is not None else {}),
-                })
-        categories = [{"id": k, "name": name} for name, k in category_ids.items()]
-        # file_name holds the full path: os.path.join("", path) keeps it as is.
-        return index_coco({"images": coco_images, "annotations": annotations, "categories": categories}, "",
-                          source, self.classes)
+        return index_image_boxes(images, source, self.classes)
 
     def require(self, key: str, value, example: str = "/path/to/data") -> str:
         """`value` of config key `key` (e.g. dataset.root), or DatasetError when it is unset."""
@@ -154,6 +126,40 @@ class DatasetFormat:
 
     def missing_message(self, key: str, path: str) -> str:
         return f"dataset={self.name}: {key} = {path} does not exist. {self.hint(key)}"
+
+
+def index_image_boxes(images: Iterable[ImageBoxes], source: str, classes: Sequence[str] | None) -> DatasetIndex:
+    """DatasetFormat.index_boxes for code that has class names but no format object (the
+    folder layouts): labels follow `classes` when given, else the sorted names found."""
+    from detector.data.image_io import BadImageError, read_image_size
+
+    images = list(images)
+    names = list(classes) if classes is not None else sorted({str(c) for i in images for c in i.classes})
+    category_ids = {name: k for k, name in enumerate(names, start=1)}
+    coco_images, annotations = [], []
+    for image_id, image in enumerate(images, start=1):
+        width, height = image.width, image.height
+        if width is None or height is None:
+            try:
+                width, height = read_image_size(image.path)
+            except BadImageError:
+                width, height = 0, 0   # reported as a bad sample by the shared checks
+        coco_images.append({"id": image_id, "file_name": image.path, "width": width, "height": height})
+        crowd = list(image.crowd) or [False] * len(image.boxes)
+        segmentations = list(image.segmentations) or [None] * len(image.boxes)
+        for box, name, is_crowd, segmentation in zip(image.boxes, image.classes, crowd, segmentations):
+            x1, y1, x2, y2 = box
+            bbox = [x1, y1, x2 - x1, y2 - y1] if all(isinstance(v, (int, float)) for v in box) else list(box)
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": image_id, "bbox": bbox, "iscrowd": int(bool(is_crowd)),
+                # A name outside dataset.classes is reported (and named) as an unknown category.
+                "category_id": category_ids.get(str(name), f"{name!r} (not in dataset.classes {names})"),
+                **({"segmentation": segmentation} if segmentation is not None else {}),
+            })
+    categories = [{"id": k, "name": name} for name, k in category_ids.items()]
+    # file_name holds the full path: os.path.join("", path) keeps it as is.
+    return index_coco({"images": coco_images, "annotations": annotations, "categories": categories}, "",
+                      source, None if classes is None else list(classes))
 
 
 def build_format(cfg) -> DatasetFormat:

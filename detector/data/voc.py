@@ -78,26 +78,36 @@ def voc_to_coco(root: str, split: str, classes: list[str] | None = None, use_dif
             file_name = f"{stem}.jpg"  # the XML's <filename> is often stale; the id is authoritative
         width, height = _size(tree, os.path.join(root, "JPEGImages", file_name))
         images.append({"id": image_id, "file_name": file_name, "width": width, "height": height})
-        for obj in tree.iter("object"):
-            name = (obj.findtext("name") or "").strip()
-            difficult = _int(obj.findtext("difficult"), 0)
-            annotations.append({
-                "id": len(annotations) + 1,
-                "image_id": image_id,
-                "category_id": cat_ids.get(name, f"{name!r} (not in dataset.classes {classes})"),
-                "bbox": _coco_box(obj.find("bndbox")),
-                "iscrowd": int(bool(difficult) and not use_difficult),
-                "difficult": difficult,
-                # Lets reports name the XML and the box as written there.
-                "source": f"{os.path.basename(xml_path)} object {name!r} (xmin, ymin, xmax, ymax) = "
-                          f"({', '.join(str(obj.findtext('bndbox/' + k)) for k in ('xmin', 'ymin', 'xmax', 'ymax'))})",
-            })
+        _add_objects(tree, image_id, xml_path, cat_ids, classes, use_difficult, annotations)
+    return _coco_dict(images, annotations, cat_ids), problems
+
+
+def _add_objects(tree, image_id: int, xml_path: str, cat_ids: dict, classes: list[str], use_difficult: bool,
+                 annotations: list) -> None:
+    """The <object> boxes of one XML as COCO annotations (appended to `annotations`)."""
+    for obj in tree.iter("object"):
+        name = (obj.findtext("name") or "").strip()
+        difficult = _int(obj.findtext("difficult"), 0)
+        annotations.append({
+            "id": len(annotations) + 1,
+            "image_id": image_id,
+            "category_id": cat_ids.get(name, f"{name!r} (not in dataset.classes {classes})"),
+            "bbox": _coco_box(obj.find("bndbox")),
+            "iscrowd": int(bool(difficult) and not use_difficult),
+            "difficult": difficult,
+            # Lets reports name the XML and the box as written there.
+            "source": f"{os.path.basename(xml_path)} object {name!r} (xmin, ymin, xmax, ymax) = "
+                      f"({', '.join(str(obj.findtext('bndbox/' + k)) for k in ('xmin', 'ymin', 'xmax', 'ymax'))})",
+        })
+
+
+def _coco_dict(images: list, annotations: list, cat_ids: dict) -> dict:
     for ann in annotations:
         box = ann["bbox"]
         if all(isinstance(v, float) for v in box):
             ann["area"] = max(box[2], 0.0) * max(box[3], 0.0)
     categories = [{"id": i, "name": name, "supercategory": "none"} for name, i in cat_ids.items()]
-    return {"images": images, "annotations": annotations, "categories": categories}, problems
+    return {"images": images, "annotations": annotations, "categories": categories}
 
 
 def _coco_box(bndbox) -> list:
@@ -161,11 +171,34 @@ class VocFormat(DatasetFormat):
 
     missing_hint = "Expected a Pascal VOC folder with Annotations/, JPEGImages/ and ImageSets/Main/ (see datasets/README.md)."
 
-    def __init__(self, *, root: str, train_split: str, test_split: str, use_difficult: bool, **common):
+    def __init__(self, *, root: str, train_split: str, test_split: str, use_difficult: bool, path: str | None = None,
+                 test_fraction: float | None = None, split_seed: int | None = None, test_images=None, **common):
         super().__init__(**common)
         self.root = root
         self.split_names = {"train": str(train_split), "test": str(test_split)}
         self.use_difficult = bool(use_difficult)
+        self.path = None if path in (None, UNSET) else str(path)
+        self.folder_keys = {"test_fraction": test_fraction, "split_seed": split_seed, "test_images": test_images}
+        self.common = common
+
+    def folder_format(self):
+        """The reading of dataset=auto restricted to VOC (detector/data/folder_format.py), for
+        dataset.path or a root without ImageSets/Main/ (an export without split files); None for
+        a standard VOC root."""
+        from detector.data.folder_format import FolderFormat
+
+        path = self.path
+        if path is None and self.root not in (None, UNSET) and os.path.isdir(str(self.root)) \
+                and not os.path.isdir(os.path.join(str(self.root), "ImageSets", "Main")):
+            path = str(self.root)
+        if path is None:
+            return None
+        unset = [k for k in ("test_fraction", "split_seed") if self.folder_keys[k] is None]
+        if unset:
+            raise DatasetError(f"dataset={self.name}: {path} has no ImageSets/Main/ split files, and a test split "
+                               f"carved from it needs dataset.{unset[0]} (conf/dataset/_folder_splits.yaml has them)")
+        return FolderFormat(path=path, layout="voc", use_difficult=self.use_difficult, **self.folder_keys,
+                            **self.common)
 
     def folder(self) -> str:
         if self.root is None or self.root == UNSET:
@@ -175,9 +208,15 @@ class VocFormat(DatasetFormat):
 
     def index(self, split: str):
         check_split(split)
+        folder_format = self.folder_format()
+        if folder_format is not None:
+            return folder_format.index(split)
         return index_voc(self.folder(), self.split_names[split], self.classes, self.use_difficult)
 
     def class_names(self) -> list[str]:
+        folder_format = self.folder_format()
+        if folder_format is not None:
+            return folder_format.class_names()
         return list(self.classes) if self.classes is not None else discover_classes(self.folder())
 
     def has_masks(self) -> bool:
@@ -186,4 +225,100 @@ class VocFormat(DatasetFormat):
         return False
 
     def check(self, splits) -> None:
+        if self.path is not None:
+            self.check_exists("dataset.path", self.path)
+            return
         self.check_exists("dataset.root", self.root)
+
+
+# ---- VOC exports without split files (LabelImg, CVAT, Roboflow): XML files beside or apart from the images ----
+
+def is_voc_xml(path: str) -> bool:
+    """Whether `path` is a VOC annotation (its root element is <annotation>), reading only its start."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(2048)
+    except OSError:
+        return False
+    return b"<annotation" in head
+
+
+def pair_xml_with_images(xml_files: list[str], image_dirs: list[str]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(xml, image) pairs and (xml, reason) for XML files whose image is not found.
+
+    The image is the file of the same stem in `image_dirs` (exporters rename images and leave
+    <filename> stale, and <path> names the labelling machine's disk), else the one <filename>
+    or <path> names by its base name."""
+    from detector.data.yolo import is_image
+
+    by_stem, by_name = {}, {}
+    for folder in image_dirs:
+        for file_name in sorted(os.listdir(folder)):
+            if is_image(file_name):
+                full = os.path.join(folder, file_name)
+                by_stem.setdefault(os.path.splitext(file_name)[0], full)
+                by_name.setdefault(file_name, full)
+    pairs, missing = [], []
+    for xml_path in xml_files:
+        stem = os.path.splitext(os.path.basename(xml_path))[0]
+        image = by_stem.get(stem)
+        if image is None:
+            try:
+                tree = ET.parse(xml_path).getroot()
+                named = [os.path.basename((tree.findtext(k) or "").strip().replace("\\", "/")) for k in ("filename", "path")]
+            except (ET.ParseError, OSError):
+                named = []
+            image = next((by_name[n] for n in named if n in by_name), None)
+        if image is None:
+            missing.append((xml_path, f"no image for it: looked for {stem}.* and its <filename>/<path> in "
+                                      f"{', '.join(image_dirs)}; the annotation is left out"))
+        else:
+            pairs.append((xml_path, image))
+    return pairs, missing
+
+
+def voc_pairs_to_coco(pairs: list[tuple[str, str]], classes: list[str], use_difficult: bool = False):
+    """(coco_dict with absolute file names, problems) for (xml, image) pairs."""
+    cat_ids = {name: i for i, name in enumerate(classes, start=1)}
+    images, annotations, problems = [], [], []
+    for image_id, (xml_path, image_path) in enumerate(pairs, start=1):
+        try:
+            tree = ET.parse(xml_path).getroot()
+        except (ET.ParseError, OSError) as error:
+            problems.append((xml_path, f"cannot read the annotation XML ({error}); the image is left out"))
+            continue
+        width, height = _size(tree, image_path)
+        images.append({"id": image_id, "file_name": image_path, "width": width, "height": height})
+        _add_objects(tree, image_id, xml_path, cat_ids, classes, use_difficult, annotations)
+    return _coco_dict(images, annotations, cat_ids), problems
+
+
+def xml_object_names(xml_files: list[str]) -> list[str]:
+    """Every object name in the XML files, sorted."""
+    names = set()
+    for path in xml_files:
+        try:
+            tree = ET.parse(path)
+        except (ET.ParseError, OSError):
+            continue   # reported when the split is read
+        names.update((o.findtext("name") or "").strip() for o in tree.getroot().iter("object"))
+    return sorted(n for n in names if n)
+
+
+def standard_split_names(root: str) -> list[str]:
+    """The split files of ROOT/ImageSets/Main (train, val, trainval, test, ...), not the
+    per-class lists (aeroplane_train.txt)."""
+    folder = os.path.join(root, "ImageSets", "Main")
+    if not os.path.isdir(folder):
+        return []
+    return sorted(f[:-4] for f in os.listdir(folder) if f.endswith(".txt") and "_" not in f)
+
+
+def index_pairs(pairs, missing, classes, use_difficult, source):
+    from detector.data.coco_index import BAD_IMAGE, Problem, index_coco
+
+    coco, xml_problems = voc_pairs_to_coco(pairs, classes, use_difficult)
+    index = index_coco(coco, "", source, classes)
+    index.problems[:0] = [Problem(f, r, "unreadable_xml", BAD_IMAGE) for f, r in xml_problems]
+    index.problems[:0] = [Problem(f, r, "missing_image", BAD_IMAGE) for f, r in missing]
+    return index

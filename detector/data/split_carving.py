@@ -1,0 +1,140 @@
+"""Which of a folder's own splits train and test, and a test split carved from the one split
+that exists.
+
+The project has two splits, train and test. A layout's `train` is train; its `test` is test,
+or `valid` / `val` when there is no `test`. VOC's `trainval` trains when a `test` exists.
+With a single split, `carve_test` picks a seeded, stratified fraction of its images for test.
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections import Counter, defaultdict
+from typing import Sequence
+
+from detector.data.coco_index import DatasetError, DatasetIndex
+
+VALIDATION_NAMES = ("valid", "val", "validation")
+
+
+@dataclasses.dataclass
+class SplitPlan:
+    train: str
+    test: str | None           # None: carved from `train`
+    notes: list[str]           # what was decided, for the log
+
+
+def plan_splits(names: Sequence[str], where: str) -> SplitPlan:
+    """Map a layout's own split names onto train and test (see the module docstring)."""
+    names = list(names)
+    notes = []
+    if not names:
+        raise DatasetError(f"{where}: no split with images found")
+    test = "test" if "test" in names else next((n for n in VALIDATION_NAMES if n in names), None)
+    if test is not None and test != "test":
+        notes.append(f"no test split: its {test!r} split is the test split")
+    if test == "test" and "trainval" in names:
+        train = "trainval"
+    elif "train" in names:
+        train = "train"
+    elif len(names) == 1:
+        train = names[0]
+    else:
+        others = [n for n in names if n != test]
+        if len(others) != 1:
+            raise DatasetError(f"{where}: cannot tell which split trains among {names}; name it 'train'")
+        train = others[0]
+    unused = [n for n in names if n not in (train, test) and not (train == "trainval" and n in ("train", "val"))]
+    if unused:
+        notes.append(f"split(s) {unused} not used (the project trains on {train!r} and tests on {test!r})")
+    if test is None:
+        notes.append(f"only one split ({train!r}): a test split is carved from it")
+    return SplitPlan(train, test, notes)
+
+
+def carve_test(images: Sequence[tuple[str, Sequence[int]]], fraction: float, seed: int) -> list[str]:
+    """The names of the test images carved from `images` ((name, labels) pairs), sorted.
+
+    About `fraction` of the images, drawn with `random.Random(seed)` from the sorted names (so the
+    carve depends on nothing but the folder, the fraction and the seed), stratified: images are
+    grouped by their rarest class and each group gives its share (at least one image to each part
+    when it has two or more), then a class still missing from a part gets one of its images moved
+    there when no other class loses its last image by it. Every class with at least 2 images is
+    then in both parts (short of contrived label overlaps). Background images share the draw."""
+    if not 0.0 < fraction < 1.0:
+        raise DatasetError(f"dataset.test_fraction={fraction}: expected a fraction between 0 and 1, e.g. 0.2")
+    names = sorted(name for name, _ in images)
+    if len(set(names)) != len(names):
+        raise DatasetError("the images to split have duplicate names; every image must be listed once")
+    if len(names) < 2:
+        raise DatasetError(f"a test split cannot be carved from {len(names)} image(s); add images or a test split")
+    labels = {name: sorted(set(int(c) for c in classes)) for name, classes in images}
+    order = list(names)
+    random.Random(int(seed)).shuffle(order)
+    counts = Counter(c for name in names for c in labels[name])
+
+    groups: dict = defaultdict(list)
+    for name in order:
+        rarest = min(labels[name], key=lambda c: (counts[c], c)) if labels[name] else None
+        groups[rarest].append(name)
+    test = set()
+    for key in sorted(groups, key=lambda k: (k is None, k if k is not None else 0)):
+        members = groups[key]
+        share = int(round(fraction * len(members)))
+        if len(members) >= 2:
+            share = min(max(share, 1), len(members) - 1)
+        test.update(members[:share])
+    if not test:
+        test.add(order[0])
+    if len(test) == len(names):
+        test.discard(order[-1])
+    _repair_coverage(order, labels, counts, test)
+    _balance(order, labels, counts, test, target=min(len(names) - 1, max(1, int(round(fraction * len(names))))))
+    return sorted(test)
+
+
+def _balance(order: list[str], labels: dict, counts: Counter, test: set, target: int) -> None:
+    """Bring the test part towards `target` images (many rare classes, one image each in test,
+    overshoot it): move images whose every class keeps an image on the side it leaves."""
+    for to_test in (False, True):
+        while (len(test) > target) if not to_test else (len(test) < target):
+            source = [n for n in (order if to_test else reversed(order)) if (n in test) != to_test]
+            per_class = Counter(c for n in source for c in labels[n])
+            movable = next((n for n in source if all(per_class[c] >= 2 or counts[c] < 2 for c in labels[n])), None)
+            if movable is None:
+                break
+            (test.add if to_test else test.discard)(movable)
+
+
+def _repair_coverage(order: list[str], labels: dict, counts: Counter, test: set) -> None:
+    """Move one image per class missing from a part, where no other class loses its last image there."""
+    for cls in sorted(counts, key=lambda c: (counts[c], c)):
+        if counts[cls] < 2:
+            continue
+        for target_is_test in (True, False):
+            side = [n for n in order if (n in test) == target_is_test]
+            if any(cls in labels[n] for n in side):
+                continue
+            source = [n for n in order if (n in test) != target_is_test]
+            per_class = Counter(c for n in source for c in labels[n])
+            movable = [n for n in source if cls in labels[n]
+                       and all(per_class[c] >= 2 or counts[c] < 2 for c in labels[n])]
+            if movable:
+                (test.add if target_is_test else test.discard)(movable[0])
+
+
+def subset_index(index: DatasetIndex, keep: set[str]) -> DatasetIndex:
+    """The part of `index` whose image paths are in `keep`: its records (copies, since building a
+    dataset changes them), its evaluation GT and the problems of those images (problems of the
+    annotation files themselves stay with both parts)."""
+    records = [dataclasses.replace(r) for r in index.records if r.path in keep]
+    kept_ids = {r.image_id for r in records}
+    all_paths = {r.path for r in index.records}
+    gt = dict(index.gt_dict)
+    gt["images"] = [i for i in index.gt_dict["images"] if i["id"] in kept_ids]
+    gt["annotations"] = [a for a in index.gt_dict["annotations"] if a["image_id"] in kept_ids]
+    problems = [p for p in index.problems if p.file in keep or p.file not in all_paths]
+    num_crowd = sum(1 for a in gt["annotations"] if a.get("iscrowd", 0))
+    has_masks = any(r.segmentations is not None for r in records)
+    return dataclasses.replace(index, records=records, gt_dict=gt, problems=problems, num_crowd=num_crowd,
+                               has_masks=has_masks)
