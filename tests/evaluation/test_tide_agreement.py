@@ -11,8 +11,19 @@ each tide_expected_*.json records its command and where its results came from:
   regenerated here);
 - coco_eval_reference: the cocoapi reference ground truth and fake results (shared datasets).
 
+Mask mode (tidecv's TIDE.MASK, `--mode mask`; our iou_type="segm"):
+
+- coco_eval_reference_segm: the same ground truth and cocoapi's fake segm results (RLE masks);
+- coco128_perturbed_segm: the perturbed coco128 detections with their boxes filled as masks
+  (perturbed_coco128.perturbed_mask_results), against coco128's polygons and crowd RLEs.
+
 Every main (Cls, Loc, Both, Dupe, Bkg, Miss) and special (FalsePos, FalseNeg) dAP must agree
-within 0.05 AP points, and so must the AP50 they are relative to.
+within 0.05 AP points, and so must the AP50 they are relative to. The error counts must be
+equal in every case. TIDE counts differently from the analysis's report in two ways that the
+comparison follows (tide_counts): it keeps the 100 best detections per image (COCO: per image
+and class), and it gives an error kind to the detections COCO ignores on crowd regions too
+(the report keeps those apart, errors.py's `ignored_kind`, so that its counts are COCO's false
+positives).
 """
 from __future__ import annotations
 
@@ -22,6 +33,10 @@ import json
 from pathlib import Path
 
 
+import numpy as np
+
+from detector.evaluation.analysis.errors import FP_KINDS, classify_errors
+from detector.evaluation.analysis.inputs import COCO_MAX_DETS, prepare_inputs
 from detector.evaluation.analysis.pipeline import analyze
 
 DATA = Path(__file__).parent / "data"
@@ -35,11 +50,32 @@ def _gz_json(name: str):
         return json.load(handle)
 
 
-def _perturbed_coco128(gt: dict) -> list[dict]:
+def _perturbed_coco128(gt: dict, masks: bool = False) -> list[dict]:
     spec = importlib.util.spec_from_file_location("perturbed_coco128", DATA / "perturbed_coco128.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.perturbed_results(gt)
+    return module.perturbed_mask_results(gt) if masks else module.perturbed_results(gt)
+
+
+def _expected(name: str, mode: str = "BOX") -> dict:
+    expected = json.loads((DATA / f"tide_expected_{name}.json").read_text())
+    assert expected["produced_by"].startswith("tidecv 1.0.1") and f"mode=TIDE.{mode})" in expected["produced_by"]
+    return expected
+
+
+def tide_counts(gt: dict, results: list[dict], iou_type: str = "bbox") -> dict[str, int]:
+    """The error counts as tidecv makes them, from the analysis's own classification: 100
+    detections per image, and the kinds of the detections ignored on crowd regions included."""
+    inputs = prepare_inputs(gt, results, COCO_MAX_DETS, max_dets_per="image", iou_type=iou_type)
+    table = classify_errors(inputs)
+    counts = {MAIN[kind]: table.count(kind) + int(np.sum(table.ignored_kind == kind)) for kind in FP_KINDS}
+    counts["Miss"] = table.count("missed")
+    return counts
+
+
+def _assert_counts_agree(gt: dict, results: list[dict], expected: dict, iou_type: str = "bbox") -> None:
+    counts = tide_counts(gt, results, iou_type)
+    assert counts == expected["counts"], f"error counts differ from tidecv 1.0.1: ours {counts}, tidecv {expected['counts']}"
 
 
 def _assert_agrees(analysis: dict, expected: dict) -> None:
@@ -55,21 +91,25 @@ def _assert_agrees(analysis: dict, expected: dict) -> None:
 
 
 def test_shapes_model_results_agree_with_tidecv():
-    expected = json.loads((DATA / "tide_expected_shapes300.json").read_text())
-    assert expected["produced_by"].startswith("tidecv 1.0.1")
-    analysis = analyze(_gz_json("shapes_test_gt.json.gz"), _gz_json("shapes300_results.json.gz"))
+    expected = _expected("shapes300")
+    gt, results = _gz_json("shapes_test_gt.json.gz"), _gz_json("shapes300_results.json.gz")
+    analysis = analyze(gt, results)
     _assert_agrees(analysis, expected)
-    # The error counts agree too (no crowd regions here, so every detection is in COCO's AP).
+    _assert_counts_agree(gt, results, expected)
+    # No crowd regions here, so the report's counts are TIDE's too.
     assert {name: analysis["errors"][kind]["count"] for kind, name in MAIN.items()} == expected["counts"]
 
 
 def test_coco128_with_crowd_regions_agrees_with_tidecv(coco128):
-    expected = json.loads((DATA / "tide_expected_coco128_perturbed.json").read_text())
+    expected = _expected("coco128_perturbed")
     gt = json.loads((coco128 / "annotations" / "instances_train2017.json").read_text())
     results = _perturbed_coco128(gt)
     analysis = analyze(gt, results)
     assert analysis["counts"]["crowd_regions"] == 10 and analysis["counts"]["ignored"] > 0
     _assert_agrees(analysis, expected)
+    _assert_counts_agree(gt, results, expected)
+    # Here the ignored detections' kinds make the difference: the report counts fewer.
+    assert {name: analysis["errors"][kind]["count"] for kind, name in MAIN.items()} != expected["counts"]
     # The COCOeval variant is a different measure (COCO's class averaging among others): on
     # these results it is off by more than the tolerance, which is why it is not the default.
     coco = analyze(gt, results, dap_evaluator="coco")
@@ -79,7 +119,32 @@ def test_coco128_with_crowd_regions_agrees_with_tidecv(coco128):
 def test_cocoapi_reference_results_agree_with_tidecv(coco_eval_reference):
     # COCO val2014 ground truth (9 crowd regions) and the cocoapi's own fake results, which
     # detect classes that have no object in these 100 images (TIDE counts those with AP 0).
-    expected = json.loads((DATA / "tide_expected_coco_eval_reference.json").read_text())
+    expected = _expected("coco_eval_reference")
     gt = json.loads((coco_eval_reference / "instances_val2014_100.json").read_text())
     results = json.loads((coco_eval_reference / "instances_val2014_fakebbox100_results.json").read_text())
-    _assert_agrees(analyze(gt, results), expected)
+    analysis = analyze(gt, results)
+    _assert_agrees(analysis, expected)
+    _assert_counts_agree(gt, results, expected)
+
+
+def test_cocoapi_reference_segm_results_agree_with_tidecv_mask_mode(coco_eval_reference):
+    expected = _expected("coco_eval_reference_segm", mode="MASK")
+    gt = json.loads((coco_eval_reference / "instances_val2014_100.json").read_text())
+    results = json.loads((coco_eval_reference / "instances_val2014_fakesegm100_results.json").read_text())
+    assert not any("bbox" in det for det in results)   # masks only: nothing else to compare by
+    analysis = analyze(gt, results, iou_type="segm")
+    _assert_agrees(analysis, expected)
+    _assert_counts_agree(gt, results, expected, iou_type="segm")
+
+
+def test_coco128_box_masks_with_crowd_regions_agree_with_tidecv_mask_mode(coco128):
+    expected = _expected("coco128_perturbed_segm", mode="MASK")
+    gt = json.loads((coco128 / "annotations" / "instances_train2017.json").read_text())
+    results = _perturbed_coco128(gt, masks=True)
+    analysis = analyze(gt, results, iou_type="segm")
+    assert analysis["counts"]["ignored"] > 0
+    _assert_agrees(analysis, expected)
+    _assert_counts_agree(gt, results, expected, iou_type="segm")
+    # By mask the same detections make other errors than by box: the masks were compared.
+    by_box = json.loads((DATA / "tide_expected_coco128_perturbed.json").read_text())["counts"]
+    assert tide_counts(gt, results) == by_box != expected["counts"]

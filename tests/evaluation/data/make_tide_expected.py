@@ -6,7 +6,11 @@ tests/evaluation/test_tide_agreement.py compares tools/analyze.py against:
 
     python3 -m venv /tmp/tidevenv
     /tmp/tidevenv/bin/pip install numpy pycocotools pandas seaborn appdirs matplotlib opencv-python-headless tidecv==1.0.1
-    /tmp/tidevenv/bin/python tests/evaluation/data/make_tide_expected.py GT.json[.gz] RESULTS.json[.gz] OUT.json [--note TEXT]
+    /tmp/tidevenv/bin/python tests/evaluation/data/make_tide_expected.py GT.json[.gz] RESULTS.json[.gz] OUT.json \
+        [--mode box|mask] [--note TEXT]
+
+--mode mask (TIDE.MASK) compares detections with objects by their masks: the results need a
+"segmentation" RLE each, the ground truth a segmentation per annotation (polygons or RLE).
 
 tidecv 1.0.1 predates numpy 2 (it uses np.float / np.int), so those aliases are set before
 it is imported. Its COCO reader converts every annotation's "segmentation" to a mask even in
@@ -51,6 +55,7 @@ def main() -> int:
     parser.add_argument("gt")
     parser.add_argument("results")
     parser.add_argument("output")
+    parser.add_argument("--mode", choices=("box", "mask"), default="box")
     parser.add_argument("--note", default="")
     args = parser.parse_args()
     gt = _with_segmentation(_load(args.gt))
@@ -60,15 +65,17 @@ def main() -> int:
             json.dump(gt, f)
         with open(results_path, "w") as f:
             json.dump(_load(args.results), f)
-        tide = TIDE()  # pos_threshold 0.5, background_threshold 0.1, box mode
-        run = tide.evaluate(datasets.COCO(gt_path), datasets.COCOResult(results_path, name="results"), mode=TIDE.BOX)
+        mode = TIDE.MASK if args.mode == "mask" else TIDE.BOX
+        tide = TIDE()  # pos_threshold 0.5, background_threshold 0.1
+        run = tide.evaluate(datasets.COCO(gt_path), datasets.COCOResult(results_path, name="results"), mode=mode)
         main_errors = tide.get_main_errors()[run.preds.name]
         special = tide.get_special_errors()[run.preds.name]
         counts = {error.short_name: n for error, n in run.count_errors().items()}
     expected = {
-        "produced_by": f"tidecv {tidecv.__version__}: TIDE().evaluate(COCO(gt), COCOResult(results), mode=TIDE.BOX); "
-                       "get_main_errors(), get_special_errors() (dAP in AP points)",
-        "command": f"python tests/evaluation/data/make_tide_expected.py {args.gt} {args.results} {args.output}",
+        "produced_by": f"tidecv {tidecv.__version__}: TIDE().evaluate(COCO(gt), COCOResult(results), "
+                       f"mode=TIDE.{args.mode.upper()}); get_main_errors(), get_special_errors() (dAP in AP points)",
+        "command": f"python tests/evaluation/data/make_tide_expected.py {args.gt} {args.results} {args.output}"
+                   + (" --mode mask" if args.mode == "mask" else ""),
         "note": args.note,
         "ap50": run.ap,
         "main": main_errors,

@@ -14,9 +14,12 @@ deterministically (numpy's PCG64 generator, seed 0). Each image's annotations, i
 - with probability 0.1 the object gets a second, lower-scoring jittered detection (dupe).
 
 Then each image gets Poisson(1) background boxes of random classes, scored U(0.01, 0.6).
-Boxes are clipped to the image. Run as a script to write the results file:
+Boxes are clipped to the image. For TIDE's mask mode, `perturbed_mask_results` gives the same
+detections, each with its box filled as its mask (an RLE; a box-shaped mask overlaps an
+object's polygon less than the box does, so the error kinds shift). Run as a script to write
+the results file (add --masks for the mask results):
 
-    python tests/evaluation/data/perturbed_coco128.py ../shared/datasets/coco128/annotations/instances_train2017.json OUT.json
+    python tests/evaluation/data/perturbed_coco128.py ../shared/datasets/coco128/annotations/instances_train2017.json OUT.json [--masks]
 """
 from __future__ import annotations
 
@@ -84,8 +87,22 @@ def perturbed_results(gt: dict, seed: int = SEED) -> list[dict]:
     return results
 
 
+def perturbed_mask_results(gt: dict, seed: int = SEED) -> list[dict]:
+    from pycocotools import mask as mask_utils
+
+    sizes = {int(image["id"]): (int(image["height"]), int(image["width"])) for image in gt["images"]}
+    results = perturbed_results(gt, seed)
+    for det in results:
+        height, width = sizes[det["image_id"]]
+        x, y, w, h = det["bbox"]
+        rle = mask_utils.merge(mask_utils.frPyObjects([[x, y, x + w, y, x + w, y + h, x, y + h]], height, width))
+        det["segmentation"] = {"size": [height, width], "counts": rle["counts"].decode("ascii")}
+    return results
+
+
 if __name__ == "__main__":
     with open(sys.argv[1]) as handle:
         ground_truth = json.load(handle)
+    make = perturbed_mask_results if "--masks" in sys.argv[3:] else perturbed_results
     with open(sys.argv[2], "w") as handle:
-        json.dump(perturbed_results(ground_truth), handle)
+        json.dump(make(ground_truth), handle)
