@@ -63,7 +63,7 @@ def _folder_name(path, default: str) -> str:
 def _carved_test_images(*, _root_: DictConfig):
     """`${carved_test_images:}`: the test images of a carved split, recorded in config.yaml
     (detector/data/folder_format.py); null when the dataset has its own test split."""
-    from detector.data.folder_format import recorded_test_images
+    from detector.data import recorded_test_images
 
     return recorded_test_images(_root_)
 

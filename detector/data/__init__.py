@@ -18,6 +18,8 @@ _EXPORTS = {
     # For dataset formats of your own (docs/extending.md).
     "DatasetFormat": "detector.data.formats",
     "ImageBoxes": "detector.data.formats",
+    # `${carved_test_images:}` (detector/config.py): the carved test split recorded in config.yaml.
+    "recorded_test_images": "detector.data.folder_format",
 }
 
 __all__ = list(_EXPORTS)

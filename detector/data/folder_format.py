@@ -176,9 +176,8 @@ def recorded_test_images(root_cfg) -> list[str] | None:
     A resume (train.resume) or an eval_only run takes the list its run folder's config.yaml
     recorded (output_dir's, or that of the run model.weights comes from), when it was carved
     from the same folder with the same rule, so it evaluates on the same images."""
+    from hydra.utils import get_object
     from omegaconf import OmegaConf
-
-    from detector.config import instantiate
 
     data = root_cfg.dataset
     values = {}
@@ -190,12 +189,14 @@ def recorded_test_images(root_cfg) -> list[str] | None:
         else:
             values[key] = OmegaConf.to_container(data[key], resolve=True) if OmegaConf.is_config(data[key]) else data[key]
     try:
-        fmt = instantiate({**values, "test_images": None}, name=str(values["name"]) if "name" in values else "dataset")
+        # Built as build_format builds it (which would resolve this very key again), without the record.
+        kwargs = {k: v for k, v in values.items() if k not in ("_target_", "name")}
+        fmt = get_object(str(values["_target_"]))(**kwargs, test_images=None, name=str(values.get("name", "dataset")))
         folder_format = fmt if isinstance(fmt, FolderFormat) else getattr(fmt, "folder_format", lambda: None)()
         if folder_format is None:
             return None
         fresh = folder_format.carved_test_images()
-    except (DatasetError, FileNotFoundError, TypeError):
+    except (DatasetError, FileNotFoundError, TypeError, ImportError, KeyError):
         # Resolving this key is no place to fail: the format, built without the record, raises the
         # same error where the tools catch it (one message naming the folder, no traceback).
         return None

@@ -78,7 +78,7 @@ class CocoLayout(Layout):
         return list(self.files)
 
     def _coco(self, split: str) -> tuple[dict, str]:
-        from detector.data.coco_format import drop_root_category, find_images_dir, load_json
+        from detector.data.coco_files import drop_root_category, find_images_dir, load_json
         from detector.data.coco_index import check_coco_structure
 
         path, candidates = self.files[split]
@@ -116,17 +116,17 @@ class VocStandardLayout(Layout):
         super().__init__(root, f"Pascal VOC folder {root} (Annotations/, JPEGImages/, ImageSets/Main/)")
 
     def split_names(self) -> list[str]:
-        from detector.data.voc import standard_split_names
+        from detector.data.voc_xml import standard_split_names
 
         return standard_split_names(self.root)
 
     def class_names(self) -> list[str]:
-        from detector.data.voc import discover_classes
+        from detector.data.voc_xml import discover_classes
 
         return discover_classes(self.root)
 
     def index(self, split, classes, use_difficult):
-        from detector.data.voc import index_voc
+        from detector.data.voc_xml import index_voc
 
         return index_voc(self.root, split, classes, use_difficult)
 
@@ -148,19 +148,19 @@ class VocFlatLayout(Layout):
         return list(self.splits)
 
     def xml_files(self, split: str) -> list[str]:
-        from detector.data.voc import is_voc_xml
+        from detector.data.voc_xml import is_voc_xml
 
         folders = self.splits[split][0]
         return [os.path.join(d, f) for d in folders for f in sorted(os.listdir(d))
                 if f.lower().endswith(".xml") and is_voc_xml(os.path.join(d, f))]
 
     def class_names(self) -> list[str]:
-        from detector.data.voc import xml_object_names
+        from detector.data.voc_xml import xml_object_names
 
         return xml_object_names([x for split in self.splits for x in self.xml_files(split)])
 
     def index(self, split, classes, use_difficult):
-        from detector.data.voc import index_pairs, pair_xml_with_images
+        from detector.data.voc_xml import index_pairs, pair_xml_with_images
 
         pairs, missing = pair_xml_with_images(self.xml_files(split), self.splits[split][1])
         return index_pairs(pairs, missing, classes, use_difficult, self.root)

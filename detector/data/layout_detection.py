@@ -185,7 +185,7 @@ def _ordered(files: dict) -> dict:
 # ---- Pascal VOC -------------------------------------------------------------------------------
 
 def _xml_folders(folder: str) -> list[str]:
-    from detector.data.voc import is_voc_xml
+    from detector.data.voc_xml import is_voc_xml
 
     found = []
     for candidate in [folder, *_subdirs(folder)]:
@@ -204,7 +204,7 @@ def _flat_split(folder: str) -> tuple[list[str], list[str]] | None:
 
 
 def _find_voc(root: str) -> Layout | None:
-    from detector.data.voc import standard_split_names
+    from detector.data.voc_xml import standard_split_names
 
     if os.path.isdir(os.path.join(root, "Annotations")) and os.path.isdir(os.path.join(root, "JPEGImages")) \
             and standard_split_names(root):
