@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from torch import nn
 from detector.config import load_config
 from detector.engine.run import train
 from detector.engine.task import Task
+from detector.engine.trainer import HookBase
 
 ENGINE = Path(__file__).resolve().parents[2] / "detector" / "engine"
 
@@ -30,10 +32,43 @@ def test_the_engine_never_imports_a_task():
     assert imported and not [(f, m) for f, m in imported if m.startswith("detector.tasks")]
 
 
+class Crash(RuntimeError):
+    """What the toy task raises to stop a run the way a kill would."""
+
+
+class CrashBefore(HookBase):
+    """Raise before training iteration `iteration + 1`, once everything of `iteration` (its
+    checkpoint included) is written."""
+
+    def __init__(self, iteration: int):
+        self.iteration = iteration
+
+    def before_step(self):
+        if self.trainer.iter == self.iteration:
+            raise Crash(f"killed after iteration {self.iteration}")
+
+
+def line_mse(model: nn.Module) -> float:
+    """The evaluation: the squared error against y = 3x - 1 on five fixed points."""
+    with torch.no_grad():
+        x = torch.linspace(-1, 1, 5).unsqueeze(1)
+        return float(nn.functional.mse_loss(model(x), 3 * x - 1))
+
+
 class Line(Task):
-    """Fit y = 3x - 1 with one linear layer: data, step and evaluation the engine knows nothing about."""
+    """Fit y = 3x - 1 with one linear layer: data, step and evaluation the engine knows nothing about.
+
+    Batch `step` is the loader's own count from the start iteration the engine gives it; the
+    step function records the steps it trains on (`trained`), and `crash_after` makes the run
+    die after that iteration. `drift` moves the training targets away from the evaluated line
+    by that much per step, so the evaluation first improves, then worsens."""
 
     name = "line"
+
+    def __init__(self, crash_after: int | None = None, drift: float = 0.0):
+        self.crash_after = crash_after
+        self.drift = drift
+        self.trained: list[int] = []
 
     def resolve_classes(self, cfg):
         return []
@@ -46,25 +81,28 @@ class Line(Task):
             step = start_iter
             while True:
                 x = torch.linspace(-1, 1, 8).unsqueeze(1) + 0.01 * step
-                yield {"x": x, "y": 3 * x - 1}
+                yield {"x": x, "y": 3 * x - 1 + self.drift * step, "step": step}
                 step += 1
         return batches()
 
     def build_step(self, cfg, ctx):
-        return lambda model, batch: {"loss_mse": nn.functional.mse_loss(model(batch["x"]), batch["y"])}
+        def step(model, batch):
+            self.trained.append(batch["step"])
+            return {"loss_mse": nn.functional.mse_loss(model(batch["x"]), batch["y"])}
+        return step
 
     def build_evaluator(self, cfg, model_for_eval, ctx, precision):
         class Evaluator:
             metrics = None
 
             def __call__(self, iteration):
-                model = model_for_eval()
-                with torch.no_grad():
-                    x = torch.linspace(-1, 1, 5).unsqueeze(1)
-                    error = float(nn.functional.mse_loss(model(x), 3 * x - 1))
+                error = line_mse(model_for_eval())
                 self.metrics = {"iteration": iteration, "mse": error}
                 return {"line/mse": error}, []
         return Evaluator()
+
+    def extra_hooks(self, cfg, ctx, run):
+        return [] if self.crash_after is None else [CrashBefore(self.crash_after)]
 
 
 def line_config(out: Path, *extra: str):
@@ -76,17 +114,72 @@ def line_config(out: Path, *extra: str):
     return cfg
 
 
+def logged_iterations(log: str) -> list[int]:
+    """The iterations of the training lines of log.txt ("iter: 30/40  loss_mse: ..."), in order."""
+    return [int(n) for n in re.findall(r"iter: (\d+)/\d+ ", log)]
+
+
 def test_a_task_of_ones_own_trains_evaluates_and_resumes_in_the_engine(tmp_path):
-    metrics = train(line_config(tmp_path / "straight"), Line())
+    straight = Line()
+    metrics = train(line_config(tmp_path / "straight"), straight)
     assert metrics["iteration"] == 40 and metrics["mse"] < 0.05
+    assert straight.trained == list(range(40))
     out = tmp_path / "straight"
     assert {"last.pth", "model_final.pth", "model_best.pth"} <= {p.name for p in (out / "checkpoints").iterdir()}
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in records if r["type"] == "eval"] == [20, 40]
     assert (out / "summary.md").is_file()
+
+    # A run killed after iteration 20 (its checkpoint written) and resumed: the second run trains
+    # iterations 21..40 only, on the data from step 20 on, and ends where the straight run ended.
+    out = tmp_path / "killed"
+    first = Line(crash_after=20)
+    with pytest.raises(Crash):
+        train(line_config(out), first)
+    assert first.trained == list(range(20))
+    assert torch.load(out / "checkpoints" / "last.pth", weights_only=True)["iteration"] == 20
+    resumed = Line()
+    again = train(line_config(out, "train.resume=true"), resumed)
+    log = (out / "log.txt").read_text()   # both runs, one after the other
+    assert logged_iterations(log) == [10, 20, 30, 40]   # no iteration trained (and logged) twice
+    assert f"Resumed from {out / 'checkpoints' / 'last.pth'} at iteration 20." in log
+    assert "Training from iteration 20 to 40." in log
+    assert resumed.trained == list(range(20, 40))
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["iteration"], r["type"]) for r in records] == [(10, "train"), (20, "train"), (20, "eval"),
+                                                               (30, "train"), (40, "train"), (40, "eval")]
+    final = torch.load(out / "checkpoints" / "model_final.pth", weights_only=True)["model"]
+    expected = torch.load(tmp_path / "straight" / "checkpoints" / "model_final.pth", weights_only=True)["model"]
+    assert all(torch.equal(final[k], expected[k]) for k in expected)
+    assert again["mse"] == metrics["mse"]
+
     # Resuming the finished run trains nothing more and evaluates the same weights again.
-    again = train(line_config(out, "train.resume=true"), Line())
-    assert again["mse"] == pytest.approx(metrics["mse"])
+    done = Line()
+    assert train(line_config(out, "train.resume=true"), done)["mse"] == metrics["mse"]
+    assert done.trained == [] and logged_iterations((out / "log.txt").read_text()) == [10, 20, 30, 40]
+
+
+def test_the_best_checkpoint_is_the_evaluation_with_the_best_metric(tmp_path):
+    """Targets drifting away from the evaluated line: the error falls, then rises, so the best
+    evaluation is neither the first nor the last, and model_best.pth must hold that one."""
+    out = tmp_path / "drift"
+    train(line_config(out, "train.eval_period=10", "train.checkpoint_period=40"), Line(drift=0.02))
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    evaluations = {r["iteration"]: r["line"]["mse"] for r in records if r["type"] == "eval"}
+    assert list(evaluations) == [10, 20, 30, 40]
+    best_iteration = min(evaluations, key=evaluations.get)
+    assert 10 < best_iteration < 40, evaluations   # the case is not trivially the first or the last
+    best = torch.load(out / "checkpoints" / "model_best.pth", weights_only=True)
+    assert best["iteration"] == best_iteration
+    assert best["best"]["best_value"] == evaluations[best_iteration]
+    # The weights are that iteration's: evaluated again, they give the error recorded then.
+    model = nn.Linear(1, 1)
+    model.load_state_dict(best["model"])
+    assert line_mse(model) == pytest.approx(evaluations[best_iteration], rel=1e-6)
+    final = torch.load(out / "checkpoints" / "model_final.pth", weights_only=True)
+    assert final["best"]["best_iteration"] == best_iteration
+    assert f"New best line/mse = {evaluations[best_iteration]:.4f} at iteration {best_iteration}" in \
+        (out / "log.txt").read_text()
 
 
 def test_detection_classes_are_resolved_once_from_the_dataset(tmp_path):
