@@ -238,12 +238,62 @@ def test_segm_error_kinds_and_crowd_use_the_masks():
     assert per_class["dog"]["AP50"] == 0.0 and per_class["dog"]["missed"] == 1
 
 
-def test_segm_coco_oracles_move_masks(coco_eval_reference):
+def test_segm_coco_oracles_run_on_the_reference(coco_eval_reference):
     from detector.evaluation.analysis.pipeline import analyze
 
     gt, results = _reference(coco_eval_reference)
     analysis = analyze(gt, results, iou_type="segm", dap_evaluator="coco")
     assert analysis["dap_base_ap"] == pytest.approx(REFERENCE_SEGM[1], abs=1e-12)
-    # Moving each localisation error's mask (not only its box) onto its object gains AP50.
-    assert analysis["errors"]["loc"]["count"] > 0 and analysis["errors"]["loc"]["dap"] > 0.05
     assert analysis["special"]["false_positives"]["dap"] >= analysis["errors"]["bkg"]["dap"]
+
+
+def test_segm_coco_oracles_on_a_constructed_case_give_the_exact_gains():
+    """One image, a cat shaped as an L (its box is three times its mask) and a dog square, and
+    five detections, one of each error kind by mask IoU. COCO AP50 averages over cat and dog:
+
+        d1 cat 0.9  the L's vertical bar (mask IoU 80/184 = 0.43 with the L)   loc -> the L
+        d2 dog 0.8  the square                                                   true positive
+        d3 cat 0.7  a patch of background                                        bkg
+        d4 dog 0.6  the L itself (IoU 1 with the cat)                            cls -> the L
+        d5 dog 0.5  the square again                                             dupe
+
+    Before any fix the cat is not found (AP 0) and the dog is (AP 1): AP50 = 0.5.
+      loc: d1's mask moves onto the L -> the cat is found first: AP50 = 1.
+      cls: the L's fix is d1 (the highest-scoring cls or loc error pointing at it, TIDE's rule),
+           so d4 is removed rather than relabelled: 0.5.
+      bkg, dupe: d3 and d5 rank below every true positive of their class: 0.5.
+      false_negatives: the L (covered by d1's loc error, not missed) leaves the ground truth,
+           and only the dog counts: 1. false_positives: all four false positives go: 0.5."""
+    from detector.evaluation.analysis.pipeline import analyze
+
+    ell = [[10, 10, 40, 10, 40, 14, 14, 14, 14, 30, 10, 30]]
+    gt = {
+        "images": [{"id": 7, "width": 60, "height": 40, "file_name": "a.jpg"}],
+        "categories": [{"id": 3, "name": "cat"}, {"id": 11, "name": "dog"}],
+        "annotations": [
+            {"id": 1, "image_id": 7, "category_id": 3, "bbox": [10, 10, 30, 20], "area": 184, "iscrowd": 0,
+             "segmentation": ell},
+            {"id": 2, "image_id": 7, "category_id": 11, "bbox": [45, 5, 10, 10], "area": 100, "iscrowd": 0,
+             "segmentation": [[45, 5, 55, 5, 55, 15, 45, 15]]},
+        ],
+    }
+    cat, dog = (annotation_to_mask(ann, 40, 60) for ann in gt["annotations"])
+    bar, background = np.zeros((40, 60), np.uint8), np.zeros((40, 60), np.uint8)
+    bar[10:30, 10:14] = 1
+    background[32:38, 50:58] = 1
+    assert cat.sum() == 184 and (bar & cat).sum() / (bar | cat).sum() == pytest.approx(80 / 184)
+
+    def det(category_id, score, mask):
+        return {"image_id": 7, "category_id": category_id, "score": score, "segmentation": mask_to_rle(mask)}
+
+    results = [det(3, 0.9, bar), det(11, 0.8, dog), det(3, 0.7, background), det(11, 0.6, cat), det(11, 0.5, dog)]
+    analysis = analyze(gt, results, iou_type="segm", dap_evaluator="coco")
+    counts = {kind: analysis["errors"][kind]["count"] for kind in analysis["errors"]}
+    assert counts == {"cls": 1, "loc": 1, "both": 0, "dupe": 1, "bkg": 1, "missed": 0}
+    assert analysis["counts"]["tp"] == 1 and analysis["counts"]["covered"] == 1
+    assert analysis["dap_base_ap"] == pytest.approx(0.5, abs=1e-12)
+    fixed = {kind: analysis["errors"][kind]["ap_fixed"] for kind in analysis["errors"]}
+    fixed.update({kind: analysis["special"][kind]["ap_fixed"] for kind in analysis["special"]})
+    assert fixed == pytest.approx({"cls": 0.5, "loc": 1.0, "both": 0.5, "dupe": 0.5, "bkg": 0.5, "missed": 0.5,
+                                   "false_positives": 0.5, "false_negatives": 1.0}, abs=1e-12)
+    assert analysis["errors"]["loc"]["dap"] == pytest.approx(0.5, abs=1e-12)
