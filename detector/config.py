@@ -174,12 +174,18 @@ def load_config(overrides: Iterable[str] = (), config_name: str = "config") -> D
         GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         try:
-            return compose(config_name=config_name, overrides=overrides)
+            cfg = compose(config_name=config_name, overrides=overrides)
         except ConfigCompositionException as error:
             hint = unknown_key_hint(str(error), overrides, config_name)
             if hint is None:
                 raise
             raise ConfigCompositionException(f"{error}\n{hint}") from None
+    # What a run decides itself (train.time_budget, schedule=auto's recipe), marked as the
+    # training run marks it, so build_model(load_config([...])) builds the run's model.
+    from detector.recipe.apply import mark_auto_keys
+
+    mark_auto_keys(cfg, overrides)
+    return cfg
 
 
 def unknown_key_hint(message: str, overrides: list[str], config_name: str) -> str | None:

@@ -51,7 +51,18 @@ def validate_config(cfg: DictConfig) -> None:
     """Raise ConfigError for values that would fail later (or silently do nothing)."""
     eval_only = bool(cfg.eval_only)
     if OmegaConf.is_missing(cfg, "train.max_iter"):
-        raise ConfigError("train.max_iter is not set; pick a schedule (schedule=shapes|1x|3x) or set train.max_iter=N.")
+        raise ConfigError("train.max_iter is not set; pick a schedule (schedule=auto|shapes|1x|3x) or set train.max_iter=N.")
+    budget = OmegaConf.select(cfg, "train.time_budget")
+    if budget is not None:
+        from detector.engine.time_budget import TimeBudgetError, parse_time_budget
+
+        try:
+            parse_time_budget(budget, "cpu", {"cpu": 1, "cuda": 1})
+        except TimeBudgetError as error:
+            raise ConfigError(str(error)) from None
+    elif OmegaConf.select(cfg, "train.max_iter") is None and "max_iter" in cfg.train:
+        raise ConfigError("train.max_iter is null and train.time_budget is not set; set one: train.max_iter=N or "
+                          "train.time_budget=15m (or 2h, or a number of minutes).")
     if eval_only and not cfg.model.weights:
         raise ConfigError("eval_only=true needs model.weights=PATH/TO/checkpoint.pth.")
     from detector.weights.zoo import weights_setting_problem
@@ -78,7 +89,8 @@ def validate_config(cfg: DictConfig) -> None:
     if not 0 < float(cfg.solver.warmup_factor) <= 1:
         raise ConfigError(f"solver.warmup_factor={cfg.solver.warmup_factor} must be in (0, 1].")
     steps = list(cfg.solver.steps)
-    if steps != sorted(steps) or any(s <= 0 or s > cfg.train.max_iter for s in steps):
+    longest = cfg.train.max_iter if cfg.train.max_iter is not None else float("inf")  # null: planned from the budget
+    if steps != sorted(steps) or any(s <= 0 or s > longest for s in steps):
         raise ConfigError(f"solver.steps={steps} must be increasing iterations within 1..train.max_iter={cfg.train.max_iter}.")
     if cfg.train.amp not in ("none", "bf16", "fp16"):
         raise ConfigError(f"train.amp={cfg.train.amp!r}: use none, bf16 or fp16.")

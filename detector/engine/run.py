@@ -39,6 +39,20 @@ def adopt_weight_settings(cfg: DictConfig, ctx: RunContext) -> None:
         adopt(cfg, ctx.logger)
 
 
+def apply_auto_settings(cfg: DictConfig, ctx: RunContext) -> None:
+    """What the run decides itself, before the model is built: train.max_iter left to
+    train.time_budget unless the command line gave it, and under schedule=auto the recipe's
+    choices from the training split (detector/recipe/), logged with their figures. Every
+    rank computes the same values from the same data (after resolve_classes wrote it)."""
+    from detector.engine.run_summary import command_line_overrides
+    from detector.recipe.apply import apply_recipe, mark_auto_keys
+
+    overrides = command_line_overrides()  # None outside Hydra: load_config already marked the keys
+    if overrides is not None:
+        mark_auto_keys(cfg, overrides)
+    apply_recipe(cfg, ctx.logger)
+
+
 def write_run_config(cfg: DictConfig, ctx: RunContext) -> None:
     """output_dir/config.yaml: the run's configuration, fully resolved (rank 0 writes)."""
     if is_main_process():
@@ -52,6 +66,7 @@ def prepare(cfg: DictConfig, task: Task) -> tuple[RunContext, nn.Module]:
     ctx = RunContext(cfg)
     resolve_classes(cfg, task)
     adopt_weight_settings(cfg, ctx)
+    apply_auto_settings(cfg, ctx)
     write_run_config(cfg, ctx)
     seed_everything(int(cfg.seed))
     return ctx, task.build_model(cfg, ctx.logger)

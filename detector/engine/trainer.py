@@ -128,7 +128,9 @@ class Trainer:
         try:
             for hook in self.hooks:
                 hook.before_train()
-            for self.iter in range(self.start_iter, self.max_iter):
+            self.iter = self.start_iter
+            # max_iter is read each time: a hook may fix it during the run (train.time_budget).
+            while self.iter < self.max_iter:
                 # Events of this step are filed under the number of iterations done after it.
                 self.storage.iteration = self.iter + 1
                 for hook in self.hooks:
@@ -140,6 +142,7 @@ class Trainer:
                     self.logger.info("Training stopped at iteration %d of %d: %s", self.iter + 1, self.max_iter,
                                      self.stop_reason)
                     break
+                self.iter += 1
             self.iter = self.iter + 1 if self.stop_requested else self.max_iter
             for hook in self.hooks:
                 hook.after_train()

@@ -42,6 +42,7 @@ class TrainingRun:
     start_iter: int
     rng_state: Any
     checkpoint: dict | None   # the resumed checkpoint, if any
+    budget: Any = None        # train.time_budget's state (engine/time_budget.py), None without a budget
 
     def eval_model(self) -> nn.Module:
         """The weights to evaluate: the EMA when enabled."""
@@ -59,6 +60,10 @@ def prepare_training(cfg: DictConfig, ctx, model: nn.Module) -> TrainingRun:
         found = load_latest_good(last.parent, logger, tidy=is_main_process())
         if found is None:
             logger.info("train.resume=true but %s does not exist: starting from scratch.", last)
+    from detector.engine.time_budget import setup_budget
+
+    # Before the scheduler exists: it is built on the plan's max_iter (or the planning iteration).
+    budget = setup_budget(cfg, device.type, found[1] if found is not None else None, logger)
     precision = resolve_precision(str(cfg.train.amp), device, logger)
     # SyncBatchNorm layers (a backbone with norm=sync_bn) need the CPU fallback of wrap_for_training.
     sync_bn = any(isinstance(module, nn.SyncBatchNorm) for module in model.modules())
@@ -78,6 +83,8 @@ def prepare_training(cfg: DictConfig, ctx, model: nn.Module) -> TrainingRun:
     core = model.module if hasattr(model, "module") else model
     optimizer = build_optimizer(cfg, core, ctx.world_size)
     scheduler = build_lr_scheduler(cfg, optimizer)
+    if budget is not None:
+        scheduler.decay_start = budget.plan_iteration
     scaler = precision.make_scaler()
     ema = ModelEMA(core, float(cfg.train.ema.decay)) if cfg.train.ema.enabled else None
     checkpointer = Checkpointer(core, ctx.output_dir / "checkpoints", optimizer, scheduler, scaler, ema,
@@ -98,7 +105,7 @@ def prepare_training(cfg: DictConfig, ctx, model: nn.Module) -> TrainingRun:
         cfg.dataloader.batch_size * ctx.world_size * cfg.train.grad_accum_steps, cfg.solver.reference_batch_size,
     )
     return TrainingRun(model, core, optimizer, scheduler, scaler, ema, precision, checkpointer, last,
-                       start_iter, rng_state, checkpoint)
+                       start_iter, rng_state, checkpoint, budget)
 
 
 def run_training(cfg: DictConfig, ctx, run: TrainingRun, train_loader, step_fn, evaluator,
@@ -150,7 +157,11 @@ def run_training(cfg: DictConfig, ctx, run: TrainingRun, train_loader, step_fn, 
         for tag, picture in start_images:
             tensorboard.writer.add_image(tag, picture, run.start_iter, dataformats="HWC")
         writers = [ConsoleWriter(max_iter, logger), tensorboard, JsonlWriter(history)]
+    checkpoint_hook = PeriodicCheckpointer(run.checkpointer, int(cfg.train.checkpoint_period),
+                                           extra_state=lambda: {"best": best.state_dict(), **_budget_state(run)})
+    budget_hook = _budget_hook(cfg, ctx, run, trainer, evaluator, eval_hook, best, checkpoint_hook, writers, summary)
     trainer.register_hooks([
+        budget_hook,  # first: the other hooks of the planning iteration see the planned max_iter
         LRSchedulerHook(run.optimizer, run.scheduler),
         eval_hook,
         best,
@@ -158,8 +169,7 @@ def run_training(cfg: DictConfig, ctx, run: TrainingRun, train_loader, step_fn, 
         *extra_hooks,
         *build_hooks(cfg.train.hooks),
         PeriodicWriter(writers, int(cfg.train.log_period)),
-        PeriodicCheckpointer(run.checkpointer, int(cfg.train.checkpoint_period),
-                             extra_state=lambda: {"best": best.state_dict()}),
+        checkpoint_hook,
     ])
     trainer.train()
     finish_evaluation(evaluator, eval_hook.last_iteration)
@@ -202,6 +212,54 @@ def _finish_only(cfg, run: TrainingRun, trainer: Trainer, evaluator, best: BestC
         write_run_summary(run.last.parent.parent, history.records(), best=best.state_dict(),
                           wall_time_s=time.perf_counter() - start, stop_reason=stop, **summary)
     return evaluator.metrics
+
+
+def _budget_state(run: TrainingRun) -> dict:
+    """What a checkpoint carries of train.time_budget: the plan, once fixed."""
+    plan = run.budget.plan if run.budget is not None else None
+    return {} if plan is None else {"budget_plan": plan.state_dict()}
+
+
+def _budget_hook(cfg: DictConfig, ctx, run: TrainingRun, trainer: Trainer, evaluator, eval_hook: EvalHook,
+                 best: BestCheckpointHook, checkpoint_hook: PeriodicCheckpointer, writers: Sequence, summary: dict):
+    """The hook that times the first iterations after warm-up and fixes the plan (None when
+    train.max_iter decides, or the plan is already fixed: resumed). Until the plan, no periodic
+    evaluation, checkpoint or early stop: nothing may depend on the length of the run."""
+    from detector.engine.time_budget import TimeBudgetHook, apply_plan_to_config, estimate_eval_s, plan_budget, process_start_time
+
+    budget = run.budget
+    if budget is None or budget.plan is not None:
+        return None
+    eval_hook.period, checkpoint_hook.period, best.patience = 0, 0, 0
+    settings = cfg.train.budget
+    images_per_step = int(cfg.dataloader.batch_size) * int(cfg.train.grad_accum_steps)
+    user_patience = int(cfg.train.early_stop_patience)
+
+    def make_plan(step_s: float, elapsed_s: float, iteration: int):
+        loader = getattr(evaluator, "loader", None)  # a task's evaluator may have none: a fixed estimate
+        test_images = len(loader) * int(cfg.dataloader.test_batch_size) if loader is not None else None
+        eval_s = estimate_eval_s(test_images, step_s, images_per_step, float(settings.eval_cost),
+                                 float(settings.eval_fixed_s))
+        return plan_budget(budget.budget_s, elapsed_s, iteration, step_s, eval_s, int(settings.evaluations),
+                           float(settings.max_eval_share), float(settings.margin), budget.schedule_steps,
+                           budget.schedule_max_iter, user_patience)
+
+    def apply_plan(plan) -> None:
+        budget.plan = plan
+        trainer.max_iter = run.scheduler.max_iter = summary["max_iter"] = plan.max_iter
+        run.scheduler.steps = list(plan.lr_steps)
+        eval_hook.period, checkpoint_hook.period, best.patience = (plan.eval_period, plan.checkpoint_period,
+                                                                   plan.early_stop_patience)
+        for writer in writers:
+            if isinstance(writer, ConsoleWriter):
+                writer.max_iter = plan.max_iter
+        apply_plan_to_config(cfg, plan)
+        run.checkpointer.config = OmegaConf.to_container(cfg, resolve=True)
+        if is_main_process():
+            OmegaConf.save(cfg, ctx.output_dir / "config.yaml", resolve=True)
+        ctx.logger.info("train.time_budget plan: %s.", plan.describe())
+
+    return TimeBudgetHook(budget.timing_from, budget.timing_iters, process_start_time(), make_plan, apply_plan)
 
 
 def finish_evaluation(evaluator, iteration: int | None) -> None:

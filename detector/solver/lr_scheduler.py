@@ -25,16 +25,16 @@ def multistep_factor_at(iteration: int, steps: Sequence[int], gamma: float) -> f
 
 
 def cosine_factor_at(iteration: int, max_iter: int, min_factor: float) -> float:
-    progress = min(1.0, iteration / max(1, max_iter))
+    progress = min(1.0, max(0, iteration) / max(1, max_iter))
     return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class WarmupLR(LRScheduler):
     """lr(iteration) = base_lr * warmup(iteration) * decay(iteration).
 
-    `decay` is "multistep" (x gamma at each of `steps`) or "cosine" (from 1 at iteration 0
-    to `min_factor` at `max_iter`). Call `step()` once per iteration, after the
-    optimizer step.
+    `decay` is "multistep" (x gamma at each of `steps`) or "cosine" (from 1 at iteration
+    `decay_start`, 0 unless train.time_budget sets it, to `min_factor` at `max_iter`). Call
+    `step()` once per iteration, after the optimizer step.
     """
 
     def __init__(
@@ -63,13 +63,16 @@ class WarmupLR(LRScheduler):
         self.warmup_iters = int(warmup_iters)
         self.warmup_factor = float(warmup_factor)
         self.min_factor = float(min_factor)
+        # train.time_budget: the cosine starts where the plan fixes max_iter (engine/time_budget.py),
+        # so the iterations before it never depend on max_iter.
+        self.decay_start = 0
         super().__init__(optimizer, last_epoch)
 
     def lr_factor(self, iteration: int) -> float:
         if self.decay == "multistep":
             decay = multistep_factor_at(iteration, self.steps, self.gamma)
         else:
-            decay = cosine_factor_at(iteration, self.max_iter, self.min_factor)
+            decay = cosine_factor_at(iteration - self.decay_start, self.max_iter - self.decay_start, self.min_factor)
         return warmup_factor_at(iteration, self.warmup_iters, self.warmup_factor) * decay
 
     # Only the position is state; the shape of the schedule comes from the config, so a run

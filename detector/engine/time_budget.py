@@ -1,0 +1,240 @@
+"""train.time_budget: a wall-clock budget turned into a plan of iterations.
+
+The budget counts from the start of the process to the end of the final evaluation. The run
+trains its warm-up, times `budget.timing_iters` more iterations, then fixes the plan once
+(plan_budget, a pure function of the measured figures): max_iter so that the training left,
+the periodic evaluations and the final one end within the budget, the evaluation and
+checkpoint periods, the multistep LR steps, early stopping. Until then the learning rate is
+the warm-up's and then the peak (the cosine decays from the planned iteration on), and no
+checkpoint is written, so nothing depends on a max_iter not yet known. The plan goes into
+config.yaml (train.*) and every checkpoint (`budget_plan`); a resumed run reads it back
+instead of timing again, so it stays bit-identical to an uninterrupted one. Under torchrun
+rank 0's plan is broadcast.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Mapping
+
+from detector.engine.trainer import HookBase
+
+_IMPORTED_AT = time.time()
+
+
+class TimeBudgetError(ValueError):
+    """A train.time_budget value that cannot be read (the message says what to write)."""
+
+
+def parse_time_budget(value: Any, device_type: str = "cpu", auto_minutes: Mapping | None = None) -> float | None:
+    """Seconds of `value`: "15m", "2h", "90s", "1h30m", a number of minutes, "auto" (the
+    device's default from `auto_minutes`: {"cpu": 10, "cuda": 30}), None/"null": no budget."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "null", "none")):
+        return None
+    if isinstance(value, bool):
+        raise TimeBudgetError(f"train.time_budget={value!r}: write a duration such as 15m, 2h or 90 (minutes).")
+    if isinstance(value, (int, float)):
+        seconds = float(value) * 60
+    else:
+        text = str(value).strip().lower()
+        if text == "auto":
+            if auto_minutes is None:
+                raise TimeBudgetError("train.time_budget=auto needs the device's default minutes.")
+            return float(auto_minutes["cuda" if device_type == "cuda" else "cpu"]) * 60
+        parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m(?:in)?)?\s*(?:(\d+(?:\.\d+)?)s)?", text)
+        if re.fullmatch(r"\d+(?:\.\d+)?", text):
+            seconds = float(text) * 60
+        elif parts and any(parts.groups()):
+            hours, minutes, secs = (float(g) if g else 0.0 for g in parts.groups())
+            seconds = hours * 3600 + minutes * 60 + secs
+        else:
+            raise TimeBudgetError(f"train.time_budget={value!r}: write a duration such as 15m, 2h, 1h30m, 90s "
+                                  "or a number of minutes.")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise TimeBudgetError(f"train.time_budget={value!r} must be a positive duration (15m, 2h, minutes).")
+    return seconds
+
+
+def process_start_time() -> float:
+    """When this process started (Unix time): Linux /proc, else when this module was imported."""
+    try:
+        with open("/proc/self/stat") as stat:
+            start_ticks = float(stat.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat") as system:
+            boot = next(float(line.split()[1]) for line in system if line.startswith("btime"))
+        return boot + start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return _IMPORTED_AT
+
+
+@dataclass
+class BudgetPlan:
+    """The plan fixed at `planned_at` (an iteration), what it was made from and what it sets."""
+    budget_s: float
+    planned_at: int
+    elapsed_s: float          # since the start of the process, when planned
+    step_s: float             # measured per iteration
+    eval_s: float             # estimated per evaluation
+    max_iter: int
+    eval_period: int          # 0: only the final evaluation
+    checkpoint_period: int
+    early_stop_patience: int
+    lr_steps: list[int] = field(default_factory=list)
+
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> "BudgetPlan":
+        return cls(**{key: state[key] for key in cls.__dataclass_fields__})
+
+    def describe(self) -> str:
+        evals = (self.max_iter - 1) // self.eval_period if self.eval_period else 0
+        return (f"budget {self.budget_s / 60:.1f} min, {self.elapsed_s:.0f} s spent at iteration {self.planned_at}; "
+                f"{self.step_s:.3f} s per iteration, about {self.eval_s:.0f} s per evaluation -> train.max_iter="
+                f"{self.max_iter}, {evals} periodic evaluation(s) (train.eval_period={self.eval_period}) and the final "
+                f"one, train.checkpoint_period={self.checkpoint_period}, train.early_stop_patience="
+                f"{self.early_stop_patience}" + (f", solver.steps={self.lr_steps}" if self.lr_steps else ""))
+
+
+def plan_budget(budget_s: float, elapsed_s: float, iteration: int, step_s: float, eval_s: float,
+                evaluations: int, max_eval_share: float, margin: float, schedule_steps=(),
+                schedule_max_iter: int | None = None, early_stop_patience: int = 0) -> BudgetPlan:
+    """The plan: after `elapsed_s` of `budget_s` (less `margin` of it), `iteration` done at
+    `step_s` each, the iterations that fit with the evaluations. Periodic evaluations (up to
+    `evaluations`) take at most `max_eval_share` of the time left; the final one always fits
+    first. `schedule_steps` (multistep LR steps of a schedule of `schedule_max_iter`
+    iterations) keep their fractions of the run. Early stopping: the user's patience, else
+    half of the evaluations when there are at least 3 periodic ones."""
+    left = budget_s * (1.0 - margin) - elapsed_s
+    evals = 0
+    if eval_s > 0:
+        evals = int(min(evaluations, max(0.0, max_eval_share * (left - eval_s)) // eval_s))
+    train_s = left - (evals + 1) * eval_s
+    more = max(0, int(train_s // max(step_s, 1e-9)))
+    max_iter = iteration + more
+    eval_period = int(math.ceil(max_iter / (evals + 1))) if evals and more else 0
+    checkpoint_period = eval_period or max_iter
+    patience = int(early_stop_patience) or ((evals + 1 + 1) // 2 if evals >= 3 else 0)
+    steps = []
+    if schedule_steps and schedule_max_iter:
+        steps = sorted({min(max_iter, max(iteration + 1, round(s / schedule_max_iter * max_iter)))
+                        for s in schedule_steps})
+    return BudgetPlan(float(budget_s), int(iteration), float(elapsed_s), float(step_s), float(eval_s), int(max_iter),
+                      eval_period, int(checkpoint_period), patience, steps)
+
+
+def estimate_eval_s(images_per_rank: int | None, step_s: float, images_per_step: int, eval_cost: float,
+                    eval_fixed_s: float) -> float:
+    """One evaluation: per test image, `eval_cost` of a training step's time per image, plus a fixed part."""
+    if not images_per_rank:
+        return float(eval_fixed_s)
+    return float(eval_fixed_s) + images_per_rank * step_s / max(1, images_per_step) * float(eval_cost)
+
+
+class TimeBudgetHook(HookBase):
+    """Times `timing_iters` iterations after iteration `timing_from` (the end of warm-up), then
+    calls `make_plan(step_s, elapsed_s, iteration)` on rank 0, shares it and hands it to
+    `apply_plan` -- before the other hooks of that iteration run (register it first), so they
+    already see the planned max_iter. `clock` (seconds, monotonic) and `now` (Unix time) are
+    replaceable for tests."""
+
+    def __init__(self, timing_from: int, timing_iters: int, started_at: float,
+                 make_plan: Callable[[float, float, int], BudgetPlan], apply_plan: Callable[[BudgetPlan], None],
+                 clock: Callable[[], float] = time.perf_counter, now: Callable[[], float] = time.time):
+        self.timing_from = int(timing_from)
+        self.timing_iters = max(1, int(timing_iters))
+        self.started_at = float(started_at)
+        self.make_plan, self.apply_plan = make_plan, apply_plan
+        self.clock, self.now = clock, now
+        self._timing_start: float | None = None
+        self.plan: BudgetPlan | None = None
+
+    @property
+    def plan_iteration(self) -> int:
+        return self.timing_from + self.timing_iters
+
+    def before_train(self) -> None:
+        if self.trainer.start_iter == self.timing_from:
+            self._timing_start = self.clock()
+
+    def after_step(self) -> None:
+        if self.plan is not None:
+            return
+        done = self.trainer.iter + 1
+        if done == self.timing_from:
+            self._timing_start = self.clock()
+        elif done == self.plan_iteration:
+            from detector.utils.distributed import broadcast_from_main, is_main_process
+
+            plan = None
+            if is_main_process():
+                step_s = (self.clock() - self._timing_start) / self.timing_iters
+                plan = self.make_plan(step_s, self.now() - self.started_at, done)
+            self.plan = broadcast_from_main(plan)
+            self.apply_plan(self.plan)
+
+
+@dataclass
+class BudgetState:
+    """A run under train.time_budget: its plan once fixed (read back from a checkpoint on
+    resume), else what the timing needs."""
+    budget_s: float
+    timing_from: int           # the end of warm-up
+    timing_iters: int
+    schedule_steps: list[int]  # the schedule's multistep LR steps, rescaled by the plan
+    schedule_max_iter: int | None
+    plan: BudgetPlan | None = None
+
+    @property
+    def plan_iteration(self) -> int:
+        return self.plan.planned_at if self.plan is not None else self.timing_from + self.timing_iters
+
+
+def setup_budget(cfg, device_type: str, checkpoint: Mapping | None, logger) -> BudgetState | None:
+    """None when train.max_iter decides the length (no budget, or a max_iter given on the command
+    line, which wins: then a warning when a budget was given too). Otherwise the budget's state;
+    cfg is set for the run until the plan: train.max_iter = the planning iteration, no LR steps
+    (or, resuming, the plan the checkpoint holds: apply_plan_to_config)."""
+    budget = cfg.train.budget
+    try:
+        budget_s = parse_time_budget(cfg.train.time_budget, device_type,
+                                     {"cpu": budget.auto_cpu_minutes, "cuda": budget.auto_gpu_minutes})
+    except TimeBudgetError:
+        raise
+    if budget_s is None:
+        return None
+    if cfg.train.max_iter is not None:
+        if str(cfg.train.time_budget).strip().lower() != "auto":
+            logger.warning("train.max_iter=%s and train.time_budget=%s are both given: train.max_iter wins, "
+                           "the budget is ignored.", cfg.train.max_iter, cfg.train.time_budget)
+        return None
+    state = BudgetState(budget_s, int(cfg.solver.warmup_iters), int(budget.timing_iters),
+                        [int(s) for s in cfg.solver.steps], budget.schedule_max_iter)
+    if checkpoint is not None and checkpoint.get("budget_plan") is not None:
+        state.plan = BudgetPlan.from_state(checkpoint["budget_plan"])
+        apply_plan_to_config(cfg, state.plan)
+        logger.info("train.time_budget: the plan of the checkpoint is kept: %s.", state.plan.describe())
+        return state
+    cfg.train.max_iter = state.plan_iteration
+    cfg.solver.steps = []
+    logger.info("train.time_budget=%s (%.1f min from the start of the process): timing iterations %d to %d, "
+                "then planning train.max_iter.", cfg.train.time_budget, budget_s / 60, state.timing_from,
+                state.plan_iteration)
+    return state
+
+
+def apply_plan_to_config(cfg, plan: BudgetPlan) -> None:
+    """The plan's values in the run's config (what config.yaml and the checkpoints record)."""
+    from omegaconf import open_dict
+
+    with open_dict(cfg):
+        cfg.train.max_iter = plan.max_iter
+        cfg.train.eval_period = plan.eval_period
+        cfg.train.checkpoint_period = plan.checkpoint_period
+        cfg.train.early_stop_patience = plan.early_stop_patience
+        cfg.solver.steps = list(plan.lr_steps)
+        cfg.train.budget.plan = plan.state_dict()
