@@ -238,15 +238,6 @@ def test_segm_error_kinds_and_crowd_use_the_masks():
     assert per_class["dog"]["AP50"] == 0.0 and per_class["dog"]["missed"] == 1
 
 
-def test_segm_coco_oracles_run_on_the_reference(coco_eval_reference):
-    from detector.evaluation.analysis.pipeline import analyze
-
-    gt, results = _reference(coco_eval_reference)
-    analysis = analyze(gt, results, iou_type="segm", dap_evaluator="coco")
-    assert analysis["dap_base_ap"] == pytest.approx(REFERENCE_SEGM[1], abs=1e-12)
-    assert analysis["special"]["false_positives"]["dap"] >= analysis["errors"]["bkg"]["dap"]
-
-
 def test_segm_coco_oracles_on_a_constructed_case_give_the_exact_gains():
     """One image, a cat shaped as an L (its box is three times its mask) and a dog square, and
     five detections, one of each error kind by mask IoU. COCO AP50 averages over cat and dog:
