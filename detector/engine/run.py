@@ -116,14 +116,12 @@ def checkpoint_model(cfg: DictConfig, model_overrides: Sequence[str] = (), devic
 
 
 def _checkpoint_iteration(path: str) -> int | None:
-    """The iteration a checkpoint was written at (None for bare weights and .safetensors)."""
-    from detector.weights.checkpoint_io import load_checkpoint
+    """The iteration a checkpoint (.pth, or .safetensors: its header) was written at; None for
+    bare weights."""
+    from detector.weights.checkpoint_io import checkpoint_iteration
     from detector.weights.zoo import resolve_weights
 
-    path = str(resolve_weights(path))
-    if path.endswith(".safetensors"):
-        return None
-    return load_checkpoint(path).get("iteration")
+    return checkpoint_iteration(resolve_weights(path))
 
 
 def evaluate_checkpoint(cfg: DictConfig, task: Task, model_overrides: Sequence[str] = ()) -> dict[str, Any]:

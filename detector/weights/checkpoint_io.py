@@ -78,15 +78,31 @@ def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike, previous: str 
     return write_atomically(path, lambda handle: torch.save(obj, handle), previous)
 
 
+def checkpoint_iteration(path: str | os.PathLike) -> int | None:
+    """The iteration a checkpoint was written at; None for bare weights, which record none.
+    Of a `.safetensors` file only the header is read (its metadata holds the iteration)."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        iteration = load_checkpoint(path).get("iteration")
+        return None if iteration is None else int(iteration)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint '{path}' does not exist or is not a file.")
+    from detector.weights.safetensors_io import iteration_from_metadata, read_safetensors_metadata
+
+    return iteration_from_metadata(read_safetensors_metadata(path), path)
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a `.pth`/`.pt` (weights only) or `.safetensors` file into a dict."""
+    """Load a `.pth`/`.pt` (weights only) or `.safetensors` file into a dict: for a
+    `.safetensors` file, the dict its `.pth` twin would hold ("model", and the "iteration",
+    "config" and "category_ids" its metadata records)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint '{path}' does not exist or is not a file.")
     if path.suffix == ".safetensors":
-        from detector.weights.safetensors_io import read_safetensors
+        from detector.weights.safetensors_io import checkpoint_from_safetensors
 
-        return {"model": read_safetensors(path, map_location)[0]}
+        return checkpoint_from_safetensors(path, map_location)
     with open(path, "rb") as handle:
         magic = handle.read(4)
     if not magic:

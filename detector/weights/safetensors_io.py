@@ -74,16 +74,52 @@ def read_safetensors(path: str | os.PathLike,
     return tensors, metadata
 
 
+def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The header metadata of a .safetensors file alone (its tensors are not read)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            return dict(handle.metadata() or {})
+    except Exception as error:  # safetensors raises several types for bad headers
+        raise CheckpointError(f"Checkpoint '{path}' is not a valid safetensors file: {error}") from None
+
+
+def iteration_from_metadata(metadata: Mapping[str, str], path: str | os.PathLike) -> int | None:
+    """The "iteration" export_safetensors records; None for a file that records none (bare
+    weights saved by other tools)."""
+    if "iteration" not in metadata:
+        return None
+    try:
+        return int(metadata["iteration"])
+    except ValueError:
+        raise CheckpointError(f"Checkpoint '{path}' records iteration {metadata['iteration']!r} in its safetensors "
+                              "metadata, expected a whole number: the header was edited or damaged; write the file "
+                              "again (tools/convert_weights.py --output FILE.safetensors).") from None
+
+
+def checkpoint_from_safetensors(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """The checkpoint dict a .pth of this project holds, from a .safetensors file: "model",
+    and "iteration", "config" and "category_ids" where its metadata records them."""
+    tensors, metadata = read_safetensors(path, map_location)
+    checkpoint = {"model": tensors}
+    iteration = iteration_from_metadata(metadata, path)
+    if iteration is not None:
+        checkpoint["iteration"] = iteration
+    for key in ("config", "category_ids"):
+        if key in metadata:
+            try:
+                checkpoint[key] = json.loads(metadata[key])
+            except json.JSONDecodeError as error:
+                raise CheckpointError(f"Checkpoint '{path}': the '{key}' of its safetensors metadata is not valid "
+                                      f"JSON ({error}): the header was edited or damaged; use another copy.") from None
+    return checkpoint
+
+
 def read_checkpoint_with_config(path: str | os.PathLike) -> dict:
-    """A checkpoint dict {"model", "config", "iteration"} from .pth or .safetensors."""
-    if Path(path).suffix != ".safetensors":
-        return load_checkpoint(path)
-    if not Path(path).is_file():
-        raise CheckpointError(f"Checkpoint '{path}' does not exist or is not a file.")
-    tensors, metadata = read_safetensors(path)
-    checkpoint = {"model": tensors, "iteration": int(metadata.get("iteration", 0))}
-    if "config" in metadata:
-        checkpoint["config"] = json.loads(metadata["config"])
-    if "category_ids" in metadata:
-        checkpoint["category_ids"] = json.loads(metadata["category_ids"])
+    """A checkpoint dict {"model", "config", "iteration"} from .pth or .safetensors (a
+    .safetensors file that records no iteration reads as iteration 0)."""
+    checkpoint = load_checkpoint(path)
+    if Path(path).suffix == ".safetensors":
+        checkpoint.setdefault("iteration", 0)
     return checkpoint
