@@ -209,3 +209,27 @@ def test_dataset_auto_without_a_path_names_the_key():
 def test_the_output_folder_is_named_after_the_dataset_folder(tmp_path):
     cfg = load_config(["dataset=auto", f"dataset.path={tmp_path / 'my_birds'}/"])
     assert cfg.output_dir == "outputs/my_birds_resnet18_narrow"
+
+
+# ---- the tools take dataset=auto dataset.path= --------------------------------------------------
+
+def test_the_doctor_and_crop_instances_take_a_folder(tmp_path, capsys):
+    from detector.cli.check_dataset import main as check_dataset
+    from detector.cli.crop_instances import main as crop_instances
+
+    images = fd.sample_images()
+    root = tmp_path / "shelter"
+    fd.write_yolo_split(root / "train" / "images", root / "train" / "labels", images[:8])
+    fd.write_yolo_split(root / "valid" / "images", root / "valid" / "labels", images[8:])
+    (root / "data.yaml").write_text("train: train/images\nval: valid/images\nnames: [cat, dog, bird]\n")
+    assert check_dataset(["dataset=auto", f"dataset.path={root}"]) == 0
+    assert "RESULT: clean" in capsys.readouterr().out
+    assert crop_instances(["dataset=auto", f"dataset.path={root}", "--output", str(tmp_path / "crops")]) == 0
+    # The crops follow the folder's splits: valid's three annotated images (four boxes) test.
+    assert sum(1 for _ in (tmp_path / "crops" / "test").rglob("*.jpg")) == 4
+    empty = tmp_path / "nothing_here"
+    empty.mkdir()
+    assert check_dataset(["dataset=auto", f"dataset.path={empty}"]) == 1
+    assert "no dataset layout found" in capsys.readouterr().err
+    assert crop_instances(["dataset=auto", f"dataset.path={empty}", "--output", str(tmp_path / "c2")]) == 1
+    assert "no dataset layout found" in capsys.readouterr().err
