@@ -1,0 +1,151 @@
+"""train.time_budget: reading the value, the plan from measured figures (a fake clock), the
+hook that fixes it in a running Trainer, an explicit max_iter winning, and a run resumed
+under a budget ending bit-identical to an uninterrupted one."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from detector import load_config
+from detector.engine.time_budget import (BudgetPlan, TimeBudgetError, TimeBudgetHook, parse_time_budget, plan_budget,
+                                         setup_budget)
+from detector.engine.trainer import Trainer
+from reliability_helpers import tiny  # on pytest.ini's pythonpath
+
+
+def test_budget_values():
+    assert parse_time_budget("15m") == 900 and parse_time_budget("2h") == 7200 and parse_time_budget(90) == 5400
+    assert parse_time_budget("1h30m") == 5400 and parse_time_budget("45s") == 45 and parse_time_budget(None) is None
+    assert parse_time_budget("auto", "cpu", {"cpu": 10, "cuda": 30}) == 600
+    assert parse_time_budget("auto", "cuda", {"cpu": 10, "cuda": 30}) == 1800
+    for bad in ("soon", "-5m", 0):
+        with pytest.raises(TimeBudgetError, match="train.time_budget"):
+            parse_time_budget(bad)
+
+
+def test_plan_fits_training_and_every_evaluation_in_the_budget():
+    plan = plan_budget(budget_s=600, elapsed_s=100, iteration=60, step_s=1.0, eval_s=20, evaluations=4,
+                       max_eval_share=0.15, margin=0.05)
+    evals = (plan.max_iter - 1) // plan.eval_period
+    assert evals == 3                                  # 4 wanted; 15% of the 470 s left holds 3 of 20 s
+    spent = plan.elapsed_s + (plan.max_iter - 60) * 1.0 + (evals + 1) * 20
+    assert 570 - 1.0 < spent <= 570                    # the budget less its 5% margin, to one step
+    assert plan.checkpoint_period == plan.eval_period and plan.early_stop_patience == 2
+    # A budget already spent: no more training, only the final evaluation.
+    late = plan_budget(600, 590, 60, 1.0, 20, 4, 0.15, 0.05)
+    assert late.max_iter == 60 and late.eval_period == 0
+    # Multistep steps keep their fractions of the schedule.
+    steps = plan_budget(600, 0, 10, 1.0, 0, 4, 0.15, 0.0, schedule_steps=[600, 800], schedule_max_iter=900)
+    assert steps.max_iter == 610 and steps.lr_steps == [407, 542]
+
+
+class Counter:
+    """A fake clock that advances `step_s` at every training step."""
+
+    def __init__(self, step_s):
+        self.now, self.step_s = 0.0, step_s
+
+    def __call__(self):
+        return self.now
+
+
+def test_hook_fixes_max_iter_after_timing_and_the_loop_follows_it():
+    clock = Counter(2.0)
+    model = nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def step(m, batch):
+        clock.now += clock.step_s
+        return {"loss": m(batch).pow(2).mean()}
+
+    plans = []
+
+    def make_plan(step_s, elapsed_s, iteration):
+        return plan_budget(100, elapsed_s, iteration, step_s, 0.0, 0, 0.15, 0.0)
+
+    trainer = Trainer(model, optimizer, iter(lambda: torch.ones(1, 2), None), max_iter=5, step_fn=step)
+    hook = TimeBudgetHook(timing_from=2, timing_iters=3, started_at=-10.0, make_plan=make_plan,
+                          apply_plan=lambda plan: (plans.append(plan), setattr(trainer, "max_iter", plan.max_iter)),
+                          clock=clock, now=clock)
+    trainer.register_hooks([hook])
+    trainer.train()
+    plan = plans[0]
+    assert plan.planned_at == 5 and plan.step_s == pytest.approx(2.0)
+    assert plan.elapsed_s == pytest.approx(20.0)       # 10 s before training + 5 steps of 2 s
+    assert plan.max_iter == 5 + 40                     # (100 - 20) / 2
+    assert trainer.iter == 45                          # the loop ran to the planned end
+
+
+def test_an_explicit_max_iter_wins_over_the_budget(caplog):
+    cfg = load_config(["train.time_budget=5m", "train.max_iter=7"])
+    with caplog.at_level(logging.WARNING, logger="test"):
+        assert setup_budget(cfg, "cpu", None, logging.getLogger("test")) is None
+    assert cfg.train.max_iter == 7 and "train.max_iter wins" in caplog.text
+    # A schedule's max_iter (shapes: 1000) does not: the budget plans it, rescaling its steps.
+    planned = load_config(["train.time_budget=5m"])
+    assert planned.train.max_iter is None and planned.train.budget.schedule_max_iter == 1000
+    state = setup_budget(planned, "cpu", None, logging.getLogger("test"))
+    assert state.budget_s == 300 and planned.train.max_iter == state.plan_iteration == 30 + 10
+    # schedule=auto without either: the CPU's default budget.
+    auto = load_config(["schedule=auto", "dataset=coco128"])
+    assert auto.train.max_iter is None and setup_budget(auto, "cpu", None, logging.getLogger("t")).budget_s == 600
+
+
+def fixed_figures(monkeypatch, step_s=2.0, elapsed_s=40.0, eval_s=1.0):
+    """The plan from fixed figures instead of this machine's timing, so two runs plan alike."""
+    from detector.engine import time_budget
+
+    real = time_budget.plan_budget
+
+    def planned(budget_s, _elapsed, iteration, _step, _eval, *args, **kwargs):
+        return real(budget_s, elapsed_s, iteration, step_s, eval_s, *args, **kwargs)
+
+    monkeypatch.setattr(time_budget, "plan_budget", planned)
+
+
+def test_a_run_resumed_under_a_budget_ends_bit_identical(tmp_path, monkeypatch):
+    from detector.engine.run import train
+    from detector.engine.trainer import Trainer as LoopTrainer
+    from detector.tasks.detection import DetectionTask
+
+    fixed_figures(monkeypatch)
+    shapes = tmp_path / "shapes"
+    budget = ["train.time_budget=1m", "train.budget.timing_iters=2",
+              "train.amp=none", "test.analysis=off"]
+    straight = tmp_path / "straight"
+    train(load_config(tiny(shapes, straight, *budget)), DetectionTask())
+    config = OmegaConf.load(straight / "config.yaml")
+    plan = BudgetPlan.from_state(config.train.budget.plan)
+    # 60 s less 5%, 40 s spent at iteration 4 (2 warm-up + 2 timed): 17 s, of which 2 periodic
+    # evaluations and the final one take 3 s (1 s each), the rest 7 steps of 2 s.
+    assert (plan.planned_at, plan.max_iter, plan.eval_period, plan.checkpoint_period) == (4, 11, 4, 4)
+    assert config.train.max_iter == plan.max_iter and config.train.eval_period == plan.eval_period
+    final = torch.load(straight / "checkpoints" / "model_final.pth", weights_only=True)
+    assert final["iteration"] == plan.max_iter and final["budget_plan"] == plan.state_dict()
+    assert final["config"]["train"]["max_iter"] == plan.max_iter
+
+    resumed = tmp_path / "resumed"
+    run_step = LoopTrainer.run_step
+
+    def crash_after_a_checkpoint(self):
+        if self.iter == plan.checkpoint_period + 1:
+            raise RuntimeError("killed")
+        run_step(self)
+
+    monkeypatch.setattr(LoopTrainer, "run_step", crash_after_a_checkpoint)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(load_config(tiny(shapes, resumed, *budget)), DetectionTask())
+    last = torch.load(resumed / "checkpoints" / "last.pth", weights_only=True)
+    assert last["iteration"] == plan.checkpoint_period and last["budget_plan"] == plan.state_dict()
+    monkeypatch.setattr(LoopTrainer, "run_step", run_step)
+    monkeypatch.setattr("detector.engine.time_budget.plan_budget",
+                        lambda *a, **k: pytest.fail("a resumed run plans again instead of keeping its plan"))
+    train(load_config(tiny(shapes, resumed, *budget, "train.resume=true")), DetectionTask())
+    again = torch.load(resumed / "checkpoints" / "model_final.pth", weights_only=True)
+    assert again["iteration"] == plan.max_iter and again["budget_plan"] == plan.state_dict()
+    different = [k for k in final["model"] if not torch.equal(final["model"][k], again["model"][k])]
+    assert not different, different[:5]
