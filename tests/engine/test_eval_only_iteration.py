@@ -1,19 +1,18 @@
-"""eval_only writes the iteration the evaluated checkpoint was written at into metrics.json,
-whether the checkpoint is a .pth or a .safetensors file (tools/convert_weights.py --output
-X.safetensors), run in process on a tiny untrained detector and two generated images."""
+"""eval_only on a .safetensors checkpoint (tools/convert_weights.py --output X.safetensors)
+writes the iteration it was written at into metrics.json, as it does for a .pth (which
+tests/tools/test_train_net.py's eval_only run checks); run in process on a tiny untrained
+detector and two generated images."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import pytest
 from omegaconf import OmegaConf
 
 from detector.config import load_config
 from detector.engine.run import evaluate_checkpoint
 from detector.modeling.build import build_model
 from detector.tasks.detection import DetectionTask
-from detector.weights.checkpoint_io import save_checkpoint
 from detector.weights.safetensors_io import export_safetensors
 
 ITERATION = 37
@@ -29,23 +28,15 @@ def tiny(root: Path, output_dir: Path, *extra: str) -> list[str]:
             *extra]
 
 
-@pytest.fixture(scope="module")
-def written(tmp_path_factory) -> dict[str, Path]:
-    """The same tiny detector saved at iteration ITERATION as a .pth and as a .safetensors file,
-    each carrying its config, as a training run's checkpoint does."""
-    folder = tmp_path_factory.mktemp("eval_only_iteration")
-    cfg = load_config(tiny(folder / "shapes", folder / "unused"))
+def test_eval_only_on_a_safetensors_checkpoint_writes_its_iteration(tmp_path):
+    # A tiny detector with its config and iteration, as tools/convert_weights.py exports a run's checkpoint.
+    root = tmp_path / "shapes"
+    cfg = load_config(tiny(root, tmp_path / "unused"))
     DetectionTask().resolve_classes(cfg)   # generates the images; fills model.num_classes
-    checkpoint = {"model": build_model(cfg).state_dict(), "iteration": ITERATION,
-                  "config": OmegaConf.to_container(cfg, resolve=True)}
-    return {"root": folder / "shapes", ".pth": save_checkpoint(checkpoint, folder / "model.pth"),
-            ".safetensors": export_safetensors(checkpoint, folder / "model.safetensors")}
-
-
-@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
-def test_eval_only_writes_the_checkpoints_iteration(written, tmp_path, suffix):
+    weights = export_safetensors({"model": build_model(cfg).state_dict(), "iteration": ITERATION,
+                                  "config": OmegaConf.to_container(cfg, resolve=True)}, tmp_path / "model.safetensors")
     out = tmp_path / "eval"
-    cfg = load_config(tiny(written["root"], out, "eval_only=true", f"model.weights={written[suffix]}"))
+    cfg = load_config(tiny(root, out, "eval_only=true", f"model.weights={weights}"))
     evaluate_checkpoint(cfg, DetectionTask())
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["iteration"] == ITERATION
