@@ -218,10 +218,11 @@ def _previous_record(root_cfg, fmt: FolderFormat) -> tuple[list[str] | None, str
     from omegaconf import OmegaConf
 
     candidates = []
-    if OmegaConf.select(root_cfg, "train.resume", default=False) or OmegaConf.select(root_cfg, "eval_only", default=False):
+    eval_only = bool(root_cfg.eval_only)
+    if bool(root_cfg.train.resume) or eval_only:
         candidates.append(os.path.join(str(root_cfg.output_dir), "config.yaml"))
-    weights = OmegaConf.select(root_cfg, "model.weights", default=None)
-    if OmegaConf.select(root_cfg, "eval_only", default=False) and weights and os.path.isfile(str(weights)):
+    weights = root_cfg.model.weights
+    if eval_only and weights and os.path.isfile(str(weights)):
         run_folder = os.path.dirname(os.path.dirname(os.path.abspath(str(weights))))   # <run>/checkpoints/x.pth
         candidates.append(os.path.join(run_folder, "config.yaml"))
     for path in candidates:
