@@ -77,7 +77,7 @@ def test_hook_fixes_max_iter_after_timing_and_the_loop_follows_it():
     assert plan.planned_at == 5 and plan.step_s == pytest.approx(2.0)
     assert plan.elapsed_s == pytest.approx(20.0)       # 10 s before training + 5 steps of 2 s
     assert plan.max_iter == 5 + 40                     # (100 - 20) / 2
-    assert trainer.iter == 45                          # the loop ran to the planned end
+    assert trainer.iter == 45 and clock.now == 45 * 2.0   # the loop ran every planned step
 
 
 def test_an_explicit_max_iter_wins_over_the_budget(caplog):
