@@ -25,6 +25,7 @@ from detector.modeling.box_coder import BoxCoder
 from detector.modeling.boxes import clip_to_image
 from detector.modeling.losses import box_regression_loss
 from detector.modeling.mask_head import MaskBranch, check_mask_targets, mask_branch
+from detector.modeling.mask_paste import check_mask_paste
 from detector.modeling.matcher import Matcher
 from detector.modeling.poolers import MultiLevelRoIAlign
 from detector.modeling.roi_heads import BoxPredictor, select_detections
@@ -61,7 +62,7 @@ class CascadeRoIHeads(MaskBranch, nn.Module):
                  nms_thresh: float = 0.5, detections_per_img: int = 100, min_box_size: float = 0.0,
                  box_loss: str = "smooth_l1", smooth_l1_beta: float = 0.0,
                  mask_pooler: MultiLevelRoIAlign | None = None, mask_head: nn.Module | None = None,
-                 mask_predictor: nn.Module | None = None):
+                 mask_predictor: nn.Module | None = None, mask_paste: str = "torchvision"):
         super().__init__()
         stages = len(box_heads)
         weights = [1.0] * stages if stage_loss_weights is None else [float(w) for w in stage_loss_weights]
@@ -89,6 +90,7 @@ class CascadeRoIHeads(MaskBranch, nn.Module):
         self.mask_pooler = mask_pooler
         self.mask_head = mask_head
         self.mask_predictor = mask_predictor
+        self.mask_paste = check_mask_paste(mask_paste)
 
     @property
     def num_stages(self) -> int:
@@ -218,14 +220,15 @@ def cascade_roi_heads(in_channels: int, strides: Sequence[int], num_classes: int
                       stage_loss_weights: Sequence[float], box_loss: str, smooth_l1_beta: float, predictor_layout: str,
                       score_thresh: float, nms_thresh: float, detections_per_img: int, min_box_size: float,
                       mask_head: Mapping[str, Any] | None, mask_pooler_resolution: int,
-                      mask_deconv_dim: int) -> CascadeRoIHeads:
+                      mask_deconv_dim: int, mask_paste: str = "torchvision") -> CascadeRoIHeads:
     """model.roi_heads of Cascade (Mask) R-CNN: one box head (built from the `box_head` node,
     given in_channels and the pooled resolution; fc_dim, conv_dim and conv_norm are read by that
     node) and one class-agnostic predictor per stage. The first stage is the standard head's
     (fg_iou_thresh / bg_iou_thresh, bbox_reg_weights); each entry of `refine_stages`
     ({iou_thresh, bbox_reg_weights}) adds a stage that relabels the previous stage's refined
     boxes at its own IoU. stage_loss_weights has one weight per stage. A `mask_head` node (not
-    null) adds Mask R-CNN's branch."""
+    null) adds Mask R-CNN's branch, its masks pasted the `mask_paste` way (conf/model sets it; a
+    config without it pastes the torchvision way)."""
     from detector.config import instantiate
 
     iou_thresholds = [fg_iou_thresh] + [float(stage["iou_thresh"]) for stage in refine_stages]
@@ -256,5 +259,6 @@ def cascade_roi_heads(in_channels: int, strides: Sequence[int], num_classes: int
         min_box_size=min_box_size,
         box_loss=box_loss,
         smooth_l1_beta=smooth_l1_beta,
+        mask_paste=mask_paste,
         **mask,
     )

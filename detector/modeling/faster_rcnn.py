@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from detector.modeling.boxes import boxes_to_original
-from detector.modeling.mask_head import paste_masks_in_image
+from detector.modeling.mask_paste import paste_masks
 from detector.modeling.preprocessing import ImagePreprocessor, validate_images, validate_targets
 
 
@@ -67,6 +67,9 @@ class FasterRCNN(nn.Module):
         for result, resized, original in zip(detections, image_sizes, original_sizes):
             result["boxes"] = boxes_to_original(result["boxes"], resized, original)
             if "masks" in result:
-                # A mask head's [N, 1, M, M] probabilities in box coordinates -> [N, 1, H, W] in the input image.
-                result["masks"] = paste_masks_in_image(result["masks"], result["boxes"], original)
+                # A mask head's [N, 1, M, M] probabilities in box coordinates -> [N, 1, H, W] in the
+                # input image, pasted the way the mask branch's weights expect (MaskBranch.mask_paste;
+                # a head that does not say was trained here, the torchvision way).
+                mode = getattr(self.roi_heads, "mask_paste", "torchvision")
+                result["masks"] = paste_masks(result["masks"], result["boxes"], original, mode)
         return detections

@@ -1,5 +1,7 @@
 """Mask R-CNN's mask branch: a small FCN on 14x14 RoIAlign features predicting one 28x28 mask
-per class, its training targets and loss, and pasting the predicted masks into the image.
+per class, and its training targets and loss. Pasting the predicted masks into the image is
+detector.modeling.mask_paste's (the model does it once the boxes are in the input's pixels, the
+way the branch's `mask_paste` names).
 
 Module layout follows torchvision's maskrcnn_resnet50_fpn(_v2), so its state dict loads 1:1:
 `roi_heads.mask_head.{i}.0.*` (conv i, plus `{i}.1.*` for v2's BatchNorm) and
@@ -19,6 +21,7 @@ from torchvision.ops import box_iou
 from torchvision.ops import roi_align as torchvision_roi_align
 
 from detector.modeling.backbone.norm import NORM_CHOICES, conv_norm, make_norm
+from detector.modeling.mask_paste import check_mask_paste
 from detector.modeling.poolers import MultiLevelRoIAlign
 from detector.modeling.roi_heads import PREDICTOR_LAYOUTS, RoIHeads
 
@@ -131,68 +134,16 @@ def mask_probabilities(mask_logits: torch.Tensor, labels: Sequence[torch.Tensor]
     return [probabilities] if len(labels) == 1 else list(probabilities.split([len(x) for x in labels]))
 
 
-def _expand_boxes(boxes: torch.Tensor, scale: float) -> torch.Tensor:
-    half_w = (boxes[:, 2] - boxes[:, 0]) * 0.5 * scale
-    half_h = (boxes[:, 3] - boxes[:, 1]) * 0.5 * scale
-    center_x = (boxes[:, 2] + boxes[:, 0]) * 0.5
-    center_y = (boxes[:, 3] + boxes[:, 1]) * 0.5
-    return torch.stack([center_x - half_w, center_y - half_h, center_x + half_w, center_y + half_h], dim=1)
-
-
-def _resize_weights(start: torch.Tensor, end: torch.Tensor, image_length: int, mask_length: int,
-                    dtype: torch.dtype) -> torch.Tensor:
-    """Along one axis, [N, image_length, mask_length] weights W such that W @ mask is the mask
-    bilinearly resized (align_corners=False, as F.interpolate) to the integer box
-    [start, end] (end - start + 1 pixels, at least 1) and placed there, zero elsewhere."""
-    length = (end - start + 1).clamp(min=1).to(torch.float32)
-    pixel = torch.arange(image_length, device=start.device)[None]
-    local = pixel - start[:, None]
-    inside = (local >= 0) & (pixel <= end[:, None])
-    # A true float32 division (`int / tensor` multiplies by the reciprocal, one rounding more).
-    step = torch.full_like(length, float(mask_length)).div(length).to(torch.float64)
-    # float32 positions computed as one fused multiply-add, as PyTorch's interpolation kernel
-    # does once compiled: the pasted values then agree with F.interpolate to float rounding.
-    source = ((local.to(torch.float32) + 0.5).to(torch.float64) * step[:, None] - 0.5).to(torch.float32)
-    source = source.clamp(min=0.0)
-    low = source.floor().clamp(max=mask_length - 1)
-    fraction = (source - low).clamp(0.0, 1.0)
-    low, fraction = low.to(torch.int64), fraction.to(dtype)
-    high = (low + 1).clamp(max=mask_length - 1)
-    weights = (F.one_hot(low, mask_length).to(dtype) * (1.0 - fraction)[..., None]
-               + F.one_hot(high, mask_length).to(dtype) * fraction[..., None])
-    return weights * inside[..., None].to(dtype)
-
-
-def paste_masks_in_image(masks: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int],
-                         padding: int = 1) -> torch.Tensor:
-    """Masks [N, 1, M, M] (probabilities in box coordinates) pasted into an image of
-    image_size = (height, width) at boxes [N, 4] (that image's pixels): [N, 1, height, width].
-
-    torchvision's algorithm: each mask gets a border of `padding` zeros and its box grows by the
-    same fraction (so the mask edge fades out instead of being cut), the box is truncated to
-    integers, the mask is resized bilinearly to the box's (x2 - x1 + 1) x (y2 - y1 + 1) pixels
-    and written at (x1, y1), clipped to the image. Bilinear resizing is separable, so all masks
-    are pasted at once as rows @ mask @ cols^T, without a Python loop over the detections
-    (traceable for export)."""
-    height, width = image_size[0], image_size[1]
-    if not torch.jit.is_tracing():
-        # Traced (detector.export), the image size stays a tensor so the trace fits any image.
-        height, width = int(height), int(width)
-    size = masks.shape[-1]
-    padded = F.pad(masks[:, 0], (padding,) * 4).float()
-    boxes = _expand_boxes(boxes.float(), float(size + 2 * padding) / size).to(torch.int64)
-    rows = _resize_weights(boxes[:, 1], boxes[:, 3], height, size + 2 * padding, padded.dtype)
-    cols = _resize_weights(boxes[:, 0], boxes[:, 2], width, size + 2 * padding, padded.dtype)
-    return torch.bmm(torch.bmm(rows, padded), cols.transpose(1, 2))[:, None].to(masks.dtype)
-
-
 class MaskBranch:
     """Mask training and inference on top of any box branch (plain or cascade). The owner is an
-    nn.Module with `mask_pooler`, `mask_head` and `mask_predictor` attributes."""
+    nn.Module with `mask_pooler`, `mask_head` and `mask_predictor` attributes, and `mask_paste`:
+    how the model pastes this branch's masks into the image (detector.modeling.mask_paste;
+    "detectron2" for Detectron2's weights, whose masks were learned on the box's own grid)."""
 
     mask_pooler: MultiLevelRoIAlign
     mask_head: nn.Module
     mask_predictor: nn.Module
+    mask_paste: str
 
     def mask_logits(self, features: Sequence[torch.Tensor], boxes: Sequence[torch.Tensor]) -> torch.Tensor:
         return self.mask_predictor(self.mask_head(self.mask_pooler(features, boxes))).float()
@@ -235,24 +186,26 @@ def check_mask_targets(targets: Sequence[dict]) -> None:
 class MaskRoIHeads(MaskBranch, RoIHeads):
     """RoIHeads plus a mask branch on its own (14x14) multi-level RoIAlign: `loss_mask` in training
     from the positive sampled proposals, "masks" [N, 1, 28, 28] probabilities per detection at
-    test time (pasted into the input image by the model). Targets need "masks" [G, H, W]."""
+    test time (pasted into the input image by the model, the `mask_paste` way: torchvision's or
+    detectron2's). Targets need "masks" [G, H, W]."""
 
     def __init__(self, pooler: MultiLevelRoIAlign, box_head: nn.Module, box_predictor: nn.Module, box_coder,
                  matcher, sampler, mask_pooler: MultiLevelRoIAlign, mask_head: nn.Module, mask_predictor: nn.Module,
-                 **box_options):
+                 mask_paste: str = "torchvision", **box_options):
         super().__init__(pooler, box_head, box_predictor, box_coder, matcher, sampler, **box_options)
         self.mask_pooler = mask_pooler
         self.mask_head = mask_head
         self.mask_predictor = mask_predictor
+        self.mask_paste = check_mask_paste(mask_paste)
 
     @classmethod
     def from_box_heads(cls, box: RoIHeads, mask_pooler: MultiLevelRoIAlign, mask_head: nn.Module,
-                       mask_predictor: nn.Module) -> "MaskRoIHeads":
+                       mask_predictor: nn.Module, mask_paste: str = "torchvision") -> "MaskRoIHeads":
         """The box branch of `box` (its modules and settings, shared) plus a mask branch."""
         return cls(box.pooler, box.box_head, box.box_predictor, box.box_coder, box.matcher, box.sampler,
-                   mask_pooler, mask_head, mask_predictor, score_thresh=box.score_thresh, nms_thresh=box.nms_thresh,
-                   detections_per_img=box.detections_per_img, min_box_size=box.min_box_size, box_loss=box.box_loss,
-                   smooth_l1_beta=box.smooth_l1_beta)
+                   mask_pooler, mask_head, mask_predictor, mask_paste, score_thresh=box.score_thresh,
+                   nms_thresh=box.nms_thresh, detections_per_img=box.detections_per_img,
+                   min_box_size=box.min_box_size, box_loss=box.box_loss, smooth_l1_beta=box.smooth_l1_beta)
 
     def forward(self, features: Sequence[torch.Tensor], proposals: list[torch.Tensor],
                 image_sizes: Sequence[tuple[int, int]], targets: Sequence[dict] | None = None):
@@ -301,14 +254,16 @@ def mask_branch(in_channels: int, strides: Sequence[int], num_classes: int, mask
 
 
 def mask_roi_heads(in_channels: int, strides: Sequence[int], num_classes: int, mask_head: Mapping[str, Any],
-                   mask_pooler_resolution: int, mask_deconv_dim: int, **box_keys) -> MaskRoIHeads:
+                   mask_pooler_resolution: int, mask_deconv_dim: int, mask_paste: str = "torchvision",
+                   **box_keys) -> MaskRoIHeads:
     """model.roi_heads of Mask R-CNN: every key of the box branch (see
     detector.modeling.build.standard_roi_heads) plus the mask branch's `mask_head` node,
-    mask_pooler_resolution (14) and mask_deconv_dim (256)."""
+    mask_pooler_resolution (14), mask_deconv_dim (256) and mask_paste (conf/model/mask_rcnn_fpn.yaml
+    sets it; a config composed without it, or stored before it existed, pastes the torchvision way)."""
     from detector.modeling.build import standard_roi_heads
 
     box = standard_roi_heads(in_channels=in_channels, strides=strides, num_classes=num_classes, **box_keys)
     branch = mask_branch(in_channels, strides, num_classes, mask_head, mask_pooler_resolution, mask_deconv_dim,
                          *(box_keys[k] for k in ("pooler_sampling_ratio", "pooler_aligned", "canonical_box_size",
                                                  "canonical_level", "predictor_layout")))
-    return MaskRoIHeads.from_box_heads(box, **branch)
+    return MaskRoIHeads.from_box_heads(box, **branch, mask_paste=mask_paste)

@@ -32,6 +32,15 @@ DETECTION_KEYS_ADDED = {
     "roi_heads.min_box_size": 0.01,
 }
 
+# Keys added to a component node after the config-to-objects layout (`_target_`), by the builder
+# that node names, with the value in effect for checkpoints written before them.
+NODE_KEYS_ADDED = {
+    # Mask models' pasting (conf/model/mask_rcnn_fpn*.yaml, cascade_rcnn_fpn.yaml): torchvision's,
+    # the only way before the key existed.
+    "detector.modeling.mask_head.mask_roi_heads": {"mask_paste": "torchvision"},
+    "detector.modeling.cascade.cascade_roi_heads": {"mask_paste": "torchvision"},
+}
+
 BACKBONE_KEYS_ADDED = {"base_channels": 64}
 
 CLASSIFIER = "detector.modeling.classifier.build_resnet_classifier"
@@ -58,6 +67,14 @@ def _box_head_node(roi_heads: dict) -> dict:
     raise ValueError(f"model.roi_heads.box_head='{kind}' in a stored config: expected fc or conv4fc.")
 
 
+def _fill_node_keys(model: dict) -> None:
+    """NODE_KEYS_ADDED into each component node of `model` that lacks them."""
+    for node in model.values():
+        if isinstance(node, dict):
+            for key, value in NODE_KEYS_ADDED.get(node.get("_target_"), {}).items():
+                node.setdefault(key, value)
+
+
 def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
     """A copy of `config` (a checkpoint's stored config) in today's layout; configs that are
     already current come back unchanged."""
@@ -67,7 +84,10 @@ def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
         backbone["_target_"] = RESNET
         for key, value in BACKBONE_KEYS_ADDED.items():
             _set_missing(backbone, key, value)
-    if not isinstance(model, dict) or "_target_" in model:
+    if not isinstance(model, dict):
+        return config
+    if "_target_" in model:
+        _fill_node_keys(model)
         return config
     if model.get("name") == "resnet_classifier":
         model["_target_"] = CLASSIFIER

@@ -13,8 +13,9 @@ Cascade R-CNN's stages are `roi_heads.box_head.{k}` / `roi_heads.box_predictor.{
 here (class-agnostic deltas, 4 per stage); the mask head's `mask_fcn{n}`, `deconv` and
 `predictor` are `mask_head.{n-1}.0`, `mask_predictor.conv5_mask` and
 `mask_predictor.mask_fcn_logits` here (K mask channels, no background, like the box layout).
-Detectron2 pastes masks with its own (grid-sample) routine; a converted model pastes them the
-torchvision way, which differs at mask borders by interpolation only.
+Its masks are pasted Detectron2's way too (`roi_heads.mask_paste: detectron2`: the 28x28 cells
+span the box exactly, sampled at pixel centres), not torchvision's (a zero border, the box grown
+and truncated to pixels), which moves every mask edge by up to a pixel.
 """
 from __future__ import annotations
 
@@ -38,20 +39,24 @@ DETECTRON2_MODEL_SETTINGS = {
         "pixel_std": [s / 255.0 for s in DETECTRON2_PIXEL_STD],
     },
     "anchor_generator": {"round_anchors": False, "strides": [4, 8, 16, 32, 64]},
-    "rpn": {"post_nms_topk_train": 1000, "min_box_size": 0.0},
+    # Box losses: Detectron2's defaults MODEL.RPN.SMOOTH_L1_BETA and MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA
+    # are 0 (plain L1), and none of its R-CNN configs (Base-RCNN-FPN.yaml and those built on it,
+    # cascade included) changes them; torchvision's 1/9 is conf/'s. (Its RetinaNet's
+    # SMOOTH_L1_LOSS_BETA is 0.1; no RetinaNet converts here yet.)
+    "rpn": {"post_nms_topk_train": 1000, "min_box_size": 0.0, "smooth_l1_beta": 0.0},
     "roi_heads": {
         "pooler_aligned": True,
         "pooler_sampling_ratio": 0,
         "predictor_layout": "detectron2",
         "min_box_size": 0.0,
+        "smooth_l1_beta": 0.0,
     },
 }
 
 # Detectron2's CascadeROIHeads (configs/Misc/cascade_mask_rcnn_R_50_FPN_3x.yaml): three stages at
 # IoU 0.5 / 0.6 / 0.7 with box-coder weights (10,10,5,5), (20,20,10,10), (30,30,15,15) -- those of
-# conf/model/cascade_rcnn_fpn.yaml -- and Detectron2's default SMOOTH_L1_BETA 0 (plain L1 box loss).
+# conf/model/cascade_rcnn_fpn.yaml -- and the box losses of every Detectron2 R-CNN above.
 CASCADE_STAGES = 3
-DETECTRON2_CASCADE_SETTINGS = {"roi_heads": {"smooth_l1_beta": 0.0}}
 
 # Keys that carry no weights (older files saved these buffers; BatchNorm's step counter, which
 # SyncBN files hold, only counts).
@@ -153,7 +158,6 @@ def convert_detectron2(checkpoint: Mapping):
         model = _merge(model, _conv_box_head_fields(state, box_conv_norm))
     if cascade:
         _check_cascade(state, num_classes)
-        model = _merge(model, DETECTRON2_CASCADE_SETTINGS)
     else:
         box_outputs = int(state["roi_heads.box_predictor.bbox_pred.weight"].shape[0])
         if box_outputs != 4 * num_classes:
@@ -227,6 +231,9 @@ def _mask_fields(state: Mapping[str, torch.Tensor], num_classes: int) -> dict:
                       "norm": _norm_kind(state, "roi_heads.mask_head.0.1.")},
         # ConvTranspose2d weights are [in, out, k, k].
         "mask_deconv_dim": int(state["roi_heads.mask_predictor.conv5_mask.weight"].shape[1]),
+        # Its masks were learned on the box's own 28x28 grid (targets cropped with aligned RoIAlign
+        # or rasterized in box coordinates) and are pasted back on it (mask_ops._do_paste_mask).
+        "mask_paste": "detectron2",
     }
 
 

@@ -8,8 +8,8 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.ops import MultiScaleRoIAlign
 
 from detector.modeling.box_coder import BoxCoder
-from detector.modeling.mask_head import (MaskHead, MaskPredictor, MaskRoIHeads, mask_loss, mask_probabilities,
-                                         paste_masks_in_image)
+from detector.modeling.mask_head import MaskHead, MaskPredictor, MaskRoIHeads, mask_loss, mask_probabilities
+from detector.modeling.mask_paste import paste_masks_in_image
 from detector.modeling.matcher import Matcher
 from detector.modeling.poolers import MultiLevelRoIAlign
 from detector.modeling.roi_heads import BoxPredictor, FCBoxHead

@@ -160,9 +160,28 @@ def test_fasterrcnn_v2_is_its_own_file(hub, tmp_path):
 
 
 # ---------------------------------------------------------------- torchvision backbone
-def test_torchvision_backbone_planted_file_is_used(hub, monkeypatch):
+def randomized_norm_resnet18() -> dict:
+    """A torchvision resnet18 state dict whose BatchNorm tensors are random, distinct per layer
+    and channel (a fresh model's are 1/0/0/1 everywhere, so a norm loaded into the wrong layer
+    would still compare equal)."""
     torch.manual_seed(0)
-    planted = torchvision.models.resnet18(weights=None).state_dict()
+    model = torchvision.models.resnet18(weights=None)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                for tensor, low in ((module.weight, 0.5), (module.bias, -0.5), (module.running_mean, -0.5),
+                                    (module.running_var, 0.5)):
+                    tensor.copy_(torch.rand(tensor.shape, generator=generator) + low)
+    return model.state_dict()
+
+
+def test_torchvision_backbone_planted_file_is_used(hub, monkeypatch):
+    planted = randomized_norm_resnet18()
+    norms = [v for k, v in planted.items() if ("bn" in k or ".downsample.1." in k) and v.is_floating_point()]
+    assert len(norms) == 80   # 20 norms x (weight, bias, running_mean, running_var)
+    # Any two norm tensors of one shape differ at every channel: loaded in each other's place, they show.
+    assert all((a != b).all() for i, a in enumerate(norms) for b in norms[i + 1:] if a.shape == b.shape)
     data = torch_bytes(planted)
     plant(TV_BACKBONE, data)
     accept_planted(monkeypatch, TV_BACKBONE, data)
@@ -212,6 +231,25 @@ def test_names_of_the_wrong_kind_say_where_they_go(hub):
 
 
 # ---------------------------------------------------------------- detectron2 detector
+# Detectron2's box-loss betas, from its own defaults: detectron2/config/defaults.py (commit
+# 084acd0f781f217e8d7b93a0099b08fce82cd88f) line 222 `_C.MODEL.RPN.SMOOTH_L1_BETA = 0.0` and line 296
+# `_C.MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA = 0.0`, which configs/Base-RCNN-FPN.yaml and the model-zoo
+# R-CNN configs built on it (Misc/cascade_mask_rcnn_*, *_gn, *_syncbn included) leave alone.
+# (Its RetinaNet's MODEL.RETINANET.SMOOTH_L1_LOSS_BETA is 0.1; no RetinaNet converts here yet.)
+DETECTRON2_RPN_SMOOTH_L1_BETA = 0.0
+DETECTRON2_ROI_BOX_HEAD_SMOOTH_L1_BETA = 0.0
+
+
+def assert_detectron2_box_losses(model) -> None:
+    """The converted config and the modules built from it train with Detectron2's betas; at 0
+    torch's smooth_l1_loss is plain L1 (checked in test_detectron2_box_losses_at_beta_zero_are_l1)."""
+    cfg = model.config.model
+    assert cfg.rpn.smooth_l1_beta == DETECTRON2_RPN_SMOOTH_L1_BETA
+    assert cfg.roi_heads.smooth_l1_beta == DETECTRON2_ROI_BOX_HEAD_SMOOTH_L1_BETA
+    assert model.rpn.smooth_l1_beta == DETECTRON2_RPN_SMOOTH_L1_BETA
+    assert model.roi_heads.smooth_l1_beta == DETECTRON2_ROI_BOX_HEAD_SMOOTH_L1_BETA
+
+
 def detectron2_r18_fpn_weights() -> dict:
     """Detectron2's model-zoo names on a ResNet-18 layout with narrow heads, random values."""
     rng = np.random.default_rng(0)
@@ -261,7 +299,21 @@ def test_detectron2_detector_planted_file_is_used(hub, monkeypatch):
     assert torch.equal(ours["backbone.body.layer2.0.downsample.0.weight"],
                        torch.from_numpy(planted["backbone.bottom_up.res3.0.shortcut.weight"]))
     assert model.config.model.input.format == "BGR" and model.config.model.class_names[-1] == "toothbrush"
+    assert_detectron2_box_losses(model)
     assert hub == []
+
+
+def test_detectron2_box_losses_at_beta_zero_are_l1():
+    """Beta 0 is numerically sound: torch's smooth_l1_loss is then exactly L1 (no 0.5 * x^2 / beta
+    branch to divide by zero), its gradient the sign, 0 where prediction and target agree."""
+    from detector.modeling.losses import box_regression_loss
+
+    pred = torch.tensor([[0.5, -2.0, 0.0, 1e-8], [3.0, 0.1, -0.1, 0.0]], requires_grad=True)
+    target = torch.tensor([[0.0, 0.0, 0.0, 0.0], [3.0, 0.0, 0.0, 1.0]])
+    loss = box_regression_loss(pred, target, "smooth_l1", DETECTRON2_RPN_SMOOTH_L1_BETA)
+    loss.backward()
+    assert loss.item() == pytest.approx((pred - target).abs().sum().item(), abs=1e-7)
+    assert torch.equal(pred.grad, torch.sign(pred - target).detach())
 
 
 def test_detectron2_detector_hash_mismatch_is_refused(hub):
@@ -563,6 +615,7 @@ def test_torchvision_mask_rcnn_planted_file_is_used(hub, monkeypatch, name, v2):
     model = load_model(name)
     assert model.config.model.name == ("mask_rcnn_fpn_v2" if v2 else "mask_rcnn_fpn")
     assert model.config.model.roi_heads.mask_head.norm == ("bn" if v2 else "")
+    assert model.config.model.roi_heads.mask_paste == "torchvision" == model.roi_heads.mask_paste
     assert model.config.backbone.norm == ("bn" if v2 else "frozen_bn") and model.num_classes == 90
     assert_every_tensor_loaded(model, planted)
     ours = model.state_dict()
@@ -612,7 +665,9 @@ def test_detectron2_mask_and_cascade_planted_files_are_used(hub, monkeypatch, na
     assert cfg.name == ("cascade_mask_rcnn_fpn" if cascade else "mask_rcnn_fpn")
     assert cfg.input.format == "BGR" and cfg.class_names[-1] == "toothbrush"
     assert cfg.roi_heads.predictor_layout == "detectron2" and cfg.roi_heads.pooler_aligned
-    assert cfg.roi_heads.smooth_l1_beta == (0.0 if cascade else 1 / 9)
+    assert_detectron2_box_losses(model)
+    # Its masks are pasted Detectron2's way (tests/modeling/test_mask_paste.py checks that way).
+    assert cfg.roi_heads.mask_paste == "detectron2" and model.roi_heads.mask_paste == "detectron2"
     with torch.no_grad():
         detections = model([torch.rand(3, 64, 80, generator=torch.Generator().manual_seed(0))])[0]
     assert detections["masks"].shape == (len(detections["boxes"]), 1, 64, 80)
