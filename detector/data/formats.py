@@ -164,7 +164,7 @@ def index_image_boxes(images: Iterable[ImageBoxes], source: str, classes: Sequen
 
 def build_format(cfg) -> DatasetFormat:
     """The dataset format object of `cfg.dataset` (its `_target_`, the other keys as arguments)."""
-    from detector.config import ComponentArgumentError, instantiate
+    from detector.instantiate import ComponentArgumentError, instantiate
 
     data = cfg.dataset
     if "_target_" not in data:

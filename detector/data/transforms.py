@@ -50,7 +50,7 @@ def build_augmentation(nodes) -> A.Compose:
     and its arguments, run in order (conf/aug/default.yaml)."""
     from omegaconf import ListConfig, OmegaConf
 
-    from detector.config import ConfigNode, instantiate
+    from detector.instantiate import ConfigNode, instantiate
 
     if not isinstance(nodes, (list, ListConfig)):
         raise ValueError(f"aug.train must be a list of transforms with a _target_ each (see conf/aug/default.yaml), "

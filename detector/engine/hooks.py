@@ -159,7 +159,7 @@ def build_hooks(nodes: Sequence) -> list[HookBase]:
     at that iteration."""
     from omegaconf import OmegaConf
 
-    from detector.config import ConfigNode, instantiate
+    from detector.instantiate import ConfigNode, instantiate
 
     hooks = []
     for index, node in enumerate(nodes):

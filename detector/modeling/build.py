@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 from omegaconf import DictConfig
 from torch import nn
 
-from detector.config import instantiate
+from detector.instantiate import instantiate
 from detector.modeling.box_coder import BoxCoder
 from detector.modeling.faster_rcnn import FasterRCNN
 from detector.modeling.matcher import Matcher

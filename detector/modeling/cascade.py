@@ -229,7 +229,7 @@ def cascade_roi_heads(in_channels: int, strides: Sequence[int], num_classes: int
     boxes at its own IoU. stage_loss_weights has one weight per stage. A `mask_head` node (not
     null) adds Mask R-CNN's branch, its masks pasted the `mask_paste` way (conf/model sets it; a
     config without it pastes the torchvision way)."""
-    from detector.config import instantiate
+    from detector.instantiate import instantiate
 
     iou_thresholds = [fg_iou_thresh] + [float(stage["iou_thresh"]) for stage in refine_stages]
     stage_bbox_reg_weights = [list(bbox_reg_weights)] + [list(stage["bbox_reg_weights"]) for stage in refine_stages]

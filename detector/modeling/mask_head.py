@@ -242,7 +242,7 @@ def mask_branch(in_channels: int, strides: Sequence[int], num_classes: int, mask
     """mask_pooler, mask_head (built from its config node, given in_channels) and mask_predictor,
     as keyword arguments for MaskRoIHeads or CascadeRoIHeads. The pooler samples like the box
     pooler, at its own resolution."""
-    from detector.config import instantiate
+    from detector.instantiate import instantiate
 
     head = instantiate(mask_head, in_channels=in_channels)
     return {

@@ -161,7 +161,7 @@ def convert_weights(source: str, input_path: str | os.PathLike, output_path: str
 def _check_body_loadable(config: dict, body: dict[str, torch.Tensor], source: str) -> None:
     from omegaconf import OmegaConf
 
-    from detector.config import instantiate
+    from detector.instantiate import instantiate
 
     load_state_dict_strict(instantiate(OmegaConf.create(config).backbone), body, source)
 

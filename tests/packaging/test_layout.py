@@ -113,12 +113,6 @@ KNOWN_CIRCLES = [
     {"detector.tasks.detection", "detector.tasks.validation_loss"},
     {"detector.weights.checkpoint_io", "detector.weights.safetensors_io"},
     {"detector.weights.convert", "detector.weights.torchvision_conversion", "detector.weights.zoo"},
-    # New with dataset=auto / schedule=auto: config.py's resolvers import the data formats and the
-    # recipe, which import detector.config back (data.formats: config.instantiate).
-    {"detector.config", "detector.data.build", "detector.data.coco_format", "detector.data.dataset",
-     "detector.data.folder_format", "detector.data.folder_layouts", "detector.data.formats",
-     "detector.data.layout_detection", "detector.data.transforms", "detector.data.voc_xml", "detector.data.yolo",
-     "detector.recipe.apply"},
 ]
 
 
