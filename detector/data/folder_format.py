@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import weakref
 from functools import lru_cache
 from typing import Sequence
 
@@ -22,13 +23,17 @@ from detector.data.formats import UNSET, DatasetFormat, check_split
 from detector.data.split_carving import carve_test, plan_splits, subset_index
 
 logger = logging.getLogger("detector")
-_logged: set[str] = set()
+# The lines already logged, per handler of the run's logger: setup_logger gives each run new
+# handlers, so each run's log.txt gets the layout once, and lines logged while the config is
+# composed (before the run's logger exists, when they reach no log file) are logged again later.
+_logged: "weakref.WeakKeyDictionary[logging.Handler, set[str]]" = weakref.WeakKeyDictionary()
 
 
 def _log_once(message: str, *args, warning: bool = False) -> None:
     text = message % args if args else message
-    if text not in _logged:
-        _logged.add(text)
+    seen = _logged.setdefault(logger.handlers[0], set()) if logger.handlers else set()
+    if text not in seen:
+        seen.add(text)
         (logger.warning if warning else logger.info)(text)
 
 
