@@ -131,6 +131,35 @@ def test_voc_flat_export_without_split_files(tmp_path, two_folders):
         assert_same_boxes(boxes_by_name(*both_splits(named)), expected)
 
 
+def test_voc_xml_files_named_apart_from_their_images_find_them_by_filename_or_path(tmp_path):
+    # What an XML file's image is, when the file names differ (the XML saved under another name
+    # than the image): the image of the same stem when there is one, even if <filename> names
+    # another image; else the image <filename> names, else the one <path>'s base name names
+    # (another machine's disk, Windows separators); else none, and the XML is named as a problem.
+    images = fd.sample_images(6)
+    root = tmp_path / "exported"
+    fd.write_voc_flat(root / "annotations", root / "images", images)
+    xml = {os.path.splitext(img.name)[0]: img for img in images}
+    for stem in ("img_01", "img_02", "img_03"):
+        (root / "annotations" / f"{stem}.xml").unlink()
+    write = lambda name, img, filename, path: (root / "annotations" / name).write_text(fd.voc_xml(img, filename, path))
+    # <filename> a file that does not exist (renamed since), <path> absolute on the labelling machine.
+    write("scan_0001.xml", xml["img_01"], "img_01_edited.jpg", "C:\\Users\\someone\\Pictures\\img_01.JPG")
+    # <filename> the image itself; <path> a file the folder does not hold.
+    write("scan_0002.xml", xml["img_02"], "img_02.png", "/home/annotator/pets/IMG_9999.png")
+    # The same stem as an image wins over a <filename> that names another image.
+    write("img_00.xml", xml["img_00"], "img_04.bmp", "/home/annotator/pets/img_04.bmp")
+    # Nothing names an image that is here.
+    write("scan_0003.xml", xml["img_03"], "img_03_old.jpeg", "D:\\old export\\img_03_old.jpeg")
+
+    index = auto(root).layout().index("all", sorted(fd.CLASSES), False)
+    kept = [i for i in images if i.name != "img_03.jpeg"]
+    assert_same_boxes(boxes_by_name(index), reference(tmp_path, kept))
+    missing = [p for p in index.problems if p.kind == "missing_image"]
+    assert [os.path.basename(p.file) for p in missing] == ["scan_0003.xml"]
+    assert "no image for it: looked for scan_0003.* and its <filename>/<path>" in missing[0].reason
+
+
 def test_yolo_roboflow_export_dict_names_and_unresolvable_paths(tmp_path):
     images = fd.sample_images()
     root = tmp_path / "rf"
