@@ -262,3 +262,21 @@ def test_the_doctor_and_crop_instances_take_a_folder(tmp_path, capsys):
     assert "no dataset layout found" in capsys.readouterr().err
     assert crop_instances(["dataset=auto", f"dataset.path={empty}", "--output", str(tmp_path / "c2")]) == 1
     assert "no dataset layout found" in capsys.readouterr().err
+
+
+def test_the_doctor_names_a_broken_label_line_and_exits_1(tmp_path, capsys):
+    from detector.cli.check_dataset import main as check_dataset
+
+    root = tmp_path / "one_split"
+    fd.write_yolo_split(root / "images", root / "labels", fd.sample_images(8))
+    (root / "data.yaml").write_text("train: images\nnames: [cat, dog, bird]\n")
+    assert check_dataset(["dataset=auto", f"dataset.path={root}", "--no-decode"]) == 0
+    assert "RESULT: clean" in capsys.readouterr().out
+    # A box with a value missing (a hand edit): the doctor names the file and the line.
+    (root / "labels" / "img_03.txt").write_text("1 0.5 0.5 0.3 0.4\n0 0.5 0.5 0.2\n")
+    assert check_dataset(["dataset=auto", f"dataset.path={root}", "--no-decode"]) == 1
+    out = capsys.readouterr().out
+    errors = [line for line in out.splitlines() if line.startswith("ERROR")]
+    assert errors == [f"ERROR {root / 'images' / 'img_03.jpeg'}: {root / 'labels' / 'img_03.txt'} line 2: 4 values; "
+                      "expected 5 ('class cx cy w h') or a polygon ('class x1 y1 x2 y2 x3 y3 ...')"]
+    assert out.rstrip().endswith("RESULT: problems found")
