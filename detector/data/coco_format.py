@@ -42,7 +42,8 @@ class CocoFormat(DatasetFormat):
         unset = [k for k in ("test_fraction", "split_seed") if self.folder_keys[k] is None]
         if unset:
             raise DatasetError(f"dataset={self.name}: dataset.path needs dataset.{unset[0]} "
-                               "(conf/dataset/_folder_splits.yaml has it)")
+                               "(conf/dataset_splits/folder.yaml has it; add it to the defaults list of your "
+                               "dataset config)")
         return FolderFormat(path=self.path, layout="coco", use_difficult=False, **self.folder_keys, **self.common)
 
     def paths(self, split: str) -> tuple[str, str]:

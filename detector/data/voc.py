@@ -43,7 +43,8 @@ class VocFormat(DatasetFormat):
         unset = [k for k in ("test_fraction", "split_seed") if self.folder_keys[k] is None]
         if unset:
             raise DatasetError(f"dataset={self.name}: {path} has no ImageSets/Main/ split files, and a test split "
-                               f"carved from it needs dataset.{unset[0]} (conf/dataset/_folder_splits.yaml has them)")
+                               f"carved from it needs dataset.{unset[0]} (conf/dataset_splits/folder.yaml has them; add it to "
+                               "the defaults list of your dataset config)")
         return FolderFormat(path=path, layout="voc", use_difficult=self.use_difficult, **self.folder_keys,
                             **self.common)
 

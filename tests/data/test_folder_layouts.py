@@ -235,6 +235,19 @@ def test_dataset_auto_without_a_path_names_the_key():
         build_format(load_config(["dataset=auto"])).index("train")
 
 
+def test_every_dataset_choice_is_a_dataset_and_the_folder_ones_share_the_split_keys():
+    from omegaconf import OmegaConf
+
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    shared = OmegaConf.load(conf / "dataset_splits" / "folder.yaml")
+    for option in sorted(p.stem for p in (conf / "dataset").glob("*.yaml")):
+        data = load_config([f"dataset={option}"]).dataset
+        assert "_target_" in data, f"conf/dataset/{option}.yaml is a dataset= choice but builds no dataset"
+        if option in ("auto", "yolo", "voc", "coco_format"):
+            raw = OmegaConf.to_container(data, resolve=False)   # test_images unresolved: no folder here
+            assert {k: raw[k] for k in shared} == OmegaConf.to_container(shared), option
+
+
 def test_the_output_folder_is_named_after_the_dataset_folder(tmp_path):
     cfg = load_config(["dataset=auto", f"dataset.path={tmp_path / 'my_birds'}/"])
     assert cfg.output_dir == "outputs/my_birds_resnet18_narrow"
