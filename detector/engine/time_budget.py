@@ -163,6 +163,7 @@ class TimeBudgetHook(HookBase):
 
     def after_step(self) -> None:
         if self.plan is not None:
+            self._end_within_budget()
             return
         done = self.trainer.iter + 1
         if done == self.timing_from:
@@ -176,6 +177,28 @@ class TimeBudgetHook(HookBase):
                 plan = self.make_plan(step_s, self.now() - self.started_at, done)
             self.plan = broadcast_from_main(plan)
             self.apply_plan(self.plan)
+
+
+    def _end_within_budget(self) -> None:
+        """The plan holds while the machine keeps the speed it was timed at. When it slows (another
+        process took the cores, a laptop throttled), the run ends at the first iteration after
+        which only the final evaluation still fits, so the budget is kept: an overrun is the one
+        case where a run ends before the planned max_iter (a resumed run then differs from an
+        uninterrupted one, which kept no time either). Rank 0 decides for every rank."""
+        done = self.trainer.iter + 1
+        if done >= self.trainer.max_iter:
+            return
+        from detector.utils.distributed import broadcast_from_main, is_main_process
+
+        left = self.plan.budget_s - (self.now() - self.started_at) if is_main_process() else None
+        over = bool(broadcast_from_main(left is not None and left < self.plan.eval_s + self.plan.step_s))
+        if over:
+            self.trainer.logger.warning(
+                "train.time_budget: %.0f s of the %.1f min budget are left at iteration %d, about one final "
+                "evaluation (%.0f s): the machine is slower than when the plan was made (%.3f s per iteration), "
+                "so training ends here instead of at iteration %d.", max(0.0, left or 0.0), self.plan.budget_s / 60,
+                done, self.plan.eval_s, self.plan.step_s, self.trainer.max_iter)
+            self.trainer.max_iter = done
 
 
 @dataclass

@@ -80,6 +80,32 @@ def test_hook_fixes_max_iter_after_timing_and_the_loop_follows_it():
     assert trainer.iter == 45 and clock.now == 45 * 2.0   # the loop ran every planned step
 
 
+def test_a_machine_that_slows_after_the_plan_still_ends_within_the_budget():
+    """Timed at 2 s per step, planned to 43; after step 10 each step takes 5 s. The run ends
+    early, at the first step after which only the final evaluation (4 s) still fits."""
+    clock = Counter(2.0)
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+
+    def step(m, batch):
+        clock.now += clock.step_s
+        if clock.now >= 20.0:   # after 10 steps (the plan was made at 5), each step takes 5 s
+            clock.step_s = 5.0
+        return {"loss": m(batch).pow(2).mean()}
+
+    trainer = Trainer(model, optimizer, iter(lambda: torch.ones(1, 2), None), max_iter=5, step_fn=step)
+    hook = TimeBudgetHook(timing_from=2, timing_iters=3, started_at=-10.0,
+                          make_plan=lambda step_s, elapsed_s, iteration: plan_budget(100, elapsed_s, iteration, step_s,
+                                                                                     4.0, 0, 0.15, 0.0),
+                          apply_plan=lambda plan: setattr(trainer, "max_iter", plan.max_iter), clock=clock, now=clock)
+    trainer.register_hooks([hook])
+    trainer.train()
+    assert hook.plan.max_iter == 5 + 38                 # (100 - 20 - 4) / 2 at the timed speed
+    ended_at = clock.now + 10.0                         # seconds since the process started
+    assert trainer.max_iter < hook.plan.max_iter and trainer.iter == trainer.max_iter
+    assert 100 - 4.0 - 5.0 <= ended_at <= 100 - 4.0     # the budget used, the final evaluation still fits
+
+
 def test_an_explicit_max_iter_wins_over_the_budget(caplog):
     cfg = load_config(["train.time_budget=5m", "train.max_iter=7"])
     with caplog.at_level(logging.WARNING, logger="test"):
