@@ -24,14 +24,15 @@ from detector.data.split_carving import carve_test, plan_splits, subset_index
 
 logger = logging.getLogger("detector")
 # The lines already logged, per handler of the run's logger: setup_logger gives each run new
-# handlers, so each run's log.txt gets the layout once, and lines logged while the config is
-# composed (before the run's logger exists, when they reach no log file) are logged again later.
-_logged: "weakref.WeakKeyDictionary[logging.Handler, set[str]]" = weakref.WeakKeyDictionary()
+# handlers, so each run's log.txt gets the layout once (not once per process), and a warning
+# logged while the config is composed (before the run's log file exists) reaches it too.
+# (Before any run's logger is set up, as a script using the API, once per process.)
+_logged: "weakref.WeakKeyDictionary[logging.Handler | logging.Logger, set[str]]" = weakref.WeakKeyDictionary()
 
 
 def _log_once(message: str, *args, warning: bool = False) -> None:
     text = message % args if args else message
-    seen = _logged.setdefault(logger.handlers[0], set()) if logger.handlers else set()
+    seen = _logged.setdefault(logger.handlers[0] if logger.handlers else logger, set())
     if text not in seen:
         seen.add(text)
         (logger.warning if warning else logger.info)(text)
@@ -100,9 +101,13 @@ class FolderFormat(DatasetFormat):
     def layout(self):
         return _layout(self.folder(), self.layout_name, self.signature())
 
-    def plan(self):
+    def plan(self, log: bool = True):
+        """The split plan; logs the layout, classes and decisions (once per run's logger) unless
+        `log` is false (the config resolver, which runs before the run's log file exists)."""
         found = self.layout()
         plan = plan_splits(found.split_names(), self.folder())
+        if not log:
+            return plan
         classes = self.class_names()
         _log_once("dataset.path=%s: %s; %d classes: %s", self.folder(), found.description, len(classes),
                   ", ".join(classes))
@@ -148,10 +153,10 @@ class FolderFormat(DatasetFormat):
     def relative(self, path: str) -> str:
         return os.path.relpath(path, self.folder()).replace(os.sep, "/")
 
-    def carved_test_images(self) -> list[str] | None:
+    def carved_test_images(self, log: bool = True) -> list[str] | None:
         """The test images (relative to the folder) of a carved split: dataset.test_images when
         set, else the carve; None when the folder has its own test split."""
-        plan = self.plan()
+        plan = self.plan(log)
         if plan.test is not None:
             return None
         if self.test_images is not None:
@@ -200,7 +205,7 @@ def recorded_test_images(root_cfg) -> list[str] | None:
         folder_format = fmt if isinstance(fmt, FolderFormat) else getattr(fmt, "folder_format", lambda: None)()
         if folder_format is None:
             return None
-        fresh = folder_format.carved_test_images()
+        fresh = folder_format.carved_test_images(log=False)   # index() logs the layout, in the run's log
     except (DatasetError, FileNotFoundError, TypeError, ImportError, KeyError):
         # Resolving this key is no place to fail: the format, built without the record, raises the
         # same error where the tools catch it (one message naming the folder, no traceback).

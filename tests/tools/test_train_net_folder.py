@@ -47,8 +47,10 @@ def test_a_one_split_yolo_folder_trains_and_its_carved_test_images_stay_for_resu
     assert len(carve) == 2 and set(carve) <= set(boxes)
 
     run = tmp_path / "run"
-    train_net([*RUN, f"dataset.path={root}", f"output_dir={run}", "train.max_iter=3"])
+    proc = train_net([*RUN, f"dataset.path={root}", f"output_dir={run}", "train.max_iter=3"])
     log = (run / "log.txt").read_text()
+    # Once on the console too: not also while the config was composed, before the run's logger.
+    assert (proc.stdout + proc.stderr).count("YOLO labels described by") == 1
     where = f"dataset.path={root}: "
     assert f"{where}YOLO labels described by {root / 'data.yaml'}; 3 classes: cat, dog, bird\n" in log
     assert f"{where}only one split ('train'): a test split is carved from it\n" in log
