@@ -65,7 +65,9 @@ def carve_test(images: Sequence[tuple[str, Sequence[int]]], fraction: float, see
         raise DatasetError(f"dataset.test_fraction={fraction}: expected a fraction between 0 and 1, e.g. 0.2")
     names = sorted(name for name, _ in images)
     if len(set(names)) != len(names):
-        raise DatasetError("the images to split have duplicate names; every image must be listed once")
+        twice = sorted(n for n, k in Counter(names).items() if k > 1)
+        raise DatasetError(f"{len(twice)} image(s) are listed more than once in the split to carve, e.g. {twice[:3]} "
+                           "(two annotation files for one image?); keep one annotation file per image")
     if len(names) < 2:
         raise DatasetError(f"a test split cannot be carved from {len(names)} image(s); add images or a test split")
     labels = {name: sorted(set(int(c) for c in classes)) for name, classes in images}

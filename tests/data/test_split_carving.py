@@ -69,6 +69,9 @@ def test_bad_fractions_and_tiny_folders_are_refused():
         carve_test(labelled(10, 2), 1.5, 0)
     with pytest.raises(DatasetError, match=r"cannot be carved from 1 image"):
         carve_test([("a.jpg", [0])], 0.2, 0)
+    # Two VOC files naming one image (one by its stem, one by <filename>) list it twice: named.
+    with pytest.raises(DatasetError, match=r"1 image\(s\) are listed more than once .* \['images/a\.jpg'\]"):
+        carve_test([("images/a.jpg", [0]), ("images/b.jpg", [1]), ("images/a.jpg", [0])], 0.2, 0)
 
 
 def test_split_names_map_onto_train_and_test():
