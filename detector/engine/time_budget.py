@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping
@@ -151,6 +152,7 @@ class TimeBudgetHook(HookBase):
         self.make_plan, self.apply_plan = make_plan, apply_plan
         self.clock, self.now = clock, now
         self._timing_start: float | None = None
+        self._step_times: list[float] = []
         self.plan: BudgetPlan | None = None
 
     @property
@@ -168,12 +170,18 @@ class TimeBudgetHook(HookBase):
         done = self.trainer.iter + 1
         if done == self.timing_from:
             self._timing_start = self.clock()
-        elif done == self.plan_iteration:
+        elif self.timing_from < done <= self.plan_iteration and self._timing_start is not None:
+            now = self.clock()
+            self._step_times.append(now - self._timing_start)
+            self._timing_start = now
+        if done == self.plan_iteration:
             from detector.utils.distributed import broadcast_from_main, is_main_process
 
             plan = None
             if is_main_process():
-                step_s = (self.clock() - self._timing_start) / self.timing_iters
+                # The median step: a few iterations slowed by another process (a test run, an
+                # indexer) must not cut the whole plan short; _end_within_budget guards the rest.
+                step_s = float(statistics.median(self._step_times))
                 plan = self.make_plan(step_s, self.now() - self.started_at, done)
             self.plan = broadcast_from_main(plan)
             self.apply_plan(self.plan)

@@ -80,6 +80,29 @@ def test_hook_fixes_max_iter_after_timing_and_the_loop_follows_it():
     assert trainer.iter == 45 and clock.now == 45 * 2.0   # the loop ran every planned step
 
 
+def test_a_few_slow_timing_steps_do_not_cut_the_plan_short():
+    """Five timed steps of 2 s, two of them slowed to 20 s by another process: the plan takes the
+    median step (2 s), where the mean (9.2 s) would plan less than a quarter of the run."""
+    clock = Counter(2.0)
+    durations = iter([2.0, 2.0, 2.0, 20.0, 2.0, 20.0, 2.0] + [2.0] * 100)
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+
+    def step(m, batch):
+        clock.now += next(durations)
+        return {"loss": m(batch).pow(2).mean()}
+
+    trainer = Trainer(model, optimizer, iter(lambda: torch.ones(1, 2), None), max_iter=7, step_fn=step)
+    hook = TimeBudgetHook(timing_from=2, timing_iters=5, started_at=0.0,
+                          make_plan=lambda step_s, elapsed_s, iteration: plan_budget(200, elapsed_s, iteration, step_s,
+                                                                                     0.0, 0, 0.15, 0.0),
+                          apply_plan=lambda plan: setattr(trainer, "max_iter", plan.max_iter), clock=clock, now=clock)
+    trainer.register_hooks([hook])
+    trainer.train()
+    assert hook.plan.step_s == pytest.approx(2.0) and hook.plan.elapsed_s == pytest.approx(50.0)
+    assert hook.plan.max_iter == 7 + 75                 # (200 - 50) / 2
+
+
 def test_a_machine_that_slows_after_the_plan_still_ends_within_the_budget():
     """Timed at 2 s per step, planned to 43; after step 10 each step takes 5 s. The run ends
     early, at the first step after which only the final evaluation (4 s) still fits."""
