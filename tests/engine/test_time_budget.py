@@ -154,6 +154,12 @@ def fixed_figures(monkeypatch, step_s=2.0, elapsed_s=40.0, eval_s=1.0):
         return real(budget_s, elapsed_s, iteration, step_s, eval_s, *args, **kwargs)
 
     monkeypatch.setattr(time_budget, "plan_budget", planned)
+    # Nor does this machine's wall clock: the process "starts" an hour from now, so the overrun
+    # guard (tested with a fake clock above) never sees the real, load-dependent time of a test
+    # whose budget is one minute while pytest has been running for longer.
+    import time
+
+    monkeypatch.setattr(time_budget, "process_start_time", lambda: time.time() + 3600)
 
 
 def test_a_run_resumed_under_a_budget_ends_bit_identical(tmp_path, monkeypatch):
