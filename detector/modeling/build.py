@@ -6,6 +6,14 @@ parts) and is built by `detector.config.instantiate` from its own keys, plus wha
 while building (input channels, strides, the number of classes). Swapping a backbone, a neck or
 a head is a config change (docs/extending.md). Nothing here reads files: starting weights are
 loaded by detector.weights.loading, which builds through this module, never the reverse.
+
+RoI heads follow one convention, whatever the family (plain: roi_heads.standard_roi_heads,
+Mask R-CNN: mask_roi_heads.mask_roi_heads, Cascade: cascade.cascade_roi_heads, or a user's):
+the builder sits at the end of its family's module and is called here as
+`instantiate(model.roi_heads, in_channels=C, strides=[...], num_classes=K)`. It takes those
+three first, then its head nodes (`box_head`, and `mask_head` where it has one) as config
+nodes it builds itself, then its family's own keys, then the box branch's keys as
+`**box_keys` (read by detector.modeling.box_branch.BoxBranchKeys).
 """
 from __future__ import annotations
 
@@ -18,9 +26,7 @@ from detector.instantiate import instantiate
 from detector.modeling.box_coder import BoxCoder
 from detector.modeling.faster_rcnn import FasterRCNN
 from detector.modeling.matcher import Matcher
-from detector.modeling.poolers import MultiLevelRoIAlign
 from detector.modeling.preprocessing import ImagePreprocessor
-from detector.modeling.roi_heads import BoxPredictor, RoIHeads
 from detector.modeling.rpn import RPN, RPNHead
 from detector.modeling.sampler import BalancedSampler
 
@@ -91,34 +97,6 @@ def region_proposal_network(in_channels: int, anchor_generator, conv_depth: int,
         post_nms_topk={"train": post_nms_topk_train, "test": post_nms_topk_test},
         nms_thresh=nms_thresh,
         score_thresh=score_thresh,
-        min_box_size=min_box_size,
-        box_loss=box_loss,
-        smooth_l1_beta=smooth_l1_beta,
-    )
-
-
-def standard_roi_heads(in_channels: int, strides: Sequence[int], num_classes: int, box_head: Mapping[str, Any],
-                       fc_dim: int, conv_dim: int, conv_norm: str, pooler_resolution: int,
-                       pooler_sampling_ratio: int, pooler_aligned: bool, canonical_box_size: int,
-                       canonical_level: int, batch_size_per_image: int, positive_fraction: float,
-                       fg_iou_thresh: float, bg_iou_thresh: float, bbox_reg_weights: Sequence[float], box_loss: str,
-                       smooth_l1_beta: float, predictor_layout: str, score_thresh: float, nms_thresh: float,
-                       detections_per_img: int, min_box_size: float) -> RoIHeads:
-    """The box branch of model.roi_heads: multi-level RoIAlign, the box head its `box_head`
-    node names (given in_channels and the pooled resolution), a class/box predictor.
-    fc_dim, conv_dim and conv_norm are read by the box_head node (interpolations)."""
-    head = instantiate(box_head, in_channels=in_channels, resolution=pooler_resolution)
-    return RoIHeads(
-        pooler=MultiLevelRoIAlign(pooler_resolution, list(strides), pooler_sampling_ratio, pooler_aligned,
-                                  canonical_box_size, canonical_level),
-        box_head=head,
-        box_predictor=BoxPredictor(head.out_dim, num_classes, predictor_layout),
-        box_coder=BoxCoder(list(bbox_reg_weights)),
-        matcher=Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=False),
-        sampler=BalancedSampler(batch_size_per_image, positive_fraction),
-        score_thresh=score_thresh,
-        nms_thresh=nms_thresh,
-        detections_per_img=detections_per_img,
         min_box_size=min_box_size,
         box_loss=box_loss,
         smooth_l1_beta=smooth_l1_beta,

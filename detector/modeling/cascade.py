@@ -11,6 +11,9 @@ the class probabilities are averaged over the stages and the boxes are the last 
 Submodules are named like Detectron2's, so its model-zoo keys map 1:1:
 `roi_heads.box_head.{k}.fc1/fc2`, `roi_heads.box_predictor.{k}.cls_score/bbox_pred` and, with
 masks, `roi_heads.mask_head` / `roi_heads.mask_predictor` as in detector.modeling.mask_head.
+
+The family's builder, `cascade_roi_heads`, sits at the end, by the convention of every
+RoI-heads family (detector.modeling.build).
 """
 from __future__ import annotations
 
@@ -21,15 +24,17 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import box_iou
 
+from detector.modeling.box_branch import BoxBranchKeys
 from detector.modeling.box_coder import BoxCoder
+from detector.modeling.box_predictor import BoxPredictor
 from detector.modeling.boxes import clip_to_image
+from detector.modeling.detection_selection import select_detections
 from detector.modeling.losses import box_regression_loss
-from detector.modeling.mask_head import MaskBranch, check_mask_targets, mask_branch
+from detector.modeling.mask_branch import MaskBranch, mask_branch
+from detector.modeling.mask_loss import check_mask_targets
 from detector.modeling.mask_paste import check_mask_paste
 from detector.modeling.matcher import Matcher
 from detector.modeling.poolers import MultiLevelRoIAlign
-from detector.modeling.roi_heads import BoxPredictor, select_detections
-from detector.modeling.sampler import BalancedSampler
 
 # The usual three stages: IoU thresholds and box-coder weights (the deltas' spread shrinks as the
 # boxes get better, so later stages scale them up more).
@@ -213,52 +218,38 @@ class CascadeRoIHeads(MaskBranch, nn.Module):
 
 
 def cascade_roi_heads(in_channels: int, strides: Sequence[int], num_classes: int, box_head: Mapping[str, Any],
-                      fc_dim: int, conv_dim: int, conv_norm: str, pooler_resolution: int, pooler_sampling_ratio: int,
-                      pooler_aligned: bool, canonical_box_size: int, canonical_level: int,
-                      batch_size_per_image: int, positive_fraction: float, fg_iou_thresh: float,
-                      bg_iou_thresh: float, bbox_reg_weights: Sequence[float], refine_stages: Sequence[Mapping[str, Any]],
-                      stage_loss_weights: Sequence[float], box_loss: str, smooth_l1_beta: float, predictor_layout: str,
-                      score_thresh: float, nms_thresh: float, detections_per_img: int, min_box_size: float,
-                      mask_head: Mapping[str, Any] | None, mask_pooler_resolution: int,
-                      mask_deconv_dim: int, mask_paste: str = "torchvision") -> CascadeRoIHeads:
-    """model.roi_heads of Cascade (Mask) R-CNN: one box head (built from the `box_head` node,
-    given in_channels and the pooled resolution; fc_dim, conv_dim and conv_norm are read by that
-    node) and one class-agnostic predictor per stage. The first stage is the standard head's
-    (fg_iou_thresh / bg_iou_thresh, bbox_reg_weights); each entry of `refine_stages`
-    ({iou_thresh, bbox_reg_weights}) adds a stage that relabels the previous stage's refined
-    boxes at its own IoU. stage_loss_weights has one weight per stage. A `mask_head` node (not
-    null) adds Mask R-CNN's branch, its masks pasted the `mask_paste` way (conf/model sets it; a
-    config without it pastes the torchvision way)."""
-    from detector.instantiate import instantiate
-
-    iou_thresholds = [fg_iou_thresh] + [float(stage["iou_thresh"]) for stage in refine_stages]
-    stage_bbox_reg_weights = [list(bbox_reg_weights)] + [list(stage["bbox_reg_weights"]) for stage in refine_stages]
+                      mask_head: Mapping[str, Any] | None, refine_stages: Sequence[Mapping[str, Any]],
+                      stage_loss_weights: Sequence[float], mask_pooler_resolution: int, mask_deconv_dim: int,
+                      mask_paste: str = "torchvision", **box_keys) -> CascadeRoIHeads:
+    """model.roi_heads of Cascade (Mask) R-CNN: one box head per stage (each built from the
+    `box_head` node) and one class-agnostic predictor per stage. The first stage is the plain
+    head's (the box branch's keys: fg_iou_thresh / bg_iou_thresh, bbox_reg_weights, ...; see
+    detector.modeling.box_branch.BoxBranchKeys); each entry of `refine_stages` ({iou_thresh,
+    bbox_reg_weights}) adds a stage that relabels the previous stage's refined boxes at its own
+    IoU. stage_loss_weights has one weight per stage. A `mask_head` node (not null) adds Mask
+    R-CNN's branch, its masks pasted the `mask_paste` way (conf/model sets it; a config without
+    it pastes the torchvision way)."""
+    box = BoxBranchKeys.read(box_keys)
+    iou_thresholds = [box.fg_iou_thresh] + [float(stage["iou_thresh"]) for stage in refine_stages]
+    stage_bbox_reg_weights = [list(box.bbox_reg_weights)] + [list(stage["bbox_reg_weights"]) for stage in refine_stages]
     stages = len(iou_thresholds)
     if len(stage_loss_weights) != stages:
         raise ValueError(f"model.roi_heads.stage_loss_weights={list(stage_loss_weights)} needs one weight per cascade "
                          f"stage: {stages} (the first stage plus {len(refine_stages)} refine_stages).")
-    heads = [instantiate(box_head, in_channels=in_channels, resolution=pooler_resolution) for _ in range(stages)]
-    mask = {}
-    if mask_head is not None:
-        mask = mask_branch(in_channels, strides, num_classes, mask_head, mask_pooler_resolution, mask_deconv_dim,
-                           pooler_sampling_ratio, pooler_aligned, canonical_box_size, canonical_level, predictor_layout)
+    heads = [box.box_head(box_head, in_channels) for _ in range(stages)]
+    # Built before the predictors, as always: the random initialisation under a seed stays the same.
+    mask = {} if mask_head is None else mask_branch(in_channels, strides, num_classes, mask_head,
+                                                     mask_pooler_resolution, mask_deconv_dim, box)
     return CascadeRoIHeads(
-        pooler=MultiLevelRoIAlign(pooler_resolution, list(strides), pooler_sampling_ratio, pooler_aligned,
-                                  canonical_box_size, canonical_level),
+        pooler=box.pooler(strides),
         box_heads=heads,
-        box_predictors=[BoxPredictor(head.out_dim, num_classes, predictor_layout, class_agnostic=True)
+        box_predictors=[BoxPredictor(head.out_dim, num_classes, box.predictor_layout, class_agnostic=True)
                         for head in heads],
-        box_coders=[BoxCoder(list(w)) for w in stage_bbox_reg_weights],
-        matchers=[Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=False)]
-        + [Matcher(t, t, allow_low_quality_matches=False) for t in iou_thresholds[1:]],
-        sampler=BalancedSampler(batch_size_per_image, positive_fraction),
+        box_coders=[BoxCoder(weights) for weights in stage_bbox_reg_weights],
+        matchers=[box.proposal_matcher()] + [Matcher(t, t, allow_low_quality_matches=False) for t in iou_thresholds[1:]],
+        sampler=box.proposal_sampler(),
         stage_loss_weights=list(stage_loss_weights),
-        score_thresh=score_thresh,
-        nms_thresh=nms_thresh,
-        detections_per_img=detections_per_img,
-        min_box_size=min_box_size,
-        box_loss=box_loss,
-        smooth_l1_beta=smooth_l1_beta,
         mask_paste=mask_paste,
+        **box.head_options(),
         **mask,
     )

@@ -1,7 +1,13 @@
-"""Second stage of Faster R-CNN: pool each proposal, classify it and refine its box."""
+"""Faster R-CNN's RoI heads, the plain family: pool each proposal, classify it and refine its box
+with one box head; the library's box heads; and the family's builder, `standard_roi_heads`.
+
+Each RoI-heads family keeps its module and its builder together (this one, mask_roi_heads,
+cascade); the parts they share -- predictor, detection selection, the box branch's config
+keys -- live in modules of their own below them.
+"""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -9,13 +15,13 @@ from torch import nn
 from torchvision.ops import box_iou
 
 from detector.modeling.backbone.norm import NORM_CHOICES, conv_norm, make_norm
+from detector.modeling.box_branch import BoxBranchKeys
 from detector.modeling.box_coder import BoxCoder
-from detector.modeling.boxes import batched_nms, box_sizes_at_least, clip_boxes, size_tensor
+from detector.modeling.box_predictor import BoxPredictor
+from detector.modeling.detection_selection import select_detections
 from detector.modeling.losses import box_regression_loss
 from detector.modeling.matcher import Matcher
 from detector.modeling.poolers import MultiLevelRoIAlign
-
-PREDICTOR_LAYOUTS = ("torchvision", "detectron2")
 
 
 class FCBoxHead(nn.Module):
@@ -72,43 +78,6 @@ class ConvFCBoxHead(nn.Module):
             else:
                 x = F.relu(conv(x), inplace=True)
         return F.relu(self.fc1(x.flatten(start_dim=1)))
-
-
-class BoxPredictor(nn.Module):
-    """Class scores and box deltas: 4 per class, or one box per proposal (`class_agnostic`, as
-    Cascade R-CNN's stages regress).
-
-    layout "torchvision": cls_score has K+1 outputs with background at index 0, and a
-    class-specific bbox_pred has 4 per class including background. layout "detectron2":
-    background is the last score and a class-specific bbox_pred has 4 per foreground class only.
-    Either way `forward` returns background-first logits [R, K+1] and deltas [R, 4*(K+1)]
-    ([R, 4] when class-agnostic) so the rest of the code has one convention.
-    """
-
-    def __init__(self, in_dim: int, num_classes: int, layout: str = "torchvision", class_agnostic: bool = False):
-        super().__init__()
-        if layout not in PREDICTOR_LAYOUTS:
-            raise ValueError(f"model.roi_heads.predictor_layout='{layout}'; valid choices: {', '.join(PREDICTOR_LAYOUTS)}.")
-        self.num_classes = num_classes
-        self.layout = layout
-        self.class_agnostic = class_agnostic
-        self.cls_score = nn.Linear(in_dim, num_classes + 1)
-        box_outputs = 1 if class_agnostic else num_classes + 1 if layout == "torchvision" else num_classes
-        self.bbox_pred = nn.Linear(in_dim, box_outputs * 4)
-        nn.init.normal_(self.cls_score.weight, std=0.01)
-        nn.init.normal_(self.bbox_pred.weight, std=0.001)
-        nn.init.zeros_(self.cls_score.bias)
-        nn.init.zeros_(self.bbox_pred.bias)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.cls_score(x)
-        deltas = self.bbox_pred(x)
-        if self.layout == "detectron2":
-            logits = torch.cat([logits[:, -1:], logits[:, :-1]], dim=1)
-            if not self.class_agnostic:
-                # Background never gets a box; zeros keep the class-indexed layout.
-                deltas = torch.cat([deltas.new_zeros((deltas.shape[0], 4)), deltas], dim=1)
-        return logits, deltas
 
 
 class RoIHeads(nn.Module):
@@ -197,32 +166,13 @@ class RoIHeads(nn.Module):
                                  self.score_thresh, self.nms_thresh, self.detections_per_img, self.min_box_size)
 
 
-@torch.no_grad()
-def select_detections(boxes: torch.Tensor, scores: torch.Tensor, counts: Sequence[int],
-                      image_sizes, score_thresh: float, nms_thresh: float,
-                      detections_per_img: int, min_box_size: float) -> list[dict[str, torch.Tensor]]:
-    """Detections of each image from per-class boxes [R, K+1, 4] and class probabilities [R, K+1]
-    (background first) of all images' proposals (counts per image): clipped, background dropped,
-    score and size thresholds, per-class NMS, the best `detections_per_img`. Shared by the
-    plain and the cascade box heads. image_sizes: (height, width) per image, as pairs or an
-    int tensor [N, 2]; everything after the image split is tensor operations, so the export
-    traces this function as it is."""
-    num_classes = scores.shape[1]
-    sizes = size_tensor(image_sizes, boxes.device)
-    # One image needs no split: a traced split would freeze its box count.
-    per_image = zip([boxes], [scores]) if len(counts) == 1 else zip(boxes.split(counts), scores.split(counts))
-    results = []
-    for i, (image_boxes, image_scores) in enumerate(per_image):
-        image_boxes = clip_boxes(image_boxes[None], sizes[i:i + 1])[0]
-        labels = torch.arange(num_classes, device=boxes.device).view(1, -1).expand_as(image_scores)
-        # Drop the background column, then treat every (proposal, class) pair as a candidate.
-        image_boxes = image_boxes[:, 1:].reshape(-1, 4)
-        image_scores = image_scores[:, 1:].reshape(-1)
-        labels = labels[:, 1:].reshape(-1)
-        keep = torch.nonzero(image_scores > score_thresh, as_tuple=True)[0]
-        image_boxes, image_scores, labels = image_boxes[keep], image_scores[keep], labels[keep]
-        keep = torch.nonzero(box_sizes_at_least(image_boxes, min_box_size), as_tuple=True)[0]
-        image_boxes, image_scores, labels = image_boxes[keep], image_scores[keep], labels[keep]
-        keep = batched_nms(image_boxes, image_scores, labels, nms_thresh)[: detections_per_img]
-        results.append({"boxes": image_boxes[keep], "scores": image_scores[keep], "labels": labels[keep]})
-    return results
+def standard_roi_heads(in_channels: int, strides: Sequence[int], num_classes: int, box_head: Mapping[str, Any],
+                       **box_keys) -> RoIHeads:
+    """model.roi_heads of Faster R-CNN: multi-level RoIAlign, the box head its `box_head` node
+    names (given in_channels and the pooled resolution), a class/box predictor; box_keys are the
+    box branch's keys (detector.modeling.box_branch.BoxBranchKeys)."""
+    box = BoxBranchKeys.read(box_keys)
+    head = box.box_head(box_head, in_channels)
+    return RoIHeads(box.pooler(strides), head, BoxPredictor(head.out_dim, num_classes, box.predictor_layout),
+                    BoxCoder(list(box.bbox_reg_weights)), box.proposal_matcher(), box.proposal_sampler(),
+                    **box.head_options())

@@ -19,7 +19,14 @@ DETECTION_TARGETS = {
     "fpn": "detector.modeling.backbone.fpn.FPN",
     "anchor_generator": "detector.modeling.anchor_generator.AnchorGenerator",
     "rpn": "detector.modeling.build.region_proposal_network",
-    "roi_heads": "detector.modeling.build.standard_roi_heads",
+    "roi_heads": "detector.modeling.roi_heads.standard_roi_heads",
+}
+
+# Builders that moved to another module after checkpoints stored their `_target_`: the stored
+# path -> where the same builder, building the same model, is now.
+MOVED_TARGETS = {
+    "detector.modeling.build.standard_roi_heads": "detector.modeling.roi_heads.standard_roi_heads",
+    "detector.modeling.mask_head.mask_roi_heads": "detector.modeling.mask_roi_heads.mask_roi_heads",
 }
 
 # Keys added to the detection model config after the first release, with the value in effect
@@ -37,7 +44,7 @@ DETECTION_KEYS_ADDED = {
 NODE_KEYS_ADDED = {
     # Mask models' pasting (conf/model/mask_rcnn_fpn*.yaml, cascade_rcnn_fpn.yaml): torchvision's,
     # the only way before the key existed.
-    "detector.modeling.mask_head.mask_roi_heads": {"mask_paste": "torchvision"},
+    "detector.modeling.mask_roi_heads.mask_roi_heads": {"mask_paste": "torchvision"},
     "detector.modeling.cascade.cascade_roi_heads": {"mask_paste": "torchvision"},
 }
 
@@ -67,6 +74,15 @@ def _box_head_node(roi_heads: dict) -> dict:
     raise ValueError(f"model.roi_heads.box_head='{kind}' in a stored config: expected fc or conv4fc.")
 
 
+def _rename_moved_targets(node: dict) -> None:
+    """MOVED_TARGETS applied to `node` and every node below it."""
+    if node.get("_target_") in MOVED_TARGETS:
+        node["_target_"] = MOVED_TARGETS[node["_target_"]]
+    for value in node.values():
+        if isinstance(value, dict):
+            _rename_moved_targets(value)
+
+
 def _fill_node_keys(model: dict) -> None:
     """NODE_KEYS_ADDED into each component node of `model` that lacks them."""
     for node in model.values():
@@ -87,6 +103,7 @@ def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(model, dict):
         return config
     if "_target_" in model:
+        _rename_moved_targets(model)
         _fill_node_keys(model)
         return config
     if model.get("name") == "resnet_classifier":

@@ -9,7 +9,8 @@ from detector.modeling.cascade import CASCADE_BBOX_REG_WEIGHTS, CASCADE_IOU_THRE
 from detector.modeling.mask_head import MaskHead, MaskPredictor
 from detector.modeling.matcher import Matcher
 from detector.modeling.poolers import MultiLevelRoIAlign
-from detector.modeling.roi_heads import BoxPredictor, FCBoxHead
+from detector.modeling.box_predictor import BoxPredictor
+from detector.modeling.roi_heads import FCBoxHead
 from detector.modeling.sampler import BalancedSampler
 
 STRIDES = [4, 8, 16, 32]

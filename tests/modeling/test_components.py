@@ -7,7 +7,7 @@ from detector.modeling.anchor_generator import AnchorGenerator
 from detector.modeling.box_coder import BoxCoder
 from detector.modeling.matcher import Matcher
 from detector.modeling.poolers import MultiLevelRoIAlign
-from detector.modeling.roi_heads import BoxPredictor
+from detector.modeling.box_predictor import BoxPredictor
 from detector.modeling.sampler import BalancedSampler
 
 

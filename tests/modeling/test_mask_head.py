@@ -8,11 +8,15 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.ops import MultiScaleRoIAlign
 
 from detector.modeling.box_coder import BoxCoder
-from detector.modeling.mask_head import MaskHead, MaskPredictor, MaskRoIHeads, mask_loss, mask_probabilities
+from detector.modeling.box_predictor import BoxPredictor
+from detector.modeling.mask_branch import mask_probabilities
+from detector.modeling.mask_head import MaskHead, MaskPredictor
+from detector.modeling.mask_loss import mask_loss
 from detector.modeling.mask_paste import paste_masks_in_image
+from detector.modeling.mask_roi_heads import MaskRoIHeads
 from detector.modeling.matcher import Matcher
 from detector.modeling.poolers import MultiLevelRoIAlign
-from detector.modeling.roi_heads import BoxPredictor, FCBoxHead
+from detector.modeling.roi_heads import FCBoxHead
 from detector.modeling.sampler import BalancedSampler
 
 
@@ -234,7 +238,7 @@ def test_a_detector_with_mask_heads_trains_and_returns_pasted_masks_in_input_pix
     # model.roi_heads of Mask R-CNN: the box branch's keys plus the mask branch's.
     model = build_model(make_small_config(
         "model.input.min_size_test=64", "model.input.max_size_test=100", "model.roi_heads.score_thresh=0.0",
-        "model.roi_heads.detections_per_img=10", "model.roi_heads._target_=detector.modeling.mask_head.mask_roi_heads",
+        "model.roi_heads.detections_per_img=10", "model.roi_heads._target_=detector.modeling.mask_roi_heads.mask_roi_heads",
         "+model.roi_heads.mask_head={_target_:detector.modeling.mask_head.MaskHead,conv_dim:16}",
         "+model.roi_heads.mask_pooler_resolution=14", "+model.roi_heads.mask_deconv_dim=16"))
     heads = model.roi_heads
@@ -265,7 +269,7 @@ def test_a_detector_with_mask_heads_trains_and_returns_pasted_masks_in_input_pix
                 assert ys.min() >= b[1] - pad_y and ys.max() <= b[3] + pad_y
 
 
-MASK_HEADS = ["model.roi_heads._target_=detector.modeling.mask_head.mask_roi_heads",
+MASK_HEADS = ["model.roi_heads._target_=detector.modeling.mask_roi_heads.mask_roi_heads",
               "+model.roi_heads.mask_head={_target_:detector.modeling.mask_head.MaskHead}",
               "+model.roi_heads.mask_pooler_resolution=14", "+model.roi_heads.mask_deconv_dim=256"]
 
