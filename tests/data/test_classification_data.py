@@ -7,15 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detector.data.classification import (
-    ClassBalancedBatchSampler,
-    ImageFolderDataset,
-    build_cls_test_transform,
-    build_cls_train_transform,
-    class_loss_weights,
-    class_sampling_probabilities,
-    scan_image_folder,
-)
+from detector.data.class_balance import ClassBalancedBatchSampler, class_loss_weights, class_sampling_probabilities
+from detector.data.classification_dataset import ImageFolderDataset
+from detector.data.classification_folders import scan_image_folder
+from detector.data.classification_transforms import build_cls_test_transform, build_cls_train_transform
 
 
 def write_folder(root, counts: dict[str, int]):
