@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -24,8 +24,17 @@ from detector.utils.distributed import gather_to_main, get_rank, get_world_size
 from detector.utils.rng_state import capture_rng_state
 from detector.weights.checkpoint_io import TMP_SUFFIX, CheckpointError, load_checkpoint, save_checkpoint
 
-if TYPE_CHECKING:  # a type only: the weights package does not import the engine
-    from detector.engine.ema import ModelEMA
+
+class AveragedWeights(Protocol):
+    """What the checkpointer needs of a moving average of the weights (the engine's ModelEMA):
+    its state to save and restore, and its module, the final checkpoint's "model". Described
+    here, not imported, so that weights/ never imports the engine above it."""
+
+    module: nn.Module
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
 
 LAST = "last.pth"
 PREVIOUS = "previous.pth"   # the checkpoint before last.pth: the fallback when last.pth is damaged
@@ -45,7 +54,7 @@ class Checkpointer:
         optimizer: torch.optim.Optimizer | None = None,
         scheduler: Any = None,
         scaler: Any = None,
-        ema: "ModelEMA | None" = None,
+        ema: AveragedWeights | None = None,
         config: dict | None = None,
         save_to_disk: bool = True,
         logger: logging.Logger | None = None,

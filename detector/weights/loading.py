@@ -4,9 +4,12 @@
 (weights -> modeling, never the reverse). A checkpoint is rebuilt from the config it carries
 alone (brought to today's layout by `upgrade_config`), never from conf/.
 
-- `load_model(path)`: the model a checkpoint describes, with its weights, in eval mode.
-- `load_initial_weights(model, cfg)`: the starting weights a run config names
-  (`backbone.weights`, `model.weights`), for a detector or a classifier.
+- `load_model(path)`: the model a checkpoint describes, with its weights, in eval mode; in two
+  steps, `read_model_checkpoint` (resolve and read the file once) and `model_from_checkpoint`, for
+  callers that need more of the file (its iteration, its category ids).
+- `load_initial_weights(model, cfg, logger, weights)`: the starting weights a run config names
+  (`backbone.weights`, `model.weights`), for a detector or a classifier; `weights` is the run's
+  StartingWeights (detector/weights/starting_weights.py), read once for settings and loading.
 - `load_weights_into`, `load_backbone_weights`, `load_classifier_weights`: one file into one
   module, strictly (every key must match, except what each docstring sets aside).
 """
@@ -23,10 +26,12 @@ from torch import nn
 from detector.modeling.backbone.resnet import ResNet
 from detector.modeling.build import build_model
 from detector.modeling.classifier import HEAD_KEYS, ResNetClassifier
+from detector.weights.checkpoint_io import CheckpointRecord, read_checkpoint
 from detector.weights.config_upgrade import upgrade_config
+from detector.weights.starting_weights import StartingWeights, WeightsFile, read_starting_weights
 from detector.weights.state_dicts import load_state_dict_strict, read_state_dict, strip_prefix
 from detector.weights.weight_settings import check_weight_settings
-from detector.weights.zoo import resolve_weights
+from detector.weights.zoo import PublishedWeightsError, resolve_weights
 
 logger = logging.getLogger(__name__)
 
@@ -50,16 +55,28 @@ def load_backbone_weights(body: ResNet, path: str | os.PathLike) -> None:
     (when out_features stops early) are set aside; everything else must match exactly.
     `path` may be a published name, e.g. torchvision://resnet50."""
     state, _ = read_state_dict(resolve_weights(path, expect="backbone"))
+    _load_backbone_state(body, state, str(path))
+
+
+def _load_backbone_state(body: ResNet, state: Mapping[str, torch.Tensor], source: str) -> None:
     for prefix in ("module.", "backbone.body.", "body.", "backbone."):
         state = strip_prefix(state, prefix)
     built = body.built_stage_prefixes()
     unused_stage = tuple(f"layer{i}." for i in range(1, 5) if f"layer{i}." not in built)
     state = {k: v for k, v in state.items() if not k.startswith("fc.") and not (unused_stage and k.startswith(unused_stage))}
-    load_state_dict_strict(body, state, source=str(path))
-    logger.info("Loaded backbone weights from %s", path)
+    load_state_dict_strict(body, state, source=source)
+    logger.info("Loaded backbone weights from %s", source)
 
 
-def load_initial_weights(model: nn.Module, cfg: DictConfig, logger: logging.Logger | None = None) -> None:
+def _refuse_kind(file: WeightsFile, wanted: str, advice: str) -> None:
+    """A published name of the other kind than the model takes (checked here, where the model is
+    known; backbone.weights names are checked when resolved)."""
+    if file.kind is not None and file.kind != wanted:
+        raise PublishedWeightsError(f"'{file.name}' cannot be used as {file.key} here: {advice}.")
+
+
+def load_initial_weights(model: nn.Module, cfg: DictConfig, logger: logging.Logger | None = None,
+                         weights: StartingWeights | None = None) -> None:
     """The starting weights `cfg` names, into the model `build_model(cfg)` made.
 
     Detector: `backbone.weights` into its ResNet body (model.backbone.body), then
@@ -67,20 +84,30 @@ def load_initial_weights(model: nn.Module, cfg: DictConfig, logger: logging.Logg
     body it also holds). The input settings the deciding file records (model.weights, else
     backbone.weights) must be cfg's (detector/weights/weight_settings.py). Classifier
     (conf/cls.yaml): `model.weights` (the fc head is re-initialised when its class count
-    differs) or `backbone.weights` (the body only), not both."""
-    check_weight_settings(cfg)   # weights made with another input or stride load cleanly, then mislead
-    if isinstance(model, ResNetClassifier):
-        _load_initial_classifier_weights(model, cfg, logger)
+    differs) or `backbone.weights` (the body only), not both.
+
+    `weights`: the run's StartingWeights (read once, before the settings were adopted); its
+    tensors are handed over here. Without it the files cfg names are read now. A resumed run's
+    loads nothing: its checkpoint replaces every weight next."""
+    weights = weights if weights is not None else read_starting_weights(cfg)
+    check_weight_settings(cfg, weights)   # weights made with another input or stride load cleanly, then mislead
+    if weights.resumed_from is not None:
         return
-    if cfg.backbone.weights:
+    if isinstance(model, ResNetClassifier):
+        _load_initial_classifier_weights(model, weights, logger)
+        return
+    if weights.backbone is not None:
         body = getattr(getattr(model, "backbone", None), "body", None)
         if not isinstance(body, ResNet):
-            raise ValueError(f"backbone.weights={cfg.backbone.weights} loads a ResNet body, but this model's backbone "
+            raise ValueError(f"{weights.backbone.setting} loads a ResNet body, but this model's backbone "
                              f"is {type(body).__name__ if body is not None else 'absent'}; set backbone.weights=null "
                              "(or load the whole model with model.weights).")
-        load_backbone_weights(body, cfg.backbone.weights)
-    if cfg.model.weights:
-        load_weights_into(model, cfg.model.weights)
+        _load_backbone_state(body, weights.backbone.take_state(), weights.backbone.name)
+    if weights.model is not None:
+        file = weights.model
+        _refuse_kind(file, "detector", f"it holds ImageNet backbone weights: pass it as backbone.weights={file.name}")
+        load_state_dict_strict(model, file.take_state(), source=file.name)
+        logging.getLogger(__name__).info("Loaded weights from %s", file.name)
 
 
 # --- Checkpoints that carry their config -----------------------------------------------------
@@ -110,24 +137,36 @@ def config_from_checkpoint(checkpoint: dict, source: str, overrides: Iterable[st
     return cfg
 
 
+def read_model_checkpoint(path: str | os.PathLike) -> CheckpointRecord:
+    """The checkpoint a model is rebuilt from, read once: its state dict, config, iteration and
+    category ids (detector/weights/checkpoint_io.py's record). `path` may be a published name
+    (fetched and converted once, then cached)."""
+    return read_checkpoint(resolve_weights(path, expect="detector"))
+
+
+def model_from_checkpoint(checkpoint: CheckpointRecord, source: str, overrides: Iterable[str] = (),
+                          device: str = "cpu") -> nn.Module:
+    """The model a checkpoint (read_model_checkpoint) describes, built by build_model from its
+    own config (overrides applied), its weights loaded strictly, in eval mode on `device`, its
+    config as `model.config`. `source` names the file in messages."""
+    cfg = config_from_checkpoint(checkpoint.contents, source, overrides)
+    with open_dict(cfg):
+        # The weights come from this file; do not load any other.
+        cfg.model.weights = None
+        cfg.backbone.weights = None
+    model = build_model(cfg)
+    load_state_dict_strict(model, checkpoint.state, source=source)
+    model.config = cfg
+    return model.to(device).eval()
+
+
 def load_model(path: str | os.PathLike, overrides: Iterable[str] = (), device: str = "cpu") -> nn.Module:
     """Rebuild the model from the config a checkpoint carries (through build_model), load its
     weights strictly and return it in eval mode, its config as `model.config`. `overrides`
     are "key=value" strings, e.g. ["model.roi_heads.score_thresh=0.0"]. `path` may be a
     published name, e.g. torchvision://fasterrcnn_resnet50_fpn (fetched and converted once,
     then cached)."""
-    from detector.weights.safetensors_io import read_checkpoint_with_config
-
-    checkpoint = read_checkpoint_with_config(resolve_weights(path, expect="detector"))
-    cfg = config_from_checkpoint(checkpoint, str(path), overrides)
-    with open_dict(cfg):
-        # The weights come from this file; do not load any other.
-        cfg.model.weights = None
-        cfg.backbone.weights = None
-    model = build_model(cfg)
-    load_state_dict_strict(model, checkpoint["model"], source=str(path))
-    model.config = cfg
-    return model.to(device).eval()
+    return model_from_checkpoint(read_model_checkpoint(path), str(path), overrides, device)
 
 
 # --- Classifiers -----------------------------------------------------------------------------
@@ -176,21 +215,30 @@ def load_classifier_body_weights(model: ResNetClassifier, path: str | os.PathLik
                                  logger: logging.Logger | None = None) -> None:
     """The ResNet body from `path` (a torchvision file, a classifier checkpoint, or a backbone
     written with a "backbone.body." prefix), strictly; the fc head stays new."""
-    logger = logger or logging.getLogger("detector")
-    state = classifier_state_from_file(path)
+    _load_classifier_body_state(model, classifier_state_from_file(path), str(path), logger)
+
+
+def _load_classifier_body_state(model: ResNetClassifier, state: Mapping[str, torch.Tensor], source: str,
+                                logger: logging.Logger | None) -> None:
+    state = strip_prefix(state, "module.")
     for prefix in ("backbone.body.", "body.", "backbone."):
         state = strip_prefix(state, prefix)
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     state.update({k: v for k, v in model.state_dict().items() if k in HEAD_KEYS})
-    load_state_dict_strict(model, state, source=str(path))
-    logger.info("Loaded backbone weights from %s; the fc head (%d classes) is new.", path, model.num_classes)
+    load_state_dict_strict(model, state, source=source)
+    (logger or logging.getLogger("detector")).info("Loaded backbone weights from %s; the fc head (%d classes) is new.",
+                                                   source, model.num_classes)
 
 
-def _load_initial_classifier_weights(model: ResNetClassifier, cfg: DictConfig, logger: logging.Logger | None) -> None:
-    if cfg.model.weights and cfg.backbone.weights:
-        raise ValueError(f"Both model.weights={cfg.model.weights} and backbone.weights={cfg.backbone.weights} are set; "
+def _load_initial_classifier_weights(model: ResNetClassifier, weights: StartingWeights,
+                                     logger: logging.Logger | None) -> None:
+    if weights.model is not None and weights.backbone is not None:
+        raise ValueError(f"Both {weights.model.setting} and {weights.backbone.setting} are set; "
                          "pick one (model.weights loads the whole classifier, backbone.weights the body only).")
-    if cfg.model.weights:
-        load_classifier_weights(model, str(cfg.model.weights), logger=logger)
-    elif cfg.backbone.weights:
-        load_classifier_body_weights(model, str(cfg.backbone.weights), logger)
+    if weights.model is not None:
+        file = weights.model
+        _refuse_kind(file, "backbone", "it holds a whole detector; a classifier starts from ImageNet backbone "
+                                       "weights (e.g. torchvision://resnet50)")
+        load_classifier_weights(model, strip_prefix(file.take_state(), "module."), source=file.name, logger=logger)
+    elif weights.backbone is not None:
+        _load_classifier_body_state(model, weights.backbone.take_state(), weights.backbone.name, logger)
