@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from detector.utils.run_comparison import RunFolderError, find_runs, write_comparison
+from detector.engine.run_comparison import RunFolderError, find_runs, write_comparison
 
 
 def main(argv: list[str] | None = None) -> int:

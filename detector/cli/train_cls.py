@@ -13,9 +13,6 @@ Writes output_dir/{config.yaml, log.txt, checkpoints/, metrics.json, confusion_m
 """
 from __future__ import annotations
 
-import os
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
@@ -26,40 +23,17 @@ register_resolvers()
 
 @hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name="cls", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from detector.engine.sweep import release_process_group, use_job_output_dir, write_overrides_record
-    from detector.engine.config_checks import ConfigError, check_output_dir
-    from detector.engine.run import checkpoint_overrides, evaluate_checkpoint, train
-    from detector.tasks.classification import ClassificationTask, validate_cls_config
-    from detector.engine.trainer import NonFiniteLossError
-    from detector.utils.distributed import adopt_slurm_environment
-    from detector.weights.checkpoint_io import CheckpointError
-    from detector.weights.state_dicts import WeightsMismatchError
+    from detector.engine.launch import launch
+    from detector.tasks.classification import ClassificationTask
 
-    finished = False
-    try:
-        use_job_output_dir(cfg)  # -m: this job's own folder, the same on every rank
-        validate_cls_config(cfg)
-        adopt_slurm_environment()  # a SLURM task's rank, as torchrun would name it
-        if int(os.environ.get("RANK", 0)) == 0:
-            check_output_dir(cfg.output_dir)
-            write_overrides_record(cfg.output_dir)  # -m: the job's overrides.yaml
-        if cfg.eval_only:
-            from hydra.core.hydra_config import HydraConfig
-
-            evaluate_checkpoint(cfg, ClassificationTask(), checkpoint_overrides(HydraConfig.get().overrides.task))
-        else:
-            train(cfg, ClassificationTask())
-        finished = True
-    except (ConfigError, NonFiniteLossError, WeightsMismatchError, CheckpointError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
-    finally:
-        release_process_group(finished)  # under -m the next job reuses the process group
+    launch(cfg, ClassificationTask())
 
 
 def run() -> None:
     """The console command (and tools/train_cls.py)."""
-    main()
+    from detector.engine.launch import run_command
+
+    run_command(main, "cls")
 
 
 if __name__ == "__main__":  # python -m detector.cli.train_cls (also: torchrun -m detector.cli.train_cls)

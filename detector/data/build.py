@@ -103,6 +103,39 @@ def build_dataset(cfg: DictConfig, split: str, with_masks: bool = False) -> Dete
     return dataset
 
 
+def build_held_out_dataset(cfg: DictConfig, rank: int = 0, world_size: int = 1,
+                           with_masks: bool = False) -> DetectionDataset:
+    """This rank's share (every world_size-th image) of the held-out images the validation loss
+    is computed on: the test split's first `test.val_loss_max_images` images that have boxes
+    and no problem, as training samples (targets; masks with `with_masks`) but without random
+    augmentation -- only the resize the model's eval mode applies (model.input.min_size_test /
+    max_size_test) -- so the same images give the same numbers at every validation. Indexed by
+    (index, position) like the training set."""
+    from detector.data.dataset import DetectionDataset
+    from detector.data.transforms import ShortestEdgeResize, detection_compose
+
+    fmt = build_format(cfg)
+    index = fmt.index("test")
+    records = index.records
+    if with_masks:  # a mask model's losses need each box's mask; images without usable ones are left out
+        records, _ = compact_mask_records(records)
+    records = [r for r in records if r.problem is None and len(r.boxes)]
+    max_images = cfg.test.val_loss_max_images
+    if max_images is not None:
+        records = records[: int(max_images)]
+    if not records:
+        raise DatasetError(f"train.val_loss_period={cfg.train.val_loss_period}: the {fmt.name} test split has no "
+                           "images with boxes to compute a validation loss on; set train.val_loss_period=0.")
+    size = cfg.model.input
+    # Not the training pipeline (cfg.aug.train): only the deterministic resize to the test size.
+    transform = detection_compose([ShortestEdgeResize([int(size.min_size_test)], int(size.max_size_test))])
+    return DetectionDataset(
+        records[rank::world_size], index.class_names, index.label_to_category_id, {}, train=True,
+        transform=transform, seed=int(cfg.seed), on_bad_sample="skip", min_box_size=float(cfg.aug.min_box_size),
+        max_image_pixels=fmt.max_image_pixels, with_masks=with_masks,
+    )
+
+
 def compact_mask_records(records: list[ImageRecord]) -> tuple[list[ImageRecord], list[Problem]]:
     """Records whose segmentations are checked and packed (masks.PackedSegmentations), and the
     problems: a box without a usable segmentation makes its image a bad sample (training its

@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from detector.data.build import build_dataset
+from detector.data.build import build_dataset, build_held_out_dataset
 from detector.data.samplers import InferenceBatchSampler, TrainBatchSampler
 
 
@@ -61,18 +61,37 @@ def build_train_loader(cfg: DictConfig, rank: int = 0, world_size: int = 1, star
                    pin_memory=wants_pinned_memory(cfg))
 
 
-def build_test_loader(cfg: DictConfig, rank: int = 0, world_size: int = 1) -> DataLoader:
-    """Batches {"images", "image_ids", "file_names", "skipped"}: every test image once across ranks.
+def build_test_loader(cfg: DictConfig, rank: int = 0, world_size: int = 1, max_images: int | None = None) -> DataLoader:
+    """Batches {"images", "image_ids", "file_names", "skipped"}: every test image once across ranks;
+    with `max_images` (test.max_images), only the first N of them.
 
     A batch whose images were all unreadable (under on_bad_sample=skip) has empty lists
     and only "skipped" messages.
     """
     dataset = build_dataset(cfg, "test")
-    batch_sampler = InferenceBatchSampler(len(dataset), int(cfg.dataloader.test_batch_size), rank,
-                                          world_size)
+    size = len(dataset) if max_images is None else min(int(max_images), len(dataset))
+    batch_sampler = InferenceBatchSampler(size, int(cfg.dataloader.test_batch_size), rank, world_size)
     # Persistent: the evaluator iterates the same loader at every evaluation.
     return _loader(dataset, batch_sampler, collate_test, int(cfg.dataloader.num_workers), persistent=True,
                    pin_memory=wants_pinned_memory(cfg))
+
+
+def build_held_out_loader(cfg: DictConfig, rank: int = 0, world_size: int = 1, with_masks: bool = False) -> DataLoader:
+    """This rank's held-out batches for the validation loss (build.build_held_out_dataset), in
+    the training batches' form {"images", "targets", "skipped"}, cfg.dataloader.batch_size
+    images each, with the test loader's workers."""
+    dataset = build_held_out_dataset(cfg, rank, world_size, with_masks=with_masks)
+    return held_out_batches(dataset, int(cfg.dataloader.batch_size), int(cfg.dataloader.num_workers),
+                            wants_pinned_memory(cfg))
+
+
+def held_out_batches(dataset, batch_size: int, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
+    """Every sample of a held-out dataset once, in order, in batches of `batch_size`; each
+    sample's stream position is its index (it has no random augmentation to seed)."""
+    batches = [[(i, i) for i in range(start, min(start + batch_size, len(dataset)))]
+               for start in range(0, len(dataset), batch_size)]
+    # Persistent: the validation iterates the same loader at every period.
+    return _loader(dataset, batches, collate_train, num_workers, persistent=True, pin_memory=pin_memory)
 
 
 def wants_pinned_memory(cfg: DictConfig) -> bool:

@@ -1,4 +1,11 @@
-"""Checks on a composed config that catch mistakes before any work starts."""
+"""Checks on a composed config that catch mistakes before any work starts.
+
+The checks of what the engine reads for every task (conf/runtime/default.yaml: train,
+dataloader, solver; the starting weights) live here (check_run_config); each task adds the
+checks of its own keys in its Task.check_config (detection: detector/tasks/detection_checks.py,
+classification: detector/tasks/classification_checks.py), which the launch calls before
+anything is created.
+"""
 from __future__ import annotations
 
 import uuid
@@ -35,23 +42,21 @@ def check_output_dir(path: str | Path) -> Path:
     return path
 
 
-def _check_data(cfg: DictConfig, eval_only: bool) -> None:
-    """The training scales, and the dataset format's own checks (its paths set and present)."""
+def check_dataset(cfg: DictConfig, eval_only: bool) -> None:
+    """The dataset format's own checks (cfg.dataset: its paths set and present) for the splits
+    the run reads: the test split alone under eval_only."""
     from detector.data.formats import build_format
-    from detector.data.transforms import training_scales
 
     try:
-        training_scales(cfg.aug)
         build_format(cfg).check(["test"] if eval_only else ["train", "test"])
     except ValueError as error:  # DatasetError too
         raise ConfigError(str(error)) from None
 
 
-def validate_config(cfg: DictConfig) -> None:
-    """Raise ConfigError for values that would fail later (or silently do nothing)."""
-    eval_only = bool(cfg.eval_only)
+def _check_iterations(cfg: DictConfig) -> None:
     if OmegaConf.is_missing(cfg, "train.max_iter"):
-        raise ConfigError("train.max_iter is not set; pick a schedule (schedule=auto|shapes|1x|3x) or set train.max_iter=N.")
+        raise ConfigError("train.max_iter is not set; pick a schedule (schedule=auto|shapes|1x|3x, or for "
+                          "tools/train_cls.py cls_schedule=cpu) or set train.max_iter=N.")
     budget = OmegaConf.select(cfg, "train.time_budget")
     if budget is not None:
         from detector.engine.time_budget import TimeBudgetError, parse_time_budget
@@ -63,7 +68,10 @@ def validate_config(cfg: DictConfig) -> None:
     elif OmegaConf.select(cfg, "train.max_iter") is None and "max_iter" in cfg.train:
         raise ConfigError("train.max_iter is null and train.time_budget is not set; set one: train.max_iter=N or "
                           "train.time_budget=15m (or 2h, or a number of minutes).")
-    if eval_only and not cfg.model.weights:
+
+
+def _check_weights(cfg: DictConfig) -> None:
+    if bool(cfg.eval_only) and not cfg.model.weights:
         raise ConfigError("eval_only=true needs model.weights=PATH/TO/checkpoint.pth.")
     from detector.weights.zoo import weights_setting_problem
 
@@ -72,20 +80,20 @@ def validate_config(cfg: DictConfig) -> None:
         problem = weights_setting_problem(value) if value else None
         if problem:
             raise ConfigError(f"{key}={value}: {problem}")
-    require_positive(cfg, "train.max_iter")
-    require_positive(cfg, "train.checkpoint_period")
-    require_positive(cfg, "train.eval_period", allow_zero=True)
-    require_positive(cfg, "train.log_period")
-    require_positive(cfg, "train.grad_accum_steps")
-    require_positive(cfg, "train.clip_grad_norm", allow_zero=True)
-    require_positive(cfg, "dataloader.batch_size")
-    require_positive(cfg, "dataloader.test_batch_size")
-    require_positive(cfg, "dataloader.num_workers", allow_zero=True)
-    require_positive(cfg, "solver.base_lr")
-    require_positive(cfg, "solver.reference_batch_size")
-    require_positive(cfg, "solver.weight_decay", allow_zero=True)
-    require_positive(cfg, "solver.weight_decay_norm", allow_zero=True)
-    require_positive(cfg, "solver.warmup_iters", allow_zero=True)
+
+
+def check_run_config(cfg: DictConfig) -> None:
+    """ConfigError for a value the engine reads, for every task, that cannot work: the
+    schedule's length, the loop's periods and batch sizes, the solver, precision, device,
+    the best-checkpoint settings and the weights named (model.weights, backbone.weights)."""
+    _check_iterations(cfg)
+    _check_weights(cfg)
+    for key in ("train.max_iter", "train.checkpoint_period", "train.log_period", "train.grad_accum_steps",
+                "dataloader.batch_size", "dataloader.test_batch_size", "solver.base_lr", "solver.reference_batch_size"):
+        require_positive(cfg, key)
+    for key in ("train.eval_period", "train.clip_grad_norm", "dataloader.num_workers", "solver.weight_decay",
+                "solver.weight_decay_norm", "solver.warmup_iters"):
+        require_positive(cfg, key, allow_zero=True)
     if not 0 < float(cfg.solver.warmup_factor) <= 1:
         raise ConfigError(f"solver.warmup_factor={cfg.solver.warmup_factor} must be in (0, 1].")
     steps = list(cfg.solver.steps)
@@ -106,17 +114,17 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"solver.optimizer={cfg.solver.optimizer!r}: use sgd or adamw.")
     if cfg.solver.lr_scheduler not in ("multistep", "cosine"):
         raise ConfigError(f"solver.lr_scheduler={cfg.solver.lr_scheduler!r}: use multistep or cosine.")
-    from detector.evaluation.analysis_schedule import analysis_mode
 
-    try:
-        analysis_mode(cfg.test.analysis)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-    if cfg.test.evaluator not in ("faster_coco_eval", "pycocotools"):
-        raise ConfigError(f"test.evaluator={cfg.test.evaluator!r}: use faster_coco_eval or pycocotools.")
-    min_test, max_test = cfg.model.input.min_size_test, cfg.model.input.max_size_test
-    if min_test <= 0 or max_test <= 0 or min_test > max_test:
-        raise ConfigError(
-            f"model.input.min_size_test={min_test} and max_size_test={max_test}: both must be > 0 and min <= max."
-        )
-    _check_data(cfg, eval_only)
+
+def validate_config(cfg: DictConfig, task=None) -> None:
+    """Raise ConfigError for values that would fail later (or silently do nothing): the task's
+    (a detector.engine.task.Task) check_config: the engine's checks, then the task's own. (The
+    task is not imported here: it imports this module.) Without a task (callers from
+    before tasks checked their own keys): the engine's checks and, for a config with a
+    `dataset`, the dataset format's."""
+    if task is not None:
+        task.check_config(cfg)
+        return
+    check_run_config(cfg)
+    if "dataset" in cfg:
+        check_dataset(cfg, bool(cfg.eval_only))

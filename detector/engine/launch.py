@@ -1,69 +1,111 @@
-"""Device choice, process-group set-up and DDP wrapping for a training run."""
+"""One launch for every training command (detector-train, detector-train-cls, a user's own):
+the job's folder under `-m`, the task's config check, the output folder, the run (train, or
+eval_only's checkpoint evaluation), and the same answer to the same failure whatever the
+task -- a one-line `error: ...` on stderr (and in log.txt when the run got that far), exit
+code 1, no traceback.
+
+A command is then its Hydra entry point and its Task:
+
+    @hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name="config", version_base="1.3")
+    def main(cfg):
+        launch(cfg, DetectionTask())
+"""
 from __future__ import annotations
 
 import logging
+import re
+import sys
+from typing import Any, Callable
 
-import torch
-from torch import nn
+from omegaconf import DictConfig
 
-from detector.utils.distributed import get_world_size
+from detector.engine.task import Task
 
-
-def select_device(requested: str, local_rank: int = 0) -> torch.device:
-    """train.device: auto (CUDA when available), cpu, or cuda (an error without a GPU)."""
-    if requested not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"train.device={requested!r} is not supported; use auto, cpu or cuda.")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device=cuda but no CUDA device is visible; use train.device=cpu or auto.")
-    if requested == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda", local_rank)
+EXIT_ERROR = 1   # an expected failure: the message says what to change
 
 
-def wrap_for_training(
-    model: nn.Module,
-    device: torch.device,
-    sync_bn: bool = False,
-    find_unused_parameters: bool = False,
-    logger: logging.Logger | None = None,
-    static_graph: bool = False,
-) -> nn.Module:
-    """Move the model to `device`; under several processes, wrap it in DDP.
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """The failures a user can fix (a config value, a missing or damaged file, unusable data,
+    weights that do not fit the model, a diverged loss): reported in one line, no traceback.
+    Anything else is a bug and keeps its traceback."""
+    from detector.data import BadSampleError, DatasetError
+    from detector.engine.config_checks import ConfigError
+    from detector.weights.checkpoint_io import CheckpointError
+    from detector.weights.state_dicts import WeightsMismatchError
 
-    With sync_bn, BatchNorm layers become SyncBatchNorm (statistics over the whole
-    batch across GPUs). PyTorch implements SyncBatchNorm on CUDA only, so on the CPU the
-    layers stay per-process BatchNorm, with a warning.
-    """
-    logger = logger or logging.getLogger("detector")
-    model = model.to(device)
-    if get_world_size() == 1:
-        return model
-    if sync_bn:
-        if device.type == "cuda":
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        else:
-            logger.warning("backbone.norm=sync_bn: SyncBatchNorm needs CUDA; on the CPU each process keeps its own BatchNorm statistics.")
-            model = revert_sync_batchnorm(model)
-    device_ids = [device.index] if device.type == "cuda" else None
-    # gradient_as_bucket_view: gradients live in the all-reduce buckets (no copy, less memory).
-    # static_graph: the same parameters take part in every step, so DDP can fix the bucket
-    # order after the first iteration and skip its per-step bookkeeping.
-    return nn.parallel.DistributedDataParallel(
-        model, device_ids=device_ids, find_unused_parameters=find_unused_parameters,
-        gradient_as_bucket_view=True, static_graph=static_graph,
-    )
+    # FloatingPointError: the trainer's NonFiniteLossError, and the checkpointer's refusal to save NaN weights.
+    return (ConfigError, FloatingPointError, CheckpointError, WeightsMismatchError, FileNotFoundError, DatasetError,
+            BadSampleError)
 
 
-def revert_sync_batchnorm(module: nn.Module) -> nn.Module:
-    """SyncBatchNorm layers replaced by BatchNorm2d with the same state (PyTorch refuses
-    SyncBatchNorm on CPU tensors under a process group)."""
-    if isinstance(module, nn.SyncBatchNorm):
-        plain = nn.BatchNorm2d(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
-        plain.load_state_dict(module.state_dict())
-        plain.train(module.training)
-        return plain.to(next(module.buffers(), torch.empty(0)).device)
-    for name, child in module.named_children():
-        replaced = revert_sync_batchnorm(child)
-        if replaced is not child:
-            setattr(module, name, replaced)
-    return module
+def without_worker_traceback(message: str) -> str:
+    """A DataLoader worker's error arrives as "Caught X in DataLoader worker process N.
+    Original Traceback ...": keep only its last line, the error itself."""
+    if "Original Traceback" not in message:
+        return message
+    last = message.strip().splitlines()[-1]  # "package.module.SomeError: the message"
+    return re.sub(r"^[\w.]+: ", "", last, count=1)
+
+
+def record_in_log_file(message: str) -> None:
+    """Also leave the reason a run stopped in output_dir/log.txt (if the run got that far)."""
+    for handler in logging.getLogger("detector").handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.emit(logging.LogRecord("detector", logging.ERROR, __file__, 0, message, None, None))
+
+
+def start(cfg: DictConfig, task: Task) -> dict[str, Any] | None:
+    """The run itself, unguarded: the config checked (nothing exists yet), the output folder
+    checked once and the process group joined (open_run_context), the sweep job's
+    overrides.yaml, then train or evaluate_checkpoint; returns the metrics."""
+    from detector.engine.context import open_run_context
+    from detector.engine.run import checkpoint_overrides, evaluate_checkpoint, train
+    from detector.engine.sweep import use_job_output_dir, write_overrides_record
+
+    use_job_output_dir(cfg)  # -m: this job's own folder, the same on every rank
+    task.check_config(cfg)   # before any folder, data or process exists
+    ctx = open_run_context(cfg)
+    if ctx.is_main:
+        write_overrides_record(ctx.output_dir)  # -m: the job's overrides.yaml
+    if bool(cfg.eval_only):
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+        return evaluate_checkpoint(cfg, task, checkpoint_overrides(overrides), ctx=ctx)
+    return train(cfg, task, ctx=ctx)
+
+
+def launch(cfg: DictConfig, task: Task) -> dict[str, Any] | None:
+    """start(cfg, task) as a command runs it: an expected failure (expected_errors) prints
+    `error: <message>` and exits with EXIT_ERROR; the process group is released either way
+    (kept for the next job under -m)."""
+    from detector.engine.sweep import release_process_group
+
+    finished = False
+    try:
+        metrics = start(cfg, task)
+        finished = True
+        return metrics
+    except expected_errors() as error:
+        message = f"error: {without_worker_traceback(str(error))}"
+        print(message, file=sys.stderr)
+        record_in_log_file(message)
+        sys.exit(EXIT_ERROR)
+    finally:
+        release_process_group(finished)  # under -m the next job reuses the process group
+
+
+def run_command(main: Callable[[], None], config_name: str) -> None:
+    """A console command's entry: Hydra's command line (`main`, decorated by hydra.main with
+    `config_name`), plus the valid keys when an override names an unknown one (Hydra names the
+    bad key only)."""
+    try:
+        main()
+    except SystemExit as stop:
+        if stop.code:
+            from detector.config import override_hint
+
+            hint = override_hint(sys.argv[1:], config_name)
+            if hint:
+                print(hint, file=sys.stderr)
+        raise

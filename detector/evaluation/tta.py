@@ -149,16 +149,41 @@ class TestTimeAugmentation(nn.Module):
         return {"boxes": boxes, "scores": scores[keep], "labels": labels[keep]}
 
 
-def build_tta(cfg, model: nn.Module) -> nn.Module:
-    """`model` wrapped for test-time augmentation when cfg.test.aug is true, else `model`.
-    The merge uses the model's own post-processing (its RoI heads' NMS threshold and
-    detections per image), whatever config the model was built from."""
-    test = cfg.test
-    if not bool(test.aug):
-        return model
+# The test node's keys a TestTimeAugmentation is made from (conf/config.yaml's test.aug_*).
+SETTING_KEYS = ("aug_scales", "aug_flip", "aug_merge", "aug_wbf_iou_thresh")
+
+
+def tta_from_settings(test, model: nn.Module) -> TestTimeAugmentation:
+    """`model` wrapped for the test-time augmentation a config's `test` node describes
+    (aug_scales, aug_flip, aug_merge, aug_wbf_iou_thresh), whatever its test.aug says. The
+    merge uses the model's own post-processing (its RoI heads' NMS threshold and detections per
+    image), whatever config the model was built from."""
     roi = model.roi_heads
     return TestTimeAugmentation(
         model, scales=list(test.aug_scales), flip=bool(test.aug_flip), nms_thresh=float(roi.nms_thresh),
         detections_per_img=int(roi.detections_per_img), merge=str(test.aug_merge),
         wbf_iou_thresh=float(test.aug_wbf_iou_thresh),
     )
+
+
+def build_tta(cfg, model: nn.Module) -> nn.Module:
+    """`model` wrapped for test-time augmentation when cfg.test.aug is true (with cfg's
+    test.aug_* settings: tta_from_settings), else `model`."""
+    if not bool(cfg.test.aug):
+        return model
+    return tta_from_settings(cfg.test, model)
+
+
+def checkpoint_tta(model: nn.Module, source: str) -> TestTimeAugmentation:
+    """`model`, loaded from the checkpoint `source` (detector.weights.loading, which keeps the
+    checkpoint's stored config as model.config), wrapped with the test.aug_* settings that
+    config records -- the ones its run evaluated with -- never conf/'s."""
+    from omegaconf import OmegaConf
+
+    config = getattr(model, "config", None)
+    missing = [key for key in SETTING_KEYS if config is None or OmegaConf.select(config, f"test.{key}") is None]
+    if missing:
+        raise ValueError(f"--tta: the config stored in {source} has no test.{missing[0]}, so its test-time augmentation "
+                         "settings are unknown (a checkpoint written before they existed); evaluate it with "
+                         "tools/train_net.py eval_only=true test.aug=true, which takes them from the command line.")
+    return tta_from_settings(config.test, model)

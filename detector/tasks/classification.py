@@ -1,9 +1,10 @@
 """Image classification as a task of the engine (tools/train_cls.py): a ResNet classifier on
 an ImageFolder (data.root/train/<class>/, data.root/test/<class>/). This module supplies only
-what differs from detection: the classes, the data, the step (cross-entropy) and the
-evaluation (accuracies, confusion matrix). The model and its starting weights come as for any
-task (Task.build_model: build_model, then load_initial_weights); the loop, checkpoints,
-resume, DDP, AMP, EMA, LR schedule and writers are the engine's (detector/engine/run.py)."""
+what differs from detection: its config checks (classification_checks.py), the classes, the
+data, the step (cross-entropy) and the evaluation (accuracies, confusion matrix). The model and
+its starting weights come as for any task (Task.build_model, then the engine loads the
+weights); the loop, checkpoints, resume, DDP, AMP, EMA, LR schedule and writers are the
+engine's (detector/engine/run.py)."""
 from __future__ import annotations
 
 import json
@@ -12,14 +13,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 from torch import nn
 
-from detector.engine.config_checks import ConfigError, require_positive
-from detector.engine.context import sync_from_rank0
+from detector.engine.config_checks import ConfigError
+from detector.engine.context import RunContext, sync_from_rank0
 from detector.engine.task import TestSetEvaluator, Task
 from detector.utils.distributed import is_main_process
-from detector.weights.zoo import weights_setting_problem
 
 METRICS_FILE = "metrics.json"
 CONFUSION_PNG = "confusion_matrix.png"
@@ -43,33 +43,8 @@ class ClassificationStep:
 
 
 def validate_cls_config(cfg: DictConfig) -> None:
-    """ConfigError for values of conf/cls.yaml that cannot work."""
-    if OmegaConf.is_missing(cfg, "data.root"):
-        raise ConfigError("data.root is not set: point it at a folder holding train/<class>/ and test/<class>/ "
-                          "(tools/crop_instances.py writes one), e.g. data.root=/tmp/bccd_crops.")
-    if OmegaConf.is_missing(cfg, "train.max_iter"):
-        raise ConfigError("train.max_iter is not set; pick a schedule (cls_schedule=cpu) or set train.max_iter=N.")
-    for key in ("train.max_iter", "train.checkpoint_period", "train.log_period", "train.grad_accum_steps",
-                "dataloader.batch_size", "dataloader.test_batch_size", "data.image_size", "solver.base_lr",
-                "solver.reference_batch_size"):
-        require_positive(cfg, key)
-    for key in ("train.eval_period", "dataloader.num_workers", "solver.weight_decay", "solver.warmup_iters",
-                "data.balance_strength", "loss.label_smoothing", "model.dropout"):
-        require_positive(cfg, key, allow_zero=True)
-    if str(cfg.data.balance) not in ("none", "sampling", "loss"):
-        raise ConfigError(f"data.balance={cfg.data.balance!r}: use none, sampling or loss.")
-    if not 0.0 <= float(cfg.data.balance_strength) <= 1.0:
-        raise ConfigError(f"data.balance_strength={cfg.data.balance_strength} must be in [0, 1] "
-                          "(0: the data's own frequencies, 1: fully balanced).")
-    if cfg.train.amp not in ("none", "bf16", "fp16"):
-        raise ConfigError(f"train.amp={cfg.train.amp!r}: use none, bf16 or fp16.")
-    for key in ("model.weights", "backbone.weights"):
-        value = OmegaConf.select(cfg, key)
-        problem = weights_setting_problem(value) if value else None
-        if problem:
-            raise ConfigError(f"{key}={value}: {problem}")
-    if bool(cfg.eval_only) and not cfg.model.weights:
-        raise ConfigError("eval_only=true needs model.weights=PATH/TO/checkpoint.pth.")
+    """ConfigError for values of conf/cls.yaml that cannot work (ClassificationTask.check_config)."""
+    ClassificationTask().check_config(cfg)
 
 
 class ClassificationEvaluator(TestSetEvaluator):
@@ -120,7 +95,14 @@ class ClassificationTask(Task):
     def __init__(self):
         self.train_set = None   # built by build_train_loader; its class counts weight the loss
 
-    def resolve_classes(self, cfg: DictConfig) -> list[str]:
+    def check_config(self, cfg: DictConfig) -> None:
+        """The engine's checks, then classification's own (detector/tasks/classification_checks.py)."""
+        from detector.tasks.classification_checks import check_classification_config
+
+        super().check_config(cfg)
+        check_classification_config(cfg)
+
+    def resolve_classes(self, cfg: DictConfig, ctx: RunContext | None = None) -> list[str]:
         """model.class_names / num_classes from the training folders when null, checked
         against them when set (a checkpoint's, or the command line's)."""
         from detector.data.classification import cls_class_names
@@ -139,7 +121,7 @@ class ClassificationTask(Task):
             )
         return names
 
-    def build_train_loader(self, cfg: DictConfig, ctx, start_iter: int):
+    def build_train_loader(self, cfg: DictConfig, ctx: RunContext, start_iter: int):
         from detector.data.classification import build_cls_dataset, build_cls_train_loader
 
         self.train_set = build_cls_dataset(cfg, "train")
@@ -147,13 +129,13 @@ class ClassificationTask(Task):
         ctx.logger.info("Training images per class: %s.", dict(zip(self.train_set.class_names, counts.tolist())))
         return build_cls_train_loader(cfg, ctx.rank, ctx.world_size, start_iter=start_iter, dataset=self.train_set)
 
-    def build_evaluator(self, cfg: DictConfig, model_for_eval, ctx, precision) -> ClassificationEvaluator:
+    def build_evaluator(self, cfg: DictConfig, model_for_eval, ctx: RunContext, precision) -> ClassificationEvaluator:
         return ClassificationEvaluator(cfg, model_for_eval, ctx.device, precision, ctx.output_dir, ctx.rank,
                                        ctx.world_size, ctx.logger)
 
-    def build_step(self, cfg: DictConfig, ctx) -> ClassificationStep:
+    def build_step(self, cfg: DictConfig, ctx: RunContext) -> ClassificationStep:
         """Cross-entropy, class-weighted with data.balance=loss (weights from the training set's counts)."""
-        from detector.data.classification import class_loss_weights
+        from detector.data.class_balance import class_loss_weights
 
         class_weights = None
         if str(cfg.data.balance) == "loss":

@@ -1,6 +1,7 @@
-"""Object detection as a task of the engine (tools/train_net.py): how a batch reaches the
-model, how the test set is evaluated and drawn, the validation loss and the label statistics.
-The loop, resume, checkpoints and writers are the engine's (detector/engine/run.py)."""
+"""Object detection as a task of the engine (tools/train_net.py): its config checks, how a
+batch reaches the model, how the test set is evaluated and drawn, its held-out batches for
+the validation loss, the category ids its checkpoints carry and the label statistics. The
+loop, resume, checkpoints, validation and writers are the engine's (detector/engine/run.py)."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from omegaconf import DictConfig, open_dict
 from torch import nn
 
@@ -17,47 +17,16 @@ from detector.engine.context import RunContext, sync_from_rank0
 from detector.engine.task import TestSetEvaluator, Task
 from detector.evaluation import STAT_NAMES, evaluate_detector
 from detector.evaluation.analysis_schedule import analysis_mode, draws_pictures
+from detector.tasks.detection_step import DetectionStep, needs_masks
 from detector.utils.distributed import is_main_process
 
 
-def needs_masks(cfg: DictConfig) -> bool:
-    """Whether the model has a mask branch (model=mask_rcnn_fpn, cascade_mask_rcnn_fpn), so its
-    training targets must carry instance masks. Box models have no mask_head key, or a null one."""
-    return "mask_head" in cfg.model.roi_heads and cfg.model.roi_heads.mask_head is not None
-
-
-def targets_to(targets: list[dict], device: torch.device) -> list[dict[str, torch.Tensor]]:
-    """The model's training targets on `device`: boxes, labels, and masks when the data has them."""
-    keys = ("boxes", "labels", "masks")
-    return [{key: t[key].to(device, non_blocking=True) for key in keys if key in t} for t in targets]
-
-
-class DetectionStep:
-    """Moves a batch to the device and returns the model's loss dict."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-
-    def __call__(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
-        images = [image.to(self.device, non_blocking=True) for image in batch["images"]]
-        return model(images, targets_to(batch["targets"], self.device))
-
-
 def build_eval_loader(cfg: DictConfig, rank: int, world_size: int):
-    """The sharded test loader; with test.max_images, only the first N test images."""
+    """The sharded test loader; with test.max_images, only the first N test images (the same
+    loader, workers and batch size as without)."""
     from detector.data import build_test_loader
 
-    max_images = cfg.test.max_images
-    if max_images is None:
-        return build_test_loader(cfg, rank, world_size)
-    from torch.utils.data import DataLoader
-
-    from detector.data.loader import collate_test
-    from detector.data.samplers import InferenceBatchSampler
-
-    full = build_test_loader(cfg, rank, world_size)
-    sampler = InferenceBatchSampler(min(int(max_images), len(full.dataset)), int(cfg.dataloader.test_batch_size), rank, world_size)
-    return DataLoader(full.dataset, batch_sampler=sampler, collate_fn=collate_test, num_workers=0)
+    return build_test_loader(cfg, rank, world_size, max_images=cfg.test.max_images)
 
 
 class DetectionEvaluator(TestSetEvaluator):
@@ -220,7 +189,17 @@ class DetectionTask(Task):
 
     name = "detection"
 
-    def resolve_classes(self, cfg: DictConfig) -> list[str]:
+    def __init__(self):
+        self.train_set = None   # built by build_train_loader; its category ids go into the checkpoints
+
+    def check_config(self, cfg: DictConfig) -> None:
+        """The engine's checks, then detection's own (detector/tasks/detection_checks.py)."""
+        from detector.tasks.detection_checks import check_detection_config
+
+        super().check_config(cfg)
+        check_detection_config(cfg)
+
+    def resolve_classes(self, cfg: DictConfig, ctx: RunContext | None = None) -> list[str]:
         """model.class_names from the dataset when null; model.num_classes (by default
         ${dataset_num_classes:}, the dataset's count) resolved once and checked against them.
         A mask model on a dataset without instance masks fails here, before any building."""
@@ -241,32 +220,40 @@ class DetectionTask(Task):
             )
         return names
 
-    def build_train_loader(self, cfg: DictConfig, ctx, start_iter: int):
+    def build_train_loader(self, cfg: DictConfig, ctx: RunContext, start_iter: int):
         from detector.data import build_train_loader
 
-        return build_train_loader(cfg, ctx.rank, ctx.world_size, start_iter=start_iter, with_masks=needs_masks(cfg))
+        loader = build_train_loader(cfg, ctx.rank, ctx.world_size, start_iter=start_iter, with_masks=needs_masks(cfg))
+        self.train_set = loader.dataset
+        return loader
 
-    def start_training(self, cfg: DictConfig, ctx, run, train_loader) -> list[tuple[str, Any]]:
-        """model_summary.json, the dataset's category ids in every checkpoint (predictions
-        outside a dataset, tools/predict.py, report them) and the label statistics."""
-        train_set = train_loader.dataset
-        run.checkpointer.extra["category_ids"] = [
-            int(train_set.label_to_category_id[label]) for label in range(1, len(train_set.class_names) + 1)
-        ]
-        if not is_main_process():
+    def checkpoint_extras(self, cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
+        """The dataset's category id of each label 1..K: predictions outside a dataset
+        (tools/predict.py) report them."""
+        train_set = self.train_set
+        return {"category_ids": [int(train_set.label_to_category_id[label])
+                                 for label in range(1, len(train_set.class_names) + 1)]}
+
+    def start_training(self, cfg: DictConfig, ctx: RunContext, run, train_loader) -> list[tuple[str, Any]]:
+        """model_summary.json and the label statistics (rank 0)."""
+        if not ctx.is_main:
             return []
         write_model_summary(cfg, run.core, ctx)
-        return write_label_statistics(cfg, train_set, ctx)
+        return write_label_statistics(cfg, train_loader.dataset, ctx)
 
-    def build_evaluator(self, cfg: DictConfig, model_for_eval, ctx, precision) -> DetectionEvaluator:
+    def build_evaluator(self, cfg: DictConfig, model_for_eval, ctx: RunContext, precision) -> DetectionEvaluator:
         return DetectionEvaluator(cfg, model_for_eval, ctx.device, precision, ctx.output_dir, ctx.rank,
                                   ctx.world_size, ctx.logger)
 
-    def extra_hooks(self, cfg: DictConfig, ctx, run) -> list:
-        from detector.tasks.validation_loss import build_validation_loss_hook
+    def validation_period(self, cfg: DictConfig) -> int:
+        return int(cfg.train.val_loss_period)
 
-        hook = build_validation_loss_hook(cfg, run.core, ctx.device, run.precision, ctx.rank, ctx.world_size, ctx.logger)
-        return [] if hook is None else [hook]
+    def build_validation_loader(self, cfg: DictConfig, ctx: RunContext):
+        """The held-out images (detector.data.build.build_held_out_dataset) in training batches,
+        through the data package's loader builder."""
+        from detector.data.loader import build_held_out_loader
 
-    def build_step(self, cfg: DictConfig, ctx) -> DetectionStep:
+        return build_held_out_loader(cfg, ctx.rank, ctx.world_size, with_masks=needs_masks(cfg))
+
+    def build_step(self, cfg: DictConfig, ctx: RunContext) -> DetectionStep:
         return DetectionStep(ctx.device)

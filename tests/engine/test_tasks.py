@@ -73,10 +73,10 @@ class Line(Task):
         self.drift = drift
         self.trained: list[int] = []
 
-    def resolve_classes(self, cfg):
+    def resolve_classes(self, cfg, ctx=None):
         return []
 
-    def build_model(self, cfg, logger):
+    def build_model(self, cfg, ctx):
         return nn.Linear(1, 1)
 
     def build_train_loader(self, cfg, ctx, start_iter):

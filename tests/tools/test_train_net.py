@@ -213,11 +213,12 @@ def test_non_finite_loss_stops_with_clear_message_and_keeps_checkpoint(shapes_ro
 )
 def test_bad_config_values_are_rejected_before_work(override, expected, tmp_path):
     from detector.config import load_config
-    from detector.engine.config_checks import ConfigError, validate_config
+    from detector.engine.config_checks import ConfigError
+    from detector.tasks.detection import DetectionTask
 
     cfg = load_config([f"output_dir={tmp_path}", override, "model.input.max_size_test=800"])
     with pytest.raises(ConfigError, match=expected.replace("[", r"\[")):
-        validate_config(cfg)
+        DetectionTask().check_config(cfg)
 
 
 def test_missing_dataset_and_unwritable_output_fail_at_once(tmp_path):

@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from detector.engine.launch import revert_sync_batchnorm, select_device
+from detector.engine.devices import revert_sync_batchnorm, select_device
 
 
 def test_sync_bn_becomes_plain_bn_with_its_state():

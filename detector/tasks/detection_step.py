@@ -1,0 +1,32 @@
+"""How a detection batch reaches the model: the training step (also the validation loss's,
+which the engine runs with the same step) and the targets a model with or without a mask
+branch trains on. A leaf of tasks/: the detection task and its helpers import it, it imports
+none of them."""
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+
+def needs_masks(cfg: DictConfig) -> bool:
+    """Whether the model has a mask branch (model=mask_rcnn_fpn, cascade_mask_rcnn_fpn), so its
+    training targets must carry instance masks. Box models have no mask_head key, or a null one."""
+    return "mask_head" in cfg.model.roi_heads and cfg.model.roi_heads.mask_head is not None
+
+
+def targets_to(targets: list[dict], device: torch.device) -> list[dict[str, torch.Tensor]]:
+    """The model's training targets on `device`: boxes, labels, and masks when the data has them."""
+    keys = ("boxes", "labels", "masks")
+    return [{key: t[key].to(device, non_blocking=True) for key in keys if key in t} for t in targets]
+
+
+class DetectionStep:
+    """Moves a batch {"images", "targets", ...} to the device and returns the model's loss dict."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def __call__(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+        images = [image.to(self.device, non_blocking=True) for image in batch["images"]]
+        return model(images, targets_to(batch["targets"], self.device))
