@@ -108,7 +108,8 @@ def evaluation_time(gt: dict, results: list[dict], repeats: int, device: torch.d
     """The same detections through this project's evaluator (evaluate_boxes with its default
     faster-coco-eval backend, input checks and copies included) and through plain pycocotools,
     alternating; the twelve stats must agree."""
-    from detector.evaluation.coco_evaluator import STAT_NAMES, evaluate_boxes
+    from detector.evaluation.coco_backends import STAT_NAMES
+    from detector.evaluation.coco_evaluator import evaluate_boxes
 
     outputs: dict = {}
     copies = [fresh_copy(gt, results) for _ in range(repeats + 1)]

@@ -27,7 +27,9 @@ from detector.evaluation.analysis.confusion import DEFAULT_SCORE_THRESH
 from detector.evaluation.analysis.errors import TIDE_BG_IOU, TIDE_FG_IOU
 from detector.evaluation.analysis.pipeline import DAP_EVALUATORS, write_analysis
 from detector.evaluation.analysis.report import counts_line, error_table, overall_table
-from detector.evaluation.coco_evaluator import BACKENDS, IOU_TYPES, EvaluationError, load_json
+from detector.evaluation.coco_backends import BACKENDS
+from detector.evaluation.coco_checks import IOU_TYPES, EvaluationError
+from detector.evaluation.json_files import load_json
 
 
 def main(argv: list[str] | None = None) -> int:

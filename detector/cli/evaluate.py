@@ -13,17 +13,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from detector.evaluation.coco_evaluator import (
-    BACKENDS,
-    IOU_TYPES,
-    EvaluationError,
-    evaluate_results,
-    format_per_category,
-    format_summary,
-    load_json,
-    metrics_document,
-    write_json,
-)
+from detector.evaluation.coco_backends import BACKENDS
+from detector.evaluation.coco_checks import IOU_TYPES, EvaluationError
+from detector.evaluation.coco_evaluator import evaluate_results
+from detector.evaluation.coco_summary import format_per_category, format_summary, metrics_document
+from detector.evaluation.json_files import load_json, write_json
 
 
 def main(argv: list[str] | None = None) -> int:

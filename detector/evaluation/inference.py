@@ -16,13 +16,9 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import torch
 
-from detector.evaluation.coco_evaluator import (
-    evaluate_results,
-    format_per_category,
-    format_summary,
-    metrics_document,
-    write_json,
-)
+from detector.evaluation.coco_evaluator import evaluate_results
+from detector.evaluation.coco_summary import format_per_category, format_summary, metrics_document
+from detector.evaluation.json_files import write_json
 from detector.evaluation.results_format import MASK_THRESHOLD, detections_to_coco_results
 from detector.utils.distributed import broadcast_from_main, gather_to_main, is_main_process
 from detector.utils.progress import Progress

@@ -84,7 +84,7 @@ class ExportableDetector(nn.Module):
     def output_names(self) -> tuple[str, ...]:
         """The result keys forward returns, in order: boxes, scores, labels, and masks when the
         RoI heads have a mask head (Mask R-CNN, Cascade Mask R-CNN; the convention of
-        detector.modeling.mask_head.MaskBranch, as `model.roi_heads.mask_head` in the config)."""
+        detector.modeling.mask_branch.MaskBranch, as `model.roi_heads.mask_head` in the config)."""
         has_masks = getattr(self.model.roi_heads, "mask_head", None) is not None
         return BOX_OUTPUTS + (("masks",) if has_masks else ())
 

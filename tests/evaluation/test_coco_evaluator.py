@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from detector.evaluation import detections_to_coco_results, evaluate_boxes
-from detector.evaluation.coco_evaluator import EvaluationError, load_json
+from detector.evaluation.coco_checks import EvaluationError
+from detector.evaluation.json_files import load_json
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
 REFERENCE_STATS = [

@@ -13,7 +13,8 @@ from detector.evaluation import (
     evaluate_results,
     metrics_document,
 )
-from detector.evaluation.coco_evaluator import EvaluationError, load_json
+from detector.evaluation.coco_checks import EvaluationError
+from detector.evaluation.json_files import load_json
 
 NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
 # pycocotools 2.0.11 on cocoapi's fake segm results (coco_eval_reference/SOURCE.txt).

@@ -14,7 +14,8 @@ import numpy as np
 
 # run_backend is the one place that drives either backend (quietly, on copies of the inputs);
 # reusing it keeps the analysis's AP identical to tools/evaluate.py's.
-from detector.evaluation.coco_evaluator import STAT_NAMES, EvaluationError, run_backend
+from detector.evaluation.coco_backends import STAT_NAMES, run_backend
+from detector.evaluation.coco_checks import EvaluationError
 
 # COCOeval's default parameters (the backends use the same).
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)

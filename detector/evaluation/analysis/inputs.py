@@ -25,7 +25,7 @@ from pycocotools import mask as mask_utils
 
 # The same checks (and messages) as tools/evaluate.py for results that name unknown images/classes.
 from detector.evaluation.analysis.box_iou import coco_box_iou
-from detector.evaluation.coco_evaluator import EvaluationError, check_gt_masks, check_iou_type, check_results
+from detector.evaluation.coco_checks import EvaluationError, check_gt_masks, check_iou_type, check_results
 
 COCO_MAX_DETS = 100
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from detector.evaluation.analysis.errors import ERROR_KINDS, FP_KINDS
-from detector.evaluation.coco_evaluator import write_json
+from detector.evaluation.json_files import write_json
 
 SPECIAL_NAMES = {"false_positives": "all false positives (perfect precision)",
                  "false_negatives": "all unmatched objects (perfect recall)"}

@@ -1,0 +1,62 @@
+"""COCO metrics as people and files read them: the 12-line summary in COCOeval's wording, the
+per-category table, and the metrics.json document.
+
+Printed here, not by the backends (whose stdout is silenced), so the output looks the same
+whichever backend ran; tools/evaluate.py and the training run's evaluation share it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from detector.evaluation.coco_backends import STAT_NAMES
+from detector.evaluation.coco_checks import IOU_TYPES
+
+# COCOeval.summarize's lines, in the order of STAT_NAMES.
+_SUMMARY_LINES = (
+    ("Average Precision", "(AP)", "0.50:0.95", "all", 100),
+    ("Average Precision", "(AP)", "0.50", "all", 100),
+    ("Average Precision", "(AP)", "0.75", "all", 100),
+    ("Average Precision", "(AP)", "0.50:0.95", "small", 100),
+    ("Average Precision", "(AP)", "0.50:0.95", "medium", 100),
+    ("Average Precision", "(AP)", "0.50:0.95", "large", 100),
+    ("Average Recall", "(AR)", "0.50:0.95", "all", 1),
+    ("Average Recall", "(AR)", "0.50:0.95", "all", 10),
+    ("Average Recall", "(AR)", "0.50:0.95", "all", 100),
+    ("Average Recall", "(AR)", "0.50:0.95", "small", 100),
+    ("Average Recall", "(AR)", "0.50:0.95", "medium", 100),
+    ("Average Recall", "(AR)", "0.50:0.95", "large", 100),
+)
+
+
+def format_summary(metrics: dict[str, Any]) -> str:
+    """The 12-line summary in COCOeval's wording, values to 3 decimals."""
+    lines = []
+    for (title, short, iou, area, max_dets), name in zip(_SUMMARY_LINES, STAT_NAMES):
+        value = metrics.get(name)
+        value = -1.0 if value is None else value
+        lines.append(f" {title:<18} {short} @[ IoU={iou:<9} | area={area:>6s} | maxDets={max_dets:>3d} ] = {value:0.3f}")
+    return "\n".join(lines)
+
+
+def format_per_category(per_category: dict[str, float | None], columns: int = 3) -> str:
+    """A table of per-category AP (in percent, as is customary for reading)."""
+    cells = [(name, "  n/a" if ap is None else f"{100 * ap:5.1f}") for name, ap in per_category.items()]
+    if not cells:
+        return ""
+    width = max(len(name) for name, _ in cells)
+    header = " | ".join(f"{'category':<{width}} | {'AP':>5}" for _ in range(min(columns, len(cells))))
+    rows = [header, "-" * len(header)]
+    for start in range(0, len(cells), columns):
+        chunk = cells[start : start + columns]
+        rows.append(" | ".join(f"{name:<{width}} | {ap:>5}" for name, ap in chunk))
+    return "\n".join(rows)
+
+
+def metrics_document(metrics: dict[str, Any], iteration: int | None) -> dict[str, Any]:
+    """The metrics.json shape: {"iteration": N, "bbox": {...}} -- and "segm": {...} for masks.
+
+    `metrics` is either one box evaluation (evaluate_boxes) or evaluate_results' dict keyed
+    by IoU type ({"bbox": ..., "segm": ...})."""
+    if metrics and set(metrics) <= set(IOU_TYPES):
+        return {"iteration": iteration, **{iou_type: metrics[iou_type] for iou_type in IOU_TYPES if iou_type in metrics}}
+    return {"iteration": iteration, "bbox": metrics}
