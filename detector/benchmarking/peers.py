@@ -46,7 +46,7 @@ def torchvision_r50_fpn(min_size: int = 800, max_size: int = 1333, seed: int = 0
 def ours_with_same_weights(reference: nn.Module, overrides: list[str] = ()) -> nn.Module:
     """This project's model converted from `reference` (tools/convert_weights.py's path)."""
     from detector.weights.loading import load_model
-    from detector.weights.convert import convert_weights
+    from detector.weights.conversion.convert import convert_weights
 
     with tempfile.TemporaryDirectory() as folder:
         source, converted = Path(folder) / "torchvision.pth", Path(folder) / "converted.pth"

@@ -1,4 +1,5 @@
-"""Convert torchvision or Detectron2 weights into a checkpoint of this project.
+"""Convert torchvision or Detectron2 weights (or those of any registered weights source) into a
+checkpoint of this project.
 
 `detector-convert`, or `python tools/convert_weights.py` with the same arguments:
 
@@ -17,6 +18,10 @@ An OUT ending in .safetensors is written as safetensors (no pickle at all), with
 its tensors that every load verifies.
 Input files are never unpickled: .pth through torch.load(weights_only=True), .pkl through
 a restricted unpickler; a file that would run code is refused with an error.
+
+The --source choices are the registered weights sources (detector/weights/conversion/registry.py):
+the built-in ones and those that installed packages declare (docs/extending.md, "A new weights
+source"). A published name as --input is fetched and hash checked first (detector/weights/zoo.py).
 """
 from __future__ import annotations
 
@@ -24,17 +29,18 @@ import argparse
 import logging
 import sys
 
-from detector.weights.convert import SOURCES, convert_weights
-from detector.weights.restricted_pickle import RestrictedPickleError
+from detector.weights.conversion.convert import convert_weights
+from detector.weights.conversion.registry import registered_sources, source_names
+from detector.weights.formats.restricted_pickle import RestrictedPickleError
+from detector.weights.zoo import publisher_file
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", required=True, choices=SOURCES)
-    parser.add_argument("--input", required=True, help="torchvision .pth state dict (Faster/Mask R-CNN or ResNet), "
-                                                       "Detectron2 .pkl (Faster/Mask/Cascade R-CNN or MSRA ResNet), (checkpoint) "
-                                                       "a .pth/.safetensors checkpoint of this project, or a published "
-                                                       "name: torchvision://... or detectron2://... (docs/model_zoo.md)")
+    parser.add_argument("--source", required=True, choices=source_names(),
+                        help="; ".join(f"{source.name}: {source.files}" for source in registered_sources()))
+    parser.add_argument("--input", required=True, help="a file of the --source, or a published name: torchvision://... "
+                                                       "or detectron2://... (docs/model_zoo.md)")
     parser.add_argument("--output", required=True, help="checkpoint to write (.pth, or .safetensors)")
     parser.add_argument("--num-classes", type=int, default=None,
                         help="foreground classes; if it differs from the weights', the class layers (box predictor, "
@@ -45,7 +51,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        path = convert_weights(args.source, args.input, args.output, args.num_classes, args.coco80)
+        path = convert_weights(args.source, publisher_file(args.input, args.source), args.output, args.num_classes,
+                               args.coco80)
     except (ValueError, FileNotFoundError, RuntimeError, RestrictedPickleError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -1,128 +1,130 @@
-"""Reading and writing checkpoint files safely.
+"""Layer 2 of detector.weights: the one reader and the one writer of checkpoint files.
 
-Writes are atomic (a temporary file in the same folder, fsync, then rename), so a crash
-or a kill never leaves a truncated checkpoint behind. Reads never unpickle arbitrary
-objects: `.pth` files go through `torch.load(weights_only=True)` and `.safetensors`
-files through safetensors (detector/weights/safetensors_io.py, which checks their checksum). A `.pth` file is a zip archive whose members carry CRC-32
-checksums; torch.load does not verify them, so reads check them first: a file damaged on
-disk or in transfer is reported as damaged instead of loading wrong numbers.
+Every checkpoint is read through `read_checkpoint(path)`, whatever its format, into one
+`CheckpointRecord`: the state dict, the stored config (brought to today's layout by
+config_upgrade), the iteration and the class ids, and the whole dict the file holds (a training
+checkpoint's optimizer, scheduler and RNG states). The format is picked by the file's suffix:
+`.safetensors` (detector/weights/formats/safetensors_file.py), anything else `.pth`
+(formats/pth.py). A `.safetensors` file reads as the dict its `.pth` twin holds, so the two
+formats never disagree: an iteration, a config or class ids are there when the file records
+them and absent (None) when it does not. Every write goes through `save_checkpoint`, which
+picks the format by the suffix the same way and writes atomically.
+
+The views below (`load_checkpoint`, `checkpoint_iteration`) are this reader seen from the
+callers that want a plain dict or just the iteration; detector/weights/state_dicts.py reads
+through it too.
 """
 from __future__ import annotations
 
 import os
-import tempfile
-import zipfile
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any
 
 import torch
 
+from detector.weights.config_upgrade import upgrade_config
+from detector.weights.formats.atomic_write import TMP_SUFFIX  # noqa: F401 - the checkpointer's name for leftovers
+from detector.weights.formats.errors import CheckpointError
+from detector.weights.formats.pth import read_pth, write_pth
+from detector.weights.formats.safetensors_file import (
+    checkpoint_entries,
+    export_safetensors,
+    read_safetensors_checkpoint,
+    read_safetensors_metadata,
+)
 
-class CheckpointError(RuntimeError):
-    """A checkpoint file that is missing, damaged or not allowed to be loaded."""
-
-
-# Unfinished writes are named `.<name>.<random>.tmp` next to their target.
-TMP_SUFFIX = ".tmp"
-
-
-def verify_zip_checksums(path: str | os.PathLike) -> None:
-    """Raise CheckpointError when a zip-format checkpoint is truncated or a member's bytes
-    no longer match their CRC-32 (reads the whole file once; about 1 GB/s)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad_member = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as error:
-        raise CheckpointError(f"Checkpoint '{path}' is damaged: its zip directory is missing or unreadable "
-                              f"({error}); the file is probably truncated.") from None
-    if bad_member is not None:
-        raise CheckpointError(
-            f"Checkpoint '{path}' is damaged: its record '{bad_member}' fails the CRC-32 check "
-            "(the file changed after it was written: disk or transfer error).")
+__all__ = ["CheckpointError", "CheckpointRecord", "read_checkpoint", "load_checkpoint", "checkpoint_iteration",
+           "save_checkpoint", "is_safetensors"]
 
 
-def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], None],
-                     previous: str | os.PathLike | None = None) -> Path:
-    """Write a file through `write(handle)` atomically: into a temporary file in the same
-    folder, flushed and fsynced, then renamed over `path` (and the folder fsynced, so the
-    rename itself survives a power cut). Every checkpoint format goes through here. With
-    `previous`, an existing `path` is first moved there (a rename, after the new file is
-    complete on disk), so the checkpoint before this one survives as a fallback."""
+def is_safetensors(path: str | os.PathLike) -> bool:
+    """Whether `path` is (to be) a safetensors file: the suffix decides, for reads and writes alike."""
+    return Path(path).suffix == ".safetensors"
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """One checkpoint file, read: `contents` is the dict it holds (for a .safetensors file, the
+    dict its .pth twin would hold); the properties are what callers ask of it."""
+
+    path: Path
+    contents: dict[str, Any]
+
+    @property
+    def state(self) -> dict[str, torch.Tensor]:
+        """The state dict: the "model" entry of a checkpoint of this project, or the whole file
+        when it is a bare state dict (a torchvision download, say)."""
+        state = self.contents.get("model", self.contents)
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise CheckpointError(f"'{self.path}' holds no state dict: expected a dict of tensors, or a checkpoint "
+                                  "with one under 'model'.")
+        return state
+
+    @property
+    def stored_config(self) -> dict | None:
+        """The config the file carries, exactly as written (None when it carries none)."""
+        config = self.contents.get("config")
+        return config if isinstance(config, dict) else None
+
+    @cached_property
+    def config(self) -> dict | None:
+        """The stored config brought to today's layout (detector/weights/config_upgrade.py);
+        computed on first use, so reading a file never fails on its config alone."""
+        return None if self.stored_config is None else upgrade_config(self.stored_config)
+
+    @property
+    def iteration(self) -> int | None:
+        """The iteration the checkpoint was written at; None for bare weights, which record none."""
+        iteration = self.contents.get("iteration")
+        return None if iteration is None else int(iteration)
+
+    @property
+    def category_ids(self) -> list[int] | None:
+        """label -> dataset category id (label 1 is the first entry), where the file records them."""
+        ids = self.contents.get("category_ids")
+        return None if ids is None else [int(i) for i in ids]
+
+
+def _existing(path: str | os.PathLike) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if previous is not None and path.is_file():
-            os.replace(path, previous)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    # Make the rename itself durable.
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint '{path}' does not exist or is not a file.")
     return path
 
 
-def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike, previous: str | os.PathLike | None = None) -> Path:
-    """Write `obj` to `path` with torch.save, atomically (see write_atomically). With
-    `previous`, an existing `path` is first moved there, so the checkpoint before this one
-    survives as a fallback should `path` ever be damaged later."""
-    return write_atomically(path, lambda handle: torch.save(obj, handle), previous)
-
-
-def checkpoint_iteration(path: str | os.PathLike) -> int | None:
-    """The iteration a checkpoint was written at; None for bare weights, which record none.
-    Of a `.safetensors` file only the header is read (its metadata holds the iteration)."""
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        iteration = load_checkpoint(path).get("iteration")
-        return None if iteration is None else int(iteration)
-    if not path.is_file():
-        raise CheckpointError(f"Checkpoint '{path}' does not exist or is not a file.")
-    from detector.weights.safetensors_io import iteration_from_metadata, read_safetensors_metadata
-
-    return iteration_from_metadata(read_safetensors_metadata(path), path)
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> CheckpointRecord:
+    """The one reader: any checkpoint file (.pth/.pt weights-only, or .safetensors) -> one
+    record. Raises CheckpointError for a missing, damaged or hostile file."""
+    path = _existing(path)
+    if is_safetensors(path):
+        return CheckpointRecord(path, read_safetensors_checkpoint(path, map_location))
+    return CheckpointRecord(path, read_pth(path, map_location))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a `.pth`/`.pt` (weights only) or `.safetensors` file into a dict: for a
-    `.safetensors` file, the dict its `.pth` twin would hold ("model", and the "iteration",
-    "config" and "category_ids" its metadata records)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"Checkpoint '{path}' does not exist or is not a file.")
-    if path.suffix == ".safetensors":
-        from detector.weights.safetensors_io import checkpoint_from_safetensors
+    """The dict a checkpoint holds (read_checkpoint(path).contents): for a training checkpoint,
+    everything the checkpointer saved; for a `.safetensors` file, "model" and the "iteration",
+    "config" and "category_ids" its metadata records."""
+    return read_checkpoint(path, map_location).contents
 
-        return checkpoint_from_safetensors(path, map_location)
-    with open(path, "rb") as handle:
-        magic = handle.read(4)
-    if not magic:
-        raise CheckpointError(f"Checkpoint '{path}' is empty (0 bytes): it was truncated or never written.")
-    if magic == b"PK\x03\x04":  # torch.save's zip format; legacy pickles have no checksums
-        verify_zip_checksums(path)
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:
-        text = str(error)
-        if "Weights only load failed" in text or "Unsupported global" in text or "GLOBAL" in text:
-            raise CheckpointError(
-                f"Refusing to load '{path}': it contains Python objects other than tensors and "
-                "plain containers, and loading them could run arbitrary code. Only weights-only "
-                "checkpoints (or .safetensors) are accepted; re-save the state dict with torch.save."
-            ) from None
-        raise CheckpointError(
-            f"Checkpoint '{path}' could not be read ({type(error).__name__}: {text.splitlines()[0] if text else ''}). "
-            "It may be truncated or damaged."
-        ) from None
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"Checkpoint '{path}' holds a {type(obj).__name__}, expected a dict.")
-    return obj
+
+def checkpoint_iteration(path: str | os.PathLike) -> int | None:
+    """The iteration a checkpoint was written at (read_checkpoint(path).iteration); None for
+    bare weights, which record none. Of a `.safetensors` file only the header is read, decoded
+    as read_checkpoint decodes it."""
+    path = _existing(path)
+    if is_safetensors(path):
+        return checkpoint_entries(read_safetensors_metadata(path), path).get("iteration")
+    return read_checkpoint(path).iteration
+
+
+def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike, previous: str | os.PathLike | None = None) -> Path:
+    """The one writer: `obj` to `path` atomically, as safetensors when the name ends in
+    `.safetensors` (model, iteration, config and category ids only), else with torch.save.
+    With `previous`, an existing `path` is first moved there, so the checkpoint before this one
+    survives as a fallback should `path` ever be damaged later."""
+    if is_safetensors(path):
+        return export_safetensors(obj, path, previous)
+    return write_pth(obj, path, previous)

@@ -1,4 +1,7 @@
-"""Loading state dicts with strict key checks and errors that say exactly what differs."""
+"""Loading state dicts with strict key checks and errors that say exactly what differs.
+
+Layer 2 of detector.weights, beside the one reader (checkpoint_io.py), through which
+`read_state_dict` reads its file."""
 from __future__ import annotations
 
 import os
@@ -7,7 +10,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from detector.weights.checkpoint_io import load_checkpoint
+from detector.weights.checkpoint_io import read_checkpoint
 
 # BatchNorm's step counter: not a weight, absent from FrozenBatchNorm2d and Detectron2 files.
 OPTIONAL_SUFFIXES = ("num_batches_tracked",)
@@ -57,10 +60,7 @@ def load_state_dict_strict(module: nn.Module, state: Mapping[str, torch.Tensor],
 
 def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
     """(state dict, whole checkpoint) from a checkpoint of this project ({"model": ...}),
-    a safetensors file, or a bare state dict (e.g. a torchvision download)."""
-    checkpoint = load_checkpoint(path)
-    state = checkpoint.get("model", checkpoint)
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise WeightsMismatchError(f"'{path}' holds no state dict: expected a dict of tensors, or a checkpoint "
-                                   "with one under 'model'.")
-    return state, checkpoint
+    a safetensors file, or a bare state dict (e.g. a torchvision download): read_checkpoint's
+    `state` and `contents`."""
+    record = read_checkpoint(path)
+    return record.state, record.contents

@@ -13,7 +13,7 @@ from detector.config import load_config
 from detector.engine.run import evaluate_checkpoint
 from detector.modeling.build import build_model
 from detector.tasks.detection import DetectionTask
-from detector.weights.safetensors_io import export_safetensors
+from detector.weights.formats.safetensors_file import export_safetensors
 
 ITERATION = 37
 

@@ -45,10 +45,10 @@ import torch.nn.functional as F
 from detector.weights.checkpoint_io import load_checkpoint
 from detector.modeling.build import build_model
 from detector.weights.loading import load_model
-from detector.weights.convert import convert_weights
-from detector.weights.convert import compose_converted_config
-from detector.weights.detectron2_conversion import convert_detectron2, detectron2_key_to_ours
-from detector.weights.restricted_pickle import RestrictedPickleError, load_restricted_pickle
+from detector.weights.conversion.convert import convert_weights
+from detector.weights.conversion.converted_config import compose_converted_config
+from detector.weights.conversion.detectron2_conversion import convert_detectron2, detectron2_key_to_ours
+from detector.weights.formats.restricted_pickle import RestrictedPickleError, load_restricted_pickle
 from detector.weights.state_dicts import load_state_dict_strict
 
 NUM_CLASSES = 80
@@ -473,7 +473,7 @@ def test_converted_cascade_mask_model_detects_with_masks(cascade_mask_model):
 def test_new_class_count_reinitializes_every_stage_and_the_mask_logits():
     """--num-classes on a cascade mask file: the three stage predictors and the mask logits
     are fresh for K classes; the rest (box heads, mask convs, deconvolution) is the file's."""
-    from detector.weights.convert import detection_checkpoint
+    from detector.weights.conversion.assembly import detection_checkpoint
 
     shapes = detectron2_faster_rcnn_fpn_shapes(50, cascade=True, mask=True)
     weights = {k: np.broadcast_to(np.float32(0.5), s) for k, s in shapes.items()}

@@ -284,7 +284,7 @@ def test_same_weights_same_boxes_and_masks_as_torchvision_maskrcnn(coco128):
     from detector.benchmarking.peers import spread_random_weights_
     from detector.config import load_config
     from detector.modeling.build import build_model
-    from detector.weights.torchvision_conversion import rename_torchvision_detection
+    from detector.weights.conversion.torchvision_conversion import rename_torchvision_detection
 
     torch.manual_seed(0)
     reference = MaskRCNN(resnet_fpn_backbone(backbone_name="resnet18", weights=None), num_classes=5, min_size=320,

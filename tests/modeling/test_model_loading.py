@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from detector.weights.checkpoint_io import CheckpointError, save_checkpoint
 from detector.modeling.build import build_model
 from detector.weights.loading import load_initial_weights, load_model, load_weights_into
-from detector.weights.safetensors_io import export_safetensors
+from detector.weights.formats.safetensors_file import export_safetensors
 from detector.weights.state_dicts import WeightsMismatchError
 
 

@@ -14,7 +14,7 @@ from torchvision.models.detection import maskrcnn_resnet50_fpn
 from torchvision.ops import FrozenBatchNorm2d
 
 from detector.benchmarking.peers import spread_random_weights_ as randomize_
-from detector.weights.convert import convert_weights
+from detector.weights.conversion.convert import convert_weights
 from detector.weights.loading import load_model
 
 from .test_parity_torchvision import EXACT, PHOTOS, photos

@@ -17,7 +17,7 @@ from torchvision.models.detection.rpn import RPNHead
 from detector.benchmarking.detections import match_pairs
 from detector.benchmarking.peers import spread_random_weights_ as randomize_
 from detector.weights.loading import load_model
-from detector.weights.convert import convert_weights
+from detector.weights.conversion.convert import convert_weights
 
 PHOTOS = ["000000000110.jpg", "000000000508.jpg"]
 

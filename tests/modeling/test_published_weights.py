@@ -27,8 +27,9 @@ from detector.modeling.build import build_model
 from detector.weights.loading import load_initial_weights, load_model
 from detector.weights.weight_settings import adopt_weight_settings
 from detector.weights import zoo
-from detector.weights.caffe2_resnet import FROZEN_BN_EPS
-from detector.weights.detectron2_conversion import detectron2_key_to_ours
+from detector.weights.conversion import detectron2_source
+from detector.weights.conversion.caffe2_resnet import FROZEN_BN_EPS
+from detector.weights.conversion.detectron2_conversion import detectron2_key_to_ours
 
 FPN_DIM, FC_DIM = 32, 64
 TV_DETECTOR = "torchvision://fasterrcnn_resnet50_fpn"
@@ -687,7 +688,7 @@ def test_detectron2_mask_and_cascade_planted_files_are_used(hub, monkeypatch, na
      "Misc/mask_rcnn_R_50_FPN_3x_syncbn/169527823/model_final_3b3c51.pkl"),
 ])
 def test_mask_and_cascade_names_missing_file_names_url_and_path(hub, tmp_path, name, file_name):
-    prefix = "https://download.pytorch.org/models/" if name.startswith("torchvision") else zoo.DETECTRON2_PREFIX
+    prefix = "https://download.pytorch.org/models/" if name.startswith("torchvision") else detectron2_source.DETECTRON2_PREFIX
     url = prefix + file_name
     expected = tmp_path / "torch_home" / "hub" / "checkpoints" / file_name.rsplit("/", 1)[-1]
     with pytest.raises(zoo.PublishedWeightsError) as error:

@@ -4,9 +4,9 @@ import torchvision
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 
-from detector.weights.coco_classes import COCO_IDS
-from detector.weights.torchvision_conversion import (convert_torchvision_classification,
-                                                     convert_torchvision_detection)
+from detector.weights.conversion.coco_classes import COCO_IDS
+from detector.weights.conversion.torchvision_conversion import (convert_torchvision_classification,
+                                                                convert_torchvision_detection)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_v2_checkpoint_rebuilds_v2(v2_state, tmp_path):
     that load_model turns back into the v2 model, with COCO category ids."""
     from detector.weights.checkpoint_io import save_checkpoint
     from detector.weights.loading import load_model
-    from detector.weights.torchvision_conversion import checkpoint_from_torchvision
+    from detector.weights.conversion.torchvision_conversion import checkpoint_from_torchvision
 
     checkpoint = checkpoint_from_torchvision(v2_state)
     assert checkpoint["config"]["model"]["name"] == "faster_rcnn_fpn_v2" and checkpoint["category_ids"][:2] == [1, 2]
@@ -139,7 +139,7 @@ def test_legacy_mask_head_names_convert(mask_states):
 
 
 def test_coco80_and_new_class_count_cover_the_mask_logits(mask_states):
-    from detector.weights.torchvision_conversion import checkpoint_from_torchvision
+    from detector.weights.conversion.torchvision_conversion import checkpoint_from_torchvision
 
     original = mask_states["v1"]
     logits = original["roi_heads.mask_predictor.mask_fcn_logits.weight"]
@@ -159,7 +159,7 @@ def test_coco80_and_new_class_count_cover_the_mask_logits(mask_states):
 
 def test_mask_v2_checkpoint_rebuilds_mask_rcnn_fpn_v2(mask_states, tmp_path):
     from detector.weights.checkpoint_io import save_checkpoint
-    from detector.weights.torchvision_conversion import checkpoint_from_torchvision
+    from detector.weights.conversion.torchvision_conversion import checkpoint_from_torchvision
 
     original = mask_states["v2"]
     save_checkpoint(checkpoint_from_torchvision(original), tmp_path / "mask_v2.pth")

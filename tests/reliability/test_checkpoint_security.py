@@ -122,7 +122,7 @@ def test_weights_round_trip_through_safetensors(tmp_path):
     from detector import build_model, load_config, load_model
     from detector.weights.checkpoint_io import load_checkpoint, save_checkpoint
     from omegaconf import OmegaConf
-    from detector.weights.convert import convert_weights
+    from detector.weights.conversion.convert import convert_weights
 
     cfg = load_config(tiny(tmp_path / "unused", tmp_path / "out")[1:] + ["model.num_classes=3",
                                                                          "model.class_names=[a,b,c]"])

@@ -5,8 +5,9 @@ import json
 import pytest
 import torch
 
-from detector.weights.checkpoint_io import CheckpointError, checkpoint_iteration, load_checkpoint, save_checkpoint
-from detector.weights.safetensors_io import export_safetensors, read_checkpoint_with_config
+from detector.weights.checkpoint_io import (CheckpointError, checkpoint_iteration, load_checkpoint, read_checkpoint,
+                                           save_checkpoint)
+from detector.weights.formats.safetensors_file import export_safetensors
 
 
 def checkpoint(iteration: int = 1234) -> dict:
@@ -48,7 +49,7 @@ def test_unreadable_iteration_or_missing_file_is_named(tmp_path):
 
     path = tmp_path / "edited.safetensors"
     save_file({"w": torch.zeros(2)}, str(path), metadata={"iteration": "12k", "config": json.dumps({})})
-    for read in (checkpoint_iteration, load_checkpoint, read_checkpoint_with_config):
+    for read in (checkpoint_iteration, load_checkpoint, read_checkpoint):
         with pytest.raises(CheckpointError, match=r"edited\.safetensors' records iteration '12k'.*whole number"):
             read(path)
     with pytest.raises(CheckpointError, match=r"missing\.safetensors' does not exist"):

@@ -8,13 +8,8 @@ import struct
 import pytest
 import torch
 
-from detector.weights.checkpoint_io import CheckpointError, load_checkpoint
-from detector.weights.safetensors_io import (
-    CHECKSUM_KEY,
-    export_safetensors,
-    read_checkpoint_with_config,
-    read_safetensors,
-)
+from detector.weights.checkpoint_io import CheckpointError, load_checkpoint, read_checkpoint
+from detector.weights.formats.safetensors_file import CHECKSUM_KEY, export_safetensors, read_safetensors
 
 
 def small_checkpoint():
@@ -46,9 +41,9 @@ def test_clean_file_round_trips_with_its_checksum(tmp_path):
     assert set(tensors) == set(checkpoint["model"])
     for name, value in checkpoint["model"].items():
         assert tensors[name].dtype == value.dtype and torch.equal(tensors[name], value), name
-    loaded = read_checkpoint_with_config(path)
-    assert loaded["iteration"] == 12 and loaded["config"] == checkpoint["config"]
-    assert loaded["category_ids"] == [1, 5, 9]
+    record = read_checkpoint(path)
+    assert record.iteration == 12 and record.stored_config == checkpoint["config"]
+    assert record.category_ids == [1, 5, 9]
 
 
 @pytest.mark.parametrize("where", [0.0, 0.5, 1.0])   # first, middle and last byte of the tensor data
@@ -59,7 +54,7 @@ def test_a_flipped_bit_in_the_tensor_data_is_reported_as_damage(tmp_path, where)
     position = start + round(where * (len(data) - 1 - start))
     data[position] ^= 0x10
     path.write_bytes(bytes(data))
-    for load in (read_checkpoint_with_config, load_checkpoint):
+    for load in (read_checkpoint, load_checkpoint):
         with pytest.raises(CheckpointError) as error:
             load(path)
         assert str(path) in str(error.value) and "damaged" in str(error.value)
@@ -95,7 +90,7 @@ def test_a_tensor_renamed_retyped_or_reshaped_in_the_header_is_reported_as_damag
     edit_header(path, *HEADER_EDITS[edit])
     with safe_open(str(path), framework="pt") as handle:   # still a valid file to safetensors
         assert len(list(handle.keys())) == 4
-    for load in (read_checkpoint_with_config, load_checkpoint, read_safetensors):
+    for load in (read_checkpoint, load_checkpoint, read_safetensors):
         with pytest.raises(CheckpointError) as error:
             load(path)
         message = str(error.value)
@@ -109,9 +104,9 @@ def test_files_without_a_checksum_still_load(tmp_path):
     checkpoint = small_checkpoint()
     path = tmp_path / "old.safetensors"
     save_file(checkpoint["model"], str(path), metadata={"iteration": "3", "config": json.dumps(checkpoint["config"])})
-    loaded = read_checkpoint_with_config(path)
-    assert loaded["iteration"] == 3 and loaded["config"] == checkpoint["config"]
-    assert torch.equal(loaded["model"]["conv.weight"], checkpoint["model"]["conv.weight"])
+    record = read_checkpoint(path)
+    assert record.iteration == 3 and record.stored_config == checkpoint["config"]
+    assert torch.equal(record.state["conv.weight"], checkpoint["model"]["conv.weight"])
 
 
 def test_written_atomically_fsynced_and_no_temporary_file_left(tmp_path, monkeypatch):

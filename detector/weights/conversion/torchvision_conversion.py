@@ -10,8 +10,9 @@ torchvision `MaskRCNN` on these backbones) makes it Mask R-CNN (model=mask_rcnn_
 mask_rcnn_fpn_v2), whose mask modules are laid out like torchvision's, so they keep their names.
 Classification: an ImageNet ResNet/ResNeXt state dict, which becomes backbone weights.
 
-`checkpoint_from_torchvision` is the one entry point: a torchvision state dict in, a
-checkpoint of this project (weights plus the config that rebuilds the model) out.
+`converted_torchvision` is the converter: a torchvision state dict in, one ConvertedWeights
+record out (the torchvision source, torchvision_source.py, reads the file and registers it);
+`checkpoint_from_torchvision` is that record assembled into a checkpoint of this project.
 """
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ from typing import Mapping
 
 import torch
 
-from detector.weights.coco_classes import COCO_IDS, COCO_NAMES, names_by_category_id
-from detector.weights.resnet_layout import infer_resnet_config
+from detector.weights.conversion.assembly import assemble_checkpoint
+from detector.weights.conversion.coco_classes import COCO_IDS, COCO_NAMES, names_by_category_id
+from detector.weights.conversion.record import ConvertedWeights
+from detector.weights.conversion.resnet_layout import infer_resnet_config
 
 # What torchvision's detection models do, expressed in this project's config.
 TORCHVISION_DETECTION_SETTINGS = {
@@ -205,31 +208,35 @@ def convert_torchvision_classification(state: Mapping[str, torch.Tensor]):
     return body, backbone
 
 
+def converted_torchvision(state: Mapping[str, torch.Tensor], coco80: bool = False,
+                          source: str = "torchvision state dict") -> ConvertedWeights:
+    """One record of a torchvision state dict, told apart by its keys:
+
+    - Faster R-CNN, v1 (`fasterrcnn_resnet50_fpn`) or v2 (`fasterrcnn_resnet50_fpn_v2`), or
+      Mask R-CNN (`maskrcnn_resnet50_fpn`, `maskrcnn_resnet50_fpn_v2`): a detector whose model
+      option (`model.name`: faster_rcnn_fpn, faster_rcnn_fpn_v2, mask_rcnn_fpn or
+      mask_rcnn_fpn_v2) and backbone are read off the weights; `coco80` keeps only the 80 used
+      COCO category ids, as labels 1..80.
+    - ResNet/ResNeXt ImageNet classifier: backbone weights (no fc), for `backbone.weights=`.
+
+    `source` names the weights in error messages. Raises ValueError for any other layout."""
+    if is_torchvision_detection(state):
+        converted, backbone, model, num_classes, names = convert_torchvision_detection(state, coco80=coco80)
+        return ConvertedWeights(state=converted, kind="detector", source=source, backbone=backbone, model=model,
+                                num_classes=num_classes, class_names=names)
+    if is_torchvision_classification(state):
+        body, backbone = convert_torchvision_classification(state)
+        return ConvertedWeights(state=body, kind="backbone", source=source, backbone=backbone,
+                                usage=f"Backbone {backbone['name']}: use it with backbone.weights={{output}}")
+    raise ValueError(f"'{source}' is neither a torchvision Faster/Mask R-CNN state dict (keys backbone.body.*, rpn.head.*) "
+                     "nor a torchvision ResNet classification state dict (keys conv1.*, layer1.*).")
+
+
 def checkpoint_from_torchvision(state: Mapping[str, torch.Tensor], num_classes: int | None = None,
                                 coco80: bool = False, source: str = "torchvision state dict") -> dict:
     """A checkpoint of this project from a torchvision state dict, ready for save_checkpoint
-    or for load_model once written.
-
-    - Faster R-CNN, v1 (`fasterrcnn_resnet50_fpn`) or v2 (`fasterrcnn_resnet50_fpn_v2`), or
-      Mask R-CNN (`maskrcnn_resnet50_fpn`, `maskrcnn_resnet50_fpn_v2`), told apart by the keys:
-      {"model", "iteration": 0, "config", and "category_ids" for COCO models}. The config names
-      the model option (`model.name`: faster_rcnn_fpn, faster_rcnn_fpn_v2, mask_rcnn_fpn or
-      mask_rcnn_fpn_v2) and the backbone, so the weights rebuild with no other flag; they are
-      loaded strictly into the model built from it before this returns.
-    - ResNet/ResNeXt ImageNet classifier: {"model": backbone weights (no fc), "iteration": 0,
-      "config"}, for `backbone.weights=`.
-
-    `num_classes` other than the weights' re-initializes the box predictor (fine-tuning);
-    `coco80` keeps only the 80 used COCO category ids, as labels 1..80. `source` names the
-    weights in error messages. Raises ValueError for any other layout.
-    """
-    from detector.weights.convert import compose_converted_config, detection_checkpoint
-
-    if is_torchvision_detection(state):
-        converted, backbone, model, found_classes, names = convert_torchvision_detection(state, coco80=coco80)
-        return detection_checkpoint(converted, backbone, model, found_classes, names, num_classes, source)
-    if is_torchvision_classification(state):
-        body, backbone = convert_torchvision_classification(state)
-        return {"model": body, "iteration": 0, "config": compose_converted_config(backbone, {}, num_classes, None)}
-    raise ValueError(f"'{source}' is neither a torchvision Faster/Mask R-CNN state dict (keys backbone.body.*, rpn.head.*) "
-                     "nor a torchvision ResNet classification state dict (keys conv1.*, layer1.*).")
+    or for load_model once written: the record of `converted_torchvision`, assembled
+    (detector/weights/conversion/assembly.py: the config that rebuilds the model, the weights
+    loaded strictly into it, "category_ids" for COCO models). `num_classes` other than the
+    weights' re-initializes the class layers (fine-tuning)."""
+    return assemble_checkpoint(converted_torchvision(state, coco80, source), num_classes)

@@ -18,8 +18,8 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from detector.weights.detectron2_conversion import DETECTRON2_MODEL_SETTINGS
-from detector.weights.resnet_layout import infer_resnet_config
+from detector.weights.conversion.detectron2_conversion import DETECTRON2_MODEL_SETTINGS
+from detector.weights.conversion.resnet_layout import infer_resnet_config
 
 logger = logging.getLogger(__name__)
 

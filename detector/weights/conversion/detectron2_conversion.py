@@ -25,8 +25,8 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from detector.weights.coco_classes import COCO_NAMES
-from detector.weights.resnet_layout import infer_resnet_config
+from detector.weights.conversion.coco_classes import COCO_NAMES
+from detector.weights.conversion.resnet_layout import infer_resnet_config
 
 DETECTRON2_PIXEL_MEAN = [103.530, 116.280, 123.675]   # BGR, 0..255
 DETECTRON2_PIXEL_STD = [1.0, 1.0, 1.0]

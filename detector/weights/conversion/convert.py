@@ -1,0 +1,54 @@
+"""Converting weight files into checkpoints of this project: the conversion entry point.
+
+`convert_weights(source, input, output)` looks the source up in the registry (registry.py),
+has its converter turn the local file into one record, and hands the record to the one
+assembly step (assembly.py: config, class layers, strict check, atomic write). Every output
+carries its config, so `load_model(OUT)` (or `model.weights=OUT`) needs no other flag. An
+output named `*.safetensors` is written as safetensors (tensors plus the config as JSON
+metadata, no pickle), any other as a weights-only `.pth`.
+
+Importing this module registers the built-in sources: torchvision (torchvision_source.py),
+detectron2 (detectron2_source.py) and checkpoint (checkpoint_source.py: a checkpoint of this
+project rewritten in the output's format, the way to export weights to safetensors and back).
+
+Published names (`torchvision://...`) are not resolved here: conversion sits below the
+published-names cache (detector/weights/zoo.py), which fetches the publisher's file and calls
+this module, never the reverse.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Imported for their registration calls: the built-in sources, in the order --help lists them.
+from detector.weights.conversion import torchvision_source  # noqa: F401  (isort: skip)
+from detector.weights.conversion import detectron2_source  # noqa: F401  (isort: skip)
+from detector.weights.conversion import checkpoint_source  # noqa: F401  (isort: skip)
+from detector.weights.conversion.assembly import write_converted
+from detector.weights.conversion.registry import registered_sources, source_of_published_name, weights_source
+
+
+def convert_weights(source: str, input_path: str | os.PathLike, output_path: str | os.PathLike,
+                    num_classes: int | None = None, coco80: bool = False) -> Path:
+    """Convert the local file `input_path`, a file of the registered weights source `source`,
+    into a checkpoint of this project at `output_path`; returns its path. `num_classes` other
+    than the weights' re-initialises the class layers; `coco80` is a torchvision option (keep
+    the 80 used COCO classes)."""
+    weights = weights_source(source)
+    published = source_of_published_name(input_path)
+    if published is not None:
+        raise ValueError(f"'{input_path}' is a published name: fetch it first (tools/convert_weights.py does, or "
+                         "detector.weights.zoo.publisher_file(name, source) from Python), then convert the file.")
+    input_path = Path(input_path)
+    if not input_path.is_file():
+        raise FileNotFoundError(f"input weights '{input_path}' do not exist.")
+    if not weights.recognises(input_path):
+        others = [s.name for s in registered_sources() if s is not weights and s.recognises(input_path)]
+        hint = f"; it looks like a file of --source {' or '.join(others)}" if others else ""
+        raise ValueError(f"'{input_path}' is not {weights.files}{hint}.")
+    options = {"coco80": True} if coco80 else {}
+    not_taken = [name for name in options if name not in weights.options]
+    if not_taken:
+        raise ValueError(f"--{not_taken[0].replace('_', '-')} does not apply to --source {source}"
+                         + (f" (its options: {', '.join(weights.options)})." if weights.options else "."))
+    return write_converted(weights.convert(input_path, **options), output_path, num_classes)
