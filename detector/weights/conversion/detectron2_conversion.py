@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from detector.weights.conversion.coco_classes import COCO_NAMES
+from detector.weights.conversion.head_layout import mask_head_layout, norm_kind, numbered
 from detector.weights.conversion.resnet_layout import infer_resnet_config
 
 DETECTRON2_PIXEL_MEAN = [103.530, 116.280, 123.675]   # BGR, 0..255
@@ -135,7 +136,7 @@ def convert_detectron2(checkpoint: Mapping):
         if not np.issubdtype(array.dtype, np.number):
             raise ValueError(f"Detectron2 key '{key}' holds {array.dtype}, expected a numeric array.")
         state[detectron2_key_to_ours(key, box_conv_norm)] = torch.from_numpy(np.ascontiguousarray(array)).to(torch.float32)
-    backbone_norm = _norm_kind(state, "backbone.body.bn1.")   # FrozenBN or SyncBN (statistics kept), or GN
+    backbone_norm = norm_kind(state, "backbone.body.bn1.")   # FrozenBN or SyncBN (statistics kept), or GN
     backbone = {**infer_resnet_config(state, "backbone.body."), "norm": "gn" if backbone_norm == "gn" else "frozen_bn",
                 "freeze_at": 2}
     conv_box_head = "roi_heads.box_head.convs.0.weight" in state
@@ -151,7 +152,7 @@ def convert_detectron2(checkpoint: Mapping):
     num_classes = int(state[f"{first}cls_score.weight"].shape[0]) - 1
     model = _merge(DETECTRON2_MODEL_SETTINGS, {
         "fpn": {"out_channels": int(state["backbone.fpn.lateral_convs.0.0.weight"].shape[0]),
-                "norm": _norm_kind(state, "backbone.fpn.lateral_convs.0.1.")},
+                "norm": norm_kind(state, "backbone.fpn.lateral_convs.0.1.")},
         "roi_heads": {"fc_dim": int(state[f"roi_heads.box_head.{'0.' if cascade else ''}fc1.weight"].shape[0])},
     })
     if conv_box_head:
@@ -179,7 +180,7 @@ def convert_detectron2(checkpoint: Mapping):
 
 def _check_cascade(state: Mapping[str, torch.Tensor], num_classes: int) -> None:
     """conf/model/cascade_rcnn_fpn's stages: three, each predicting K+1 scores and one box."""
-    stages = sorted({int(k.split(".")[2]) for k in state if re.match(r"^roi_heads\.box_predictor\.\d+\.", k)})
+    stages = numbered(state, r"^roi_heads\.box_predictor\.(\d+)\.")
     if stages != list(range(CASCADE_STAGES)):
         raise ValueError(f"Detectron2 cascade with stages {stages}: only the model zoo's three stages "
                          f"(roi_heads.box_predictor.0..2, IoU 0.5 / 0.6 / 0.7) are supported.")
@@ -189,14 +190,6 @@ def _check_cascade(state: Mapping[str, torch.Tensor], num_classes: int) -> None:
         if scores != num_classes + 1 or deltas != 4:
             raise ValueError(f"Detectron2 cascade stage {stage} has {scores} class scores and {deltas} box outputs; "
                              f"expected {num_classes + 1} and 4 (class-agnostic regression, CLS_AGNOSTIC_BBOX_REG).")
-
-
-def _norm_kind(state: Mapping[str, torch.Tensor], prefix: str) -> str:
-    """The norm whose parameters start with `prefix`: "" (none), "bn" (FrozenBN, BN or SyncBN:
-    running statistics) or "gn" (GroupNorm: weight and bias only)."""
-    if f"{prefix}weight" not in state:
-        return ""
-    return "bn" if f"{prefix}running_mean" in state else "gn"
 
 
 def _conv_box_head_fields(state: Mapping[str, torch.Tensor], norm: bool) -> dict:
@@ -212,29 +205,20 @@ def _conv_box_head_fields(state: Mapping[str, torch.Tensor], norm: bool) -> dict
         "rpn": {"conv_depth": rpn_convs},
         "roi_heads": {"box_head": {"num_convs": len(convs)},
                       "conv_dim": int(state["roi_heads.box_head.convs.0.weight"].shape[0]),
-                      "conv_norm": _norm_kind(state, "roi_heads.box_head.convs.1.") if norm else ""},
+                      "conv_norm": norm_kind(state, "roi_heads.box_head.convs.1.") if norm else ""},
     }
 
 
 def _mask_fields(state: Mapping[str, torch.Tensor], num_classes: int) -> dict:
     """model.roi_heads fields of MaskRCNNConvUpsampleHead, read off its (renamed) weights."""
-    convs = sorted({int(k.split(".")[2]) for k in state if re.match(r"^roi_heads\.mask_head\.\d+\.0\.weight$", k)})
-    if convs != list(range(len(convs))) or not convs:
-        raise ValueError(f"Detectron2 mask head with convs mask_fcn{[c + 1 for c in convs]}: expected mask_fcn1..n.")
-    outputs = int(state["roi_heads.mask_predictor.mask_fcn_logits.weight"].shape[0])
-    if outputs != num_classes:
-        raise ValueError(f"Detectron2 mask predictor has {outputs} outputs for {num_classes} classes; only "
+    layout = mask_head_layout(state, "Detectron2")
+    if layout.outputs != num_classes:
+        raise ValueError(f"Detectron2 mask predictor has {layout.outputs} outputs for {num_classes} classes; only "
                          "class-specific masks (CLS_AGNOSTIC_MASK false) are supported.")
-    return {
-        # Detectron2's mask convs are 3x3, dilation 1, with a bias, or a norm instead (ROI_MASK_HEAD.NORM).
-        "mask_head": {"conv_dim": int(state["roi_heads.mask_head.0.0.weight"].shape[0]), "num_convs": len(convs),
-                      "norm": _norm_kind(state, "roi_heads.mask_head.0.1.")},
-        # ConvTranspose2d weights are [in, out, k, k].
-        "mask_deconv_dim": int(state["roi_heads.mask_predictor.conv5_mask.weight"].shape[1]),
-        # Its masks were learned on the box's own 28x28 grid (targets cropped with aligned RoIAlign
-        # or rasterized in box coordinates) and are pasted back on it (mask_ops._do_paste_mask).
-        "mask_paste": "detectron2",
-    }
+    # Detectron2's mask convs are 3x3, dilation 1, with a bias, or a norm instead (ROI_MASK_HEAD.NORM).
+    # Its masks were learned on the box's own 28x28 grid (targets cropped with aligned RoIAlign
+    # or rasterized in box coordinates) and are pasted back on it (mask_ops._do_paste_mask).
+    return {**layout.fields(), "mask_paste": "detectron2"}
 
 
 def _merge(base: dict, update: dict) -> dict:

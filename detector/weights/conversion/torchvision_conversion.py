@@ -23,6 +23,7 @@ import torch
 
 from detector.weights.conversion.assembly import assemble_checkpoint
 from detector.weights.conversion.coco_classes import COCO_IDS, COCO_NAMES, names_by_category_id
+from detector.weights.conversion.head_layout import mask_head_layout, norm_kind
 from detector.weights.conversion.record import ConvertedWeights
 from detector.weights.conversion.resnet_layout import infer_resnet_config
 
@@ -39,31 +40,28 @@ TORCHVISION_V2_SETTINGS = {
     "model": {"name": "faster_rcnn_fpn_v2"},
 }
 
-_RENAMES = [
-    (r"^backbone\.body\.", "backbone.body."),
-    (r"^backbone\.fpn\.inner_blocks\.(\d+)\.0\.", r"backbone.fpn.lateral_convs.\1.0."),
-    (r"^backbone\.fpn\.layer_blocks\.(\d+)\.0\.", r"backbone.fpn.output_convs.\1.0."),
-    (r"^rpn\.head\.conv\.(\d+)\.0\.", r"rpn.head.convs.\1."),
-    # Layouts of torchvision releases before Conv2dNormActivation wrapped these convs.
-    (r"^backbone\.fpn\.inner_blocks\.(\d+)\.(weight|bias)$", r"backbone.fpn.lateral_convs.\1.0.\2"),
-    (r"^backbone\.fpn\.layer_blocks\.(\d+)\.(weight|bias)$", r"backbone.fpn.output_convs.\1.0.\2"),
-    (r"^rpn\.head\.conv\.(weight|bias)$", r"rpn.head.convs.0.\1"),
-    (r"^rpn\.head\.cls_logits\.", "rpn.head.objectness."),
-    (r"^rpn\.head\.bbox_pred\.", "rpn.head.deltas."),
-    # v2: the norm of each FPN block (a conv without bias, then BatchNorm).
-    (r"^backbone\.fpn\.inner_blocks\.(\d+)\.1\.", r"backbone.fpn.lateral_convs.\1.1."),
-    (r"^backbone\.fpn\.layer_blocks\.(\d+)\.1\.", r"backbone.fpn.output_convs.\1.1."),
-    (r"^roi_heads\.box_head\.fc6\.", "roi_heads.box_head.fc1."),
-    (r"^roi_heads\.box_head\.fc7\.", "roi_heads.box_head.fc2."),
-    (r"^roi_heads\.box_predictor\.", "roi_heads.box_predictor."),
-    # Mask R-CNN: the same module layout here (block i: conv i.0, v2's BatchNorm i.1).
-    (r"^roi_heads\.mask_head\.(\d+)\.([01])\.", r"roi_heads.mask_head.\1.\2."),
-    (r"^roi_heads\.mask_predictor\.(conv5_mask|mask_fcn_logits)\.", r"roi_heads.mask_predictor.\1."),
-    # Releases before Conv2dNormActivation (the published maskrcnn_resnet50_fpn file among them)
-    # named the mask convs mask_fcn1..4.
-    (r"^roi_heads\.mask_head\.mask_fcn(\d+)\.(weight|bias)$",
-     lambda m: f"roi_heads.mask_head.{int(m.group(1)) - 1}.0.{m.group(2)}"),
-]
+# Modules laid out here exactly as in torchvision: their keys are kept as they are. (Mask R-CNN's
+# mask blocks too: conv i.0, and v2's BatchNorm i.1.)
+_KEPT = re.compile(r"^(backbone\.body\.|roi_heads\.box_predictor\.|roi_heads\.mask_head\.\d+\.[01]\."
+                   r"|roi_heads\.mask_predictor\.(conv5_mask|mask_fcn_logits)\.)")
+# The others: torchvision's name (a pattern) -> this project's (its substitution); first match wins.
+_RENAMED = {
+    # FPN blocks: the conv (.0) and, in v2, its BatchNorm (.1).
+    r"^backbone\.fpn\.inner_blocks\.(\d+)\.([01])\.": r"backbone.fpn.lateral_convs.\1.\2.",
+    r"^backbone\.fpn\.layer_blocks\.(\d+)\.([01])\.": r"backbone.fpn.output_convs.\1.\2.",
+    r"^rpn\.head\.conv\.(\d+)\.0\.": r"rpn.head.convs.\1.",
+    r"^rpn\.head\.cls_logits\.": "rpn.head.objectness.",
+    r"^rpn\.head\.bbox_pred\.": "rpn.head.deltas.",
+    r"^roi_heads\.box_head\.fc6\.": "roi_heads.box_head.fc1.",
+    r"^roi_heads\.box_head\.fc7\.": "roi_heads.box_head.fc2.",
+    # Releases before Conv2dNormActivation wrapped these convs; the published
+    # maskrcnn_resnet50_fpn file among them, whose mask convs are mask_fcn1..4.
+    r"^backbone\.fpn\.inner_blocks\.(\d+)\.(weight|bias)$": r"backbone.fpn.lateral_convs.\1.0.\2",
+    r"^backbone\.fpn\.layer_blocks\.(\d+)\.(weight|bias)$": r"backbone.fpn.output_convs.\1.0.\2",
+    r"^rpn\.head\.conv\.(weight|bias)$": r"rpn.head.convs.0.\1",
+    r"^roi_heads\.mask_head\.mask_fcn(\d+)\.(weight|bias)$":
+        lambda m: f"roi_heads.mask_head.{int(m.group(1)) - 1}.0.{m.group(2)}",
+}
 
 
 def is_torchvision_detection(state: Mapping[str, torch.Tensor]) -> bool:
@@ -105,16 +103,23 @@ def rename_torchvision_detection(state: Mapping[str, torch.Tensor]) -> dict[str,
         if key in box_head:
             renamed[box_head[key]] = value
             continue
-        for pattern, replacement in _RENAMES:
-            if re.match(pattern, key):
-                renamed[re.sub(pattern, replacement, key)] = value
-                break
-        else:
+        name = _our_name(key)
+        if name is None:
             raise ValueError(f"unexpected key '{key}' in the torchvision detection state dict: only the Faster/Mask "
                              "R-CNN ResNet-FPN layouts are supported (backbone.body/fpn, rpn.head, box_predictor, "
                              "roi_heads.box_head fc6/fc7 (v1) or four conv blocks and a Linear (v2), and "
                              "roi_heads.mask_head / mask_predictor).")
+        renamed[name] = value
     return renamed
+
+
+def _our_name(key: str) -> str | None:
+    if _KEPT.match(key):
+        return key
+    for pattern, replacement in _RENAMED.items():
+        if re.match(pattern, key):
+            return re.sub(pattern, replacement, key)
+    return None
 
 
 def is_torchvision_v2(state: Mapping[str, torch.Tensor]) -> bool:
@@ -129,32 +134,21 @@ def has_mask_branch(state: Mapping[str, torch.Tensor]) -> bool:
 
 def _mask_fields(renamed: Mapping[str, torch.Tensor], num_outputs: int) -> dict:
     """model.roi_heads fields of the mask branch, read off the (renamed) weights."""
-    convs = sorted({int(k.split(".")[2]) for k in renamed if re.match(r"^roi_heads\.mask_head\.\d+\.0\.weight$", k)})
-    if not convs or convs != list(range(len(convs))):
-        raise ValueError(f"torchvision mask head with conv blocks {convs}: expected blocks 0..n-1 "
-                         "(roi_heads.mask_head.<i>.0.weight).")
-    has_norm = "roi_heads.mask_head.0.1.weight" in renamed
-    if has_norm and "roi_heads.mask_head.0.1.running_mean" not in renamed:
+    layout = mask_head_layout(renamed, "torchvision")
+    if layout.norm == "gn":
         raise ValueError("the torchvision mask head's norm has no running statistics: only BatchNorm is supported.")
-    logits = renamed["roi_heads.mask_predictor.mask_fcn_logits.weight"]
-    if int(logits.shape[0]) != num_outputs:
-        raise ValueError(f"torchvision mask predictor has {int(logits.shape[0])} outputs but the box predictor "
+    if layout.outputs != num_outputs:
+        raise ValueError(f"torchvision mask predictor has {layout.outputs} outputs but the box predictor "
                          f"{num_outputs}: only class-specific masks (one per class, background included) are supported.")
-    conv = renamed["roi_heads.mask_head.0.0.weight"]
-    return {
-        # torchvision's mask convs are 3x3 with dilation 1, conf/model's default.
-        "mask_head": {"conv_dim": int(conv.shape[0]), "num_convs": len(convs), "norm": "bn" if has_norm else ""},
-        # ConvTranspose2d weights are [in, out, k, k].
-        "mask_deconv_dim": int(renamed["roi_heads.mask_predictor.conv5_mask.weight"].shape[1]),
-    }
+    # torchvision's mask convs are 3x3 with dilation 1, conf/model's default.
+    return layout.fields()
 
 
-def _fpn_norm(state: Mapping[str, torch.Tensor]) -> str:
-    if "backbone.fpn.inner_blocks.0.1.weight" not in state:
-        return ""
-    if "backbone.fpn.inner_blocks.0.1.running_mean" not in state:
+def _fpn_norm(renamed: Mapping[str, torch.Tensor]) -> str:
+    norm = norm_kind(renamed, "backbone.fpn.lateral_convs.0.1.")
+    if norm == "gn":
         raise ValueError("the torchvision FPN's norm has no running statistics: only BatchNorm is supported.")
-    return "bn"
+    return norm
 
 
 def convert_torchvision_detection(state: Mapping[str, torch.Tensor], coco80: bool = False):
@@ -174,7 +168,7 @@ def convert_torchvision_detection(state: Mapping[str, torch.Tensor], coco80: boo
         # maskrcnn_resnet50_fpn(_v2) is fasterrcnn_resnet50_fpn(_v2) plus the mask branch.
         **({"name": "mask_rcnn_fpn_v2" if v2 else "mask_rcnn_fpn"} if masks else {}),
         "fpn": {"out_channels": int(renamed["backbone.fpn.lateral_convs.0.0.weight"].shape[0]),
-                "norm": _fpn_norm(state)},
+                "norm": _fpn_norm(renamed)},
         "rpn": {"conv_depth": len({k.split(".")[3] for k in renamed if k.startswith("rpn.head.convs.")})},
         "roi_heads": {"fc_dim": int(renamed["roi_heads.box_head.fc1.weight"].shape[0])},
     }
