@@ -20,7 +20,7 @@ from detector.engine.history import JsonlWriter, MetricsHistory, eval_record
 from detector.engine.context import seed_everything
 from detector.engine.hooks import (EvalHook, LRSchedulerHook, PeriodicCheckpointer, PeriodicWriter, SkippedSamplesReport,
                                    build_hooks)
-from detector.engine.launch import wrap_for_training
+from detector.engine.devices import wrap_for_training
 from detector.engine.precision import Precision, resolve_precision
 from detector.engine.run_summary import command_line_overrides, write_run_summary
 from detector.engine.trainer import Trainer
@@ -49,17 +49,29 @@ class TrainingRun:
         return self.ema.module if self.ema is not None else self.core
 
 
+def find_resume_checkpoint(cfg: DictConfig, ctx) -> tuple[Path, dict] | None:
+    """(path, checkpoint) a run continues from: with train.resume, output_dir/checkpoints/last.pth,
+    or previous.pth when last.pth is damaged (with a warning naming it); None without train.resume
+    or when neither exists. Decided, and the file read once, before the model is built: a resume
+    needs none of its starting weights (the checkpoint replaces every weight, and its config
+    records the settings they brought), so they are neither fetched nor converted nor read."""
+    if not bool(cfg.train.resume):
+        return None
+    last = ctx.output_dir / "checkpoints" / LAST
+    found = load_latest_good(last.parent, ctx.logger, tidy=is_main_process())
+    if found is None:
+        ctx.logger.info("train.resume=true but %s does not exist: starting from scratch.", last)
+    return found
+
+
 def prepare_training(cfg: DictConfig, ctx, model: nn.Module) -> TrainingRun:
+    """Optimizer, schedule, scaler, EMA and checkpointer around `model`, restored from ctx.resume
+    (find_resume_checkpoint, which engine/run.py's prepare called before building the model)."""
     from detector.solver import build_lr_scheduler, build_optimizer
 
     logger, device = ctx.logger, ctx.device
     last = ctx.output_dir / "checkpoints" / LAST
-    found = None
-    if bool(cfg.train.resume):
-        # last.pth, or previous.pth when last.pth is damaged (with a warning naming it).
-        found = load_latest_good(last.parent, logger, tidy=is_main_process())
-        if found is None:
-            logger.info("train.resume=true but %s does not exist: starting from scratch.", last)
+    found = ctx.resume
     from detector.engine.time_budget import setup_budget
 
     # Before the scheduler exists: it is built on the plan's max_iter (or the planning iteration).

@@ -147,30 +147,28 @@ def predict_images(
     device: auto, cpu, cuda or cuda:N. batch_size: images per forward pass, each batch made of
     images the model resizes and pads to one canvas (see plan_batches), so the detections equal
     those of batch 1; the outputs keep the order of `inputs`.
-    tta: test-time augmentation with the settings of conf/config.yaml's test.aug_* keys
-    (scales, flip, merge) and the model's own NMS threshold and detections per image."""
-    from detector.weights.loading import load_model
-    from detector.weights.zoo import resolve_weights
+    tta: test-time augmentation with the test.aug_* settings (scales, flip, merge) of the
+    config the checkpoint stores, and the model's own NMS threshold and detections per image."""
+    from detector.weights.loading import model_from_checkpoint, read_model_checkpoint
 
     if batch_size < 1:
         raise ValueError(f"--batch-size {batch_size}: must be at least 1.")
-    # A published name (e.g. torchvision://fasterrcnn_resnet50_fpn_v2) becomes its cached conversion.
-    weights = resolve_weights(weights, expect="detector")
+    # The one read of the file (a published name, e.g. torchvision://fasterrcnn_resnet50_fpn_v2, is
+    # first fetched and converted): the weights, the config the model is built from, the category ids.
+    checkpoint = read_model_checkpoint(weights)
     device = resolve_device(str(device))
-    model = load_model(str(weights), overrides=[f"model.roi_heads.score_thresh={score_thresh}"], device=str(device))
+    model = model_from_checkpoint(checkpoint, str(weights), overrides=[f"model.roi_heads.score_thresh={score_thresh}"],
+                                  device=str(device))
     built = model.config.model  # the checkpoint's stored config, as the model was built from it
     names = list(built.class_names) if built.class_names is not None else []
     num_classes = int(built.num_classes)
+    category_ids = checkpoint.category_ids or list(range(1, len(names) + 1))
+    del checkpoint   # the model holds the weights now
     if tta:
-        from detector.config import load_config
-        from detector.evaluation.tta import build_tta
+        from detector.evaluation.tta import checkpoint_tta
 
-        # The tool's documented TTA settings; the merge takes the model's own post-processing.
-        model = build_tta(load_config(["test.aug=true"]), model).eval()
-    from detector.weights.safetensors_io import read_checkpoint_with_config
-
-    checkpoint = read_checkpoint_with_config(weights)  # category ids from a .pth or a .safetensors header
-    category_ids = checkpoint.get("category_ids") or list(range(1, len(names) + 1))
+        # The checkpoint's own test.aug_* settings; the merge takes the model's own post-processing.
+        model = checkpoint_tta(model, str(weights)).eval()
     category_of = {label: int(category_ids[label - 1]) if label <= len(category_ids) else label
                    for label in range(1, num_classes + 1)}
     output_dir = Path(output_dir)

@@ -30,7 +30,7 @@ from detector.weights.checkpoint_io import CheckpointRecord, read_checkpoint
 from detector.weights.config_upgrade import upgrade_config
 from detector.weights.starting_weights import StartingWeights, WeightsFile, read_starting_weights
 from detector.weights.state_dicts import load_state_dict_strict, read_state_dict, strip_prefix
-from detector.weights.weight_settings import check_weight_settings
+from detector.weights.weight_settings import refuse_differing_settings
 from detector.weights.zoo import PublishedWeightsError, resolve_weights
 
 logger = logging.getLogger(__name__)
@@ -86,11 +86,17 @@ def load_initial_weights(model: nn.Module, cfg: DictConfig, logger: logging.Logg
     (conf/cls.yaml): `model.weights` (the fc head is re-initialised when its class count
     differs) or `backbone.weights` (the body only), not both.
 
-    `weights`: the run's StartingWeights (read once, before the settings were adopted); its
-    tensors are handed over here. Without it the files cfg names are read now. A resumed run's
-    loads nothing: its checkpoint replaces every weight next."""
-    weights = weights if weights is not None else read_starting_weights(cfg)
-    check_weight_settings(cfg, weights)   # weights made with another input or stride load cleanly, then mislead
+    `weights`: the StartingWeights already read (load_starting_weights); without it the files
+    cfg names are read now."""
+    load_starting_weights(model, cfg, weights if weights is not None else read_starting_weights(cfg), logger)
+
+
+def load_starting_weights(model: nn.Module, cfg: DictConfig, weights: StartingWeights,
+                          logger: logging.Logger | None = None) -> None:
+    """A run's starting weights, read once before its settings were adopted (engine/run.py), into
+    its model, as load_initial_weights describes; their tensors are handed over here. A resumed
+    run's loads nothing: its checkpoint replaces every weight next."""
+    refuse_differing_settings(cfg, weights)   # weights made with another input or stride load cleanly, then mislead
     if weights.resumed_from is not None:
         return
     if isinstance(model, ResNetClassifier):
@@ -189,11 +195,15 @@ def load_classifier_weights(model: ResNetClassifier, state: Mapping[str, torch.T
     Returns the keys that were re-initialised (and logs them); every other missing,
     unexpected or mis-shaped key raises WeightsMismatchError naming it.
     """
-    logger = logger or logging.getLogger("detector")
     if not isinstance(state, Mapping):
         source = source or str(state)
         state = classifier_state_from_file(state)
-    source = source or "classifier state dict"
+    return _load_classifier_state(model, state, source or "classifier state dict", logger)
+
+
+def _load_classifier_state(model: ResNetClassifier, state: Mapping[str, torch.Tensor], source: str,
+                           logger: logging.Logger | None) -> list[str]:
+    logger = logger or logging.getLogger("detector")
     state = dict(state)
     expected = model.state_dict()
     reinitialised = [k for k in HEAD_KEYS if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
@@ -239,6 +249,6 @@ def _load_initial_classifier_weights(model: ResNetClassifier, weights: StartingW
         file = weights.model
         _refuse_kind(file, "backbone", "it holds a whole detector; a classifier starts from ImageNet backbone "
                                        "weights (e.g. torchvision://resnet50)")
-        load_classifier_weights(model, strip_prefix(file.take_state(), "module."), source=file.name, logger=logger)
+        _load_classifier_state(model, strip_prefix(file.take_state(), "module."), file.name, logger)
     elif weights.backbone is not None:
         _load_classifier_body_state(model, weights.backbone.take_state(), weights.backbone.name, logger)

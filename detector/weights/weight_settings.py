@@ -9,13 +9,14 @@ give wrong outputs. A converted file records the values in its config (Detectron
 means, std 1, stride in the 1x1), so a run adopts them before it builds its model, as
 torchvision's weights bring their own transforms.
 
-- `adopt_weight_settings(cfg, log, weights)`: a run's config takes its starting weights' values
+- `adopt_settings(cfg, weights, log)`: a run's config takes its starting weights' values
   (train_net, train_cls); each change is logged.
-- `check_weight_settings(cfg, weights)`: raises naming the overrides when they differ
-  (load_initial_weights, for code that builds the model itself).
+- `refuse_differing_settings(cfg, weights)`: raises naming the overrides when they differ
+  (the load, for code that builds the model itself).
 
 `weights` is the run's StartingWeights (detector/weights/starting_weights.py: the files resolved
-and read once, with the settings they record); without it, the files cfg names are read here.
+and read once, with the settings they record). `adopt_weight_settings(cfg)` and
+`check_weight_settings(cfg)` do the same for code that has none: they read the files cfg names.
 """
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from detector.weights.starting_weights import (DETECTOR_SETTINGS, WEIGHT_SETTINGS, StartingWeights,
                                                read_starting_weights)
 
-__all__ = ["DETECTOR_SETTINGS", "WEIGHT_SETTINGS", "adopt_weight_settings", "check_weight_settings",
-           "differing_settings"]
+__all__ = ["DETECTOR_SETTINGS", "WEIGHT_SETTINGS", "adopt_settings", "adopt_weight_settings", "check_weight_settings",
+           "differing_settings", "refuse_differing_settings"]
 
 logger = logging.getLogger(__name__)
 _ABSENT = object()   # a key the config does not have (None is a value: anchor_generator.strides)
@@ -46,11 +47,10 @@ def _same(ours: Any, theirs: Any) -> bool:
     return ours == theirs
 
 
-def differing_settings(cfg: DictConfig, weights: StartingWeights | None = None) -> tuple[str, dict[str, tuple[Any, Any]]]:
+def differing_settings(cfg: DictConfig, weights: StartingWeights) -> tuple[str, dict[str, tuple[Any, Any]]]:
     """(what the settings come from, {key: (config's value, weights' value)}) for each key that
     cfg has and the starting weights record otherwise (DETECTOR_SETTINGS for model.weights,
     WEIGHT_SETTINGS for backbone.weights). Empty without starting weights."""
-    weights = weights if weights is not None else read_starting_weights(cfg)
     weights.check_names(cfg)
     differ = {}
     for name, theirs in weights.settings.items():
@@ -74,8 +74,8 @@ def _overrides(differ: dict[str, tuple[Any, Any]]) -> str:
     return " ".join(f"{key}={text(theirs)}" for key, (_, theirs) in differ.items())
 
 
-def adopt_weight_settings(cfg: DictConfig, log: logging.Logger | None = None,
-                          weights: StartingWeights | None = None) -> dict[str, tuple[Any, Any]]:
+def adopt_settings(cfg: DictConfig, weights: StartingWeights,
+                   log: logging.Logger | None = None) -> dict[str, tuple[Any, Any]]:
     """Set in `cfg`, in place, the settings its starting weights were made with; returns
     {key: (old, new)} for each change and logs them."""
     source, differ = differing_settings(cfg, weights)
@@ -87,7 +87,7 @@ def adopt_weight_settings(cfg: DictConfig, log: logging.Logger | None = None,
     return differ
 
 
-def check_weight_settings(cfg: DictConfig, weights: StartingWeights | None = None) -> None:
+def refuse_differing_settings(cfg: DictConfig, weights: StartingWeights) -> None:
     """Raise ValueError when the starting weights were made with other settings than cfg's."""
     source, differ = differing_settings(cfg, weights)
     if differ:
@@ -95,3 +95,14 @@ def check_weight_settings(cfg: DictConfig, weights: StartingWeights | None = Non
         raise ValueError(f"{source} was made with other settings than the config's ({found}); they load cleanly "
                          f"but compute other features. Add the overrides {_overrides(differ)}, or call "
                          "detector.weights.weight_settings.adopt_weight_settings(cfg) before build_model(cfg).")
+
+
+def adopt_weight_settings(cfg: DictConfig, log: logging.Logger | None = None,
+                          weights: StartingWeights | None = None) -> dict[str, tuple[Any, Any]]:
+    """adopt_settings, reading the starting weights cfg names when `weights` is not given."""
+    return adopt_settings(cfg, weights if weights is not None else read_starting_weights(cfg), log)
+
+
+def check_weight_settings(cfg: DictConfig, weights: StartingWeights | None = None) -> None:
+    """refuse_differing_settings, reading the starting weights cfg names when `weights` is not given."""
+    refuse_differing_settings(cfg, weights if weights is not None else read_starting_weights(cfg))

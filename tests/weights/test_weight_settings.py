@@ -102,6 +102,23 @@ def test_a_detector_file_brings_its_heads_settings_too(tmp_path):
     assert torch.equal(ours["labels"], theirs["labels"])
 
 
+def test_a_mask_detector_file_brings_how_its_masks_are_pasted(tmp_path):
+    """Detectron2's converted mask models record mask_paste=detectron2 (their masks were trained to
+    be pasted its way); a run fine-tuning one pastes them so too. A box model's run has no such key."""
+    tiny_mask = ["model=mask_rcnn_fpn", *SMALL, "model.roi_heads.conv_dim=8"]
+    made_with = load_config([*tiny_mask, "model.roi_heads.mask_paste=detectron2"])
+    detector = tmp_path / "d2_mask.pth"
+    torch.save({"model": build_model(made_with).state_dict(), "iteration": 0,
+                "config": OmegaConf.to_container(made_with, resolve=True)}, detector)
+    cfg = load_config([*tiny_mask, f"model.weights={detector}"])
+    assert adopt_weight_settings(cfg) == {"model.roi_heads.mask_paste": ("torchvision", "detectron2")}
+    model = build_model(cfg)
+    load_initial_weights(model, cfg)
+    assert model.roi_heads.mask_paste == "detectron2"
+    box_run = load_config([*SMALL, f"model.weights={detector}"])   # its heads differ, but nothing to adopt here
+    assert "model.roi_heads.mask_paste" not in adopt_weight_settings(box_run)
+
+
 def test_a_backbone_file_leaves_the_runs_head_settings(tmp_path):
     weights = save_backbone(tmp_path / "msra_like.pth", *MSRA_LIKE)   # its config: conf/'s anchors
     cfg = load_config([*SMALL, f"backbone.weights={weights}", "model.anchor_generator.sizes=[16,32,64,128,256]"])
