@@ -108,6 +108,21 @@ class Line(Task):
         return [] if self.crash_after is None else [CrashBefore(self.crash_after)]
 
 
+class NotedLine(Line):
+    """A Line that keeps a note of its own in every checkpoint, and takes it back on resume."""
+
+    def __init__(self, note: str, crash_after: int | None = None):
+        super().__init__(crash_after)
+        self.note = note
+        self.restored: list = []
+
+    def checkpoint_extras(self, cfg, ctx):
+        return {"line_note": {"text": self.note, "data_points": 8}}
+
+    def restore_checkpoint_extras(self, cfg, ctx, checkpoint):
+        self.restored.append(checkpoint["line_note"])
+
+
 def line_config(out: Path, *extra: str):
     cfg = load_config([f"output_dir={out}", "data.root=/unused", "train.max_iter=40", "train.eval_period=20",
                        "train.checkpoint_period=20", "train.log_period=10", "train.best_metric=line/mse",
@@ -160,6 +175,23 @@ def test_a_task_of_ones_own_trains_evaluates_and_resumes_in_the_engine(tmp_path)
     done = Line()
     assert train(line_config(out, "train.resume=true"), done)["mse"] == metrics["mse"]
     assert done.trained == [] and logged_iterations((out / "log.txt").read_text()) == [10, 20, 30, 40]
+
+
+def test_the_engine_asks_the_task_for_its_checkpoint_entries_and_gives_them_back_on_resume(tmp_path):
+    out = tmp_path / "noted"
+    with pytest.raises(Crash):
+        train(line_config(out), NotedLine("first run", crash_after=20))
+    for name in ("last.pth", "model_best.pth"):
+        assert torch.load(out / "checkpoints" / name, weights_only=True)["line_note"] == {"text": "first run",
+                                                                                         "data_points": 8}
+    resumed = NotedLine("second run")
+    train(line_config(out, "train.resume=true"), resumed)
+    assert resumed.restored == [{"text": "first run", "data_points": 8}]   # what iteration 20's checkpoint held
+    for name in ("last.pth", "model_final.pth", "model_best.pth"):
+        assert torch.load(out / "checkpoints" / name, weights_only=True)["line_note"]["text"] == "second run", name
+    fresh = NotedLine("fresh")
+    train(line_config(tmp_path / "fresh"), fresh)
+    assert fresh.restored == []   # nothing to give back without a resume
 
 
 def test_the_best_checkpoint_is_the_evaluation_with_the_best_metric(tmp_path):

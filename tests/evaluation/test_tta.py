@@ -150,3 +150,46 @@ def test_real_detector_boxes_inside_image_and_mirror_symmetric(small_detector):
     assert torch.allclose(out_mirror["scores"], out["scores"])
     assert torch.equal(out_mirror["labels"], out["labels"])
     assert torch.allclose(hflip_boxes(out_mirror["boxes"], 110), out["boxes"], atol=1e-4)
+
+
+def test_predict_takes_the_tta_settings_the_checkpoint_stores(small_detector, tmp_path, monkeypatch):
+    """tools/predict.py --tta: the scales, flip and merge of the checkpoint's own config (which
+    conf/'s defaults, 0.875/1/1.125 with flips and wbf, are not), whatever its test.aug says."""
+    import cv2
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from detector.evaluation import tta as tta_module
+    from detector.tasks.prediction import predict_images
+    from detector.weights.checkpoint_io import save_checkpoint
+
+    cfg, model = small_detector
+    stored = OmegaConf.merge(cfg, {"test": {"aug": False, "aug_scales": [0.75], "aug_flip": True, "aug_merge": "nms"}})
+    path = tmp_path / "model.pth"
+    save_checkpoint({"model": model.state_dict(), "iteration": 0, "config": OmegaConf.to_container(stored, resolve=True)},
+                    path)
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((64, 80, 3), 128, np.uint8))
+    made = []
+    original = tta_module.TestTimeAugmentation.__init__
+
+    def recording(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(tta_module.TestTimeAugmentation, "__init__", recording)
+    predict_images(path, [tmp_path / "a.png"], tmp_path / "out", score_thresh=0.0, device="cpu", tta=True)
+    assert [(t.scales, t.flip, t.merge) for t in made] == [([0.75], True, "nms")]
+
+
+def test_a_checkpoint_without_tta_settings_is_named(small_detector):
+    from omegaconf import OmegaConf
+
+    from detector.evaluation.tta import checkpoint_tta
+
+    cfg, model = small_detector
+    model.config = OmegaConf.create({"model": OmegaConf.to_container(cfg.model), "test": {"aug_scales": [1.0]}})
+    try:
+        with pytest.raises(ValueError, match=r"the config stored in old.pth has no test.aug_flip"):
+            checkpoint_tta(model, "old.pth")
+    finally:
+        del model.config

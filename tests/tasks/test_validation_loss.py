@@ -91,3 +91,71 @@ def test_training_logs_validation_loss_and_trains_the_same(tmp_path):
     # Validation draws no numbers from the training stream and leaves BatchNorm alone.
     a, b = final_weights(with_val), final_weights(without)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _context(tmp_path):
+    import logging
+
+    from detector.engine.context import RunContext
+
+    return RunContext(torch.device("cpu"), 0, 1, tmp_path, logging.getLogger("detector"))
+
+
+def test_the_engine_validates_with_the_detection_step_on_the_tasks_loader(setup, tmp_path):
+    """The run's validation (engine/validation.py, on DetectionTask.build_validation_loader with
+    DetectionTask.build_step) is the training step on the held-out batch, BatchNorm in eval mode,
+    samplers seeded -- and the same numbers as compute_validation_loss on build_validation_set."""
+    from detector.engine.validation import VALIDATION_SEED, validation_losses
+    from detector.tasks.detection import DetectionTask
+
+    cfg, model = setup
+    task, ctx = DetectionTask(), _context(tmp_path)
+    loader = task.build_validation_loader(cfg, ctx)
+    batches = list(loader)
+    assert [len(b["images"]) for b in batches] == [2]   # test.val_loss_max_images=2, dataloader.batch_size=2
+    assert loader.num_workers == cfg.dataloader.num_workers   # the data package's loader, its settings
+    step = task.build_step(cfg, ctx)
+    losses = validation_losses(model, step, loader, ctx.device)
+
+    model.train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
+    torch.manual_seed(VALIDATION_SEED)
+    with torch.no_grad():
+        expected = {name: float(value) for name, value in step(model, batches[0]).items()}
+    assert {k: v for k, v in losses.items() if k != "total_loss"} == pytest.approx(expected, rel=1e-6)
+    assert compute_validation_loss(model, build_validation_set(cfg), ctx.device, batch_size=2) == losses
+
+
+def test_max_images_evaluates_exactly_n_images_through_the_test_loader(setup, tmp_path):
+    """test.max_images=3 of 5 test images: the evaluation sees the first 3, through the one test
+    loader builder and its settings (workers, batch size), not a second loader."""
+    from omegaconf import OmegaConf
+
+    from detector.data.samplers import InferenceBatchSampler
+    from detector.engine.precision import resolve_precision
+    from detector.tasks.detection import DetectionTask
+
+    cfg, model = setup
+    cfg = OmegaConf.merge(cfg, {"test": {"max_images": 3, "analysis": "off"}, "train": {"vis_period_images": 0}})
+
+    class Counting(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.seen = inner, []
+
+        def forward(self, images):
+            self.seen += [tuple(image.shape) for image in images]
+            return self.inner(images)
+
+    counting = Counting(model.eval())
+    ctx = _context(tmp_path)
+    evaluator = DetectionTask().build_evaluator(cfg, lambda: counting, ctx, resolve_precision("none", ctx.device))
+    loader = evaluator.loader
+    assert len(loader.dataset) == 5 and isinstance(loader.batch_sampler, InferenceBatchSampler)
+    assert loader.num_workers == cfg.dataloader.num_workers and loader.persistent_workers
+    evaluator(None)
+    assert len(counting.seen) == 3
+    results = (tmp_path / "inference" / "coco_instances_results.json")
+    assert results.is_file() and evaluator.metrics is not None

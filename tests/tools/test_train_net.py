@@ -104,6 +104,17 @@ def test_outputs_are_those_of_the_interface(trained):
     assert "num_classes: 5" in config_text and "${" not in config_text  # resolved
 
 
+def test_every_checkpoint_carries_the_datasets_category_ids(trained):
+    """The detection task's checkpoint entry (Task.checkpoint_extras), which predictions outside
+    a dataset report: the category id of each label, in label order."""
+    config = torch.load(trained / "checkpoints" / "model_final.pth", weights_only=True)["config"]
+    gt = json.loads(Path(config["dataset"]["train"]["annotations"]).read_text())
+    by_name = {c["name"]: int(c["id"]) for c in gt["categories"]}
+    expected = [by_name[name] for name in config["model"]["class_names"]]
+    for name in ("last.pth", "previous.pth", "model_best.pth", "model_final.pth"):
+        assert torch.load(trained / "checkpoints" / name, weights_only=True)["category_ids"] == expected, name
+
+
 def test_log_shows_progress(trained):
     log = (trained / "log.txt").read_text()
     lines = [line for line in log.splitlines() if "iter: " in line]
