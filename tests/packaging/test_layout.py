@@ -111,8 +111,6 @@ def test_modeling_depends_on_no_weights_engine_data_or_tasks():
 # below fails until it is removed, so this list only ever shrinks.
 KNOWN_CIRCLES = [
     {"detector.tasks.detection", "detector.tasks.validation_loss"},
-    {"detector.weights.checkpoint_io", "detector.weights.safetensors_io"},
-    {"detector.weights.convert", "detector.weights.torchvision_conversion", "detector.weights.zoo"},
 ]
 
 
