@@ -35,8 +35,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="images per forward pass; a batch holds images the model resizes to one padded size, "
                              "so the detections equal those of batch 1")
     parser.add_argument("--tta", action="store_true",
-                        help="test-time augmentation: flipped and rescaled views merged (the test.aug_* settings the "
-                             "checkpoint's config records)")
+                        help="test-time augmentation: flipped and rescaled views merged (the checkpoint's test.aug_*)")
     args = parser.parse_args(argv)
 
     from detector.weights.checkpoint_io import CheckpointError
