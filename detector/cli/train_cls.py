@@ -13,28 +13,10 @@ Writes output_dir/{config.yaml, log.txt, checkpoints/, metrics.json, confusion_m
 """
 from __future__ import annotations
 
-import hydra
-from omegaconf import DictConfig
+from detector.engine.launch import hydra_command
 
-from detector.config import CONFIG_MODULE, register_resolvers
-
-register_resolvers()
-
-
-@hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name="cls", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    from detector.engine.launch import launch
-    from detector.tasks.classification import ClassificationTask
-
-    launch(cfg, ClassificationTask())
-
-
-def run() -> None:
-    """The console command (and tools/train_cls.py)."""
-    from detector.engine.launch import run_command
-
-    run_command(main, "cls")
-
+# main: Hydra's entry point (what tests and launchers call); run: the console command.
+main, run = hydra_command("cls", "detector.tasks.classification.ClassificationTask", __name__)
 
 if __name__ == "__main__":  # python -m detector.cli.train_cls (also: torchrun -m detector.cli.train_cls)
     run()

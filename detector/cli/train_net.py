@@ -10,28 +10,10 @@
 """
 from __future__ import annotations
 
-import hydra
-from omegaconf import DictConfig
+from detector.engine.launch import hydra_command
 
-from detector.config import CONFIG_MODULE, register_resolvers
-
-register_resolvers()
-
-
-@hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    from detector.engine.launch import launch
-    from detector.tasks.detection import DetectionTask
-
-    launch(cfg, DetectionTask())
-
-
-def run() -> None:
-    """The console command (and tools/train_net.py)."""
-    from detector.engine.launch import run_command
-
-    run_command(main, "config")
-
+# main: Hydra's entry point (what tests and launchers call); run: the console command.
+main, run = hydra_command("config", "detector.tasks.detection.DetectionTask", __name__)
 
 if __name__ == "__main__":  # python -m detector.cli.train_net (also: torchrun -m detector.cli.train_net)
     run()

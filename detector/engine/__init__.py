@@ -1,26 +1,35 @@
 """The engine: the training loop and its hooks, the run skeleton any Task plugs into
-(run.py, task.py), checkpoints and distributed set-up."""
-from detector.weights.checkpointer import FINAL, LAST, Checkpointer
-from detector.engine.ema import ModelEMA
-from detector.engine.hooks import EvalHook, LRSchedulerHook, PeriodicCheckpointer, PeriodicWriter, SkippedSamplesReport
-from detector.engine.precision import Precision, resolve_precision
-from detector.engine.task import Task
-from detector.engine.trainer import HookBase, NonFiniteLossError, Trainer
+(run.py, task.py), the launch every training command goes through (launch.py), checkpoints
+and distributed set-up.
 
-__all__ = [
-    "FINAL",
-    "LAST",
-    "Checkpointer",
-    "ModelEMA",
-    "EvalHook",
-    "LRSchedulerHook",
-    "PeriodicCheckpointer",
-    "PeriodicWriter",
-    "SkippedSamplesReport",
-    "Precision",
-    "resolve_precision",
-    "HookBase",
-    "NonFiniteLossError",
-    "Trainer",
-    "Task",
-]
+Names are imported on first use, so a command that only parses its arguments (--help, a
+mistyped key) starts without loading torch: `from detector.engine import Trainer` works as
+before."""
+_EXPORTS = {
+    "FINAL": "detector.weights.checkpointer",
+    "LAST": "detector.weights.checkpointer",
+    "Checkpointer": "detector.weights.checkpointer",
+    "ModelEMA": "detector.engine.ema",
+    "EvalHook": "detector.engine.hooks",
+    "LRSchedulerHook": "detector.engine.hooks",
+    "PeriodicCheckpointer": "detector.engine.hooks",
+    "PeriodicWriter": "detector.engine.hooks",
+    "SkippedSamplesReport": "detector.engine.hooks",
+    "Precision": "detector.engine.precision",
+    "resolve_precision": "detector.engine.precision",
+    "HookBase": "detector.engine.trainer",
+    "NonFiniteLossError": "detector.engine.trainer",
+    "Trainer": "detector.engine.trainer",
+    "Task": "detector.engine.task",
+    "RunContext": "detector.engine.context",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'detector.engine' has no attribute {name!r}")

@@ -4,22 +4,24 @@ eval_only's checkpoint evaluation), and the same answer to the same failure what
 task -- a one-line `error: ...` on stderr (and in log.txt when the run got that far), exit
 code 1, no traceback.
 
-A command is then its Hydra entry point and its Task:
+A library command is its root config and its Task (hydra_command), e.g. detector/cli/train_net.py:
 
-    @hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name="config", version_base="1.3")
-    def main(cfg):
-        launch(cfg, DetectionTask())
+    main, run = hydra_command("config", "detector.tasks.detection.DetectionTask", __name__)
+
+A command of your own may call launch(cfg, task) from its own Hydra entry point. This module
+imports neither torch nor a task at start-up, so --help and a mistyped key answer at once.
 """
 from __future__ import annotations
 
 import logging
 import re
 import sys
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from omegaconf import DictConfig
 
-from detector.engine.task import Task
+if TYPE_CHECKING:
+    from detector.engine.task import Task
 
 EXIT_ERROR = 1   # an expected failure: the message says what to change
 
@@ -109,3 +111,40 @@ def run_command(main: Callable[[], None], config_name: str) -> None:
             if hint:
                 print(hint, file=sys.stderr)
         raise
+
+
+def hydra_command(config_name: str, task_class: str, module: str) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(main, run) of a training command: `main`, Hydra's entry point on conf/<config_name>.yaml,
+    launches a new `task_class` ("package.module.Class", imported when the command runs); `run`
+    is the console entry (run_command). `module` is the command's own module (its __name__):
+    Hydra names the job after it (hydra.job.name, which the SLURM launcher uses for its jobs)."""
+    import hydra
+    from hydra.utils import get_object
+
+    from detector.config import CONFIG_MODULE, register_resolvers
+
+    register_resolvers()
+
+    def main(cfg: DictConfig) -> None:
+        launch(cfg, get_object(task_class)())
+
+    main.__module__ = _command_module(module)
+    main = hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name=config_name, version_base="1.3")(main)
+
+    def run() -> None:
+        run_command(main, config_name)
+
+    return main, run
+
+
+def _command_module(module: str) -> str:
+    """The importable name of the command's module, also when it runs as __main__ (python -m,
+    torchrun -m: its spec names it; a file run directly: its file name)."""
+    if module != "__main__":
+        return module
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    if spec is not None:
+        return spec.name
+    from pathlib import Path
+
+    return Path(sys.argv[0]).stem
