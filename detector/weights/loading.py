@@ -28,10 +28,10 @@ from detector.modeling.build import build_model
 from detector.modeling.classifier import HEAD_KEYS, ResNetClassifier
 from detector.weights.checkpoint_io import CheckpointRecord, read_checkpoint
 from detector.weights.config_upgrade import upgrade_config
-from detector.weights.starting_weights import StartingWeights, WeightsFile, read_starting_weights
+from detector.weights.starting_weights import StartingWeights, read_starting_weights
 from detector.weights.state_dicts import load_state_dict_strict, read_state_dict, strip_prefix
 from detector.weights.weight_settings import refuse_differing_settings
-from detector.weights.zoo import PublishedWeightsError, resolve_weights
+from detector.weights.zoo import resolve_weights
 
 logger = logging.getLogger(__name__)
 
@@ -68,13 +68,6 @@ def _load_backbone_state(body: ResNet, state: Mapping[str, torch.Tensor], source
     logger.info("Loaded backbone weights from %s", source)
 
 
-def _refuse_kind(file: WeightsFile, wanted: str, advice: str) -> None:
-    """A published name of the other kind than the model takes (checked here, where the model is
-    known; backbone.weights names are checked when resolved)."""
-    if file.kind is not None and file.kind != wanted:
-        raise PublishedWeightsError(f"'{file.name}' cannot be used as {file.key} here: {advice}.")
-
-
 def load_initial_weights(model: nn.Module, cfg: DictConfig, logger: logging.Logger | None = None,
                          weights: StartingWeights | None = None) -> None:
     """The starting weights `cfg` names, into the model `build_model(cfg)` made.
@@ -96,6 +89,7 @@ def load_starting_weights(model: nn.Module, cfg: DictConfig, weights: StartingWe
     """A run's starting weights, read once before its settings were adopted (engine/run.py), into
     its model, as load_initial_weights describes; their tensors are handed over here. A resumed
     run's loads nothing: its checkpoint replaces every weight next."""
+    weights.check_names(cfg)
     refuse_differing_settings(cfg, weights)   # weights made with another input or stride load cleanly, then mislead
     if weights.resumed_from is not None:
         return
@@ -111,7 +105,6 @@ def load_starting_weights(model: nn.Module, cfg: DictConfig, weights: StartingWe
         _load_backbone_state(body, weights.backbone.take_state(), weights.backbone.name)
     if weights.model is not None:
         file = weights.model
-        _refuse_kind(file, "detector", f"it holds ImageNet backbone weights: pass it as backbone.weights={file.name}")
         load_state_dict_strict(model, file.take_state(), source=file.name)
         logging.getLogger(__name__).info("Loaded weights from %s", file.name)
 
@@ -247,8 +240,6 @@ def _load_initial_classifier_weights(model: ResNetClassifier, weights: StartingW
                          "pick one (model.weights loads the whole classifier, backbone.weights the body only).")
     if weights.model is not None:
         file = weights.model
-        _refuse_kind(file, "backbone", "it holds a whole detector; a classifier starts from ImageNet backbone "
-                                       "weights (e.g. torchvision://resnet50)")
         _load_classifier_state(model, strip_prefix(file.take_state(), "module."), file.name, logger)
     elif weights.backbone is not None:
         _load_classifier_body_state(model, weights.backbone.take_state(), weights.backbone.name, logger)

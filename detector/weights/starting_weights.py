@@ -3,8 +3,8 @@
 A run names the weights it starts from with `backbone.weights` and `model.weights`: files, or
 published names (torchvision://..., detectron2://...) that are fetched, hash-checked and converted
 on first use. Three steps need them before training: adopting the settings they were made with
-(weight_settings.adopt_weight_settings), checking those settings, and loading the tensors into the
-built model (loading.load_initial_weights). A `StartingWeights` is made once per run, on rank 0
+(weight_settings.adopt_settings), checking those settings, and loading the tensors into the built
+model (loading.load_starting_weights). A `StartingWeights` is made once per run, on rank 0
 first (`starting_weights_for_run`: fetching and converting must not happen in two processes at
 once; the other ranks then read the cached conversion), and handed to those three steps, so each
 file is resolved and read once.
@@ -13,7 +13,7 @@ A resumed run makes one from its checkpoint instead: the checkpoint replaces eve
 starting weights are neither fetched, converted nor read; the settings they brought are those the
 checkpoint's config records (the first run adopted them).
 
-Layering: this module resolves names (zoo) and reads files (checkpoint_io, state_dicts); the
+Layering: this module resolves names (zoo) and reads files (checkpoint_io's one reader); the
 settings comparison (weight_settings) and the loading into models (loading) sit above it.
 """
 from __future__ import annotations
@@ -27,9 +27,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from detector.utils.distributed import barrier, is_main_process
-from detector.weights.checkpoint_io import read_checkpoint
-from detector.weights.config_upgrade import upgrade_config
-from detector.weights.zoo import is_published_name, lookup, resolve_weights
+from detector.weights.checkpoint_io import CheckpointRecord, read_checkpoint
+from detector.weights.config_upgrade import CLASSIFIER
+from detector.weights.zoo import resolve_weights
 
 _ABSENT = object()   # a key the config does not have (None is a value: anchor_generator.strides)
 
@@ -61,13 +61,13 @@ def recorded_settings(config: DictConfig | None, keys: tuple[str, ...]) -> dict[
     return {key: OmegaConf.to_object(v) if OmegaConf.is_config(v) else v for key, v in found.items() if v is not _ABSENT}
 
 
-def stored_config(checkpoint: Mapping) -> DictConfig | None:
-    """A checkpoint's config brought to today's layout; None when it carries none (a bare state
-    dict, e.g. a torchvision download, whose "config" is no dict)."""
-    config = checkpoint.get("config")
-    if not isinstance(config, dict) or not isinstance(config.get("backbone"), dict):
+def stored_config(record: CheckpointRecord) -> DictConfig | None:
+    """A checkpoint's config in today's layout (the reader upgrades it); None when it carries none
+    (a bare state dict, e.g. a torchvision download) or one without a backbone section."""
+    stored = record.stored_config
+    if stored is None or not isinstance(stored.get("backbone"), dict):
         return None
-    return OmegaConf.create(upgrade_config(config) if isinstance(config.get("model"), dict) else config)
+    return OmegaConf.create(record.config)
 
 
 @dataclass
@@ -77,7 +77,6 @@ class WeightsFile:
     key: str                     # "model.weights" or "backbone.weights"
     name: str                    # as the config gives it: a path or a published name
     path: Path                   # the local file read (a published name's cached conversion)
-    kind: str | None             # a published name's kind ("detector" or "backbone"); None for a file
     config: DictConfig | None    # the config the file records, upgraded; None for bare weights
     _state: dict[str, torch.Tensor] | None = field(repr=False, default=None)
 
@@ -95,19 +94,27 @@ class WeightsFile:
         return state
 
 
-def read_weights_file(key: str, name: str) -> WeightsFile:
-    """`name` resolved (a published name fetched and converted once, then cached) and read once.
-    A backbone.weights name must be a published backbone; a model.weights name may be either kind
-    (a classifier starts from a backbone's; loading checks the kind against the model)."""
-    kind = lookup(name).kind if is_published_name(name) else None
-    record = read_checkpoint(resolve_weights(name, expect="backbone" if key == "backbone.weights" else None))
-    return WeightsFile(key, name, record.path, kind, stored_config(record.contents), record.state)
+def read_weights_file(key: str, name: str, expect: str) -> WeightsFile:
+    """`name` resolved (a published name fetched and converted once, then cached; refused before
+    any download when it holds another kind than `expect`) and read once."""
+    path = resolve_weights(name, expect=expect)
+    record = read_checkpoint(path)
+    return WeightsFile(key, name, record.path, stored_config(record), record.state)
+
+
+def expected_kind(cfg: DictConfig, key: str) -> str:
+    """What a published name under `key` must hold: ImageNet backbone weights for backbone.weights,
+    and for a classifier's model.weights (a ResNet and its fc head, conf/cls.yaml); a whole
+    detector for a detector's model.weights."""
+    if key == "backbone.weights" or OmegaConf.select(cfg, "model._target_") == CLASSIFIER:
+        return "backbone"
+    return "detector"
 
 
 @dataclass
 class StartingWeights:
-    """What a run's starting weights bring: the files read (None for a key that is not set, and
-    for both on a resume), and the settings of the file the model ends up with (model.weights
+    """What a run's starting weights bring: the files read (none for a key that is not set, and
+    none at all on a resume), and the settings of the file the model ends up with (model.weights
     when set, since it loads over backbone.weights)."""
 
     names: dict[str, str | None]          # the config's backbone.weights and model.weights
@@ -147,8 +154,12 @@ def _deciding_key(names: Mapping[str, str | None]) -> str | None:
 
 def read_starting_weights(cfg: DictConfig) -> StartingWeights:
     """Resolve and read every starting-weights file cfg names, once."""
+    files = {}
+    for key in WEIGHTS_KEYS:
+        name = OmegaConf.select(cfg, key)
+        if name:
+            files[key] = read_weights_file(key, str(name), expected_kind(cfg, key))
     names = configured_names(cfg)
-    files = {key: read_weights_file(key, name) for key, name in names.items() if name}
     deciding = _deciding_key(names)
     if deciding is None:
         return StartingWeights(names, files, {}, "")
@@ -161,7 +172,8 @@ def resumed_starting_weights(cfg: DictConfig, checkpoint: Mapping, path: str | o
     checkpoint's config records them (the first run adopted them before building its model)."""
     names = configured_names(cfg)
     deciding = _deciding_key(names)
-    settings = recorded_settings(stored_config(checkpoint), settings_keys(deciding)) if deciding else {}
+    config = stored_config(CheckpointRecord(Path(path), dict(checkpoint)))
+    settings = recorded_settings(config, settings_keys(deciding)) if deciding else {}
     source = f"{deciding}={names[deciding]}, as {path} records it," if deciding else ""
     return StartingWeights(names, {}, settings, source, resumed_from=Path(path))
 
@@ -170,8 +182,8 @@ def starting_weights_for_run(cfg: DictConfig, resume: tuple[Path, Mapping] | Non
     """The run's starting weights, rank 0 first: a published name may be fetched and converted,
     which two processes must not do at once; the other ranks then read the cached conversion.
     `resume`: the (path, checkpoint) the run resumes from, whose weights replace the starting ones."""
-    if resume is not None:
-        return resumed_starting_weights(cfg, resume[1], resume[0])
-    weights = read_starting_weights(cfg) if is_main_process() else None
-    barrier()
-    return weights if weights is not None else read_starting_weights(cfg)
+    if resume is None:
+        weights = read_starting_weights(cfg) if is_main_process() else None
+        barrier()
+        return weights if weights is not None else read_starting_weights(cfg)
+    return resumed_starting_weights(cfg, resume[1], resume[0])

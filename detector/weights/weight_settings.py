@@ -51,7 +51,6 @@ def differing_settings(cfg: DictConfig, weights: StartingWeights) -> tuple[str, 
     """(what the settings come from, {key: (config's value, weights' value)}) for each key that
     cfg has and the starting weights record otherwise (DETECTOR_SETTINGS for model.weights,
     WEIGHT_SETTINGS for backbone.weights). Empty without starting weights."""
-    weights.check_names(cfg)
     differ = {}
     for name, theirs in weights.settings.items():
         ours = OmegaConf.select(cfg, name, default=_ABSENT)

@@ -117,6 +117,20 @@ def test_a_run_converts_and_reads_a_published_name_once_and_its_resume_reads_non
     assert reads[(out / "checkpoints" / "last.pth").resolve()] == 1   # the resume decision's read, used for all
 
 
+def test_a_published_name_of_the_wrong_kind_is_refused_before_any_download(planted_backbone, monkeypatch, tmp_path):
+    """A detector's model.weights must hold a whole detector: an ImageNet backbone's name is refused
+    with the key to use, before anything is fetched; a classifier (conf/cls.yaml) starts from one."""
+    downloads = []
+    monkeypatch.setattr(zoo, "_download", lambda url, destination: downloads.append(url))
+    detector = load_config(["backbone=resnet18", "model.num_classes=2", "model.weights=torchvision://resnet34"])
+    with pytest.raises(zoo.PublishedWeightsError, match="pass it as backbone.weights=torchvision://resnet34"):
+        read_starting_weights(detector)
+    assert downloads == []
+    classifier = load_config([f"data.root={tmp_path}", "backbone=resnet18", f"model.weights={BACKBONE}"],
+                             config_name="cls")
+    assert set(read_starting_weights(classifier).files) == {"model.weights"}
+
+
 def save_msra_like_backbone(path: Path) -> Path:
     """A backbone file recording Detectron2's input settings (BGR, its statistics, stride in the 1x1)."""
     made_with = load_config(["backbone=resnet18", *(f"{k}={v}".replace(" ", "") for k, v in MSRA_LIKE.items())])
