@@ -25,10 +25,11 @@ import logging
 import os
 from pathlib import Path
 
-from detector.weights.conversion.convert import convert_weights
+from detector.weights.conversion.convert import convert_file
 from detector.weights.conversion.registry import (  # noqa: F401 - PublishedWeights: the entries' type, named here too
     PublishedWeights,
     PublishedWeightsError,
+    WeightsSource,
     registered_sources,
     source_of_published_name,
 )
@@ -51,15 +52,30 @@ def published_names() -> list[str]:
     return [name for source in registered_sources() for name in source.published_names()]
 
 
+def find_published(value) -> tuple[WeightsSource, PublishedWeights] | None:
+    """The source and entry of a published name, looked up once; None for a path;
+    PublishedWeightsError naming the known names for an unknown one."""
+    source = source_of_published_name(value) if isinstance(value, (str, os.PathLike)) else None
+    if source is None:
+        return None
+    name = str(value)
+    entry = source.published(name[len(source.scheme):])
+    if entry is None:
+        raise _unknown(name)
+    return source, entry
+
+
+def _unknown(name: str) -> PublishedWeightsError:
+    return PublishedWeightsError(f"Unknown published weights '{name}'. Known names: {', '.join(published_names())} "
+                                 "(torchvision ResNets also take a version, e.g. torchvision://resnet50.IMAGENET1K_V2).")
+
+
 def lookup(name: str | os.PathLike) -> PublishedWeights:
     """The entry of a published-weights name; PublishedWeightsError naming the known ones otherwise."""
-    name = str(name)
-    source = source_of_published_name(name)
-    entry = source.published(name[len(source.scheme):]) if source is not None else None
-    if entry is None:
-        raise PublishedWeightsError(f"Unknown published weights '{name}'. Known names: {', '.join(published_names())} "
-                                    "(torchvision ResNets also take a version, e.g. torchvision://resnet50.IMAGENET1K_V2).")
-    return entry
+    found = find_published(str(name))
+    if found is None:
+        raise _unknown(str(name))
+    return found[1]
 
 
 def weights_setting_problem(value) -> str | None:
@@ -172,13 +188,6 @@ def converted_file(entry: PublishedWeights, raw: Path, sha256: str) -> Path:
     return raw.with_name(f"{stem}.detector-v{CONVERSION_VERSION}-{sha256[:12]}.pth")
 
 
-def _convert(entry: PublishedWeights, raw: Path, output: Path) -> Path:
-    logger.info("Converting %s (%s) to %s", entry.name, raw, output)
-    # The conversion is written atomically: several processes may race here, and each
-    # one's rename leaves a complete file.
-    return convert_weights(entry.source, raw, output)
-
-
 _KIND_ADVICE = {
     "detector": "it holds a whole detector: pass it as model.weights={name} (or --weights)",
     "backbone": "it holds ImageNet backbone weights: pass it as backbone.weights={name}",
@@ -189,13 +198,18 @@ def resolve_weights(value: str | os.PathLike, expect: str | None = None) -> Path
     """A local file for `value`: a path is returned as given; a published name is fetched,
     checked and converted (see the module docstring), and the converted file returned.
     `expect` ("detector" or "backbone") refuses a name of the other kind with the fix."""
-    if not is_published_name(value):
+    found = find_published(value)
+    if found is None:
         return Path(value)
-    entry = lookup(value)
+    source, entry = found
     if expect is not None and entry.kind != expect:
         raise PublishedWeightsError(f"'{value}' cannot be used here: " + _KIND_ADVICE[entry.kind].format(name=value) + ".")
     raw, digests = fetch(entry)
     output = converted_file(entry, raw, digests["sha256"])
     if not output.is_file():
-        _convert(entry, raw, output)
+        logger.info("Converting %s (%s) to %s", entry.name, raw, output)
+        # The conversion is written atomically: several processes may race here, and each
+        # one's rename leaves a complete file. The source found for the name converts it
+        # (entry.source names it; the object is handed down rather than looked up again).
+        convert_file(source, raw, output)
     return output

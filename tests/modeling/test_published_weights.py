@@ -68,16 +68,17 @@ def plant(name: str, data: bytes) -> "Path":  # noqa: F821
 
 def accept_planted(monkeypatch, name: str, data: bytes) -> None:
     """Registry entry for `name` with the planted file's hash in place of the publisher's."""
-    original = zoo.lookup
+    original = zoo.find_published
 
-    def lookup(value):
-        entry = original(value)
-        if entry.name != original(name).name or entry.hash_algorithm is None:
-            return entry
+    def find_published(value):
+        found = original(value)
+        if found is None or found[1].name != original(name)[1].name or found[1].hash_algorithm is None:
+            return found
+        source, entry = found
         digest = hashlib.new(entry.hash_algorithm, data).hexdigest()
-        return dataclasses.replace(entry, hash_prefix=digest[: len(entry.hash_prefix)])
+        return source, dataclasses.replace(entry, hash_prefix=digest[: len(entry.hash_prefix)])
 
-    monkeypatch.setattr(zoo, "lookup", lookup)
+    monkeypatch.setattr(zoo, "find_published", find_published)
 
 
 def torch_bytes(state) -> bytes:
@@ -128,7 +129,7 @@ def test_torchvision_detector_planted_file_is_used(hub, monkeypatch):
     assert [p.name for p in converted] == [f"{raw.stem}.detector-v1-{hashlib.sha256(data).hexdigest()[:12]}.pth"]
 
     # The conversion is cached: a second use reads it instead of converting again.
-    monkeypatch.setattr(zoo, "_convert", lambda *a: pytest.fail("converted twice"))
+    monkeypatch.setattr(zoo, "convert_file", lambda *a: pytest.fail("converted twice"))
     assert zoo.resolve_weights(TV_DETECTOR) == converted[0]
 
 
@@ -390,9 +391,13 @@ def test_detectron2_backbone_hash_mismatch_is_refused(hub, monkeypatch):
     """Detectron2 gives no hash for the MSRA files; when an entry has one (the same check as
     for the model-zoo detectors), a file that differs is refused."""
     raw = plant(D2_BACKBONE, pickle.dumps({"conv1_w": np.zeros(3, np.float32)}))
-    original = zoo.lookup
-    monkeypatch.setattr(zoo, "lookup", lambda value: dataclasses.replace(original(value), hash_algorithm="md5",
-                                                                         hash_prefix="0123ab"))
+    original = zoo.find_published
+
+    def find_published(value):
+        found = original(value)
+        return found and (found[0], dataclasses.replace(found[1], hash_algorithm="md5", hash_prefix="0123ab"))
+
+    monkeypatch.setattr(zoo, "find_published", find_published)
     from detector.config import load_config
 
     with pytest.raises(zoo.PublishedWeightsError, match="0123ab") as error:

@@ -67,15 +67,16 @@ def planted_backbone(tmp_path, monkeypatch) -> Path:
     path = zoo.cached_file(zoo.lookup(BACKBONE))
     path.parent.mkdir(parents=True)
     path.write_bytes(data)
-    original = zoo.lookup
+    original = zoo.find_published
 
-    def lookup(value):
-        entry = original(value)
-        if entry.name != original(BACKBONE).name:
-            return entry
-        return dataclasses.replace(entry, hash_prefix=hashlib.sha256(data).hexdigest()[: len(entry.hash_prefix)])
+    def find_published(value):
+        found = original(value)
+        if found is None or found[1].name != original(BACKBONE)[1].name:
+            return found
+        source, entry = found
+        return source, dataclasses.replace(entry, hash_prefix=hashlib.sha256(data).hexdigest()[: len(entry.hash_prefix)])
 
-    monkeypatch.setattr(zoo, "lookup", lookup)
+    monkeypatch.setattr(zoo, "find_published", find_published)
     return path
 
 

@@ -35,7 +35,7 @@ CLASS_LAYER_PREFIXES = (PREDICTOR_PREFIX, "roi_heads.mask_predictor.mask_fcn_log
 
 def _weightless(config: dict):
     """`config` as a DictConfig that names no starting weights: the model is built to be checked
-    or to lend fresh layers, never to load other files."""
+    and to lend fresh class layers, never to load other files."""
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.create(config)
@@ -44,26 +44,17 @@ def _weightless(config: dict):
     return cfg
 
 
-def _reinitialized_class_layers(config: dict, num_classes: int) -> dict[str, torch.Tensor]:
-    """Freshly initialized class layers for `num_classes` (for fine-tuning elsewhere)."""
-    from detector.modeling.build import build_model
-
+def _weightless_model(kind: str, config: dict) -> torch.nn.Module:
+    """What `config` builds for weights of `kind`: the whole detector, or for a backbone the
+    ResNet body."""
     cfg = _weightless(config)
-    cfg.model.num_classes = num_classes
-    model = build_model(cfg)
-    return {k: v for k, v in model.state_dict().items() if k.startswith(CLASS_LAYER_PREFIXES)}
-
-
-def _check_loadable(kind: str, config: dict, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load `state` strictly into what `config` builds: the whole detector, or the ResNet body."""
     if kind == "backbone":
         from detector.instantiate import instantiate
 
-        load_state_dict_strict(instantiate(_weightless(config).backbone), state, source)
-    else:
-        from detector.modeling.build import build_model
+        return instantiate(cfg.backbone)
+    from detector.modeling.build import build_model
 
-        load_state_dict_strict(build_model(_weightless(config)), state, source)
+    return build_model(cfg)
 
 
 def coco_category_ids(class_names: list[str] | None) -> list[int] | None:
@@ -95,25 +86,27 @@ def assemble_checkpoint(record: ConvertedWeights, num_classes: int | None = None
     dataset's (COCO's, or the record's own)."""
     if record.kind == "checkpoint":
         return _stored_checkpoint(record, num_classes)
-    state = dict(record.state)
+    reinitialize = record.kind == "detector" and num_classes is not None and num_classes != record.num_classes
     if record.kind == "backbone":
         # The class count only labels the config a backbone file carries (as model.num_classes).
-        found = num_classes if num_classes is not None else record.num_classes
-        config = compose_converted_config(record.backbone, record.model, found, record.class_names)
-        category_ids = None
-    elif num_classes is not None and num_classes != record.num_classes:
+        classes, names, category_ids = (num_classes if num_classes is not None else record.num_classes,
+                                        record.class_names, None)
+    elif reinitialize:
+        classes, names, category_ids = num_classes, None, None
+    else:
+        classes, names, category_ids = record.num_classes, record.class_names, record.category_ids
+    # One config and one model: the model that config builds lends its fresh class layers (when
+    # the class count changes) and then takes the weights strictly, so a wrong conversion fails here.
+    config = compose_converted_config(record.backbone, record.model, classes, names)
+    model = _weightless_model(record.kind, config)
+    state = dict(record.state)
+    if reinitialize:
         # Keep everything but the class-specific layers, re-initialized for the new classes.
         logger.info("Re-initializing the class layers (box predictor, mask logits) for %d classes (weights have %d).",
                     num_classes, record.num_classes)
-        found_config = compose_converted_config(record.backbone, record.model, record.num_classes, record.class_names)
         state = {k: v for k, v in state.items() if not k.startswith(CLASS_LAYER_PREFIXES)}
-        state.update(_reinitialized_class_layers(found_config, num_classes))
-        config = compose_converted_config(record.backbone, record.model, num_classes, None)
-        category_ids = None
-    else:
-        config = compose_converted_config(record.backbone, record.model, record.num_classes, record.class_names)
-        category_ids = record.category_ids
-    _check_loadable(record.kind, config, state, record.source)
+        state.update({k: v for k, v in model.state_dict().items() if k.startswith(CLASS_LAYER_PREFIXES)})
+    load_state_dict_strict(model, state, record.source)
     checkpoint = {"model": state, "iteration": record.iteration, "config": config}
     if category_ids is None:
         category_ids = coco_category_ids(config["model"]["class_names"])
@@ -126,7 +119,8 @@ def assemble_checkpoint(record: ConvertedWeights, num_classes: int | None = None
 def write_converted(record: ConvertedWeights, output_path: str | os.PathLike, num_classes: int | None = None) -> Path:
     """The whole assembly step: assemble_checkpoint, then the atomic write (a .safetensors file
     when the name says so, otherwise a weights-only .pth); logs the record's usage hint."""
-    path = save_checkpoint(assemble_checkpoint(record, num_classes), output_path)
+    checkpoint = assemble_checkpoint(record, num_classes)
+    path = save_checkpoint(checkpoint, output_path)
     if record.usage:
         logger.info(record.usage.format(output=path))
     return path

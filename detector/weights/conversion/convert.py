@@ -1,7 +1,8 @@
 """Converting weight files into checkpoints of this project: the conversion entry point.
 
-`convert_weights(source, input, output)` looks the source up in the registry (registry.py),
-has its converter turn the local file into one record, and hands the record to the one
+`convert_weights(source, input, output)` looks the source up in the registry (registry.py);
+`convert_file` takes the source object itself (the published-names cache already holds it). It
+has the source's converter turn the local file into one record, and hands the record to the one
 assembly step (assembly.py: config, class layers, strict check, atomic write). Every output
 carries its config, so `load_model(OUT)` (or `model.weights=OUT`) needs no other flag. An
 output named `*.safetensors` is written as safetensors (tensors plus the config as JSON
@@ -25,7 +26,12 @@ from detector.weights.conversion import torchvision_source  # noqa: F401  (isort
 from detector.weights.conversion import detectron2_source  # noqa: F401  (isort: skip)
 from detector.weights.conversion import checkpoint_source  # noqa: F401  (isort: skip)
 from detector.weights.conversion.assembly import write_converted
-from detector.weights.conversion.registry import registered_sources, source_of_published_name, weights_source
+from detector.weights.conversion.registry import (
+    WeightsSource,
+    registered_sources,
+    source_of_published_name,
+    weights_source,
+)
 
 
 def convert_weights(source: str, input_path: str | os.PathLike, output_path: str | os.PathLike,
@@ -35,10 +41,16 @@ def convert_weights(source: str, input_path: str | os.PathLike, output_path: str
     than the weights' re-initialises the class layers; `coco80` is a torchvision option (keep
     the 80 used COCO classes)."""
     weights = weights_source(source)
-    published = source_of_published_name(input_path)
-    if published is not None:
+    if source_of_published_name(input_path) is not None:
         raise ValueError(f"'{input_path}' is a published name: fetch it first (tools/convert_weights.py does, or "
                          "detector.weights.zoo.publisher_file(name, source) from Python), then convert the file.")
+    return convert_file(weights, input_path, output_path, num_classes, coco80)
+
+
+def convert_file(weights: WeightsSource, input_path: str | os.PathLike, output_path: str | os.PathLike,
+                 num_classes: int | None = None, coco80: bool = False) -> Path:
+    """convert_weights for a source already looked up: the published-names cache (zoo.py) holds
+    the source of the name it fetched and hands it here, rather than its name to look up again."""
     input_path = Path(input_path)
     if not input_path.is_file():
         raise FileNotFoundError(f"input weights '{input_path}' do not exist.")
@@ -49,6 +61,6 @@ def convert_weights(source: str, input_path: str | os.PathLike, output_path: str
     options = {"coco80": True} if coco80 else {}
     not_taken = [name for name in options if name not in weights.options]
     if not_taken:
-        raise ValueError(f"--{not_taken[0].replace('_', '-')} does not apply to --source {source}"
+        raise ValueError(f"--{not_taken[0].replace('_', '-')} does not apply to --source {weights.name}"
                          + (f" (its options: {', '.join(weights.options)})." if weights.options else "."))
     return write_converted(weights.convert(input_path, **options), output_path, num_classes)
