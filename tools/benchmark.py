@@ -29,6 +29,9 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--growth-iterations", type=int, default=200)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd backbone (bf16)")
+    parser.add_argument("--bf16", default="auto", choices=["auto", "on", "off"],
+                        help="time the bf16 candidates: auto = where the device runs bf16 natively (CUDA, "
+                             "AVX512-BF16/AMX CPUs); elsewhere they time oneDNN's slow emulation")
     parser.add_argument("--trained", nargs="*", default=[], metavar="CKPT",
                         help="trained checkpoints: compare the fast path and bf16 with the exact path on their test images")
     parser.add_argument("--datasets", type=Path, default=DATASETS, help="the shared datasets folder")
@@ -42,7 +45,7 @@ def main(argv=None) -> int:
 
     options = Options(device=args.device, datasets=args.datasets, repeats=args.repeats, warmup=args.warmup,
                       sections=tuple(args.sections), growth_iterations=args.growth_iterations, compile=args.compile,
-                      trained=tuple(args.trained),
+                      bf16=args.bf16, trained=tuple(args.trained),
                       log=lambda message: print(message, flush=True))
     from detector.utils.logger import setup_logger
 

@@ -12,6 +12,7 @@ from detector.benchmarking import growth, inference, peers, pipeline
 from detector.benchmarking.memory import peak_memory_bytes
 from detector.benchmarking.timing import interleaved_times, ratio, summarize
 from detector.benchmarking.training import parameter_counts, training_step
+from detector.utils.hardware import cpu_has_native_bf16
 
 SECTIONS = ("inference", "inference_small", "ours_r18", "train", "data", "eval", "growth", "trained")
 DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
@@ -30,6 +31,7 @@ class Options:
     train_size: int = 512
     growth_iterations: int = 200
     compile: bool = False
+    bf16: str = "auto"                  # auto: time bf16 only where the hardware runs it natively (bf16_timed)
     trained: tuple[str, ...] = ()       # checkpoints for the "trained" section
     trained_images: int = 30
     log: callable = field(default=print)
@@ -43,6 +45,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def bf16_timed(opts: Options, device: torch.device) -> bool:
+    """Whether the bf16 candidates are timed. "auto": on CUDA, and on a CPU with native bf16
+    (AVX512-BF16 or AMX). Elsewhere oneDNN emulates bf16 at 5-50x fp32's time: a figure no user
+    would pick (training falls back to fp32 there, engine/precision.py), which alone took most of
+    the benchmark's time on such a CPU."""
+    if opts.bf16 in ("on", "off"):
+        return opts.bf16 == "on"
+    return device.type == "cuda" or cpu_has_native_bf16()
+
+
 def machine(device: torch.device) -> dict:
     info = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "cpu": platform.processor() or platform.machine()}
@@ -51,15 +63,16 @@ def machine(device: torch.device) -> dict:
     return info
 
 
-def r50_models(device: torch.device, min_size: int, max_size: int, compile_model: bool) -> dict:
+def r50_models(device: torch.device, min_size: int, max_size: int, compile_model: bool, bf16: bool) -> dict:
     """torchvision's R50-FPN and this project's with the same weights, in eval mode."""
     theirs = peers.torchvision_r50_fpn(min_size, max_size).to(device).eval()
     size = [f"model.input.min_size_test={min_size}", f"model.input.max_size_test={max_size}"]
     ours = peers.ours_with_same_weights(theirs, size).to(device).eval()
     exact = peers.ours_with_same_weights(theirs, size + EXACT).to(device).eval()
-    variants = {"torchvision": (theirs, None), "ours_exact": (exact, None), "ours_fp32": (ours, None),
-                "ours_bf16": (ours, torch.bfloat16)}
-    if compile_model:
+    variants = {"torchvision": (theirs, None), "ours_exact": (exact, None), "ours_fp32": (ours, None)}
+    if bf16:
+        variants["ours_bf16"] = (ours, torch.bfloat16)
+    if compile_model and bf16:
         compiled = peers.ours_with_same_weights(theirs, size).to(device).eval()
         compiled.backbone = torch.compile(compiled.backbone, dynamic=True)
         variants["ours_compiled_bf16"] = (compiled, torch.bfloat16)
@@ -67,7 +80,7 @@ def r50_models(device: torch.device, min_size: int, max_size: int, compile_model
 
 
 def run_inference(opts: Options, device, photos, size) -> dict:
-    variants = r50_models(device, *size, opts.compile)
+    variants = r50_models(device, *size, opts.compile, bf16_timed(opts, device))
     images = [image.to(device) for image, _, _ in photos]
     report = inference.compare_inference(variants, images, device, opts.repeats, opts.warmup)
     theirs, ours = variants["torchvision"][0], variants["ours_fp32"][0]
@@ -86,7 +99,9 @@ def run_ours_r18(opts: Options, device, photos) -> dict:
     cfg = load_config([])
     model = build_model(cfg).to(device).eval()
     images = [image.to(device) for image, _, _ in photos]
-    variants = {"ours_fp32": (model, None), "ours_bf16": (model, torch.bfloat16)}
+    variants = {"ours_fp32": (model, None)}
+    if bf16_timed(opts, device):
+        variants["ours_bf16"] = (model, torch.bfloat16)
     report = inference.compare_inference(variants, images, device, opts.repeats, opts.warmup, reference=None)
     report["test_size"] = [cfg.model.input.min_size_test, cfg.model.input.max_size_test]
     report["backbone"] = cfg.backbone.name
@@ -101,10 +116,11 @@ def run_training(opts: Options, device, photos) -> dict:
     size = opts.train_size
     theirs = peers.torchvision_r50_fpn(size, size).to(device)
     ours = peers.ours_with_same_weights(theirs).to(device)
-    ours_bf16 = peers.ours_with_same_weights(theirs).to(device)
     steps = {"torchvision": training_step(theirs, images, targets, device),
-             "ours_fp32": training_step(ours, images, targets, device),
-             "ours_bf16": training_step(ours_bf16, images, targets, device, torch.bfloat16)}
+             "ours_fp32": training_step(ours, images, targets, device)}
+    if bf16_timed(opts, device):
+        ours_bf16 = peers.ours_with_same_weights(theirs).to(device)
+        steps["ours_bf16"] = training_step(ours_bf16, images, targets, device, torch.bfloat16)
     times = interleaved_times(steps, opts.repeats, opts.warmup, device)
     return {"batch": 2, "size": size, "setting": "FrozenBN, stem+res2 frozen (torchvision trainable_backbone_layers=3)",
             "step": {name: summarize(values) for name, values in times.items()},
@@ -165,10 +181,12 @@ def run_trained(opts: Options, device) -> dict:
             if len(images) >= opts.trained_images:
                 break
         images = [image.to(device) for image in images[: opts.trained_images]]
-        variants = {"exact": (exact, None), "fast_fp32": (fast, None), "fast_bf16": (fast, torch.bfloat16)}
+        variants = {"exact": (exact, None), "fast_fp32": (fast, None)}
+        if bf16_timed(opts, device):
+            variants["fast_bf16"] = (fast, torch.bfloat16)
         runs = {name: inference.predictor(model, images, dtype, device) for name, (model, dtype) in variants.items()}
         rows = {name: [agreement(runs["exact"](i)[0], runs[name](i)[0]) for i in range(len(images))]
-                for name in ("fast_fp32", "fast_bf16")}
+                for name in variants if name != "exact"}
         report[str(path)] = {"dataset": str(OmegaConf.select(cfg, "dataset.name")), "images": len(images),
                              **{name: summarize_agreement(values) for name, values in rows.items()}}
     return report
@@ -192,7 +210,8 @@ def run_benchmark(opts: Options) -> dict:
     device = resolve_device(opts.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    report: dict = {"machine": machine(device), "repeats": opts.repeats, "warmup": opts.warmup}
+    report: dict = {"machine": machine(device), "repeats": opts.repeats, "warmup": opts.warmup,
+                    "bf16_timed": bf16_timed(opts, device)}
     photos = peers.coco_photos(opts.datasets / "coco128", 3) if {"inference", "inference_small", "ours_r18",
                                                                  "train"} & set(opts.sections) else []
     for section in opts.sections:
@@ -220,7 +239,10 @@ def run_benchmark(opts: Options) -> dict:
 
 
 def format_table(report: dict) -> str:
-    lines = [f"machine: {report['machine']}", f"{'measurement':58s} {'median':>10s} {'ours/theirs':>12s}"]
+    lines = [f"machine: {report['machine']}"]
+    if report.get("bf16_timed") is False:
+        lines.append("bf16 not timed: this device has no native bf16 (--bf16 on times oneDNN's emulation)")
+    lines.append(f"{'measurement':58s} {'median':>10s} {'ours/theirs':>12s}")
 
     def row(label, seconds=None, value=None, rel=None):
         median = f"{seconds:9.3f}s" if seconds is not None else (value or "")
@@ -260,6 +282,8 @@ def format_table(report: dict) -> str:
                 section["pycocotools"]["median_s"])
     for path, section in report.get("trained", {}).items():
         for name in ("fast_fp32", "fast_bf16"):
+            if name not in section:
+                continue
             agree = section[name]
             row(f"trained {section['dataset']}: {name} vs exact, {section['images']} images: matched "
                 f"{agree['matched']}/{agree['detections']}, max score diff {agree['max_score_diff']:.0e}",

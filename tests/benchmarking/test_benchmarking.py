@@ -49,3 +49,21 @@ def test_evaluation_timing_reproduces_the_official_numbers(coco_eval_reference):
     assert abs(report["AP"] - 0.5045806987249628) < 1e-9
     assert report["max_stat_diff"] < 1e-12 and report["detections"] == len(results)
     assert report["ours"]["n"] == report["pycocotools"]["n"] == 1
+
+
+def test_bf16_is_timed_only_where_the_device_runs_it_natively(monkeypatch):
+    """Emulated bf16 (a CPU without AVX512-BF16/AMX) took most of the benchmark's time and measures
+    nothing a user would run; auto skips it there, says so in the table, and --bf16 on still times it."""
+    from detector.benchmarking import suite
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(suite, "cpu_has_native_bf16", lambda: False)
+    assert not suite.bf16_timed(suite.Options(), cpu)
+    assert suite.bf16_timed(suite.Options(), cuda)
+    assert suite.bf16_timed(suite.Options(bf16="on"), cpu)
+    assert not suite.bf16_timed(suite.Options(bf16="off"), cuda)
+    table = suite.format_table({"machine": {}, "bf16_timed": False})
+    assert "bf16 not timed" in table
+    monkeypatch.setattr(suite, "cpu_has_native_bf16", lambda: True)
+    assert suite.bf16_timed(suite.Options(), cpu)
+    assert "bf16 not timed" not in suite.format_table({"machine": {}, "bf16_timed": True})
