@@ -58,13 +58,14 @@ def load_backbone_weights(body: ResNet, path: str | os.PathLike) -> None:
     _load_backbone_state(body, state, str(path))
 
 
+# Where a ResNet body's keys may sit in a file: a DDP wrapper, a detector's or a backbone's.
+BODY_PREFIXES = ("module.", "backbone.body.", "body.", "backbone.")
+
+
 def _load_backbone_state(body: ResNet, state: Mapping[str, torch.Tensor], source: str) -> None:
-    for prefix in ("module.", "backbone.body.", "body.", "backbone."):
-        state = strip_prefix(state, prefix)
     built = body.built_stage_prefixes()
     unused_stage = tuple(f"layer{i}." for i in range(1, 5) if f"layer{i}." not in built)
-    state = {k: v for k, v in state.items() if not k.startswith("fc.") and not (unused_stage and k.startswith(unused_stage))}
-    load_state_dict_strict(body, state, source=source)
+    load_state_dict_strict(body, state, source=source, strip=BODY_PREFIXES, set_aside=("fc.",) + unused_stage)
     logger.info("Loaded backbone weights from %s", source)
 
 
@@ -223,12 +224,8 @@ def load_classifier_body_weights(model: ResNetClassifier, path: str | os.PathLik
 
 def _load_classifier_body_state(model: ResNetClassifier, state: Mapping[str, torch.Tensor], source: str,
                                 logger: logging.Logger | None) -> None:
-    state = strip_prefix(state, "module.")
-    for prefix in ("backbone.body.", "body.", "backbone."):
-        state = strip_prefix(state, prefix)
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    state.update({k: v for k, v in model.state_dict().items() if k in HEAD_KEYS})
-    load_state_dict_strict(model, state, source=source)
+    # The fc head is set aside: the model keeps its own, new one.
+    load_state_dict_strict(model, state, source=source, strip=BODY_PREFIXES, set_aside=("fc.",))
     (logger or logging.getLogger("detector")).info("Loaded backbone weights from %s; the fc head (%d classes) is new.",
                                                    source, model.num_classes)
 

@@ -33,12 +33,22 @@ def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, to
     return dict(state)
 
 
-def load_state_dict_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+def load_state_dict_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: str,
+                           strip: tuple[str, ...] = (), set_aside: tuple[str, ...] = ()) -> None:
     """Load `state` into `module`; any missing or unexpected key, or shape mismatch, raises
-    WeightsMismatchError naming them and `source`."""
-    state = strip_prefix(state, "module.")   # saved from a DistributedDataParallel wrapper
+    WeightsMismatchError naming them and `source`.
+
+    `strip`: key prefixes removed first, in order, each when every key has it (a file saved with
+    the part of a larger model it came from, e.g. "backbone.body."). `set_aside`: key prefixes
+    whose tensors in the file are dropped, the module keeping its own (a classifier's fc head when
+    only its body is loaded, stages a body does not build)."""
+    for prefix in strip + ("module.",):   # "module.": saved from a DistributedDataParallel wrapper
+        state = strip_prefix(state, prefix)
+    if set_aside:
+        state = {k: v for k, v in state.items() if not k.startswith(set_aside)}
     expected = module.state_dict()
-    missing = [k for k in expected if k not in state and not k.endswith(OPTIONAL_SUFFIXES)]
+    missing = [k for k in expected if k not in state and not k.endswith(OPTIONAL_SUFFIXES)
+               and not (set_aside and k.startswith(set_aside))]
     unexpected = [k for k in state if k not in expected and not k.endswith(OPTIONAL_SUFFIXES)]
     mismatched = [f"{k} (file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)})"
                   for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
@@ -53,7 +63,7 @@ def load_state_dict_strict(module: nn.Module, state: Mapping[str, torch.Tensor],
         raise WeightsMismatchError(
             f"Weights in '{source}' do not match the model: " + "; ".join(problems)
             + ". Check that the config (backbone, num_classes, head sizes) matches the one the weights were made with.")
-    # Optional counters may be absent from the file: fill them from the model itself.
+    # Optional counters may be absent from the file, and set-aside keys are: fill them from the model itself.
     full = {k: state.get(k, v) for k, v in expected.items()}
     module.load_state_dict(full, strict=True)
 
