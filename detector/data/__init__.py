@@ -4,6 +4,8 @@ Public entry points (docs/INTERFACES.md): class_names, build_dataset, build_trai
 build_test_loader. Imported lazily, so tools that only convert or check annotations
 (voc2coco, check_dataset) start without importing torch.
 """
+from detector.utils.lazy_exports import lazy_getattr
+
 _EXPORTS = {
     "class_names": "detector.data.build",
     "build_dataset": "detector.data.build",
@@ -25,9 +27,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'detector.data' has no attribute {name!r}")
+__getattr__ = lazy_getattr("detector.data", _EXPORTS)

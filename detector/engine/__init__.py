@@ -5,6 +5,8 @@ and distributed set-up.
 Names are imported on first use, so a command that only parses its arguments (--help, a
 mistyped key) starts without loading torch: `from detector.engine import Trainer` works as
 before."""
+from detector.utils.lazy_exports import lazy_getattr
+
 _EXPORTS = {
     "FINAL": "detector.weights.checkpointer",
     "LAST": "detector.weights.checkpointer",
@@ -27,9 +29,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'detector.engine' has no attribute {name!r}")
+__getattr__ = lazy_getattr("detector.engine", _EXPORTS)
