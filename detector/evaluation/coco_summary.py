@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from detector.evaluation.coco_backends import STAT_NAMES
-from detector.evaluation.coco_checks import IOU_TYPES
+from detector.evaluation.coco_backends import KEYPOINT_STAT_NAMES, STAT_NAMES
+from detector.evaluation.coco_checks import EVALUATION_IOU_TYPES
 
 # COCOeval.summarize's lines, in the order of STAT_NAMES.
 _SUMMARY_LINES = (
@@ -26,12 +26,29 @@ _SUMMARY_LINES = (
     ("Average Recall", "(AR)", "0.50:0.95", "medium", 100),
     ("Average Recall", "(AR)", "0.50:0.95", "large", 100),
 )
+# COCOeval.summarize's keypoint lines (one maxDets, 20), in the order of KEYPOINT_STAT_NAMES.
+_KEYPOINT_SUMMARY_LINES = (
+    ("Average Precision", "(AP)", "0.50:0.95", "all", 20),
+    ("Average Precision", "(AP)", "0.50", "all", 20),
+    ("Average Precision", "(AP)", "0.75", "all", 20),
+    ("Average Precision", "(AP)", "0.50:0.95", "medium", 20),
+    ("Average Precision", "(AP)", "0.50:0.95", "large", 20),
+    ("Average Recall", "(AR)", "0.50:0.95", "all", 20),
+    ("Average Recall", "(AR)", "0.50", "all", 20),
+    ("Average Recall", "(AR)", "0.75", "all", 20),
+    ("Average Recall", "(AR)", "0.50:0.95", "medium", 20),
+    ("Average Recall", "(AR)", "0.50:0.95", "large", 20),
+)
 
 
-def format_summary(metrics: dict[str, Any]) -> str:
-    """The 12-line summary in COCOeval's wording, values to 3 decimals."""
+def format_summary(metrics: dict[str, Any], iou_type: str = "bbox") -> str:
+    """The 12-line summary in COCOeval's wording (10 lines for keypoints), values to 3 decimals."""
     lines = []
-    for (title, short, iou, area, max_dets), name in zip(_SUMMARY_LINES, STAT_NAMES):
+    if iou_type == "keypoints":
+        rows = zip(_KEYPOINT_SUMMARY_LINES, KEYPOINT_STAT_NAMES)
+    else:
+        rows = zip(_SUMMARY_LINES, STAT_NAMES)
+    for (title, short, iou, area, max_dets), name in rows:
         value = metrics.get(name)
         value = -1.0 if value is None else value
         lines.append(f" {title:<18} {short} @[ IoU={iou:<9} | area={area:>6s} | maxDets={max_dets:>3d} ] = {value:0.3f}")
@@ -53,10 +70,12 @@ def format_per_category(per_category: dict[str, float | None], columns: int = 3)
 
 
 def metrics_document(metrics: dict[str, Any], iteration: int | None) -> dict[str, Any]:
-    """The metrics.json shape: {"iteration": N, "bbox": {...}} -- and "segm": {...} for masks.
+    """The metrics.json shape: {"iteration": N, "bbox": {...}} -- and "segm": {...} for masks,
+    "keypoints": {...} for keypoints.
 
     `metrics` is either one box evaluation (evaluate_boxes) or evaluate_results' dict keyed
-    by IoU type ({"bbox": ..., "segm": ...})."""
-    if metrics and set(metrics) <= set(IOU_TYPES):
-        return {"iteration": iteration, **{iou_type: metrics[iou_type] for iou_type in IOU_TYPES if iou_type in metrics}}
+    by IoU type ({"bbox": ..., "segm": ..., "keypoints": ...})."""
+    if metrics and set(metrics) <= set(EVALUATION_IOU_TYPES):
+        return {"iteration": iteration,
+                **{iou_type: metrics[iou_type] for iou_type in EVALUATION_IOU_TYPES if iou_type in metrics}}
     return {"iteration": iteration, "bbox": metrics}

@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -143,6 +143,7 @@ def evaluate_detector(
     num_samples: int = 0,
     log: logging.Logger | None = None,
     iou_types: tuple[str, ...] = ("bbox",),
+    keypoint_sigmas: Sequence[float] | None = None,
 ) -> tuple[dict[str, Any], list[tuple]]:
     """Run, gather, evaluate. Returns (metrics, picture samples of this rank).
 
@@ -153,7 +154,8 @@ def evaluate_detector(
     iou_types: ("bbox",) for a box model -- metrics is then the box evaluation
     ({"AP", ..., "per_category"}) and metrics.json {"iteration", "bbox"}; ("bbox", "segm")
     for a mask model -- metrics is {"bbox": {...}, "segm": {...}}, each with the same keys,
-    and metrics.json gains the "segm" block.
+    and metrics.json gains the "segm" block. ("bbox", "keypoints") for a keypoint model, likewise,
+    compared by OKS with `keypoint_sigmas` (None: COCO's person sigmas).
     """
     log = log or logger
     local = run_inference(model, loader, label_to_category_id, device, autocast_dtype, max_images, num_samples)
@@ -163,14 +165,15 @@ def evaluate_detector(
         gt = coco_gt() if callable(coco_gt) else coco_gt
         if merged.skipped:
             log.warning("%d test images could not be read and were left out: %s", len(merged.skipped), merged.skipped[:5])
-        by_type = evaluate_results(gt, merged.results, iou_types, backend=backend, image_ids=merged.image_ids)
+        by_type = evaluate_results(gt, merged.results, iou_types, backend=backend, image_ids=merged.image_ids,
+                                   keypoint_sigmas=keypoint_sigmas)
         for iou_type, numbers in by_type.items():
             log.info(
                 "Evaluation%s of %d images, %d detections (%s)%s:\n%s\nPer-category AP%s:\n%s",
                 "" if iou_types == ("bbox",) else f" ({iou_type})",
                 len(merged.image_ids), len(merged.results), backend,
                 "" if iteration is None else f" at iteration {iteration}",
-                format_summary(numbers), "" if iou_types == ("bbox",) else f" ({iou_type})",
+                format_summary(numbers, iou_type), "" if iou_types == ("bbox",) else f" ({iou_type})",
                 format_per_category(numbers["per_category"]),
             )
         metrics = by_type["bbox"] if tuple(by_type) == ("bbox",) else by_type

@@ -15,7 +15,8 @@ from torch import nn
 
 from detector.engine.context import RunContext, sync_from_rank0
 from detector.engine.task import TestSetEvaluator, Task
-from detector.evaluation import STAT_NAMES, evaluate_detector
+from detector.evaluation import evaluate_detector
+from detector.evaluation.coco_backends import stat_names
 from detector.evaluation.analysis_schedule import analysis_mode, draws_pictures
 from detector.tasks.detection_step import DetectionStep, needs_masks
 from detector.utils.distributed import is_main_process
@@ -70,7 +71,7 @@ class DetectionEvaluator(TestSetEvaluator):
         by_type = metrics if iou_types != ("bbox",) else {"bbox": metrics}
         scalars = {}
         for iou_type, numbers in by_type.items():
-            scalars.update({f"{iou_type}/{name}": numbers.get(name) for name in STAT_NAMES})
+            scalars.update({f"{iou_type}/{name}": numbers.get(name) for name in stat_names(iou_type)})
             scalars.update({f"{iou_type}_per_category/{name}": ap for name, ap in numbers["per_category"].items()})
         scalars["time/evaluation"] = took
         images = self._draw(samples, list(dataset.class_names))
