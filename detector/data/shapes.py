@@ -16,6 +16,11 @@ objects drawn over it, as polygons (or RLE when the visible part has a hole). Op
 with pixel centres at integer coordinates and COCO puts them at +0.5, so the polygons are
 shifted by half a pixel to cover the drawn pixels; boxes keep the polygon's extent.
 
+Every object also has four keypoints, the same for every class: the topmost, rightmost,
+bottommost and leftmost points of its polygon (in the boxes' frame, so each lies on its box's
+edge), visible (v=2) unless a shape drawn later covers it (v=1). They are read off the drawn
+geometry and draw no random number, so the images and boxes are the same with or without them.
+
 Everything is a function of (seed, split, image index): the same config writes the same
 bytes. Writing goes to a temporary folder renamed into place under a file lock, so
 concurrent ranks neither clash nor see half a dataset.
@@ -38,7 +43,11 @@ from detector.utils.progress import track
 
 SHAPE_KINDS = ("circle", "rectangle", "triangle", "cross", "star")
 # 3: annotations carry each object's visible region as a COCO segmentation (same images and boxes as 2).
-GENERATOR_VERSION = 3
+# 4: and four keypoints per object, the categories their names and skeleton (same images and boxes as 3).
+GENERATOR_VERSION = 4
+# The keypoints of every shape, in order; a horizontal flip swaps right and left.
+KEYPOINT_NAMES = ("top", "right", "bottom", "left")
+KEYPOINT_SKELETON = ((1, 2), (2, 3), (3, 4), (4, 1))  # 1-based, as COCO writes skeletons
 STAMP = "generator.json"  # written last: its presence means the folder is complete
 
 
@@ -119,7 +128,9 @@ def _is_current(root: str, params: dict) -> bool:
 
 def write_shapes_dataset(folder: str, params: dict) -> None:
     os.makedirs(os.path.join(folder, "annotations"))
-    categories = [{"id": i, "name": name, "supercategory": "shape"} for i, name in enumerate(params["classes"], 1)]
+    categories = [{"id": i, "name": name, "supercategory": "shape", "keypoints": list(KEYPOINT_NAMES),
+                   "skeleton": [list(pair) for pair in KEYPOINT_SKELETON]}
+                  for i, name in enumerate(params["classes"], 1)]
     size = params["image_size"]
     workers = max(1, min(8, os.cpu_count() or 1))
     for split_code, (split, count) in enumerate((("train", params["num_train"]), ("test", params["num_test"]))):
@@ -137,13 +148,14 @@ def write_shapes_dataset(folder: str, params: dict) -> None:
         for index, objects in enumerate(results):
             image_id = index + 1
             images.append({"id": image_id, "file_name": f"{index:06d}.jpg", "width": size, "height": size})
-            for label, (x1, y1, x2, y2), segmentation in objects:
+            for label, (x1, y1, x2, y2), segmentation, keypoints in objects:
                 box = [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)]
                 # Box area, as for other box-only data (VOC): COCO's small/medium/large then
                 # speak of box sizes, and the largest objects do reach "large".
                 annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": label,
                                     "bbox": box, "area": round(box[2] * box[3], 2), "iscrowd": 0,
-                                    "segmentation": segmentation})
+                                    "segmentation": segmentation, "keypoints": keypoints,
+                                    "num_keypoints": sum(1 for v in keypoints[2::3] if v > 0)})
         with open(os.path.join(folder, "annotations", f"{split}.json"), "w") as handle:
             json.dump({"info": {"description": "generated shapes", "generator": params},
                        "images": images, "annotations": annotations, "categories": categories}, handle)
@@ -155,7 +167,7 @@ def _render_and_write(job) -> list:
     folder, split, split_code, index, params = job
     cv2.setNumThreads(1)
     seed = params["seed"] & 0xFFFFFFFFFFFFFFFF  # numpy seeds must be non-negative
-    image, objects = render_image(np.random.default_rng([seed, split_code, index]), params)
+    image, objects = render_image(np.random.default_rng([seed, split_code, index]), params, with_keypoints=True)
     cv2.imwrite(os.path.join(folder, split, f"{index:06d}.jpg"), image[:, :, ::-1],
                 [cv2.IMWRITE_JPEG_QUALITY, params["jpeg_quality"]])
     return objects
@@ -163,9 +175,11 @@ def _render_and_write(job) -> list:
 
 # ---------------------------------------------------------------------------- drawing
 
-def render_image(rng: np.random.Generator, params: dict, with_masks: bool = False):
+def render_image(rng: np.random.Generator, params: dict, with_masks: bool = False, with_keypoints: bool = False):
     """(HxWx3 uint8 RGB image, [(label, (x1, y1, x2, y2), segmentation), ...]); with_masks:
-    also the objects' visible regions, bool [N, H, W], that the segmentations describe."""
+    also the objects' visible regions, bool [N, H, W], that the segmentations describe;
+    with_keypoints: each object also carries its COCO keypoints [x, y, v] * 4 (KEYPOINT_NAMES).
+    Neither option draws a random number: the image and boxes are the same either way."""
     size = params["image_size"]
     image = _background(rng, size)
     _draw_distractors(rng, image, rng.integers(params["distractors_per_image"][0],
@@ -205,15 +219,38 @@ def render_image(rng: np.random.Generator, params: dict, with_masks: bool = Fals
     _draw_distractors(rng, image, int(rng.integers(0, 3)), under=False)
     noisy = image + rng.standard_normal(image.shape, dtype=np.float32) * np.float32(params["noise_std"])
     image = np.clip(noisy, 0, 255).astype(np.uint8)
-    segmentations, masks = _segmentations([o["polygon"] for o in placed], size)
+    polygons = [o["polygon"] for o in placed]
+    segmentations, masks, full = _segmentations(polygons, size)
     objects = [(o["label"], o["box"], segmentation) for o, segmentation in zip(placed, segmentations)]
+    if with_keypoints:
+        objects = [(*obj, _extreme_keypoints(polygons, full, i)) for i, obj in enumerate(objects)]
     return (image, objects, masks) if with_masks else (image, objects)
+
+
+def _extreme_keypoints(polygons: list, full: list, index: int) -> list:
+    """COCO keypoints [x, y, v] * 4 of polygons[index]: its top-, right-, bottom- and leftmost
+    vertices (the first one on a tie), in the boxes' frame (OpenCV's: pixel centres at integers).
+    v is 2 (visible) unless a shape drawn later covers that point's pixel, else 1 (labelled,
+    hidden) -- COCO's meaning of v."""
+    polygon = polygons[index]
+    size = full[index].shape[0]
+    picks = (int(polygon[:, 1].argmin()), int(polygon[:, 0].argmax()), int(polygon[:, 1].argmax()),
+             int(polygon[:, 0].argmin()))
+    keypoints = []
+    for vertex in picks:
+        x, y = (float(v) for v in polygon[vertex])
+        # The pixel holding the point; `full` is rasterised in COCO's frame, pixel (r, c) <-> centre (c, r) here.
+        column, row = (min(size - 1, max(0, int(round(v)))) for v in (x, y))
+        covered = any(full[later][row, column] for later in range(index + 1, len(polygons)))
+        keypoints += [round(x, 2), round(y, 2), 1 if covered else 2]
+    return keypoints
 
 
 def _segmentations(polygons: list, size: int):
     """COCO segmentations of the visible regions of objects drawn in this order (later ones on
-    top), and those regions as bool [N, size, size]. Rasterised as COCO does (pycocotools), so
-    evaluation and training see exactly these pixels."""
+    top), those regions as bool [N, size, size], and each object's whole region (bool [size, size]
+    per object, before covering). Rasterised as COCO does (pycocotools), so evaluation and
+    training see exactly these pixels."""
     from pycocotools import mask as mask_utils
 
     from detector.data.masks import mask_to_polygons, mask_to_rle, segmentation_to_mask
@@ -234,7 +271,7 @@ def _segmentations(polygons: list, size: int):
         # Tracing fills holes (an object drawn inside another): those keep their pixels as RLE.
         exact_trace = traced and np.array_equal(segmentation_to_mask(traced, size, size).astype(bool), visible[i])
         segmentations[i] = traced if exact_trace else mask_to_rle(visible[i])
-    return segmentations, visible
+    return segmentations, visible, full
 
 
 def _overlap(obj: dict, window, mask: np.ndarray, clear: bool = False) -> np.ndarray:
