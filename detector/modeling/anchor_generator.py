@@ -1,4 +1,10 @@
-"""Anchors for every feature level: one size per level, several aspect ratios."""
+"""Anchors for every feature level: one size (or a list of sizes) per level, several aspect ratios.
+
+R-CNN's RPN takes one size per level; RetinaNet takes several per level (torchvision's and
+Detectron2's three octave scales 2**0, 2**(1/3), 2**(2/3)), and FCOS one point per location (a
+single square "anchor" of the level's stride). A level given as a number is the one-size list, so
+configs with one size per level give the same anchors as before.
+"""
 from __future__ import annotations
 
 
@@ -19,12 +25,17 @@ class AnchorGenerator(nn.Module):
     this is not 64), while Detectron2 uses the fixed strides [4, 8, 16, 32, 64].
     """
 
-    def __init__(self, sizes: Sequence[float], aspect_ratios: Sequence[float], round_anchors: bool = True,
-                 strides: Sequence[int] | None = None, max_cache_entries: int = 32):
+    def __init__(self, sizes: Sequence[float | Sequence[float]], aspect_ratios: Sequence[float],
+                 round_anchors: bool = True, strides: Sequence[int] | None = None, max_cache_entries: int = 32):
         super().__init__()
         if strides is not None and len(strides) != len(sizes):
             raise ValueError(f"anchor strides {list(strides)} and sizes {list(sizes)} must have one entry per level.")
-        self.sizes = [float(s) for s in sizes]
+        # Each level: a list of sizes (a bare number is a list of one).
+        self.sizes = [[float(level)] if isinstance(level, (int, float)) else [float(s) for s in level] for level in sizes]
+        counts = {len(level) for level in self.sizes}
+        if len(counts) > 1 or 0 in counts:
+            raise ValueError(f"model.anchor_generator.sizes={[list(level) for level in self.sizes]}: every level needs "
+                             "the same number of sizes (at least one), since one head predicts for all levels.")
         self.aspect_ratios = [float(r) for r in aspect_ratios]
         self.round_anchors = round_anchors
         self.strides = None if strides is None else [int(s) for s in strides]
@@ -33,12 +44,13 @@ class AnchorGenerator(nn.Module):
 
     @property
     def num_anchors_per_location(self) -> int:
-        return len(self.aspect_ratios)
+        return len(self.aspect_ratios) * len(self.sizes[0])
 
-    def cell_anchors(self, size: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """[A, 4] anchors centred on (0, 0); height/width = aspect ratio, area = size**2."""
+    def cell_anchors(self, sizes: Sequence[float], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """[A, 4] anchors centred on (0, 0); height/width = aspect ratio, area = size**2. Ordered
+        aspect ratio major, size minor (torchvision's order, which its heads' channels follow)."""
         ratios = torch.as_tensor(self.aspect_ratios, dtype=dtype, device=device)
-        scale = torch.as_tensor([size], dtype=dtype, device=device)
+        scale = torch.as_tensor(list(sizes), dtype=dtype, device=device)
         height_factor = torch.sqrt(ratios)
         width_factor = 1 / height_factor
         widths = (width_factor[:, None] * scale[None, :]).view(-1)
