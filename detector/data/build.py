@@ -55,13 +55,16 @@ def require_masks(cfg: DictConfig) -> None:
     )
 
 
-def build_dataset(cfg: DictConfig, split: str, with_masks: bool = False) -> DetectionDataset:
+def build_dataset(cfg: DictConfig, split: str, with_masks: bool = False, with_keypoints: bool = False) -> DetectionDataset:
     """The `split` ("train" | "test") dataset; training applies cfg.aug and dataset.filter_empty.
 
     with_masks: training targets also carry "masks" (uint8 [G, H, W], one per box) for a mask
     model; DatasetError (require_masks) when the dataset has none. An image with a box whose
     segmentation is missing or malformed is a bad sample (dataset.on_bad_sample). Test
     samples are the same either way (the evaluation GT always keeps the segmentations).
+
+    with_keypoints: training targets also carry "keypoints" (float32 [G, K, 3], one set per box,
+    moved with the augmentation, left and right swapped by a mirror; detector/data/keypoints.py).
     """
     from detector.data.dataset import DetectionDataset
     from detector.data.transforms import build_augmentation
@@ -83,6 +86,13 @@ def build_dataset(cfg: DictConfig, split: str, with_masks: bool = False) -> Dete
         # polygons that forked workers would otherwise copy as they touch them).
         for record in records:   # the index's own fresh records
             record.segmentations = record.annotation_ids = None
+    keypoint_flip = None
+    if train and with_keypoints:
+        records, problems, keypoint_flip = _keypoint_records(cfg, fmt, index, records, problems)
+        index = dataclasses.replace(index, problems=problems)
+    elif train:
+        for record in records:   # no keypoint head: the file's keypoints are let go of too
+            record.keypoints = None
     _report_problems(index, fmt.on_bad_sample, f"{fmt.name} {split}", train)
     transform = None
     gt_dict = index.gt_dict
@@ -90,7 +100,7 @@ def build_dataset(cfg: DictConfig, split: str, with_masks: bool = False) -> Dete
         if fmt.filter_empty:
             # Images whose annotations are bad stay in, so that sampling them is reported.
             records = [r for r in records if len(r.boxes) or r.problem is not None]
-        transform = build_augmentation(cfg.aug.train)
+        transform = build_augmentation(cfg.aug.train, with_keypoints=with_keypoints)
         # The training GT is rarely evaluated; rebuilding it on demand keeps the (for
         # COCO 2017, gigabyte-sized) annotation list out of memory and out of forked workers.
         gt_dict = functools.partial(_gt_dict, fmt, split)
@@ -98,13 +108,27 @@ def build_dataset(cfg: DictConfig, split: str, with_masks: bool = False) -> Dete
         records, index.class_names, index.label_to_category_id, gt_dict, train=train, transform=transform,
         seed=int(cfg.seed), on_bad_sample=fmt.on_bad_sample, min_box_size=float(cfg.aug.min_box_size),
         max_image_pixels=fmt.max_image_pixels, problems=problems, with_masks=train and with_masks,
+        keypoint_flip=keypoint_flip,
     )
     clear_json_cache()
     return dataset
 
 
+def _keypoint_records(cfg: DictConfig, fmt: DatasetFormat, index: DatasetIndex, records, problems):
+    """(records with [M, K, 3] keypoint arrays, problems, the flip permutation) for a keypoint
+    model; DatasetError (require_keypoints) when the dataset has none."""
+    from detector.data.keypoints import (compact_keypoint_records, dataset_flip_permutation, keypoint_spec,
+                                         require_keypoints)
+
+    spec = keypoint_spec(index.gt_dict.get("categories", []), f"dataset={fmt.name}")
+    if spec is None:
+        require_keypoints(cfg)
+    records, keypoint_problems = compact_keypoint_records(records, spec.count)
+    return records, problems + keypoint_problems, dataset_flip_permutation(fmt, spec)
+
+
 def build_held_out_dataset(cfg: DictConfig, rank: int = 0, world_size: int = 1,
-                           with_masks: bool = False) -> DetectionDataset:
+                           with_masks: bool = False, with_keypoints: bool = False) -> DetectionDataset:
     """This rank's share (every world_size-th image) of the held-out images the validation loss
     is computed on: the test split's first `test.val_loss_max_images` images that have boxes
     and no problem, as training samples (targets; masks with `with_masks`) but without random
@@ -119,6 +143,9 @@ def build_held_out_dataset(cfg: DictConfig, rank: int = 0, world_size: int = 1,
     records = index.records
     if with_masks:  # a mask model's losses need each box's mask; images without usable ones are left out
         records, _ = compact_mask_records(records)
+    keypoint_flip = None
+    if with_keypoints:  # likewise a keypoint model's need each box's keypoints
+        records, _, keypoint_flip = _keypoint_records(cfg, fmt, index, records, [])
     records = [r for r in records if r.problem is None and len(r.boxes)]
     max_images = cfg.test.val_loss_max_images
     if max_images is not None:
@@ -128,11 +155,12 @@ def build_held_out_dataset(cfg: DictConfig, rank: int = 0, world_size: int = 1,
                            "images with boxes to compute a validation loss on; set train.val_loss_period=0.")
     size = cfg.model.input
     # Not the training pipeline (cfg.aug.train): only the deterministic resize to the test size.
-    transform = detection_compose([ShortestEdgeResize([int(size.min_size_test)], int(size.max_size_test))])
+    transform = detection_compose([ShortestEdgeResize([int(size.min_size_test)], int(size.max_size_test))],
+                                  with_keypoints=with_keypoints)
     return DetectionDataset(
         records[rank::world_size], index.class_names, index.label_to_category_id, {}, train=True,
         transform=transform, seed=int(cfg.seed), on_bad_sample="skip", min_box_size=float(cfg.aug.min_box_size),
-        max_image_pixels=fmt.max_image_pixels, with_masks=with_masks,
+        max_image_pixels=fmt.max_image_pixels, with_masks=with_masks, keypoint_flip=keypoint_flip,
     )
 
 

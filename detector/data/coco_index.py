@@ -7,6 +7,8 @@ converter and tools/check_dataset.py can never disagree:
   * crowd regions (iscrowd=1) stay out of the training targets but stay in the GT,
     where COCOeval ignores detections that fall on them;
   * zero-area boxes are dropped with a warning (they carry no region to learn);
+  * keypoints ([x, y, v] triplets) ride along with their boxes too, as the file spells them
+    (detector/data/keypoints.py reads them for a keypoint model);
   * segmentations (polygons / RLE) ride along with their boxes, as the file spells them:
     the records only point at them (no copy, no decoding), so box-only training pays
     nothing; build_dataset(with_masks=True) checks and compacts them for a mask model;
@@ -67,6 +69,10 @@ class ImageRecord:
     # packs them into a masks.PackedSegmentations; box-only training drops them.
     segmentations: list | None = None
     annotation_ids: list | None = None   # the boxes' annotation ids (named in mask errors)
+    # One COCO keypoint list [x, y, v] * K per box, as in the file (None: that annotation has
+    # none), or None when no annotation of the image has one; detector/data/keypoints.py
+    # turns them into float32 [M, K, 3] for a keypoint model, box-only training drops them.
+    keypoints: list | None = None
 
 
 @dataclass
@@ -184,7 +190,7 @@ def index_coco(coco: dict, images_dir: str, source: str, classes=None) -> Datase
             problems.append(Problem(path, problem, "bad_image_size", BAD_IMAGE))
             width, height = 0, 0
         images[image_id] = {"path": path, "width": int(width), "height": int(height), "boxes": [], "labels": [],
-                            "segmentations": [], "annotation_ids": [], "problem": problem}
+                            "segmentations": [], "annotation_ids": [], "keypoints": [], "problem": problem}
         order.append(image_id)
         gt_images.append(dict(entry))
 
@@ -239,6 +245,7 @@ def index_coco(coco: dict, images_dir: str, source: str, classes=None) -> Datase
         # "segmentation": [] is what box-only exporters write: no mask.
         image["segmentations"].append(ann.get("segmentation") or None)
         image["annotation_ids"].append(ann_id)
+        image["keypoints"].append(ann.get("keypoints") or None)
 
     records = []
     has_masks = False
@@ -250,10 +257,11 @@ def index_coco(coco: dict, images_dir: str, source: str, classes=None) -> Datase
         segmentations = image["segmentations"]
         with_segmentation = any(s is not None for s in segmentations)
         has_masks = has_masks or with_segmentation
+        keypoints = image["keypoints"] if any(k is not None for k in image["keypoints"]) else None
         records.append(ImageRecord(image_id, image["path"], image["width"], image["height"], boxes,
                                    np.asarray(image["labels"], dtype=np.int64), image["problem"],
                                    segmentations if with_segmentation else None,
-                                   image["annotation_ids"] if with_segmentation else None))
+                                   image["annotation_ids"] if with_segmentation else None, keypoints))
 
     _give_unique_ids(gt_annotations)
     kept_cat_ids = set(label_to_cat.values())
@@ -272,12 +280,15 @@ def _hashable(value) -> bool:
 
 
 def _gt_annotation(ann: dict) -> dict:
-    """The annotation as COCOeval needs it: with iscrowd and area present."""
-    if "iscrowd" in ann and "area" in ann and "id" in ann:
+    """The annotation as COCOeval needs it: with iscrowd and area present (and num_keypoints,
+    the labelled ones, where it has keypoints: COCOeval ignores objects with none)."""
+    if "iscrowd" in ann and "area" in ann and "id" in ann and ("keypoints" not in ann or "num_keypoints" in ann):
         return ann
     ann = dict(ann)
     ann.setdefault("iscrowd", 0)
     ann.setdefault("area", float(ann["bbox"][2]) * float(ann["bbox"][3]))
+    if isinstance(ann.get("keypoints"), list):
+        ann.setdefault("num_keypoints", sum(1 for v in ann["keypoints"][2::3] if isinstance(v, (int, float)) and v > 0))
     return ann
 
 

@@ -49,12 +49,15 @@ class DetectionDataset(torch.utils.data.Dataset):
     with_masks: training targets also get "masks" (uint8 [G, H, W], one per box, in the
     augmented image's pixels), decoded from the records' compact segmentations
     (build.build_dataset(with_masks=True) prepares them); box-only training decodes nothing.
+    keypoint_flip: for a keypoint model, the flip permutation of the dataset's keypoints
+    (detector/data/keypoints.py); training targets then get "keypoints" (float32 [G, K, 3])
+    from the records' arrays (build.build_dataset(with_keypoints=True) prepares them).
     """
 
     def __init__(self, records: list[ImageRecord], class_names: list[str], label_to_category_id: dict[int, int],
                  gt_dict, train: bool, transform=None, seed: int = 0, on_bad_sample: str = "skip",
                  min_box_size: float = 1.0, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, problems=(),
-                 with_masks: bool = False):
+                 with_masks: bool = False, keypoint_flip: np.ndarray | None = None):
         if on_bad_sample not in ON_BAD_SAMPLE:
             raise ValueError(f"dataset.on_bad_sample={on_bad_sample!r}: expected one of {ON_BAD_SAMPLE}")
         self.records = records
@@ -69,6 +72,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         self.max_image_pixels = int(max_image_pixels)
         self.problems = list(problems)
         self.with_masks = bool(with_masks)
+        self.keypoint_flip = keypoint_flip
         self._coco_gt = None
 
     def __len__(self) -> int:
@@ -130,19 +134,23 @@ class DetectionDataset(torch.utils.data.Dataset):
             raise BadSampleError(f"{MAX_REPLACEMENTS + 1} bad samples in a row while replacing bad samples: "
                                  f"most of the training set is unusable; last: {skipped[-1]}")
         sample_seed = int(np.random.SeedSequence([self.seed, position]).generate_state(1)[0])
+        masks = keypoints = None
         if self.with_masks:
             packed = record.segmentations   # masks.PackedSegmentations (None: no boxes)
             masks = (packed.decode(record.height, record.width) if packed is not None
                      else np.zeros((0, record.height, record.width), np.uint8))
-            image, boxes, labels, masks = apply_transform(self.transform, image, record.boxes, record.labels,
-                                                          sample_seed, self.min_box_size, masks=masks)
-        else:
-            image, boxes, labels = apply_transform(self.transform, image, record.boxes, record.labels, sample_seed,
-                                                   self.min_box_size)
+        if self.keypoint_flip is not None:
+            keypoints = record.keypoints if record.keypoints is not None else np.zeros(
+                (len(record.boxes), len(self.keypoint_flip), 3), np.float32)
+        image, boxes, labels, *extra = apply_transform(self.transform, image, record.boxes, record.labels, sample_seed,
+                                                       self.min_box_size, masks=masks, keypoints=keypoints,
+                                                       flip_permutation=self.keypoint_flip)
         target = {"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels),
                   "image_id": record.image_id}
         if self.with_masks:
-            target["masks"] = torch.from_numpy(masks)
+            target["masks"] = torch.from_numpy(extra.pop(0))
+        if self.keypoint_flip is not None:
+            target["keypoints"] = torch.from_numpy(extra.pop(0))
         return {"image": image_to_tensor(image), "target": target, "skipped": skipped}
 
     def _test_sample(self, index: int) -> dict:

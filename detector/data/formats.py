@@ -56,13 +56,16 @@ class DatasetFormat:
       filter_empty      drop images without boxes from training (kept for evaluation)
       on_bad_sample     skip | error, for unreadable images and bad annotations
       max_image_pixels  larger images are refused (decompression-bomb guard)
+      keypoint_sigmas, keypoint_flip_map   a keypoint dataset's OKS sigmas and left/right pairs
+                        (conf/dataset_keypoints/default.yaml; detector/data/keypoints.py)
     """
 
     # Added to "does not exist" messages (e.g. where to download the data).
     missing_hint = "Point {key} at the data (see datasets/README.md)."
 
     def __init__(self, *, name: str, classes: Sequence[str] | None, filter_empty: bool, on_bad_sample: str,
-                 max_image_pixels: int):
+                 max_image_pixels: int, keypoint_sigmas: Sequence[float] | None = None,
+                 keypoint_flip_map: Sequence[Sequence[str]] | None = None):
         if on_bad_sample not in ON_BAD_SAMPLE:
             raise DatasetError(f"dataset.on_bad_sample={on_bad_sample!r}: expected one of {ON_BAD_SAMPLE}")
         self.name = str(name)
@@ -70,6 +73,8 @@ class DatasetFormat:
         self.filter_empty = bool(filter_empty)
         self.on_bad_sample = str(on_bad_sample)
         self.max_image_pixels = int(max_image_pixels)
+        self.keypoint_sigmas = None if keypoint_sigmas is None else [float(v) for v in keypoint_sigmas]
+        self.keypoint_flip_map = None if keypoint_flip_map is None else [[str(v) for v in p] for p in keypoint_flip_map]
 
     # ---- what a format implements -------------------------------------------------------
     def index(self, split: str) -> DatasetIndex:

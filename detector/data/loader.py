@@ -49,11 +49,12 @@ def collate_test(samples: list[dict]) -> dict:
 
 
 def build_train_loader(cfg: DictConfig, rank: int = 0, world_size: int = 1, start_iter: int = 0,
-                       with_masks: bool = False) -> DataLoader:
+                       with_masks: bool = False, with_keypoints: bool = False) -> DataLoader:
     """Endless batches {"images", "targets", "skipped"} of cfg.dataloader.batch_size images.
 
-    with_masks: each target also has "masks" (uint8 [G, H, W]) for a mask model (build_dataset)."""
-    dataset = build_dataset(cfg, "train", with_masks=with_masks)
+    with_masks: each target also has "masks" (uint8 [G, H, W]) for a mask model (build_dataset);
+    with_keypoints: "keypoints" (float32 [G, K, 3]) for a keypoint model."""
+    dataset = build_dataset(cfg, "train", with_masks=with_masks, with_keypoints=with_keypoints)
     groups = dataset.aspect_groups() if cfg.dataloader.aspect_ratio_grouping else None
     batch_sampler = TrainBatchSampler(len(dataset), int(cfg.dataloader.batch_size), int(cfg.seed), rank, world_size,
                                       start_iter, groups)
@@ -76,11 +77,12 @@ def build_test_loader(cfg: DictConfig, rank: int = 0, world_size: int = 1, max_i
                    pin_memory=wants_pinned_memory(cfg))
 
 
-def build_held_out_loader(cfg: DictConfig, rank: int = 0, world_size: int = 1, with_masks: bool = False) -> DataLoader:
+def build_held_out_loader(cfg: DictConfig, rank: int = 0, world_size: int = 1, with_masks: bool = False,
+                          with_keypoints: bool = False) -> DataLoader:
     """This rank's held-out batches for the validation loss (build.build_held_out_dataset), in
     the training batches' form {"images", "targets", "skipped"}, cfg.dataloader.batch_size
     images each, with the test loader's workers."""
-    dataset = build_held_out_dataset(cfg, rank, world_size, with_masks=with_masks)
+    dataset = build_held_out_dataset(cfg, rank, world_size, with_masks=with_masks, with_keypoints=with_keypoints)
     return held_out_batches(dataset, int(cfg.dataloader.batch_size), int(cfg.dataloader.num_workers),
                             wants_pinned_memory(cfg))
 

@@ -18,7 +18,7 @@ from detector.engine.task import TestSetEvaluator, Task
 from detector.evaluation import evaluate_detector
 from detector.evaluation.coco_backends import stat_names
 from detector.evaluation.analysis_schedule import analysis_mode, draws_pictures
-from detector.tasks.detection_step import DetectionStep, needs_masks
+from detector.tasks.detection_step import DetectionStep, needs_keypoints, needs_masks
 from detector.utils.distributed import is_main_process
 
 
@@ -62,6 +62,7 @@ class DetectionEvaluator(TestSetEvaluator):
             output_dir=self.output_dir if is_main_process() else None, iteration=iteration,
             backend=str(self.cfg.test.evaluator), autocast_dtype=self.precision.dtype,
             num_samples=num_samples, log=self.logger, iou_types=iou_types,
+            keypoint_sigmas=self.cfg.dataset.keypoint_sigmas,
         )
         took = time.perf_counter() - start
         self.logger.info("Evaluation took %.1fs.", took)
@@ -106,8 +107,15 @@ class DetectionEvaluator(TestSetEvaluator):
                          self.pictures_dir(iteration))
 
     def iou_types(self, with_tta: bool) -> tuple[str, ...]:
-        """("bbox", "segm") for a mask model, whose results carry an RLE per detection; ("bbox",)
-        otherwise. Test-time augmentation merges boxes only, so its results have no masks."""
+        """("bbox", "segm") for a mask model, whose results carry an RLE per detection; ("bbox",
+        "keypoints") for a keypoint model; ("bbox",) otherwise. Test-time augmentation merges
+        boxes only, so its results have no masks (nor keypoints)."""
+        if needs_keypoints(self.cfg):
+            if with_tta:
+                self.logger.warning("test.aug=true merges boxes only: the keypoints of this keypoint model are not "
+                                    "evaluated; set test.aug=false for the keypoint metrics.")
+                return ("bbox",)
+            return ("bbox", "keypoints")
         if not needs_masks(self.cfg):
             return ("bbox",)
         if with_tta:
@@ -209,7 +217,15 @@ class DetectionTask(Task):
         names = list(class_names(cfg))
         if needs_masks(cfg):
             require_masks(cfg)
+        keypoints = None
+        if needs_keypoints(cfg):
+            from detector.data.keypoints import require_keypoints
+
+            keypoints = require_keypoints(cfg)
         with open_dict(cfg):
+            if keypoints is not None and cfg.model.roi_heads.keypoint_head.num_keypoints is None:
+                # The dataset's count, kept as a number as model.num_classes is.
+                cfg.model.roi_heads.keypoint_head.num_keypoints = keypoints.count
             if cfg.model.class_names is None:
                 cfg.model.class_names = names
             # Resolved here once, and kept as a number: the resolver reads the annotations.
@@ -224,7 +240,8 @@ class DetectionTask(Task):
     def build_train_loader(self, cfg: DictConfig, ctx: RunContext, start_iter: int):
         from detector.data import build_train_loader
 
-        loader = build_train_loader(cfg, ctx.rank, ctx.world_size, start_iter=start_iter, with_masks=needs_masks(cfg))
+        loader = build_train_loader(cfg, ctx.rank, ctx.world_size, start_iter=start_iter, with_masks=needs_masks(cfg),
+                                    with_keypoints=needs_keypoints(cfg))
         self.train_set = loader.dataset
         return loader
 
@@ -254,7 +271,8 @@ class DetectionTask(Task):
         through the data package's loader builder."""
         from detector.data.loader import build_held_out_loader
 
-        return build_held_out_loader(cfg, ctx.rank, ctx.world_size, with_masks=needs_masks(cfg))
+        return build_held_out_loader(cfg, ctx.rank, ctx.world_size, with_masks=needs_masks(cfg),
+                                     with_keypoints=needs_keypoints(cfg))
 
     def build_step(self, cfg: DictConfig, ctx: RunContext) -> DetectionStep:
         return DetectionStep(ctx.device)

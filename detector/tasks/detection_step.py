@@ -15,9 +15,15 @@ def needs_masks(cfg: DictConfig) -> bool:
     return "mask_head" in cfg.model.roi_heads and cfg.model.roi_heads.mask_head is not None
 
 
+def needs_keypoints(cfg: DictConfig) -> bool:
+    """Whether the model has a keypoint branch (model=keypoint_rcnn_fpn), so its training
+    targets must carry keypoints. Other models have no keypoint_head key, or a null one."""
+    return "keypoint_head" in cfg.model.roi_heads and cfg.model.roi_heads.keypoint_head is not None
+
+
 def targets_to(targets: list[dict], device: torch.device) -> list[dict[str, torch.Tensor]]:
-    """The model's training targets on `device`: boxes, labels, and masks when the data has them."""
-    keys = ("boxes", "labels", "masks")
+    """The model's training targets on `device`: boxes, labels, and masks and keypoints when the data has them."""
+    keys = ("boxes", "labels", "masks", "keypoints")
     return [{key: t[key].to(device, non_blocking=True) for key in keys if key in t} for t in targets]
 
 
