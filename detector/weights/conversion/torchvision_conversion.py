@@ -26,6 +26,7 @@ from detector.weights.conversion.coco_classes import COCO_IDS, COCO_NAMES, names
 from detector.weights.conversion.head_layout import mask_head_layout, norm_kind
 from detector.weights.conversion.record import ConvertedWeights
 from detector.weights.conversion.resnet_layout import infer_resnet_config
+from detector.weights.conversion.torchvision_dense import convert_torchvision_dense, is_torchvision_dense
 
 # What torchvision's detection models do, expressed in this project's config.
 TORCHVISION_DETECTION_SETTINGS = {
@@ -214,6 +215,10 @@ def converted_torchvision(state: Mapping[str, torch.Tensor], coco80: bool = Fals
     - ResNet/ResNeXt ImageNet classifier: backbone weights (no fc), for `backbone.weights=`.
 
     `source` names the weights in error messages. Raises ValueError for any other layout."""
+    if is_torchvision_dense(state):   # RetinaNet (v1, v2) or FCOS: torchvision_dense.py
+        converted, backbone, model, num_classes, names = convert_torchvision_dense(state, coco80=coco80)
+        return ConvertedWeights(state=converted, kind="detector", source=source, backbone=backbone, model=model,
+                                num_classes=num_classes, class_names=names)
     if is_torchvision_detection(state):
         converted, backbone, model, num_classes, names = convert_torchvision_detection(state, coco80=coco80)
         return ConvertedWeights(state=converted, kind="detector", source=source, backbone=backbone, model=model,

@@ -22,6 +22,9 @@ TORCHVISION_DETECTORS = {
     "fasterrcnn_resnet50_fpn_v2": "COCO_V1",
     "maskrcnn_resnet50_fpn": "COCO_V1",       # -> model=mask_rcnn_fpn
     "maskrcnn_resnet50_fpn_v2": "COCO_V1",    # -> model=mask_rcnn_fpn_v2
+    "retinanet_resnet50_fpn": "COCO_V1",      # -> model=retinanet_fpn
+    "retinanet_resnet50_fpn_v2": "COCO_V1",   # -> model=retinanet_fpn_v2
+    "fcos_resnet50_fpn": "COCO_V1",           # -> model=fcos_fpn
 }
 TORCHVISION_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                          "resnext50_32x4d", "resnext101_32x8d")
