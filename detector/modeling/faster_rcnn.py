@@ -4,6 +4,8 @@ Calling convention (torchvision's): in train mode `model(images, targets)` retur
 losses; in eval mode `model(images)` returns one dict {"boxes", "scores", "labels"} per image,
 with boxes in the input image's pixels. With a mask head (Mask R-CNN) targets also carry
 "masks" [G, H, W] and each result "masks" [N, 1, H, W]: probabilities in the input image's pixels.
+With a keypoint head (Keypoint R-CNN) targets carry "keypoints" [G, K, 3] and each result
+"keypoints" [N, K, 3] (x, y, 1) in the input image's pixels and "keypoints_scores" [N, K].
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import torch
 from torch import nn
 
 from detector.modeling.boxes import boxes_to_original
+from detector.modeling.keypoint_decoding import keypoints_to_original
 from detector.modeling.mask_paste import paste_masks
 from detector.modeling.preprocessing import ImagePreprocessor, validate_images, validate_targets
 
@@ -40,9 +43,11 @@ class FasterRCNN(nn.Module):
         batch = self.preprocessor(images)
         if self.training:
             device = batch.tensor.device
-            # Instance masks [G, H, W] ride along for a mask head (Mask R-CNN).
+            # Instance masks [G, H, W] ride along for a mask head (Mask R-CNN), keypoints [G, K, 3]
+            # for a keypoint head (Keypoint R-CNN).
             targets = [{"boxes": t["boxes"].to(device, torch.float32), "labels": t["labels"].to(device),
-                        **({"masks": t["masks"].to(device)} if "masks" in t else {})} for t in targets]
+                        **({"masks": t["masks"].to(device)} if "masks" in t else {}),
+                        **({"keypoints": t["keypoints"].to(device)} if "keypoints" in t else {})} for t in targets]
         detections, losses = self.detect(batch.tensor, batch.image_sizes, batch.padded_size, targets)
         if self.training:
             return losses
@@ -66,6 +71,9 @@ class FasterRCNN(nn.Module):
         original (h, w) of each image (pairs, or rows of int tensors when traced)."""
         for result, resized, original in zip(detections, image_sizes, original_sizes):
             result["boxes"] = boxes_to_original(result["boxes"], resized, original)
+            if "keypoints" in result:
+                # x, y scale as the boxes' corners do; the third column (1) stays.
+                result["keypoints"] = keypoints_to_original(result["keypoints"], resized, original)
             if "masks" in result:
                 # A mask head's [N, 1, M, M] probabilities in box coordinates -> [N, 1, H, W] in the
                 # input image, pasted the way the mask branch's weights expect (MaskBranch.mask_paste;

@@ -58,3 +58,17 @@ def mask_head_layout(state: Mapping[str, torch.Tensor], source: str) -> MaskHead
         # ConvTranspose2d weights are [in, out, k, k].
         deconv_dim=int(state["roi_heads.mask_predictor.conv5_mask.weight"].shape[1]),
         outputs=int(state["roi_heads.mask_predictor.mask_fcn_logits.weight"].shape[0]))
+
+
+def keypoint_fields(state: Mapping[str, torch.Tensor]) -> dict:
+    """model.roi_heads fields of a keypoint branch (conf/model/keypoint_rcnn_fpn.yaml) read off
+    renamed weights: its convs (roi_heads.keypoint_head.<2i>: conv, ReLU in turn), their width
+    and the number of keypoints (the predictor's transposed convolution's outputs)."""
+    convs = numbered(state, r"^roi_heads\.keypoint_head\.(\d+)\.weight$")
+    if not convs or convs != list(range(0, 2 * len(convs), 2)):
+        raise ValueError(f"keypoint head with convs at {convs}: expected roi_heads.keypoint_head.<0, 2, 4, ...>.weight "
+                         "(conv, ReLU in turn, as torchvision's KeypointRCNNHeads).")
+    return {"keypoint_head": {"conv_dim": int(state["roi_heads.keypoint_head.0.weight"].shape[0]),
+                              "num_convs": len(convs),
+                              # ConvTranspose2d weights are [in, out, k, k].
+                              "num_keypoints": int(state["roi_heads.keypoint_predictor.kps_score_lowres.weight"].shape[1])}}

@@ -8,6 +8,9 @@ weights). v1 and v2 are told apart by their keys: v2's box head is numbered
 (`roi_heads.mask_head.*`, `roi_heads.mask_predictor.*`: `maskrcnn_resnet50_fpn` and `_v2`, or any
 torchvision `MaskRCNN` on these backbones) makes it Mask R-CNN (model=mask_rcnn_fpn, or
 mask_rcnn_fpn_v2), whose mask modules are laid out like torchvision's, so they keep their names.
+A keypoint branch (`roi_heads.keypoint_head.*`, `roi_heads.keypoint_predictor.*`:
+`keypointrcnn_resnet50_fpn`) makes it Keypoint R-CNN (model=keypoint_rcnn_fpn), laid out like
+torchvision's too.
 Classification: an ImageNet ResNet/ResNeXt state dict, which becomes backbone weights.
 
 `converted_torchvision` is the converter: a torchvision state dict in, one ConvertedWeights
@@ -23,7 +26,7 @@ import torch
 
 from detector.weights.conversion.assembly import assemble_checkpoint
 from detector.weights.conversion.coco_classes import COCO_IDS, COCO_NAMES, names_by_category_id
-from detector.weights.conversion.head_layout import mask_head_layout, norm_kind
+from detector.weights.conversion.head_layout import keypoint_fields, mask_head_layout, norm_kind
 from detector.weights.conversion.record import ConvertedWeights
 from detector.weights.conversion.resnet_layout import infer_resnet_config
 from detector.weights.conversion.torchvision_dense import convert_torchvision_dense, is_torchvision_dense
@@ -44,7 +47,8 @@ TORCHVISION_V2_SETTINGS = {
 # Modules laid out here exactly as in torchvision: their keys are kept as they are. (Mask R-CNN's
 # mask blocks too: conv i.0, and v2's BatchNorm i.1.)
 _KEPT = re.compile(r"^(backbone\.body\.|roi_heads\.box_predictor\.|roi_heads\.mask_head\.\d+\.[01]\."
-                   r"|roi_heads\.mask_predictor\.(conv5_mask|mask_fcn_logits)\.)")
+                   r"|roi_heads\.mask_predictor\.(conv5_mask|mask_fcn_logits)\."
+                   r"|roi_heads\.keypoint_head\.\d+\.(weight|bias)$|roi_heads\.keypoint_predictor\.kps_score_lowres\.)")
 # The others: torchvision's name (a pattern) -> this project's (its substitution); first match wins.
 _RENAMED = {
     # FPN blocks: the conv (.0) and, in v2, its BatchNorm (.1).
@@ -133,6 +137,11 @@ def has_mask_branch(state: Mapping[str, torch.Tensor]) -> bool:
     return "roi_heads.mask_predictor.mask_fcn_logits.weight" in state
 
 
+def has_keypoint_branch(state: Mapping[str, torch.Tensor]) -> bool:
+    """Keypoint R-CNN's layout: a keypoint predictor next to the box predictor."""
+    return "roi_heads.keypoint_predictor.kps_score_lowres.weight" in state
+
+
 def _mask_fields(renamed: Mapping[str, torch.Tensor], num_outputs: int) -> dict:
     """model.roi_heads fields of the mask branch, read off the (renamed) weights."""
     layout = mask_head_layout(renamed, "torchvision")
@@ -160,6 +169,7 @@ def convert_torchvision_detection(state: Mapping[str, torch.Tensor], coco80: boo
                          "numbered conv blocks (fasterrcnn_resnet50_fpn_v2, roi_heads.box_head.0.0.weight).")
     settings = TORCHVISION_V2_SETTINGS if v2 else TORCHVISION_DETECTION_SETTINGS
     masks = has_mask_branch(state)
+    keypoints = has_keypoint_branch(state)
     backbone = {**infer_resnet_config(state, "backbone.body."), **settings["backbone"]}
     renamed = {k: v for k, v in rename_torchvision_detection(state).items() if not k.endswith("num_batches_tracked")}
     num_outputs = int(renamed["roi_heads.box_predictor.cls_score.weight"].shape[0])
@@ -168,6 +178,7 @@ def convert_torchvision_detection(state: Mapping[str, torch.Tensor], coco80: boo
         **settings["model"],
         # maskrcnn_resnet50_fpn(_v2) is fasterrcnn_resnet50_fpn(_v2) plus the mask branch.
         **({"name": "mask_rcnn_fpn_v2" if v2 else "mask_rcnn_fpn"} if masks else {}),
+        **({"name": "keypoint_rcnn_fpn"} if keypoints else {}),
         "fpn": {"out_channels": int(renamed["backbone.fpn.lateral_convs.0.0.weight"].shape[0]),
                 "norm": _fpn_norm(renamed)},
         "rpn": {"conv_depth": len({k.split(".")[3] for k in renamed if k.startswith("rpn.head.convs.")})},
@@ -179,7 +190,12 @@ def convert_torchvision_detection(state: Mapping[str, torch.Tensor], coco80: boo
                                   conv_norm="bn" if "roi_heads.box_head.0.1.weight" in state else "")
     if masks:
         model["roi_heads"].update(_mask_fields(renamed, num_outputs))
-    names = names_by_category_id(num_classes) if num_classes == 90 else None
+    if keypoints:
+        if v2 or masks:
+            raise ValueError("torchvision keypoint branch next to a v2 box head or a mask branch: only "
+                             "keypointrcnn_resnet50_fpn's layout (v1 heads plus the keypoint branch) is supported.")
+        model["roi_heads"].update(keypoint_fields(renamed))
+    names = names_by_category_id(num_classes) if num_classes == 90 or (keypoints and num_classes == 1) else None
     if coco80:
         if num_classes != 90:
             raise ValueError(f"--coco80 needs torchvision's COCO layout (91 class outputs), got {num_outputs}.")
