@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import Mapping
 
 import torch
 
@@ -25,12 +26,17 @@ DYNAMIC_AXES = {"image": {1: "height", 2: "width"}, "boxes": {0: "detections"}, 
                 "labels": {0: "detections"}, "masks": {0: "detections", 2: "height", 3: "width"}}
 
 
-def export_onnx(wrapper: ExportableDetector, example: torch.Tensor, output: str | os.PathLike) -> None:
+def export_onnx(wrapper: ExportableDetector, example: torch.Tensor, output: str | os.PathLike,
+                metadata: Mapping[str, str] | None = None, portable_resize: bool = True) -> None:
+    """Write the ONNX graph of `wrapper` to `output`, `metadata` (detector.export.metadata's
+    strings) in its metadata_props. portable_resize: resize with gathers (onnxruntime's Resize
+    rounds its coordinates differently); the OpenVINO export, whose Interpolate matches
+    PyTorch's, turns it off."""
     import torchvision.ops  # noqa: F401  (registers the ONNX symbolics for nms and roi_align)
 
     output_names = list(wrapper.output_names)
-    portable_resize = wrapper.portable_resize
-    wrapper.portable_resize = True   # onnxruntime's Resize rounds its coordinates differently
+    previous_resize = wrapper.portable_resize
+    wrapper.portable_resize = portable_resize
     with torch.no_grad(), warnings.catch_warnings():
         # Tracer warnings about shapes turned into tensors are the intended dynamic sizes;
         # the exporter's own deprecation notice is about dynamo=False, chosen on purpose.
@@ -47,4 +53,15 @@ def export_onnx(wrapper: ExportableDetector, example: torch.Tensor, output: str 
             raise ImportError(f"ONNX export needs the '{error.name}' package: pip install -e '.[export]' "
                               "(onnx, onnxruntime).") from None
         finally:
-            wrapper.portable_resize = portable_resize
+            wrapper.portable_resize = previous_resize
+    if metadata:
+        write_onnx_metadata(output, metadata)
+
+
+def write_onnx_metadata(path: str | os.PathLike, metadata: Mapping[str, str]) -> None:
+    """`metadata` as the model's metadata_props (what onnxruntime's custom_metadata_map shows)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, dict(metadata))
+    onnx.save(model, str(path))

@@ -7,12 +7,17 @@ torchvision's operators registered: `import torchvision` before `torch.jit.load(
 """
 from __future__ import annotations
 
+import json
 import os
 import warnings
+from typing import Mapping
 
 import torch
 
 from detector.export.wrapper import ExportableDetector
+
+# The archive's extra file holding detector.export.metadata's strings, as one JSON object.
+METADATA_FILE = "detector_metadata.json"
 
 
 def trace_detector(wrapper: ExportableDetector, example: torch.Tensor) -> torch.jit.ScriptModule:
@@ -26,8 +31,11 @@ def trace_detector(wrapper: ExportableDetector, example: torch.Tensor) -> torch.
         return torch.jit.trace(wrapper, (example,), check_trace=False)
 
 
-def export_torchscript(wrapper: ExportableDetector, example: torch.Tensor, output: str | os.PathLike) -> None:
+def export_torchscript(wrapper: ExportableDetector, example: torch.Tensor, output: str | os.PathLike,
+                       metadata: Mapping[str, str] | None = None) -> None:
+    """Trace `wrapper` and save it to `output`, `metadata` as the archive's METADATA_FILE."""
     traced = trace_detector(wrapper, example)
+    extra = {METADATA_FILE: json.dumps(dict(metadata))} if metadata else {}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
-        torch.jit.save(traced, str(output))
+        torch.jit.save(traced, str(output), _extra_files=extra)

@@ -17,6 +17,8 @@ tests/tools/test_export.py and tests/export/test_masks.py check this.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,6 +26,7 @@ from torch import nn
 from detector.modeling.faster_rcnn import FasterRCNN
 
 BOX_OUTPUTS = ("boxes", "scores", "labels")
+SIZE_TABLE_LIMIT = 16384   # integer_resized_size reproduces eager float64 sizes for sides below this
 
 
 def size_of(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -65,6 +68,38 @@ def bilinear_resize(image: torch.Tensor, height: torch.Tensor, width: torch.Tens
     return top * wy0[:, None] + bottom * wy1[:, None]
 
 
+def float64_floor_shortfalls(target: int, limit: int = SIZE_TABLE_LIMIT) -> list[int]:
+    """The sides d < limit for which the eager model's float64 arithmetic, floor(d * (target / d)),
+    gives target - 1 instead of target (e.g. d = 97 for target 800: 799.9999999999999). About
+    one side in twenty: the exported graph must reproduce them to resize to the eager sizes."""
+    return [d for d in range(1, limit) if math.floor(d * (target / d)) != target]
+
+
+def integer_resized_size(height: torch.Tensor, width: torch.Tensor, min_size: int,
+                         max_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The eval resize's output size, floor(side * min(min_size / short, max_size / long)), in
+    int64 arithmetic only, for runtimes that compute float64 in float32 (OpenVINO's CPU plugin:
+    there 200 * (160 / 200) floors to 159). The exact quotient side * target // governing side
+    equals the eager float64 floor except where the eager product lands one ulp below a whole
+    number; for the governing side itself (side == short or long) those cases are the listed
+    shortfalls of float64_floor_shortfalls (sides up to SIZE_TABLE_LIMIT). The other side can
+    be off the same way only when side * target / governing is a whole number and float64 rounds
+    below it (about 1 in 4000 side pairs); it then resizes one pixel larger than eagerly."""
+    short = torch.where(height < width, height, width)
+    long = torch.where(height < width, width, height)
+    # min_size / short <= max_size / long, compared exactly.
+    by_short = min_size * long <= max_size * short
+    target = torch.where(by_short, torch.tensor(min_size), torch.tensor(max_size))
+    governing = torch.where(by_short, short, long)
+    shortfall = torch.where(by_short, (governing == torch.tensor(float64_floor_shortfalls(min_size))).any(),
+                            (governing == torch.tensor(float64_floor_shortfalls(max_size))).any())
+    sizes = []
+    for side in (height, width):
+        exact = side * target // governing
+        sizes.append(exact - (shortfall & (side == governing)).to(torch.int64))
+    return sizes[0], sizes[1]
+
+
 class ExportableDetector(nn.Module):
     """image [3, H, W] float in [0, 1] (RGB, any H and W) -> (boxes, scores, labels[, masks]),
     the entries of `output_names`.
@@ -72,12 +107,15 @@ class ExportableDetector(nn.Module):
     Shares the modules (and so the weights) of `model`; holds no parameters of its own.
     portable_resize: resize with `bilinear_resize` (gathers) instead of F.interpolate, so a
     runtime's own resize operator cannot round differently; the ONNX export turns it on.
+    integer_sizes: compute the resized size with integer_resized_size (no float64), for a graph
+    that OpenVINO runs; the OpenVINO export turns it on.
     """
 
-    def __init__(self, model: FasterRCNN, portable_resize: bool = False):
+    def __init__(self, model: FasterRCNN, portable_resize: bool = False, integer_sizes: bool = False):
         super().__init__()
         self.model = model
         self.portable_resize = portable_resize
+        self.integer_sizes = integer_sizes
         self.eval()
 
     @property
@@ -103,13 +141,16 @@ class ExportableDetector(nn.Module):
         # same integer even where h * scale lands next to a whole number. Written with where()
         # and tensor / tensor because the ONNX exporter lowers min/max and number / tensor
         # through float32 (Min, Reciprocal), which turns 428 * (320 / 428) into 319.99998.
-        short = torch.where(height < width, height, width).to(torch.float64)
-        long = torch.where(height < width, width, height).to(torch.float64)
-        to_short = torch.tensor(float(pre.min_size_test), dtype=torch.float64) / short
-        to_long = torch.tensor(float(pre.max_size_test), dtype=torch.float64) / long
-        scale = torch.where(to_short < to_long, to_short, to_long)
-        new_h = torch.floor(height.to(torch.float64) * scale).to(torch.int64)
-        new_w = torch.floor(width.to(torch.float64) * scale).to(torch.int64)
+        if self.integer_sizes:
+            new_h, new_w = integer_resized_size(height, width, int(pre.min_size_test), int(pre.max_size_test))
+        else:
+            short = torch.where(height < width, height, width).to(torch.float64)
+            long = torch.where(height < width, width, height).to(torch.float64)
+            to_short = torch.tensor(float(pre.min_size_test), dtype=torch.float64) / short
+            to_long = torch.tensor(float(pre.max_size_test), dtype=torch.float64) / long
+            scale = torch.where(to_short < to_long, to_short, to_long)
+            new_h = torch.floor(height.to(torch.float64) * scale).to(torch.int64)
+            new_w = torch.floor(width.to(torch.float64) * scale).to(torch.int64)
         if self.portable_resize:
             resized = bilinear_resize(image, new_h, new_w)
         else:
