@@ -10,6 +10,9 @@ detector.export traces these models the same way.
 Post-processing, as both references do it: per level, the scores above `score_thresh`, then the
 best `topk_candidates` of them, decoded; then one class-wise NMS over all levels and the best
 `detections_per_img` (detector/modeling/postprocess_keys.py names these keys for every model).
+torchvision clips the boxes to the image before that NMS; Detectron2 runs it on the unclipped
+boxes and clips them to the input image afterwards, dropping those left empty
+(`clip_before_nms` false, which its converted weights set).
 """
 from __future__ import annotations
 
@@ -18,14 +21,15 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from detector.modeling.boxes import batched_nms, boxes_to_original, clip_boxes, size_tensor
+from detector.modeling.boxes import batched_nms, boxes_to_original, clip_boxes, clip_to_image, size_tensor
 from detector.modeling.preprocessing import ImagePreprocessor, validate_images, validate_targets
 
 
 class DenseDetector(nn.Module):
     def __init__(self, backbone: nn.Module, head: nn.Module, anchor_generator: nn.Module,
                  preprocessor: ImagePreprocessor, num_classes: int, score_thresh: float, nms_thresh: float,
-                 detections_per_img: int, topk_candidates: int, channels_last: bool = False):
+                 detections_per_img: int, topk_candidates: int, clip_before_nms: bool = True,
+                 channels_last: bool = False):
         super().__init__()
         self.backbone = backbone
         self.head = head
@@ -36,6 +40,7 @@ class DenseDetector(nn.Module):
         self.nms_thresh = nms_thresh
         self.detections_per_img = detections_per_img
         self.topk_candidates = topk_candidates
+        self.clip_before_nms = clip_before_nms
         self.channels_last = channels_last   # NHWC activations, as FasterRCNN
 
     # --- the calling convention ------------------------------------------------------------
@@ -70,9 +75,14 @@ class DenseDetector(nn.Module):
         return self.select_detections(outputs, anchors, image_sizes), {}
 
     def postprocess(self, detections: list[dict], image_sizes, original_sizes) -> list[dict]:
-        """Boxes from the resized images' pixels to the input images' (as FasterRCNN.postprocess)."""
+        """Boxes from the resized images' pixels to the input images' (as FasterRCNN.postprocess);
+        without clip_before_nms, then clipped to the input image, empty ones dropped (Detectron2)."""
         for result, resized, original in zip(detections, image_sizes, original_sizes):
             result["boxes"] = boxes_to_original(result["boxes"], resized, original)
+            if not self.clip_before_nms:
+                boxes = clip_to_image(result["boxes"], original)
+                keep = torch.nonzero((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]), as_tuple=True)[0]
+                result.update(boxes=boxes[keep], scores=result["scores"][keep], labels=result["labels"][keep])
         return detections
 
     # --- what a subclass says -------------------------------------------------------------
@@ -107,7 +117,9 @@ class DenseDetector(nn.Module):
                 anchor_index = torch.div(candidates, self.num_classes, rounding_mode="floor")
                 box_outputs = outputs["bbox_regression"][level][image][anchor_index].float()
                 level_boxes = self.decode(box_outputs, level_anchors[anchor_index])
-                boxes.append(clip_boxes(level_boxes[None], sizes[image:image + 1])[0])
+                if self.clip_before_nms:
+                    level_boxes = clip_boxes(level_boxes[None], sizes[image:image + 1])[0]
+                boxes.append(level_boxes)
                 scores.append(kept_scores)
                 labels.append(candidates % self.num_classes + 1)
             boxes, scores, labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)

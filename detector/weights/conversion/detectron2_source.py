@@ -13,6 +13,7 @@ from pathlib import Path
 
 from detector.weights.conversion.caffe2_resnet import caffe2_blobs, convert_caffe2_resnet
 from detector.weights.conversion.detectron2_conversion import convert_detectron2
+from detector.weights.conversion.detectron2_retinanet import convert_detectron2_retinanet, is_detectron2_retinanet
 from detector.weights.conversion.record import ConvertedWeights
 from detector.weights.conversion.registry import PublishedWeights, WeightsSource, register_source
 from detector.weights.formats.restricted_pickle import load_restricted_pickle
@@ -34,6 +35,9 @@ DETECTRON2_DETECTORS = {
     "Misc/mask_rcnn_R_50_FPN_3x_gn": ("138602888/model_final_dc5d9e.pkl", 42.6, 38.6),
     "Misc/scratch_mask_rcnn_R_50_FPN_3x_gn": ("138602908/model_final_01ca85.pkl", 39.9, 36.6),
     "Misc/mask_rcnn_R_50_FPN_3x_syncbn": ("169527823/model_final_3b3c51.pkl", 41.9, 37.8),
+    # -> model=retinanet_fpn (detectron2_retinanet.py)
+    "COCO-Detection/retinanet_R_50_FPN_1x": ("190397773/model_final_bfca0b.pkl", 37.4),
+    "COCO-Detection/retinanet_R_50_FPN_3x": ("190397829/model_final_5bd44e.pkl", 38.7),
 }
 # The MSRA ResNets Detectron2's own configs start from (BGR input, stride in the 1x1 conv), with
 # the 1-crop ImageNet top-1 of KaimingHe/deep-residual-networks (100 - 24.7 and 100 - 23.6 % error).
@@ -55,7 +59,11 @@ def convert(path: Path) -> ConvertedWeights:
         body, backbone, model = convert_caffe2_resnet(blobs)
         return ConvertedWeights(state=body, kind="backbone", source=str(path), backbone=backbone, model=model,
                                 usage=MSRA_USAGE.format(name=backbone["name"]))
-    state, backbone, model, num_classes, names = convert_detectron2(data)
+    weights = data.get("model", data) if isinstance(data, dict) else None
+    if isinstance(weights, dict) and is_detectron2_retinanet(weights):   # detectron2_retinanet.py
+        state, backbone, model, num_classes, names = convert_detectron2_retinanet(data)
+    else:
+        state, backbone, model, num_classes, names = convert_detectron2(data)
     return ConvertedWeights(state=state, kind="detector", source=str(path), backbone=backbone, model=model,
                             num_classes=num_classes, class_names=names)
 
