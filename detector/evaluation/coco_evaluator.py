@@ -83,7 +83,9 @@ def evaluate_coco(
         values = precision[:, :, k, 0, -1]
         values = values[values > -1]
         per_category[names[category_id]] = float(values.mean()) if values.size else None
-    metrics["per_category"] = per_category
+    # faster-coco-eval's keypoint evaluation leaves out categories without images; pycocotools
+    # lists them, undefined: both backends give every ground-truth category, in id order.
+    metrics["per_category"] = {c["name"]: per_category.get(c["name"]) for c in categories}
     return metrics
 
 

@@ -35,6 +35,8 @@ def detections_to_coco_results(
     are not contiguous. When an output also holds "masks" (a mask model: [N, 1, H, W]
     probabilities over the whole image), each result gets a "segmentation": the mask
     thresholded at `mask_threshold`, as a compressed RLE with str counts (JSON-ready).
+    When it holds "keypoints" (a keypoint model: [N, K, 3] (x, y, 1) in the image's pixels),
+    each result gets COCO's "keypoints" [x1, y1, v1, ...] and "keypoint_scores" [K].
     """
     if len(outputs) != len(image_ids):
         raise ValueError(f"{len(outputs)} outputs for {len(image_ids)} image ids.")
@@ -46,6 +48,10 @@ def detections_to_coco_results(
         xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
         scores = output["scores"].detach().float().cpu().tolist()
         labels = output["labels"].detach().cpu().tolist()
+        keypoints = keypoint_scores = None
+        if "keypoints" in output:
+            keypoints = output["keypoints"].detach().float().cpu().reshape(len(xywh), -1).tolist()
+            keypoint_scores = output["keypoints_scores"].detach().float().cpu().tolist()
         rles = None
         if "masks" in output:
             from detector.data.masks import masks_to_rles
@@ -62,5 +68,8 @@ def detections_to_coco_results(
             }
             if rles is not None:
                 result["segmentation"] = rles[index]
+            if keypoints is not None:
+                result["keypoints"] = [round(v, 4) for v in keypoints[index]]
+                result["keypoint_scores"] = [round(v, 6) for v in keypoint_scores[index]]
             results.append(result)
     return results
