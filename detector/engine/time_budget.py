@@ -10,6 +10,12 @@ checkpoint is written, so nothing depends on a max_iter not yet known. The plan 
 config.yaml (train.*) and every checkpoint (`budget_plan`); a resumed run reads it back
 instead of timing again, so it stays bit-identical to an uninterrupted one. Under torchrun
 rank 0's plan is broadcast.
+
+The first plan rests on a few timed steps and an estimated evaluation. It is revised once, at
+the first periodic evaluation (or half-way, without one), from what the run has measured by
+then: the step time since the plan and that evaluation's time (revise_plan). Nothing is
+checkpointed between the two, so every checkpoint holds the revised plan and a resume from
+any of them still matches the uninterrupted run.
 """
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ import os
 import re
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Mapping
 
 from detector.engine.trainer import HookBase
@@ -84,13 +90,33 @@ class BudgetPlan:
     checkpoint_period: int
     early_stop_patience: int
     lr_steps: list[int] = field(default_factory=list)
+    # Set by revise_plan: the iteration of the revision (0: not revised yet), the time spent by
+    # then and the first plan's max_iter. step_s and eval_s are then the measured figures.
+    revised_at: int = 0
+    revised_elapsed_s: float = 0.0
+    first_max_iter: int = 0
+
+    @property
+    def revision_iteration(self) -> int:
+        """Where the plan is revised: the first periodic evaluation after the plan, else half-way.
+        Until then the run writes no periodic checkpoint (the training run holds them back)."""
+        if self.eval_period:
+            return (self.planned_at // self.eval_period + 1) * self.eval_period
+        return self.planned_at + (self.max_iter - self.planned_at) // 2
+
+    @property
+    def checkpoints_held_back(self) -> bool:
+        """No periodic checkpoint before the revision: one would record the first plan, and a run
+        resumed from it could not follow the uninterrupted run's revision."""
+        return not self.revised_at and self.revision_iteration < self.max_iter
 
     def state_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> "BudgetPlan":
-        return cls(**{key: state[key] for key in cls.__dataclass_fields__})
+        # Plans recorded before the revision existed lack its fields: their defaults (not revised).
+        return cls(**{key: state[key] for key in cls.__dataclass_fields__ if key in state})
 
     def describe(self) -> str:
         evals = (self.max_iter - 1) // self.eval_period if self.eval_period else 0
@@ -99,6 +125,14 @@ class BudgetPlan:
                 f"{self.max_iter}, {evals} periodic evaluation(s) (train.eval_period={self.eval_period}) and the final "
                 f"one, train.checkpoint_period={self.checkpoint_period}, train.early_stop_patience="
                 f"{self.early_stop_patience}" + (f", solver.steps={self.lr_steps}" if self.lr_steps else ""))
+
+    def describe_revision(self) -> str:
+        return (f"revised at iteration {self.revised_at}, {self.revised_elapsed_s:.0f} s spent of "
+                f"{self.budget_s / 60:.1f} min: measured {self.step_s:.3f} s per iteration since iteration "
+                f"{self.planned_at} and {self.eval_s:.1f} s for "
+                + ("the evaluation" if self.eval_period else "an evaluation (estimated, none ran yet)")
+                + f" -> train.max_iter {self.first_max_iter} -> {self.max_iter}"
+                + (f", solver.steps={self.lr_steps}" if self.lr_steps else ""))
 
 
 def plan_budget(budget_s: float, elapsed_s: float, iteration: int, step_s: float, eval_s: float,
@@ -128,6 +162,31 @@ def plan_budget(budget_s: float, elapsed_s: float, iteration: int, step_s: float
                       eval_period, int(checkpoint_period), patience, steps)
 
 
+def revise_plan(plan: BudgetPlan, elapsed_s: float, iteration: int, step_s: float, eval_s: float,
+                margin: float) -> BudgetPlan:
+    """The plan once `iteration` is done after `elapsed_s`, from the measured `step_s` and
+    `eval_s`: the largest max_iter whose remaining steps, periodic evaluations (every
+    eval_period, unchanged) and final evaluation end within the budget less `margin`. Not
+    below `iteration` (ending now: that evaluation is the last). Multistep LR steps still ahead
+    keep their fraction of the run; the cosine's start (planned_at) stays."""
+    left = plan.budget_s * (1.0 - margin) - elapsed_s
+
+    def cost(max_iter: int) -> float:
+        periodic = 0
+        if plan.eval_period:
+            periodic = (max_iter - 1) // plan.eval_period - iteration // plan.eval_period
+        return (max_iter - iteration) * step_s + (max(0, periodic) + 1) * eval_s
+
+    max_iter = iteration + max(0, int((left - eval_s) // max(step_s, 1e-9)))
+    while max_iter > iteration and cost(max_iter) > left:
+        max_iter -= 1
+    steps = sorted({s if s <= iteration else min(max_iter, max(iteration + 1, round(s * max_iter / plan.max_iter)))
+                    for s in plan.lr_steps})
+    return replace(plan, max_iter=int(max_iter), step_s=float(step_s), eval_s=float(eval_s), lr_steps=steps,
+                   checkpoint_period=plan.eval_period or int(max_iter), revised_at=int(iteration),
+                   revised_elapsed_s=float(elapsed_s), first_max_iter=plan.max_iter)
+
+
 def estimate_eval_s(images_per_rank: int | None, step_s: float, images_per_step: int, eval_cost: float,
                     eval_fixed_s: float) -> float:
     """One evaluation: per test image, `eval_cost` of a training step's time per image, plus a fixed part."""
@@ -140,19 +199,25 @@ class TimeBudgetHook(HookBase):
     """Times `timing_iters` iterations after iteration `timing_from` (the end of warm-up), then
     calls `make_plan(step_s, elapsed_s, iteration)` on rank 0, shares it and hands it to
     `apply_plan` -- before the other hooks of that iteration run (register it first), so they
-    already see the planned max_iter. `clock` (seconds, monotonic) and `now` (Unix time) are
-    replaceable for tests."""
+    already see the planned max_iter. At the plan's revision_iteration, `revision_hook()`
+    (registered after the evaluation and before the checkpointer) calls
+    `revise(plan, elapsed_s, iteration, step_s, eval_s)` with the step time measured since the
+    plan and the evaluation's time, and hands the result to `apply_plan` too. `clock` (seconds,
+    monotonic) and `now` (Unix time) are replaceable for tests."""
 
     def __init__(self, timing_from: int, timing_iters: int, started_at: float,
                  make_plan: Callable[[float, float, int], BudgetPlan], apply_plan: Callable[[BudgetPlan], None],
-                 clock: Callable[[], float] = time.perf_counter, now: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.perf_counter, now: Callable[[], float] = time.time,
+                 revise: Callable[[BudgetPlan, float, int, float, float], BudgetPlan] | None = None):
         self.timing_from = int(timing_from)
         self.timing_iters = max(1, int(timing_iters))
         self.started_at = float(started_at)
-        self.make_plan, self.apply_plan = make_plan, apply_plan
+        self.make_plan, self.apply_plan, self.revise = make_plan, apply_plan, revise
         self.clock, self.now = clock, now
         self._timing_start: float | None = None
         self._step_times: list[float] = []
+        self._planned_clock: float | None = None     # clock() when the plan was made
+        self._before_revision: float | None = None   # clock() at the revision iteration, before its evaluation
         self.plan: BudgetPlan | None = None
 
     @property
@@ -165,6 +230,8 @@ class TimeBudgetHook(HookBase):
 
     def after_step(self) -> None:
         if self.plan is not None:
+            if self._revision_due():
+                self._before_revision = self.clock()
             self._end_within_budget()
             return
         done = self.trainer.iter + 1
@@ -183,8 +250,33 @@ class TimeBudgetHook(HookBase):
                 # indexer) must not cut the whole plan short; _end_within_budget guards the rest.
                 step_s = float(statistics.median(self._step_times))
                 plan = self.make_plan(step_s, self.now() - self.started_at, done)
+            self._planned_clock = self.clock()
             self.plan = broadcast_from_main(plan)
             self.apply_plan(self.plan)
+
+    def _revision_due(self) -> bool:
+        return (self.revise is not None and self.plan is not None and not self.plan.revised_at
+                and self._planned_clock is not None and self.trainer.iter + 1 == self.plan.revision_iteration
+                and self.plan.revision_iteration < self.trainer.max_iter)
+
+    def revision_hook(self) -> HookBase:
+        """The hook that revises the plan once the revision iteration's evaluation is done."""
+        return _PlanRevision(self)
+
+    def revise_now(self) -> None:
+        if not self._revision_due() or self._before_revision is None:
+            return
+        from detector.utils.distributed import broadcast_from_main, is_main_process
+
+        done = self.trainer.iter + 1
+        plan = None
+        if is_main_process():
+            evaluated = self.plan.eval_period and done % self.plan.eval_period == 0
+            eval_s = self.clock() - self._before_revision if evaluated else self.plan.eval_s
+            step_s = (self._before_revision - self._planned_clock) / max(1, done - self.plan.planned_at)
+            plan = self.revise(self.plan, self.now() - self.started_at, done, step_s, eval_s)
+        self.plan = broadcast_from_main(plan)
+        self.apply_plan(self.plan)
 
 
     def _end_within_budget(self) -> None:
@@ -207,6 +299,17 @@ class TimeBudgetHook(HookBase):
                 "so training ends here instead of at iteration %d.", max(0.0, left or 0.0), self.plan.budget_s / 60,
                 done, self.plan.eval_s, self.plan.step_s, self.trainer.max_iter)
             self.trainer.max_iter = done
+
+
+class _PlanRevision(HookBase):
+    """Registered after the evaluation and before the checkpointer: the revised plan is the one
+    the revision iteration's checkpoint records."""
+
+    def __init__(self, budget_hook: TimeBudgetHook):
+        self.budget_hook = budget_hook
+
+    def after_step(self) -> None:
+        self.budget_hook.revise_now()
 
 
 @dataclass

@@ -181,6 +181,8 @@ def run_training(cfg: DictConfig, ctx, run: TrainingRun, train_loader, step_fn, 
         *extra_hooks,
         *build_hooks(cfg.train.hooks),
         PeriodicWriter(writers, int(cfg.train.log_period)),
+        # After the evaluation it times, before the checkpoint that records the revised plan.
+        budget_hook.revision_hook() if budget_hook is not None else None,
         checkpoint_hook,
     ])
     trainer.train()
@@ -237,7 +239,8 @@ def _budget_hook(cfg: DictConfig, ctx, run: TrainingRun, trainer: Trainer, evalu
     """The hook that times the first iterations after warm-up and fixes the plan (None when
     train.max_iter decides, or the plan is already fixed: resumed). Until the plan, no periodic
     evaluation, checkpoint or early stop: nothing may depend on the length of the run."""
-    from detector.engine.time_budget import TimeBudgetHook, apply_plan_to_config, estimate_eval_s, plan_budget, process_start_time
+    from detector.engine import time_budget
+    from detector.engine.time_budget import TimeBudgetHook, apply_plan_to_config, estimate_eval_s, process_start_time
 
     budget = run.budget
     if budget is None or budget.plan is not None:
@@ -252,7 +255,7 @@ def _budget_hook(cfg: DictConfig, ctx, run: TrainingRun, trainer: Trainer, evalu
         test_images = len(loader) * int(cfg.dataloader.test_batch_size) if loader is not None else None
         eval_s = estimate_eval_s(test_images, step_s, images_per_step, float(settings.eval_cost),
                                  float(settings.eval_fixed_s))
-        return plan_budget(budget.budget_s, elapsed_s, iteration, step_s, eval_s, int(settings.evaluations),
+        return time_budget.plan_budget(budget.budget_s, elapsed_s, iteration, step_s, eval_s, int(settings.evaluations),
                            float(settings.max_eval_share), float(settings.margin), budget.schedule_steps,
                            budget.schedule_max_iter, user_patience)
 
@@ -262,6 +265,8 @@ def _budget_hook(cfg: DictConfig, ctx, run: TrainingRun, trainer: Trainer, evalu
         run.scheduler.steps = list(plan.lr_steps)
         eval_hook.period, checkpoint_hook.period, best.patience = (plan.eval_period, plan.checkpoint_period,
                                                                    plan.early_stop_patience)
+        if plan.checkpoints_held_back:
+            checkpoint_hook.period = 0
         for writer in writers:
             if isinstance(writer, ConsoleWriter):
                 writer.max_iter = plan.max_iter
@@ -269,9 +274,13 @@ def _budget_hook(cfg: DictConfig, ctx, run: TrainingRun, trainer: Trainer, evalu
         run.checkpointer.config = OmegaConf.to_container(cfg, resolve=True)
         if is_main_process():
             OmegaConf.save(cfg, ctx.output_dir / "config.yaml", resolve=True)
-        ctx.logger.info("train.time_budget plan: %s.", plan.describe())
+        ctx.logger.info("train.time_budget plan: %s.", plan.describe_revision() if plan.revised_at else plan.describe())
 
-    return TimeBudgetHook(budget.timing_from, budget.timing_iters, process_start_time(), make_plan, apply_plan)
+    def revise(plan, elapsed_s: float, iteration: int, step_s: float, eval_s: float):
+        return time_budget.revise_plan(plan, elapsed_s, iteration, step_s, eval_s, float(settings.margin))
+
+    return TimeBudgetHook(budget.timing_from, budget.timing_iters, process_start_time(), make_plan, apply_plan,
+                          revise=revise)
 
 
 def finish_evaluation(evaluator, iteration: int | None) -> None:

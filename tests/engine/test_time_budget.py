@@ -12,8 +12,8 @@ from torch import nn
 
 from detector import load_config
 from detector.engine.time_budget import (BudgetPlan, TimeBudgetError, TimeBudgetHook, parse_time_budget, plan_budget,
-                                         setup_budget)
-from detector.engine.trainer import Trainer
+                                         revise_plan, setup_budget)
+from detector.engine.trainer import HookBase, Trainer
 from reliability_helpers import tiny  # on pytest.ini's pythonpath
 
 
@@ -129,6 +129,74 @@ def test_a_machine_that_slows_after_the_plan_still_ends_within_the_budget():
     assert 100 - 4.0 - 5.0 <= ended_at <= 100 - 4.0     # the budget used, the final evaluation still fits
 
 
+def test_the_revision_fits_the_measured_steps_and_evaluations_in_the_budget():
+    """bccd's first plan rested on slow timed steps (1.3 s) and an evaluation estimated at 19 s;
+    at the first evaluation the run has measured 1.0 s and 6 s. The revision spends what was
+    left on steps, keeping the evaluation period, and every cost still fits."""
+    first = plan_budget(600, 79, 60, 1.3, 19.0, 4, 0.15, 0.05)
+    assert (first.max_iter, first.eval_period) == (379, 95)
+    spent = 79 + (95 - 60) * 1.0 + 6.0
+    revised = revise_plan(first, spent, 95, 1.0, 6.0, 0.05)
+    periodic = (revised.max_iter - 1) // 95 - 1          # evaluations after the revision, before the final
+    used = spent + (revised.max_iter - 95) * 1.0 + (periodic + 1) * 6.0
+    assert 570 - 1.0 < used <= 570                          # one step short of the budget less 5%
+    assert revised.max_iter == 515 and revised.eval_period == 95 and revised.checkpoint_period == 95
+    assert (revised.revised_at, revised.first_max_iter, revised.planned_at) == (95, 379, 60)
+    # Over budget already: the revision ends the run where it is.
+    assert revise_plan(first, 600, 95, 1.0, 6.0, 0.05).max_iter == 95
+    # Multistep steps still ahead keep their fraction; one already passed stays.
+    stepped = BudgetPlan(600, 60, 79, 1.3, 19.0, 379, 95, 95, 0, [80, 300])
+    assert revise_plan(stepped, spent, 95, 1.0, 6.0, 0.05).lr_steps == [80, round(300 * 515 / 379)]
+    # No evaluation period: checkpoint at the (new) end only, revision half-way.
+    quiet = plan_budget(600, 79, 60, 1.3, 19.0, 0, 0.15, 0.05)
+    assert quiet.revision_iteration == 60 + (quiet.max_iter - 60) // 2
+    assert revise_plan(quiet, 300, quiet.revision_iteration, 1.0, 19.0, 0.05).checkpoint_period == (
+        quiet.revision_iteration + int((570 - 300 - 19.0) // 1.0))
+
+
+def test_hook_revises_the_plan_at_the_first_evaluation_and_the_run_ends_within_the_budget():
+    """Timed at 2 s per step with a 10 s evaluation estimate; the steps then take 1 s and the
+    evaluation 3 s. Revised at the first evaluation (iteration 10), the run uses the budget."""
+    clock = Counter(2.0)
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+
+    def step(m, batch):
+        clock.now += clock.step_s
+        if clock.now >= 10.0:   # after the 5 timed steps
+            clock.step_s = 1.0
+        return {"loss": m(batch).pow(2).mean()}
+
+    class Evaluation(HookBase):
+        def __init__(self):
+            self.period, self.at = 0, []
+
+        def after_step(self):
+            done = self.trainer.iter + 1
+            if done >= self.trainer.max_iter or (self.period and done % self.period == 0):
+                clock.now += 3.0
+                self.at.append(done)
+
+    evaluation = Evaluation()
+    trainer = Trainer(model, optimizer, iter(lambda: torch.ones(1, 2), None), max_iter=5, step_fn=step)
+
+    def apply(plan):
+        trainer.max_iter, evaluation.period = plan.max_iter, plan.eval_period
+
+    hook = TimeBudgetHook(timing_from=2, timing_iters=3, started_at=0.0,
+                          make_plan=lambda step_s, elapsed_s, iteration: plan_budget(100, elapsed_s, iteration, step_s,
+                                                                                     10.0, 4, 0.25, 0.0),
+                          apply_plan=apply, clock=clock, now=clock,
+                          revise=lambda plan, *figures: revise_plan(plan, *figures, margin=0.0))
+    trainer.register_hooks([hook, evaluation, hook.revision_hook()])
+    trainer.train()
+    # First plan: 90 s left at 2 s per step and 10 s per evaluation: 2 periodic, 30 steps.
+    assert (hook.plan.first_max_iter, hook.plan.eval_period, hook.plan.revised_at) == (35, 12, 12)
+    assert hook.plan.step_s == pytest.approx(1.0) and hook.plan.eval_s == pytest.approx(3.0)
+    assert evaluation.at[0] == 12 and evaluation.at[-1] == trainer.max_iter == hook.plan.max_iter
+    assert 100 - 1.0 < clock.now <= 100   # the budget used to within one step, not overrun
+
+
 def test_an_explicit_max_iter_wins_over_the_budget(caplog):
     cfg = load_config(["train.time_budget=5m", "train.max_iter=7"])
     with caplog.at_level(logging.WARNING, logger="test"):
@@ -154,6 +222,14 @@ def fixed_figures(monkeypatch, step_s=2.0, elapsed_s=40.0, eval_s=1.0):
         return real(budget_s, elapsed_s, iteration, step_s, eval_s, *args, **kwargs)
 
     monkeypatch.setattr(time_budget, "plan_budget", planned)
+    real_revise = time_budget.revise_plan
+
+    def revised(plan, _elapsed, iteration, _step, _eval, margin):
+        # The same figures: the time spent by `iteration` at step_s per step and one evaluation.
+        spent = elapsed_s + (iteration - plan.planned_at) * step_s + eval_s
+        return real_revise(plan, spent, iteration, step_s, eval_s, margin)
+
+    monkeypatch.setattr(time_budget, "revise_plan", revised)
     # Nor does this machine's wall clock: the process "starts" an hour from now, so the overrun
     # guard (tested with a fake clock above) never sees the real, load-dependent time of a test
     # whose budget is one minute while pytest has been running for longer.
@@ -176,8 +252,10 @@ def test_a_run_resumed_under_a_budget_ends_bit_identical(tmp_path, monkeypatch):
     config = OmegaConf.load(straight / "config.yaml")
     plan = BudgetPlan.from_state(config.train.budget.plan)
     # 60 s less 5%, 40 s spent at iteration 4 (2 warm-up + 2 timed): 17 s, of which 2 periodic
-    # evaluations and the final one take 3 s (1 s each), the rest 7 steps of 2 s.
+    # evaluations and the final one take 3 s (1 s each), the rest 7 steps of 2 s. Revised at the
+    # first evaluation after the plan (8) with the same figures: the same plan.
     assert (plan.planned_at, plan.max_iter, plan.eval_period, plan.checkpoint_period) == (4, 11, 4, 4)
+    assert (plan.revised_at, plan.first_max_iter) == (8, 11)
     assert config.train.max_iter == plan.max_iter and config.train.eval_period == plan.eval_period
     final = torch.load(straight / "checkpoints" / "model_final.pth", weights_only=True)
     assert final["iteration"] == plan.max_iter and final["budget_plan"] == plan.state_dict()
@@ -187,7 +265,7 @@ def test_a_run_resumed_under_a_budget_ends_bit_identical(tmp_path, monkeypatch):
     run_step = LoopTrainer.run_step
 
     def crash_after_a_checkpoint(self):
-        if self.iter == plan.checkpoint_period + 1:
+        if self.iter == plan.revised_at + 1:   # no checkpoint before the revision (at 4: held back)
             raise RuntimeError("killed")
         run_step(self)
 
@@ -195,10 +273,12 @@ def test_a_run_resumed_under_a_budget_ends_bit_identical(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="killed"):
         train(load_config(tiny(shapes, resumed, *budget)), DetectionTask())
     last = torch.load(resumed / "checkpoints" / "last.pth", weights_only=True)
-    assert last["iteration"] == plan.checkpoint_period and last["budget_plan"] == plan.state_dict()
+    assert last["iteration"] == plan.revised_at and last["budget_plan"] == plan.state_dict()
     monkeypatch.setattr(LoopTrainer, "run_step", run_step)
     monkeypatch.setattr("detector.engine.time_budget.plan_budget",
                         lambda *a, **k: pytest.fail("a resumed run plans again instead of keeping its plan"))
+    monkeypatch.setattr("detector.engine.time_budget.revise_plan",
+                        lambda *a, **k: pytest.fail("a resumed run revises its plan again"))
     train(load_config(tiny(shapes, resumed, *budget, "train.resume=true")), DetectionTask())
     again = torch.load(resumed / "checkpoints" / "model_final.pth", weights_only=True)
     assert again["iteration"] == plan.max_iter and again["budget_plan"] == plan.state_dict()
