@@ -1,7 +1,8 @@
 """Detectron2 model-zoo R-CNN R50/R101-FPN weights -> this project's names and config: Faster
 R-CNN (COCO-Detection/faster_rcnn_*), Mask R-CNN (COCO-InstanceSegmentation/mask_rcnn_*_FPN_*),
 Cascade (Mask) R-CNN (Misc/cascade_mask_rcnn_*) and the GN / SyncBN Mask R-CNNs with a 4conv1fc
-box head (Misc/*mask_rcnn_R_50_FPN_3x_gn, _syncbn: the v2 options' layout), told apart by their keys.
+box head (Misc/*mask_rcnn_R_50_FPN_3x_gn, _syncbn: the v2 options' layout) and Keypoint R-CNN
+(COCO-Keypoints/keypoint_rcnn_*), told apart by their keys.
 
 Detectron2 differs from torchvision in ways that change the outputs, so the converted
 config reproduces each: BGR input on the 0..255 scale (mean [103.53, 116.28, 123.675],
@@ -16,6 +17,11 @@ here (class-agnostic deltas, 4 per stage); the mask head's `mask_fcn{n}`, `decon
 Its masks are pasted Detectron2's way too (`roi_heads.mask_paste: detectron2`: the 28x28 cells
 span the box exactly, sampled at pixel centres), not torchvision's (a zero border, the box grown
 and truncated to pixels), which moves every mask edge by up to a pixel.
+
+Keypoint R-CNN's KRCNNConvDeconvUpsampleHead (`conv_fcn{n}`, `score_lowres`) is torchvision's
+network: `keypoint_head.{2(n-1)}` and `keypoint_predictor.kps_score_lowres` here. Its heatmaps
+are decoded Detectron2's way (`roi_heads.keypoint_decoding: detectron2`: the same positions,
+a softmax probability as the score), and its recipe's box loss is smooth L1 with beta 0.5.
 """
 from __future__ import annotations
 
@@ -26,7 +32,7 @@ import numpy as np
 import torch
 
 from detector.weights.conversion.coco_classes import COCO_NAMES
-from detector.weights.conversion.head_layout import mask_head_layout, norm_kind, numbered
+from detector.weights.conversion.head_layout import keypoint_fields, mask_head_layout, norm_kind, numbered
 from detector.weights.conversion.resnet_layout import infer_resnet_config
 
 DETECTRON2_PIXEL_MEAN = [103.530, 116.280, 123.675]   # BGR, 0..255
@@ -52,6 +58,14 @@ DETECTRON2_MODEL_SETTINGS = {
         "min_box_size": 0.0,
         "smooth_l1_beta": 0.0,
     },
+}
+
+# configs/COCO-Keypoints/Base-Keypoint-RCNN-FPN.yaml on top of the R-CNN settings: smooth L1 with
+# beta 0.5 for the box head ("keypoint AP degrades with plain L1"), 1500 proposals per training
+# image; the keypoint pooler (ROIAlignV2, sampling ratio 0, 14x14) samples as the box pooler does.
+DETECTRON2_KEYPOINT_SETTINGS = {
+    "rpn": {"post_nms_topk_train": 1500},
+    "roi_heads": {"smooth_l1_beta": 0.5, "keypoint_decoding": "detectron2", "keypoint_pooler_resolution": 14},
 }
 
 # Detectron2's CascadeROIHeads (configs/Misc/cascade_mask_rcnn_R_50_FPN_3x.yaml): three stages at
@@ -87,6 +101,9 @@ _RENAMES = [
     (r"^roi_heads\.mask_head\.mask_fcn(\d)(?:\.(weight|bias)|\.norm\.(\w+))$", None),
     (r"^roi_heads\.mask_head\.deconv\.(weight|bias)$", r"roi_heads.mask_predictor.conv5_mask.\1"),
     (r"^roi_heads\.mask_head\.predictor\.(weight|bias)$", r"roi_heads.mask_predictor.mask_fcn_logits.\1"),
+    # Keypoint R-CNN's KRCNNConvDeconvUpsampleHead (roi_heads/keypoint_head.py): conv_fcn1..8, score_lowres.
+    (r"^roi_heads\.keypoint_head\.conv_fcn(\d+)\.(weight|bias)$", None),
+    (r"^roi_heads\.keypoint_head\.score_lowres\.(weight|bias)$", r"roi_heads.keypoint_predictor.kps_score_lowres.\1"),
 ]
 
 
@@ -103,6 +120,9 @@ def detectron2_key_to_ours(key: str, box_conv_norm: bool = False) -> str:
         if ".fpn_" in key:   # ConvNorm: Sequential(conv, [norm])
             kind, level, param, norm_param = groups
             return f"backbone.fpn.{kind}_convs.{int(level) - 2}." + (f"1.{norm_param}" if norm_param else f"0.{param}")
+        if ".conv_fcn" in key:   # one flat Sequential: conv, ReLU for each conv
+            n, param = groups
+            return f"roi_heads.keypoint_head.{2 * (int(n) - 1)}.{param}"
         if ".mask_fcn" in key:   # block n-1: Sequential(conv, [norm,] ReLU)
             n, param, norm_param = groups
             return f"roi_heads.mask_head.{int(n) - 1}." + (f"1.{norm_param}" if norm_param else f"0.{param}")
@@ -116,8 +136,8 @@ def detectron2_key_to_ours(key: str, box_conv_norm: bool = False) -> str:
             return f"{prefix}.downsample.0.weight" if key.endswith("shortcut.weight") else f"{prefix}.downsample.1.{groups[2]}"
         conv = groups[2]
         return f"{prefix}.conv{conv}.weight" if key.endswith(f"conv{conv}.weight") else f"{prefix}.bn{conv}.{groups[3]}"
-    raise ValueError(f"unexpected key '{key}' in the Detectron2 checkpoint: only Faster R-CNN, Mask R-CNN and Cascade "
-                     "(Mask) R-CNN with a ResNet-FPN backbone, StandardRPNHead, FastRCNNConvFCHead box heads (two fc, "
+    raise ValueError(f"unexpected key '{key}' in the Detectron2 checkpoint: only Faster R-CNN, Mask R-CNN, Keypoint "
+                     "R-CNN and Cascade (Mask) R-CNN with a ResNet-FPN backbone, StandardRPNHead, FastRCNNConvFCHead box heads (two fc, "
                      "or convs then one fc) and MaskRCNNConvUpsampleHead, with FrozenBN, SyncBN/BN or GN, are supported.")
 
 
@@ -148,6 +168,10 @@ def convert_detectron2(checkpoint: Mapping):
         raise ValueError("Detectron2 Cascade R-CNN with conv box heads is not supported: only the model zoo's "
                          "two-fc cascade stages (Misc/cascade_mask_rcnn_R_50_FPN_*).")
     masks = "roi_heads.mask_predictor.mask_fcn_logits.weight" in state
+    keypoints = "roi_heads.keypoint_predictor.kps_score_lowres.weight" in state
+    if keypoints and (masks or cascade or conv_box_head):
+        raise ValueError("Detectron2 keypoint head next to a mask head, cascade stages or a conv box head: only the "
+                         "model zoo's Keypoint R-CNN (COCO-Keypoints/keypoint_rcnn_*: two-fc box head) is supported.")
     first = "roi_heads.box_predictor.0." if cascade else "roi_heads.box_predictor."
     num_classes = int(state[f"{first}cls_score.weight"].shape[0]) - 1
     model = _merge(DETECTRON2_MODEL_SETTINGS, {
@@ -171,10 +195,14 @@ def convert_detectron2(checkpoint: Mapping):
                      (True, False): "cascade_rcnn_fpn", (True, True): "cascade_mask_rcnn_fpn"}[cascade, masks]
     if conv_box_head:
         model["name"] += "_v2"
+    if keypoints:
+        model = _merge(model, DETECTRON2_KEYPOINT_SETTINGS)
+        model["roi_heads"].update(keypoint_fields(state))
+        model["name"] = "keypoint_rcnn_fpn"
     if "pixel_mean" in extra and "pixel_std" in extra:
         model["input"]["pixel_mean"] = [float(v) / 255.0 for v in np.asarray(extra["pixel_mean"]).reshape(-1)]
         model["input"]["pixel_std"] = [float(v) / 255.0 for v in np.asarray(extra["pixel_std"]).reshape(-1)]
-    names = list(COCO_NAMES) if num_classes == 80 else None
+    names = list(COCO_NAMES) if num_classes == 80 else (["person"] if keypoints and num_classes == 1 else None)
     return state, backbone, model, num_classes, names
 
 

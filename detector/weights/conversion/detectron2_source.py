@@ -20,7 +20,7 @@ from detector.weights.formats.restricted_pickle import load_restricted_pickle
 
 DETECTRON2_PREFIX = "https://dl.fbaipublicfiles.com/detectron2/"
 # Detectron2 model-zoo name -> ("<model id>/<file name>" (detectron2/model_zoo/model_zoo.py),
-# COCO val2017 box AP[, mask AP] from its MODEL_ZOO.md).
+# COCO val2017 box AP[, mask AP (None: no masks)[, keypoint AP]] from its MODEL_ZOO.md).
 DETECTRON2_DETECTORS = {
     "COCO-Detection/faster_rcnn_R_50_FPN_1x": ("137257794/model_final_b275ba.pkl", 37.9),
     "COCO-Detection/faster_rcnn_R_50_FPN_3x": ("137849458/model_final_280758.pkl", 40.2),
@@ -35,6 +35,9 @@ DETECTRON2_DETECTORS = {
     "Misc/mask_rcnn_R_50_FPN_3x_gn": ("138602888/model_final_dc5d9e.pkl", 42.6, 38.6),
     "Misc/scratch_mask_rcnn_R_50_FPN_3x_gn": ("138602908/model_final_01ca85.pkl", 39.9, 36.6),
     "Misc/mask_rcnn_R_50_FPN_3x_syncbn": ("169527823/model_final_3b3c51.pkl", 41.9, 37.8),
+    # -> model=keypoint_rcnn_fpn (COCO person keypoints: box AP, keypoint AP)
+    "COCO-Keypoints/keypoint_rcnn_R_50_FPN_1x": ("137261548/model_final_04e291.pkl", 53.6, None, 64.0),
+    "COCO-Keypoints/keypoint_rcnn_R_50_FPN_3x": ("137849621/model_final_a6e10b.pkl", 55.4, None, 65.5),
     # -> model=retinanet_fpn (detectron2_retinanet.py)
     "COCO-Detection/retinanet_R_50_FPN_1x": ("190397773/model_final_bfca0b.pkl", 37.4),
     "COCO-Detection/retinanet_R_50_FPN_3x": ("190397829/model_final_5bd44e.pkl", 38.7),
@@ -72,12 +75,14 @@ def published(rest: str) -> PublishedWeights | None:
     """`detectron2://<model-zoo config path>` (".pkl" optional), or an MSRA ResNet's path."""
     rest = rest[: -len(".pkl")] if rest.endswith(".pkl") else rest
     if rest in DETECTRON2_DETECTORS:
-        suffix, box_ap, *mask_ap = DETECTRON2_DETECTORS[rest]
+        suffix, box_ap, *other_ap = DETECTRON2_DETECTORS[rest]
+        mask_ap, keypoint_ap = (other_ap + [None, None])[:2]
         # Detectron2's MODEL_ZOO.md: "any model on this page contains its md5 prefix in its file name".
         match = re.search(r"_([a-f0-9]+)\.pkl$", suffix)
         return PublishedWeights(f"detectron2://{rest}", f"{DETECTRON2_PREFIX}{rest}/{suffix}", "detector",
                                 "detectron2", "md5", match.group(1),
-                                f"COCO val2017 box AP {box_ap}" + (f", mask AP {mask_ap[0]}" if mask_ap else ""))
+                                f"COCO val2017 box AP {box_ap}" + (f", mask AP {mask_ap}" if mask_ap else "")
+                                + (f", keypoint AP {keypoint_ap}" if keypoint_ap else ""))
     if rest in DETECTRON2_BACKBONES:
         return PublishedWeights(f"detectron2://{rest}", f"{DETECTRON2_PREFIX}{rest}.pkl", "backbone", "detectron2",
                                 None, None, f"ImageNet-1K top-1 {DETECTRON2_BACKBONES[rest]} (MSRA, 1-crop)")

@@ -25,6 +25,7 @@ TORCHVISION_DETECTORS = {
     "retinanet_resnet50_fpn": "COCO_V1",      # -> model=retinanet_fpn
     "retinanet_resnet50_fpn_v2": "COCO_V1",   # -> model=retinanet_fpn_v2
     "fcos_resnet50_fpn": "COCO_V1",           # -> model=fcos_fpn
+    "keypointrcnn_resnet50_fpn": "COCO_V1",   # -> model=keypoint_rcnn_fpn (COCO person keypoints)
 }
 TORCHVISION_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                          "resnext50_32x4d", "resnext101_32x8d")
@@ -51,7 +52,8 @@ def _entry(name: str, arch: str, version: str, kind: str) -> PublishedWeights:
     metrics = weights.meta.get("_metrics", {})
     if "COCO-val2017" in metrics:
         coco = metrics["COCO-val2017"]
-        metric = f"COCO val2017 box AP {coco['box_map']}" + (f", mask AP {coco['mask_map']}" if "mask_map" in coco else "")
+        metric = (f"COCO val2017 box AP {coco['box_map']}" + (f", mask AP {coco['mask_map']}" if "mask_map" in coco else "")
+                  + (f", keypoint AP {coco['kp_map']}" if "kp_map" in coco else ""))
     else:
         metric = f"ImageNet-1K top-1 {metrics['ImageNet-1K']['acc@1']}"
     # torch.hub's convention: the file name ends in "-<sha256 prefix>.<extension>".
