@@ -1,4 +1,4 @@
-"""Export a trained detector to ONNX or TorchScript.
+"""Export a trained detector to ONNX, OpenVINO IR or TorchScript.
 
 A thin wrapper of detector/cli/export.py, the `detector-export` command: the same arguments (--help for the usage).
 """

@@ -1,0 +1,87 @@
+"""eval_only on an exported file: the ONNX (onnxruntime) and OpenVINO (f32) exports of a tiny
+detector briefly trained on the generated shapes give the checkpoint's own AP, through the same
+evaluator and test split (train.amp=none on every side), and the run records the file's config
+and iteration. A few seconds of training leave the AP small, so the results files are compared
+too: every test image's detections, box by box. Run in process: one short training, three
+evaluations of a few images."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from omegaconf import OmegaConf
+
+from reliability_helpers import tiny  # on pytest.ini's pythonpath
+
+from detector.config import load_config
+from detector.engine.run import evaluate_checkpoint, train
+from detector.tasks.detection import DetectionTask
+
+AP_TOL = 0.002
+BOX_TOL = 1e-2      # pixels
+SCORE_TOL = 1e-3
+ITERATIONS = 20
+RUN = [f"train.max_iter={ITERATIONS}", f"train.checkpoint_period={ITERATIONS}", "train.amp=none", "test.analysis=off",
+       "dataset.num_test=4", "model.roi_heads.score_thresh=0.01"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A checkpoint trained for a few seconds, its evaluation, and its ONNX and OpenVINO exports."""
+    from detector.export import export_model
+
+    root = tmp_path_factory.mktemp("deploy_eval")
+    out = root / "run"
+    train(load_config(tiny(root / "shapes", out, *RUN)), DetectionTask())
+    checkpoint = out / "checkpoints" / "model_final.pth"
+    files = {fmt: export_model(checkpoint, fmt, root / f"model.{suffix}")
+             for fmt, suffix in (("onnx", "onnx"), ("openvino", "xml"))}
+    trained = {"root": root, "checkpoint": checkpoint, "files": files}
+    trained["expected"] = evaluate(trained, checkpoint, "eval_pth")
+    return trained
+
+
+def evaluate(trained, weights, name, *extra):
+    out = trained["root"] / name
+    cfg = load_config(tiny(trained["root"] / "shapes", out, *RUN, "eval_only=true", f"model.weights={weights}", *extra))
+    metrics = evaluate_checkpoint(cfg, DetectionTask())
+    return metrics, out
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+def test_exported_file_gives_the_checkpoint_ap(trained, fmt):
+    expected, expected_out = trained["expected"]
+    got, out = evaluate(trained, trained["files"][fmt], f"eval_{fmt}")
+    print(f"{fmt}: AP {got['AP']:.4f} (checkpoint {expected['AP']:.4f}), AP50 {got['AP50']:.4f} "
+          f"({expected['AP50']:.4f})")
+    for key in ("AP", "AP50", "AP75"):
+        assert abs(got[key] - expected[key]) <= AP_TOL, (key, got[key], expected[key])
+    compare_results(read_results(expected_out), read_results(out))
+    written = json.loads((out / "metrics.json").read_text())
+    assert written["iteration"] == ITERATIONS
+    assert abs(written["bbox"]["AP"] - got["AP"]) < 1e-9
+    recorded = OmegaConf.load(out / "config.yaml")
+    assert recorded.model.weights == str(trained["files"][fmt])
+    assert recorded.model.fpn.out_channels == 32 and recorded.test.precision == "fp32"
+
+
+def read_results(out):
+    by_image = {}
+    for r in json.loads((out / "inference" / "coco_instances_results.json").read_text()):
+        by_image.setdefault(r["image_id"], []).append(r)
+    return by_image
+
+
+def compare_results(expected: dict, got: dict) -> None:
+    """Each image's detections: the same count, and each checkpoint detection has an exported one
+    of its class with its box within BOX_TOL and its score within SCORE_TOL."""
+    assert sorted(got) == sorted(expected) and len(expected) == 4
+    total = 0
+    for image_id, detections in expected.items():
+        theirs = got[image_id]
+        assert len(theirs) == len(detections), image_id
+        for d in detections:
+            assert any(o["category_id"] == d["category_id"] and abs(o["score"] - d["score"]) <= SCORE_TOL
+                       and max(abs(a - b) for a, b in zip(o["bbox"], d["bbox"])) <= BOX_TOL for o in theirs), d
+        total += len(detections)
+    assert total >= 20, "too few detections to compare"
