@@ -149,19 +149,29 @@ def evaluate_checkpoint(cfg: DictConfig, task: Task, model_overrides: Sequence[s
                         ctx: RunContext | None = None) -> dict[str, Any]:
     """eval_only: the metrics of cfg.model.weights on the test split (also written to
     output_dir: config.yaml, metrics, pictures, tb/). The model is the checkpoint's own
-    (checkpoint_model); `model_overrides` are the command line's model.*/backbone.* keys."""
+    (checkpoint_model); `model_overrides` are the command line's model.*/backbone.* keys.
+    An exported file (ONNX, OpenVINO, TorchScript: detector/deploy/) is run by its runtime at
+    test.precision, through the same evaluator and test split."""
+    from detector.deploy.file_kind import is_exported_file
     from detector.weights.loading import read_model_checkpoint
 
     ctx = ctx or open_run_context(cfg)
-    checkpoint = read_model_checkpoint(str(cfg.model.weights))   # the one read: weights, config, iteration
-    iteration = checkpoint.iteration
-    model, cfg = checkpoint_model(cfg, model_overrides, device=str(ctx.device), checkpoint=checkpoint)
-    del checkpoint   # the model holds the weights now
+    if is_exported_file(str(cfg.model.weights)):
+        from detector.deploy.run_settings import exported_run_model
+
+        model, cfg, iteration = exported_run_model(cfg, model_overrides, ctx.logger)
+        amp = "none"   # the runtime computes at test.precision; no autocast around it
+    else:
+        checkpoint = read_model_checkpoint(str(cfg.model.weights))   # the one read: weights, config, iteration
+        iteration = checkpoint.iteration
+        model, cfg = checkpoint_model(cfg, model_overrides, device=str(ctx.device), checkpoint=checkpoint)
+        del checkpoint   # the model holds the weights now
+        amp = str(cfg.train.amp)
     resolve_classes(cfg, task, ctx)
     write_run_config(cfg, ctx)
     seed_everything(int(cfg.seed))
     model.eval()
-    precision = resolve_precision(str(cfg.train.amp), ctx.device, ctx.logger)
+    precision = resolve_precision(amp, ctx.device, ctx.logger)
     evaluator = task.build_evaluator(cfg, lambda: model, ctx, precision)
     scalars, images = evaluator(iteration)
     log_evaluation(ctx.output_dir, iteration, scalars, images)

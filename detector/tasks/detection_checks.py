@@ -21,6 +21,7 @@ def check_detection_config(cfg: DictConfig) -> None:
         raise ConfigError(str(error)) from None
     if cfg.test.evaluator not in ("faster_coco_eval", "pycocotools"):
         raise ConfigError(f"test.evaluator={cfg.test.evaluator!r}: use faster_coco_eval or pycocotools.")
+    check_test_precision(cfg)
     require_positive(cfg, "test.max_images")
     require_positive(cfg, "test.val_loss_max_images")
     require_positive(cfg, "train.val_loss_period", allow_zero=True)
@@ -34,3 +35,18 @@ def check_detection_config(cfg: DictConfig) -> None:
     except ValueError as error:
         raise ConfigError(str(error)) from None
     check_dataset(cfg, bool(cfg.eval_only))
+
+
+def check_test_precision(cfg: DictConfig) -> None:
+    """test.precision is an exported file's (detector/deploy/): fp32 or bf16, and bf16 only for
+    eval_only on an exported file; a checkpoint computes at train.amp."""
+    precision = cfg.test.precision
+    if precision not in ("fp32", "bf16"):
+        raise ConfigError(f"test.precision={precision!r}: use fp32 or bf16.")
+    if precision == "fp32":
+        return
+    from detector.deploy.file_kind import is_exported_file
+
+    if not (bool(cfg.eval_only) and cfg.model.weights and is_exported_file(str(cfg.model.weights))):
+        raise ConfigError(f"test.precision={precision} sets an exported file's precision (eval_only=true "
+                          "model.weights=FILE.xml); a checkpoint trains and evaluates at train.amp (none|bf16|fp16).")

@@ -135,6 +135,7 @@ def predict_images(
     device: str = "cpu",
     tta: bool = False,
     batch_size: int = 1,
+    precision: str = "fp32",
 ) -> list[dict[str, Any]]:
     """Write output_dir/predictions.json, one picture per image and the folder's detections in
     COCO results format (coco_instances_results.json, with coco_images.json naming each image
@@ -148,22 +149,37 @@ def predict_images(
     images the model resizes and pads to one canvas (see plan_batches), so the detections equal
     those of batch 1; the outputs keep the order of `inputs`.
     tta: test-time augmentation with the test.aug_* settings (scales, flip, merge) of the
-    config the checkpoint stores, and the model's own NMS threshold and detections per image."""
+    config the checkpoint stores, and the model's own NMS threshold and detections per image.
+    An exported file (ONNX, OpenVINO, TorchScript; detector/deploy/) runs in its runtime at
+    `precision` (fp32, or bf16 for OpenVINO), its class names and category ids from the file."""
+    from detector.deploy.file_kind import is_exported_file
     from detector.weights.loading import model_from_checkpoint, read_model_checkpoint
 
     if batch_size < 1:
         raise ValueError(f"--batch-size {batch_size}: must be at least 1.")
-    # The one read of the file (a published name, e.g. torchvision://fasterrcnn_resnet50_fpn_v2, is
-    # first fetched and converted): the weights, the config the model is built from, the category ids.
-    checkpoint = read_model_checkpoint(weights)
-    device = resolve_device(str(device))
-    model = model_from_checkpoint(checkpoint, str(weights), overrides=[f"model.roi_heads.score_thresh={score_thresh}"],
-                                  device=str(device))
-    built = model.config.model  # the checkpoint's stored config, as the model was built from it
-    names = list(built.class_names) if built.class_names is not None else []
-    num_classes = int(built.num_classes)
-    category_ids = checkpoint.category_ids or list(range(1, len(names) + 1))
-    del checkpoint   # the model holds the weights now
+    if is_exported_file(str(weights)):
+        from detector.deploy.run_settings import exported_for_prediction
+
+        model = exported_for_prediction(str(weights), score_thresh, str(device), tta, precision)
+        device = torch.device("cpu")   # images go to the runtime from the CPU
+        names, category_ids = list(model.metadata.class_names), list(model.metadata.category_ids)
+        num_classes = len(names)
+        tta = False
+    else:
+        if precision != "fp32":
+            raise ValueError(f"--precision {precision} applies to exported OpenVINO files; a checkpoint runs in "
+                             "float32 here.")
+        # The one read of the file (a published name, e.g. torchvision://fasterrcnn_resnet50_fpn_v2, is
+        # first fetched and converted): the weights, the config the model is built from, the category ids.
+        checkpoint = read_model_checkpoint(weights)
+        device = resolve_device(str(device))
+        model = model_from_checkpoint(checkpoint, str(weights),
+                                      overrides=[f"model.roi_heads.score_thresh={score_thresh}"], device=str(device))
+        built = model.config.model  # the checkpoint's stored config, as the model was built from it
+        names = list(built.class_names) if built.class_names is not None else []
+        num_classes = int(built.num_classes)
+        category_ids = checkpoint.category_ids or list(range(1, len(names) + 1))
+        del checkpoint   # the model holds the weights now
     if tta:
         from detector.evaluation.tta import checkpoint_tta
 
