@@ -43,7 +43,8 @@ DETECTOR_SETTINGS = WEIGHT_SETTINGS + tuple(f"model.{key}" for key in (
     "anchor_generator.sizes", "anchor_generator.aspect_ratios", "anchor_generator.round_anchors",
     "anchor_generator.strides", "rpn.bbox_reg_weights", "roi_heads.pooler_sampling_ratio",
     "roi_heads.pooler_aligned", "roi_heads.canonical_box_size", "roi_heads.canonical_level",
-    "roi_heads.bbox_reg_weights", "roi_heads.predictor_layout", "roi_heads.mask_paste"))
+    "roi_heads.bbox_reg_weights", "roi_heads.predictor_layout", "roi_heads.mask_paste",
+    "roi_heads.keypoint_decoding"))
 
 WEIGHTS_KEYS = ("backbone.weights", "model.weights")   # in load order: model.weights loads over the body
 
