@@ -41,24 +41,32 @@ def changed_settings(metadata: ExportMetadata, overrides: Sequence[str]) -> list
     return changed
 
 
-def refuse_inapplicable(cfg: DictConfig, overrides: Sequence[str], metadata: ExportMetadata, device: str,
-                        path: str) -> None:
+def refuse_run_settings(cfg: DictConfig, path: str) -> None:
+    """ConfigError for a run setting that cannot apply to the exported file `path`: test-time
+    augmentation, a device its runtime cannot use, a precision other than fp32 outside OpenVINO.
+    Called by the detection task's config checks, before anything is created."""
     kind = file_kind(path)
     if bool(cfg.test.aug):
         raise config_error(f"test.aug=true (test-time augmentation) cannot apply to the exported file {path}: its "
                            "graph runs one view of each image. Evaluate the checkpoint with test.aug=true, or set "
                            "test.aug=false.")
+    try:
+        check_device(kind, str(cfg.train.device), path)
+        check_precision(kind, str(cfg.test.precision), path)
+    except ValueError as error:
+        raise config_error(str(error)) from None
+
+
+def refuse_inapplicable(cfg: DictConfig, overrides: Sequence[str], metadata: ExportMetadata, path: str) -> None:
+    """refuse_run_settings, and ConfigError for model.* overrides that would change a setting
+    baked into the file's graph (an override equal to the file's setting is accepted)."""
+    refuse_run_settings(cfg, path)
     changed = changed_settings(metadata, overrides)
     if changed:
         raise config_error(f"{'; '.join(changed)}: the exported file {path} has its model settings baked into its "
                            "graph (thresholds, NMS, sizes). Drop the override, or export the checkpoint again with "
-                           f"it: detector-export --weights {metadata.source or 'CKPT'} --format {kind} --set "
-                           f"{' '.join(str(o) for o in overrides)} --output FILE.")
-    try:
-        check_device(kind, device, path)
-        check_precision(kind, str(cfg.test.precision), path)
-    except ValueError as error:
-        raise config_error(str(error)) from None
+                           f"it: detector-export --weights {metadata.source or 'CKPT'} --format {file_kind(path)} "
+                           f"--set {' '.join(str(o) for o in overrides)} --output FILE.")
 
 
 def exported_run_model(cfg: DictConfig, overrides: Sequence[str], logger: logging.Logger) -> tuple[ExportedDetector, DictConfig, int | None]:
@@ -68,7 +76,7 @@ def exported_run_model(cfg: DictConfig, overrides: Sequence[str], logger: loggin
     path = str(cfg.model.weights)
     device = "cuda" if str(cfg.train.device) == "cuda" else "cpu"   # auto: the CPU, where every runtime runs
     metadata = read_metadata(path)
-    refuse_inapplicable(cfg, overrides, metadata, device, path)
+    refuse_inapplicable(cfg, overrides, metadata, path)
     if str(cfg.train.amp) != "none":
         logger.info("train.amp=%s does not apply to the exported file %s; it runs at test.precision=%s.",
                     cfg.train.amp, path, cfg.test.precision)

@@ -1,0 +1,215 @@
+"""The deploy section (tools/benchmark.py --sections deploy [--trained CKPT ...]): each way of
+running a detector on the CPU, side by side.
+
+- On each trained checkpoint: ms per image (median, batch 1, at the checkpoint's own test size)
+  on its first test images, and the AP on its whole test split through the evaluator that
+  training uses (detector.evaluation.inference.evaluate_detector), for every runtime row.
+- On R50-FPN at 800 px with random weights (speed only): ms per image on coco128 photos and the
+  ratio to torchvision's fp32 model holding the same weights, timed as the inference section
+  times them (interleaved rounds, per-round ratios).
+
+A row is a runtime at a precision (RUNTIME_ROWS): PyTorch fp32 (the project's fast path), PyTorch
+bf16 (autocast), ONNX Runtime fp32, OpenVINO f32 and bf16 (INFERENCE_PRECISION_HINT). bf16 rows
+run only where the CPU computes bf16 natively (AVX512-BF16 / AMX; elsewhere PyTorch emulates it
+at 5-17x fp32's time and OpenVINO runs f32 whatever the hint). A new row (an int8 OpenVINO file,
+say) is one more DeployRow and, for a new kind of file, one more entry in EXPORTERS.
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from detector.benchmarking.timing import interleaved_times, ratio, summarize
+from detector.utils.hardware import cpu_has_native_bf16
+
+
+@dataclass(frozen=True)
+class DeployRow:
+    name: str                # the row's label, e.g. "openvino f32"
+    file: str                # "pytorch" (the model itself) or a key of EXPORTERS
+    precision: str           # fp32 | bf16
+    needs_native_bf16: bool = False
+
+
+RUNTIME_ROWS: list[DeployRow] = [
+    DeployRow("pytorch fp32", "pytorch", "fp32"),
+    DeployRow("pytorch bf16", "pytorch", "bf16", needs_native_bf16=True),
+    DeployRow("onnxruntime fp32", "onnx", "fp32"),
+    DeployRow("openvino f32", "openvino", "fp32"),
+    DeployRow("openvino bf16", "openvino", "bf16", needs_native_bf16=True),
+]
+REFERENCE_ROW = "pytorch fp32"
+
+
+def export_onnx_file(model: nn.Module, folder: Path) -> Path:
+    from detector.export import ExportableDetector, example_image, export_onnx
+
+    path = folder / "model.onnx"
+    export_onnx(ExportableDetector(model), example_image(), path, metadata=file_metadata(model, "onnx"))
+    return path
+
+
+def export_openvino_file(model: nn.Module, folder: Path) -> Path:
+    from detector.export import ExportableDetector, example_image, export_openvino
+
+    path = folder / "model.xml"
+    export_openvino(ExportableDetector(model), example_image(), path, metadata=file_metadata(model, "openvino"))
+    return path
+
+
+# file kind -> writer of that file from the eval-mode model, into a folder.
+EXPORTERS: dict[str, Callable[[nn.Module, Path], Path]] = {"onnx": export_onnx_file, "openvino": export_openvino_file}
+
+
+def file_metadata(model: nn.Module, fmt: str) -> dict[str, str]:
+    from detector.export import ExportableDetector
+    from detector.export.metadata import metadata_for
+
+    return metadata_for(model.config, list(ExportableDetector(model).output_names), fmt, "benchmark").to_strings()
+
+
+def rows_to_run(bf16_native: bool, rows: list[DeployRow] = RUNTIME_ROWS) -> list[DeployRow]:
+    return [row for row in rows if bf16_native or not row.needs_native_bf16]
+
+
+def build_runners(model: nn.Module, rows: list[DeployRow], folder: Path,
+                  log: Callable[[str], None]) -> dict[str, Callable[[list[torch.Tensor]], list[dict]]]:
+    """Row name -> a function running a list of images, batch 1 each; files exported once per kind."""
+    from detector.deploy import load_exported
+
+    threads = torch.get_num_threads()   # the same threads for every runtime
+    files: dict[str, Path] = {}
+    runners = {}
+    for row in rows:
+        if row.file == "pytorch":
+            runners[row.name] = pytorch_runner(model, torch.bfloat16 if row.precision == "bf16" else None)
+            continue
+        if row.file not in files:
+            log(f"[deploy] exporting {row.file} ...")
+            files[row.file] = EXPORTERS[row.file](model, folder)
+        exported = load_exported(files[row.file], precision=row.precision, threads=threads)
+        runners[row.name] = exported_runner(exported)
+    return runners
+
+
+def pytorch_runner(model: nn.Module, dtype: torch.dtype | None):
+    def run(images: list[torch.Tensor]) -> list[dict]:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            return model(images)
+    run.model = model
+    run.dtype = dtype
+    return run
+
+
+def exported_runner(exported: nn.Module):
+    def run(images: list[torch.Tensor]) -> list[dict]:
+        return exported(images)
+    run.model = exported
+    run.dtype = None
+    return run
+
+
+def time_runners(runners: dict, images: list[torch.Tensor], repeats: int, warmup: int,
+                 reference: str) -> dict[str, dict]:
+    """ms per image (median over rounds, each round every runner on the next image) and the
+    median per-round ratio to `reference`."""
+    calls = {name: (lambda i, run=run: run([images[i % len(images)]])) for name, run in runners.items()}
+    times = interleaved_times(calls, max(repeats, len(images)), warmup, torch.device("cpu"), desc="deploy timing")
+    return {name: {"ms_median": 1000 * summarize(values)["median_s"],
+                   f"ratio_to_{reference.replace(' ', '_')}": ratio(values, times[reference])}
+            for name, values in times.items()}
+
+
+def test_set_ap(runner, loader, dataset) -> dict[str, float]:
+    from detector.evaluation.inference import evaluate_detector
+
+    metrics, _ = evaluate_detector(runner.model, loader, dataset.coco_gt, dataset.label_to_category_id,
+                                   torch.device("cpu"), autocast_dtype=runner.dtype)
+    return {"AP": metrics["AP"], "AP50": metrics["AP50"]}
+
+
+def run_trained_checkpoint(path: str, opts, log) -> dict:
+    from omegaconf import OmegaConf, open_dict
+
+    from detector.data import build_test_loader
+    from detector.weights.loading import load_model
+
+    model = load_model(path, device="cpu")
+    cfg = OmegaConf.create(OmegaConf.to_container(model.config, resolve=True))
+    with open_dict(cfg):
+        cfg.dataloader.num_workers = 0
+        cfg.dataloader.test_batch_size = 1
+    loader = build_test_loader(cfg)
+    images = []
+    for batch in loader:
+        images.extend(batch["images"])
+        if len(images) >= opts.trained_images:
+            break
+    rows = rows_to_run(cpu_has_native_bf16() if opts.bf16 == "auto" else opts.bf16 == "on")
+    with tempfile.TemporaryDirectory() as folder:
+        runners = build_runners(model, rows, Path(folder), log)
+        timings = time_runners(runners, images[: opts.trained_images], opts.repeats, opts.warmup, REFERENCE_ROW)
+        accuracy = {}
+        for name, runner in runners.items():
+            log(f"[deploy] AP of {name} on the test split ...")
+            accuracy[name] = test_set_ap(runner, loader, loader.dataset)
+    size = [int(cfg.model.input.min_size_test), int(cfg.model.input.max_size_test)]
+    return {"dataset": str(OmegaConf.select(cfg, "dataset.name")), "size": size,
+            "timed_images": min(len(images), opts.trained_images), "test_images": len(loader.dataset),
+            "rows": [{"name": name, **timings[name], **accuracy[name]} for name in runners]}
+
+
+def run_r50_800(opts, log) -> dict:
+    """R50-FPN at 800 / 1333, random weights: each row against torchvision fp32, same weights."""
+    from detector.benchmarking import peers
+
+    photos = peers.coco_photos(opts.datasets / "coco128", 3)
+    images = [image for image, _, _ in photos]
+    theirs = peers.torchvision_r50_fpn(*opts.test_size).eval()
+    size = [f"model.input.min_size_test={opts.test_size[0]}", f"model.input.max_size_test={opts.test_size[1]}"]
+    ours = peers.ours_with_same_weights(theirs, size).eval()
+    rows = rows_to_run(cpu_has_native_bf16() if opts.bf16 == "auto" else opts.bf16 == "on")
+    with tempfile.TemporaryDirectory() as folder:
+        runners = {"torchvision fp32": pytorch_runner(theirs, None), **build_runners(ours, rows, Path(folder), log)}
+        timings = time_runners(runners, images, opts.repeats, opts.warmup, "torchvision fp32")
+    return {"size": list(opts.test_size), "images": [list(im.shape[-2:]) for im in images],
+            "rows": [{"name": name, **timings[name]} for name in runners]}
+
+
+def run_deploy(opts, device: torch.device) -> dict:
+    """The section's report: {"trained": {CKPT: {...}}, "r50_800": {...}, "threads": N}. CPU only."""
+    if device.type != "cpu":
+        opts.log("[deploy] the deploy section times CPU runtimes; running it on the CPU")
+    report: dict = {"threads": torch.get_num_threads(), "native_bf16": cpu_has_native_bf16(), "trained": {}}
+    for path in opts.trained:
+        opts.log(f"[deploy] trained checkpoint {path} ...")
+        report["trained"][str(path)] = run_trained_checkpoint(str(path), opts, opts.log)
+    if opts.deploy_r50:
+        opts.log("[deploy] R50-FPN at 800 px, random weights ...")
+        report["r50_800"] = run_r50_800(opts, opts.log)
+    return report
+
+
+def format_deploy(report: dict) -> list[str]:
+    lines = [f"deploy (CPU, {report['threads']} threads; bf16 rows only with native bf16: "
+             f"{'yes' if report['native_bf16'] else 'no, skipped'})"]
+    for path, section in report.get("trained", {}).items():
+        lines.append(f"  {section['dataset']} {path} at {section['size'][0]}/{section['size'][1]}: ms/image "
+                     f"(median, {section['timed_images']} images), AP on {section['test_images']} test images")
+        lines.append(f"    {'runtime':22s} {'ms/image':>9s} {'vs pytorch fp32':>16s} {'AP':>7s} {'AP50':>7s}")
+        for row in section["rows"]:
+            lines.append(f"    {row['name']:22s} {row['ms_median']:9.1f} {row['ratio_to_pytorch_fp32']:15.3f}x "
+                         f"{row['AP']:7.4f} {row['AP50']:7.4f}")
+    if "r50_800" in report:
+        section = report["r50_800"]
+        lines.append(f"  R50-FPN {section['size'][0]}/{section['size'][1]}, random weights, coco128 photos "
+                     f"{section['images']}: ms/image (median)")
+        lines.append(f"    {'runtime':22s} {'ms/image':>9s} {'vs torchvision fp32':>20s}")
+        for row in section["rows"]:
+            lines.append(f"    {row['name']:22s} {row['ms_median']:9.1f} {row['ratio_to_torchvision_fp32']:19.3f}x")
+    return lines
