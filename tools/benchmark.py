@@ -9,7 +9,9 @@ Sections: inference (batch 1 at the default test size 800/1333), inference_small
 ours_r18 (the default CPU-recipe model, alone), train (step time and peak memory at batch 2,
 512 px), data (bccd loader against the bccd recipe's step), eval (faster-coco-eval against
 pycocotools on the same detections), growth (memory over --growth-iterations steps), trained
-(with --trained CKPT...: the fast path and bf16 against the exact path on trained weights).
+(with --trained CKPT...: the fast path and bf16 against the exact path on trained weights), and
+only when named, deploy (each CPU runtime -- PyTorch, ONNX Runtime, OpenVINO -- with --trained
+CKPT: ms per image and test-split AP; and R50-FPN at 800 px against torchvision; docs/deployment.md).
 Medians over --repeats after --warmup rounds; within each round the candidates run back to
 back, and ratios are medians of the per-round ratios. Prints a table and writes JSON.
 """
@@ -20,11 +22,12 @@ from pathlib import Path
 
 
 def main(argv=None) -> int:
-    from detector.benchmarking.suite import DATASETS, SECTIONS, Options, format_table, run_benchmark
+    from detector.benchmarking.suite import DATASETS, OPT_IN_SECTIONS, SECTIONS, Options, format_table, run_benchmark
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
+    parser.add_argument("--sections", nargs="+", default=[s for s in SECTIONS if s not in OPT_IN_SECTIONS],
+                        choices=SECTIONS, help=f"default: all but {', '.join(OPT_IN_SECTIONS)}")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--growth-iterations", type=int, default=200)
@@ -34,6 +37,8 @@ def main(argv=None) -> int:
                              "AVX512-BF16/AMX CPUs); elsewhere they time oneDNN's slow emulation")
     parser.add_argument("--trained", nargs="*", default=[], metavar="CKPT",
                         help="trained checkpoints: compare the fast path and bf16 with the exact path on their test images")
+    parser.add_argument("--deploy-r50", action=argparse.BooleanOptionalAction, default=True,
+                        help="deploy section: also time R50-FPN at 800 px against torchvision (random weights)")
     parser.add_argument("--datasets", type=Path, default=DATASETS, help="the shared datasets folder")
     parser.add_argument("--output", type=Path, default=Path("outputs/benchmark/benchmark.json"))
     args = parser.parse_args(argv)
@@ -45,7 +50,7 @@ def main(argv=None) -> int:
 
     options = Options(device=args.device, datasets=args.datasets, repeats=args.repeats, warmup=args.warmup,
                       sections=tuple(args.sections), growth_iterations=args.growth_iterations, compile=args.compile,
-                      bf16=args.bf16, trained=tuple(args.trained),
+                      bf16=args.bf16, trained=tuple(args.trained), deploy_r50=args.deploy_r50,
                       log=lambda message: print(message, flush=True))
     from detector.utils.logger import setup_logger
 

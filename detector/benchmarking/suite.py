@@ -14,7 +14,8 @@ from detector.benchmarking.timing import interleaved_times, ratio, summarize
 from detector.benchmarking.training import parameter_counts, training_step
 from detector.utils.hardware import cpu_has_native_bf16
 
-SECTIONS = ("inference", "inference_small", "ours_r18", "train", "data", "eval", "growth", "trained")
+SECTIONS = ("inference", "inference_small", "ours_r18", "train", "data", "eval", "growth", "trained", "deploy")
+OPT_IN_SECTIONS = ("deploy",)   # run only when named: it exports R50-FPN twice (minutes)
 DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
 EXACT = ["model.channels_last=false", "model.fold_norms=false"]
 
@@ -34,6 +35,7 @@ class Options:
     bf16: str = "auto"                  # auto: time bf16 only where the hardware runs it natively (bf16_timed)
     trained: tuple[str, ...] = ()       # checkpoints for the "trained" section
     trained_images: int = 30
+    deploy_r50: bool = True             # deploy section: also R50-FPN at test_size against torchvision
     log: callable = field(default=print)
 
 
@@ -233,6 +235,10 @@ def run_benchmark(opts: Options) -> dict:
         elif section == "trained":
             if opts.trained:
                 report[section] = run_trained(opts, device)
+        elif section == "deploy":
+            from detector.benchmarking.deploy import run_deploy
+
+            report[section] = run_deploy(opts, device)
         else:
             raise ValueError(f"unknown benchmark section '{section}'; valid: {', '.join(SECTIONS)}.")
     return report
@@ -288,6 +294,10 @@ def format_table(report: dict) -> str:
             row(f"trained {section['dataset']}: {name} vs exact, {section['images']} images: matched "
                 f"{agree['matched']}/{agree['detections']}, max score diff {agree['max_score_diff']:.0e}",
                 value=f"{agree['max_box_diff_px']:.0e}px")
+    if "deploy" in report:
+        from detector.benchmarking.deploy import format_deploy
+
+        lines.extend(format_deploy(report["deploy"]))
     if "growth" in report:
         section = report["growth"]
         row(f"memory over {section['iterations']} it ({section['measure']}) MB at {section['mb_at']}",

@@ -39,14 +39,19 @@ def check_detection_config(cfg: DictConfig) -> None:
 
 def check_test_precision(cfg: DictConfig) -> None:
     """test.precision is an exported file's (detector/deploy/): fp32 or bf16, and bf16 only for
-    eval_only on an exported file; a checkpoint computes at train.amp."""
+    eval_only on an exported file; a checkpoint computes at train.amp. eval_only on an exported
+    file also refuses here what cannot apply to it (test.aug, a device or precision its runtime
+    cannot use): detector/deploy/run_settings.py."""
     precision = cfg.test.precision
     if precision not in ("fp32", "bf16"):
         raise ConfigError(f"test.precision={precision!r}: use fp32 or bf16.")
-    if precision == "fp32":
-        return
     from detector.deploy.file_kind import is_exported_file
 
-    if not (bool(cfg.eval_only) and cfg.model.weights and is_exported_file(str(cfg.model.weights))):
+    weights = str(cfg.model.weights) if cfg.model.weights else None
+    if bool(cfg.eval_only) and weights and is_exported_file(weights):
+        from detector.deploy.run_settings import refuse_run_settings
+
+        refuse_run_settings(cfg, weights)
+    elif precision != "fp32":
         raise ConfigError(f"test.precision={precision} sets an exported file's precision (eval_only=true "
                           "model.weights=FILE.xml); a checkpoint trains and evaluates at train.amp (none|bf16|fp16).")
