@@ -3,12 +3,14 @@
 
     python tools/bench_heads.py                                   # shapes: mask_rcnn_fpn vs faster_rcnn_fpn
     python tools/bench_heads.py --dataset bccd --model cascade_rcnn_fpn --baseline-iters 1450 --seeds 42 1 2
+    python tools/bench_heads.py --model keypoint_rcnn_fpn --model-override model.roi_heads.keypoint_head.conv_dim=64
 
 For each seed both trainings start at the same time with one thread each, so they share the
 machine fairly. The head keeps its recipe's iterations; the baseline gets --baseline-iters, which
 should make both take the same time (set it from the per-iteration ratio of a first run: the
-wall times are printed). Prints each pair's wall time and its bbox (and segm) AP / AP50 / AP75,
-then the medians over seeds. Every command is printed before it runs, to reproduce by hand.
+wall times are printed). Prints each pair's wall time and its bbox (and segm, or keypoints) AP /
+AP50 / AP75, then the medians over seeds. --model-override gives the measured head alone a setting
+(e.g. a narrower keypoint head for a CPU recipe, whose key the baseline does not have). Every command is printed before it runs, to reproduce by hand.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 KEYS = ("AP", "AP50", "AP75")
+KINDS = ("bbox", "segm", "keypoints")   # the metrics.json blocks a head may write
 
 
 def start(cmd: list[str], log: Path) -> subprocess.Popen:
@@ -53,7 +56,7 @@ def run_side_by_side(commands: dict[str, tuple[list[str], Path]]) -> dict[str, f
 
 def scores(metrics: dict) -> str:
     return "   ".join(f"{kind} " + " / ".join(f"{metrics[kind][k]:.4f}" for k in KEYS)
-                      for kind in ("bbox", "segm") if kind in metrics)
+                      for kind in KINDS if kind in metrics)
 
 
 def main(argv=None) -> int:
@@ -65,6 +68,8 @@ def main(argv=None) -> int:
                         help="baseline iterations, chosen so that both runs take the same time")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42], help="one side-by-side pair per seed")
     parser.add_argument("--output", default="outputs/bench_heads", help="parent folder of the runs and their logs")
+    parser.add_argument("--model-override", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for the measured head's run only (repeatable)")
     parser.add_argument("overrides", nargs="*", help="config overrides given to both runs")
     args = parser.parse_intermixed_args(argv)
 
@@ -79,8 +84,8 @@ def main(argv=None) -> int:
             args.baseline: ([sys.executable, "tools/train_net.py", f"model={args.baseline}", *common, f"seed={seed}",
                              f"train.max_iter={iters}", f"train.checkpoint_period={iters}",
                              f"output_dir={baseline_out}"], baseline_out),
-            args.model: ([sys.executable, "tools/train_net.py", f"model={args.model}", *common, f"seed={seed}",
-                          f"output_dir={model_out}"], model_out),
+            args.model: ([sys.executable, "tools/train_net.py", f"model={args.model}", *common, *args.model_override,
+                          f"seed={seed}", f"output_dir={model_out}"], model_out),
         }
         seconds = run_side_by_side(commands)
         for name, (_, out) in commands.items():
@@ -91,7 +96,7 @@ def main(argv=None) -> int:
     if len(args.seeds) > 1:
         for name, runs in results.items():
             medians = {kind: {k: statistics.median(run[kind][k] for run in runs) for k in KEYS}
-                       for kind in ("bbox", "segm") if kind in runs[0]}
+                       for kind in KINDS if kind in runs[0]}
             print(f"median over {len(runs)} seeds  {name:<24} {scores(medians)}")
     return 0
 

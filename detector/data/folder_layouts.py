@@ -55,8 +55,8 @@ class YoloLayout(Layout):
         from detector.data.formats import index_image_boxes
         from detector.data.yolo import yolo_image_boxes
 
-        images, line_problems = yolo_image_boxes(self.spec.splits[split], self.spec.names)
-        index = index_image_boxes(images, self.spec.yaml_path, classes)
+        images, line_problems = yolo_image_boxes(self.spec.splits[split], self.spec.names, self.spec.keypoint_shape)
+        index = index_image_boxes(images, self.spec.yaml_path, classes, self.spec.keypoint_names, self.spec.flip_idx)
         # A line that cannot be read leaves the image's labels incomplete: a bad sample.
         by_path = {r.path: r for r in index.records}
         for path, reason in line_problems:

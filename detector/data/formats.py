@@ -43,6 +43,8 @@ class ImageBoxes:
     height: int | None = None
     crowd: Sequence[bool] = field(default_factory=list)
     segmentations: Sequence = field(default_factory=list)
+    # Optional, for keypoint models: one COCO keypoint list [x, y, v] * K per box (pixels).
+    keypoints: Sequence = field(default_factory=list)
 
 
 class DatasetFormat:
@@ -133,9 +135,13 @@ class DatasetFormat:
         return f"dataset={self.name}: {key} = {path} does not exist. {self.hint(key)}"
 
 
-def index_image_boxes(images: Iterable[ImageBoxes], source: str, classes: Sequence[str] | None) -> DatasetIndex:
+def index_image_boxes(images: Iterable[ImageBoxes], source: str, classes: Sequence[str] | None,
+                      keypoint_names: Sequence[str] | None = None, keypoint_flip_idx: Sequence[int] | None = None
+                      ) -> DatasetIndex:
     """DatasetFormat.index_boxes for code that has class names but no format object (the
-    folder layouts): labels follow `classes` when given, else the sorted names found."""
+    folder layouts): labels follow `classes` when given, else the sorted names found.
+    `keypoint_names` (and the mirror's `keypoint_flip_idx`): every category lists these keypoints,
+    for the images' per-box `keypoints` (detector/data/keypoints.py)."""
     from detector.data.image_io import BadImageError, read_image_size
 
     images = list(images)
@@ -152,7 +158,9 @@ def index_image_boxes(images: Iterable[ImageBoxes], source: str, classes: Sequen
         coco_images.append({"id": image_id, "file_name": image.path, "width": width, "height": height})
         crowd = list(image.crowd) or [False] * len(image.boxes)
         segmentations = list(image.segmentations) or [None] * len(image.boxes)
-        for box, name, is_crowd, segmentation in zip(image.boxes, image.classes, crowd, segmentations):
+        keypoints = list(image.keypoints) or [None] * len(image.boxes)
+        for box, name, is_crowd, segmentation, points in zip(image.boxes, image.classes, crowd, segmentations,
+                                                              keypoints):
             x1, y1, x2, y2 = box
             bbox = [x1, y1, x2 - x1, y2 - y1] if all(isinstance(v, (int, float)) for v in box) else list(box)
             annotations.append({
@@ -160,8 +168,14 @@ def index_image_boxes(images: Iterable[ImageBoxes], source: str, classes: Sequen
                 # A name outside dataset.classes is reported (and named) as an unknown category.
                 "category_id": category_ids.get(str(name), f"{name!r} (not in dataset.classes {names})"),
                 **({"segmentation": segmentation} if segmentation is not None else {}),
+                **({"keypoints": list(points), "num_keypoints": sum(1 for v in points[2::3] if v > 0)}
+                   if points is not None else {}),
             })
     categories = [{"id": k, "name": name} for name, k in category_ids.items()]
+    if keypoint_names is not None:
+        for category in categories:
+            category.update(keypoints=list(keypoint_names), skeleton=[],
+                            **({"keypoint_flip_idx": list(keypoint_flip_idx)} if keypoint_flip_idx is not None else {}))
     # file_name holds the full path: os.path.join("", path) keeps it as is.
     return index_coco({"images": coco_images, "annotations": annotations, "categories": categories}, "",
                       source, None if classes is None else list(classes))

@@ -27,6 +27,8 @@ class KeypointSpec:
 
     names: tuple[str, ...]
     skeleton: tuple[tuple[int, int], ...] = ()   # 1-based pairs, as COCO writes them
+    # The keypoint each one becomes in a mirror, when the data says so (YOLO pose's flip_idx).
+    flip_idx: tuple[int, ...] | None = None
 
     @property
     def count(self) -> int:
@@ -41,7 +43,9 @@ def keypoint_spec(categories: Sequence[dict], source: str) -> KeypointSpec | Non
         names = category.get("keypoints")
         if names:
             skeleton = tuple(tuple(int(i) for i in pair) for pair in category.get("skeleton") or ())
-            listed[str(category.get("name", category["id"]))] = KeypointSpec(tuple(str(n) for n in names), skeleton)
+            flip_idx = category.get("keypoint_flip_idx")
+            listed[str(category.get("name", category["id"]))] = KeypointSpec(
+                tuple(str(n) for n in names), skeleton, None if flip_idx is None else tuple(int(i) for i in flip_idx))
     if not listed:
         return None
     specs = set(spec.names for spec in listed.values())
@@ -159,5 +163,8 @@ def compact_keypoint_records(records: list, num_keypoints: int) -> tuple[list, l
 
 
 def dataset_flip_permutation(fmt, spec: KeypointSpec) -> np.ndarray:
-    """The flip permutation of a dataset format's keypoints (its keypoint_flip_map, or derived)."""
+    """The flip permutation of a dataset format's keypoints: its keypoint_flip_map, else the
+    data's own (YOLO pose's flip_idx), else derived from left/right in the names."""
+    if fmt.keypoint_flip_map is None and spec.flip_idx is not None:
+        return np.asarray(spec.flip_idx, dtype=np.int64)
     return flip_permutation(spec.names, fmt.keypoint_flip_map, f"dataset={fmt.name}")

@@ -11,6 +11,11 @@ An image's labels are in the file of the same stem under the matching `labels/` 
 (`.../images/a.jpg` -> `.../labels/a.txt`), else beside the image. One object per line:
 `class cx cy w h`, normalized to the image (after EXIF rotation), or a polygon
 `class x1 y1 x2 y2 ...`, which gives the box around it (and its mask for mask models).
+Pose labels (a data.yaml with `kpt_shape: [K, 2 or 3]`, Ultralytics' pose format) follow the
+box with K points `px py [v]`, normalized too; they become COCO keypoints (v 0: not labelled, 1:
+hidden, 2: visible; without v, a point at 0, 0 is not labelled and the others are visible), named
+keypoint_0 .. keypoint_{K-1}; `flip_idx` (the keypoint each one becomes in a mirror) rides along
+as the categories' "keypoint_flip_idx" (detector/data/keypoints.py reads it).
 An image without a label file, or with an empty one, is a background image: it trains as
 a negative (when dataset.filter_empty is false) and counts in evaluation.
 """
@@ -48,6 +53,12 @@ class YoloSpec:
     yaml_path: str
     names: list[str]
     splits: dict[str, list[str]]   # yaml key (train | val | test) -> image paths, for the keys it has
+    keypoint_shape: tuple[int, int] | None = None   # kpt_shape: (K, 2 or 3) for pose labels
+    flip_idx: list[int] | None = None               # flip_idx: keypoint i becomes flip_idx[i] in a mirror
+
+    @property
+    def keypoint_names(self) -> list[str] | None:
+        return None if self.keypoint_shape is None else [f"keypoint_{i}" for i in range(self.keypoint_shape[0])]
 
 
 def read_data_yaml(yaml_path: str) -> YoloSpec:
@@ -78,7 +89,24 @@ def read_data_yaml(yaml_path: str) -> YoloSpec:
     if "train" not in splits:
         raise DatasetError(f"{yaml_path}: no `train` entry (a folder of images, a .txt list of images, or a list of "
                            "them, relative to the file or to its `path:`), e.g. train: images/train")
-    return YoloSpec(yaml_path, names, splits)
+    keypoint_shape, flip_idx = _pose_keys(data, yaml_path)
+    return YoloSpec(yaml_path, names, splits, keypoint_shape, flip_idx)
+
+
+def _pose_keys(data: dict, yaml_path: str) -> tuple[tuple[int, int] | None, list[int] | None]:
+    """(K, dims) of `kpt_shape` and the `flip_idx` list, checked; (None, None) without kpt_shape."""
+    shape = data.get("kpt_shape")
+    if shape is None:
+        return None, None
+    if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(v, int) for v in shape)
+            and shape[0] > 0 and shape[1] in (2, 3)):
+        raise DatasetError(f"{yaml_path}: kpt_shape must be [number of keypoints, 2 or 3], e.g. kpt_shape: [17, 3]; "
+                           f"found {shape!r}")
+    flip_idx = data.get("flip_idx")
+    if flip_idx is not None and sorted(int(v) for v in flip_idx) != list(range(shape[0])):
+        raise DatasetError(f"{yaml_path}: flip_idx must list each keypoint index 0..{shape[0] - 1} once (the keypoint "
+                           f"each one becomes in a mirror image); found {flip_idx!r}")
+    return (int(shape[0]), int(shape[1])), None if flip_idx is None else [int(v) for v in flip_idx]
 
 
 def parse_names(names, yaml_path: str) -> list[str]:
@@ -133,10 +161,12 @@ def label_file(image_path: str) -> str | None:
     return next((c for c in candidates if os.path.isfile(c)), None)
 
 
-def read_labels(path: str, width: int, height: int, names: list[str]) -> tuple[ImageBoxes, list[str]]:
+def read_labels(path: str, width: int, height: int, names: list[str],
+                keypoint_shape: tuple[int, int] | None = None) -> tuple[ImageBoxes, list[str]]:
     """The boxes (pixels, xyxy) of one label file for an image of `width` x `height`, and the
-    lines that cannot be read (as reasons naming the line). Polygons also give segmentations."""
-    boxes, classes, polygons, errors = [], [], [], []
+    lines that cannot be read (as reasons naming the line). Polygons also give segmentations;
+    with `keypoint_shape` (K, dims) every line is a pose label: the box, then K points."""
+    boxes, classes, polygons, keypoints, errors = [], [], [], [], []
     with open(path) as handle:
         lines = handle.read().splitlines()
     for number, line in enumerate(lines, start=1):
@@ -150,7 +180,17 @@ def read_labels(path: str, width: int, height: int, names: list[str]) -> tuple[I
         except ValueError:
             errors.append(f"{where}: {line.strip()!r} is not numbers (expected 'class cx cy w h' or a polygon)")
             continue
-        if len(values) == 4:
+        if keypoint_shape is not None:
+            count, dims = keypoint_shape
+            if len(values) != 4 + count * dims:
+                errors.append(f"{where}: {len(tokens)} values; a pose label (data.yaml kpt_shape {list(keypoint_shape)}) "
+                              f"is 'class cx cy w h' plus {count} x {dims} keypoint values ({5 + count * dims} in all)")
+                continue
+            cx, cy, w, h = values[:4]
+            points = [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
+            polygon = None
+            keypoints.append(_coco_keypoints(values[4:], dims, width, height))
+        elif len(values) == 4:
             cx, cy, w, h = values
             points = [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
             polygon = None
@@ -168,10 +208,21 @@ def read_labels(path: str, width: int, height: int, names: list[str]) -> tuple[I
         polygons.append(polygon)
     segmentations = [[p] if p is not None else None for p in polygons] if any(p is not None for p in polygons) else []
     return ImageBoxes(path="", boxes=boxes, classes=classes, width=width, height=height,
-                      segmentations=segmentations), errors
+                      segmentations=segmentations, keypoints=keypoints), errors
 
 
-def yolo_image_boxes(images: list[str], names: list[str]) -> tuple[list[ImageBoxes], list[tuple[str, str]]]:
+def _coco_keypoints(values: list[float], dims: int, width: int, height: int) -> list[float]:
+    """Normalized YOLO points (x y [v] each) -> COCO [x, y, v] * K in pixels."""
+    triplets = []
+    for i in range(0, len(values), dims):
+        x, y = values[i] * width, values[i + 1] * height
+        visibility = int(values[i + 2]) if dims == 3 else (0 if x == 0 and y == 0 else 2)
+        triplets += [x, y, visibility] if visibility > 0 else [0.0, 0.0, 0]
+    return triplets
+
+
+def yolo_image_boxes(images: list[str], names: list[str],
+                     keypoint_shape: tuple[int, int] | None = None) -> tuple[list[ImageBoxes], list[tuple[str, str]]]:
     """ImageBoxes for each image (boxes in pixels), and (file, reason) problems: unreadable
     images are kept with no size (the shared checks report them), unreadable lines are named."""
     result, problems = [], []
@@ -185,7 +236,7 @@ def yolo_image_boxes(images: list[str], names: list[str]) -> tuple[list[ImageBox
         if labels is None:
             result.append(ImageBoxes(path=image, width=width, height=height))
             continue
-        boxes, errors = read_labels(labels, width, height, names)
+        boxes, errors = read_labels(labels, width, height, names, keypoint_shape)
         boxes.path = image
         result.append(boxes)
         problems += [(image, reason) for reason in errors]

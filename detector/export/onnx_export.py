@@ -23,7 +23,9 @@ OPSET_VERSION = 17
 INPUT_NAMES = ["image"]
 OUTPUT_NAMES = ["boxes", "scores", "labels"]   # a mask model adds "masks"
 DYNAMIC_AXES = {"image": {1: "height", 2: "width"}, "boxes": {0: "detections"}, "scores": {0: "detections"},
-                "labels": {0: "detections"}, "masks": {0: "detections", 2: "height", 3: "width"}}
+                "labels": {0: "detections"}, "masks": {0: "detections", 2: "height", 3: "width"},
+                # a keypoint model's outputs (K, the keypoints per object, is fixed by its weights)
+                "keypoints": {0: "detections"}, "keypoints_scores": {0: "detections"}}
 
 
 def export_onnx(wrapper: ExportableDetector, example: torch.Tensor, output: str | os.PathLike,

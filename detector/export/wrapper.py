@@ -124,7 +124,10 @@ class ExportableDetector(nn.Module):
         RoI heads have a mask head (Mask R-CNN, Cascade Mask R-CNN; the convention of
         detector.modeling.mask_branch.MaskBranch, as `model.roi_heads.mask_head` in the config)."""
         has_masks = getattr(self.model.roi_heads, "mask_head", None) is not None
-        return BOX_OUTPUTS + (("masks",) if has_masks else ())
+        # A keypoint head (Keypoint R-CNN): keypoints [N, K, 3] and keypoints_scores [N, K] too.
+        has_keypoints = getattr(getattr(self.model, "roi_heads", None), "keypoint_head", None) is not None
+        return (BOX_OUTPUTS + (("masks",) if has_masks else ())
+                + (("keypoints", "keypoints_scores") if has_keypoints else ()))
 
     def train(self, mode: bool = True) -> "ExportableDetector":
         # Inference only. torch.onnx.export puts the module back into the mode it found it

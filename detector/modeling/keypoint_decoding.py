@@ -16,7 +16,7 @@ converted settings pick "detectron2".
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -73,33 +73,39 @@ def keypoint_loss(logits: torch.Tensor, proposals: Sequence[torch.Tensor], gt_ke
 def heatmaps_to_keypoints(maps: torch.Tensor, rois: torch.Tensor, decoding: str = "torchvision"):
     """(keypoints [R, K, 3] as (x, y, 1) in the rois' pixels, scores [R, K]) from heatmap logits
     [R, K, S, S] of the rois [R, 4] (see the module doc for the two decodings)."""
-    maps, rois = maps.detach().float(), rois.detach().float()
-    count, num_keypoints = maps.shape[:2]
-    widths = (rois[:, 2] - rois[:, 0]).clamp(min=1)
-    heights = (rois[:, 3] - rois[:, 1]).clamp(min=1)
+    return decode_heatmaps(maps.detach().float(), rois.detach().float(), decoding == "detectron2")
+
+
+@torch.jit.script_if_tracing
+def decode_heatmaps(maps: torch.Tensor, rois: torch.Tensor, softmax_scores: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """heatmaps_to_keypoints' loop, written so that a trace (detector.export) keeps it a loop over
+    however many detections an image has: scripted when traced, plain Python otherwise; results
+    gathered with cat, which the ONNX exporter turns into a sequence of any length."""
+    num_keypoints = maps.shape[1]
+    widths = (rois[:, 2] - rois[:, 0]).clamp(min=1.0)
+    heights = (rois[:, 3] - rois[:, 1]).clamp(min=1.0)
     widths_ceil, heights_ceil = widths.ceil(), heights.ceil()
-    keypoints = maps.new_zeros((count, num_keypoints, 3))
-    scores = maps.new_zeros((count, num_keypoints))
     index = torch.arange(num_keypoints, device=maps.device)
-    for i in range(count):
+    keypoints = torch.zeros((0, num_keypoints, 3), dtype=torch.float32, device=maps.device)
+    scores = torch.zeros((0, num_keypoints), dtype=torch.float32, device=maps.device)
+    for i in range(int(rois.shape[0])):
         # One resize per detection: each box has its own size in pixels.
-        size = (int(heights_ceil[i].item()), int(widths_ceil[i].item()))
-        roi_map = F.interpolate(maps[i][:, None], size=size, mode="bicubic", align_corners=False)[:, 0]
+        height, width = int(heights_ceil[i].item()), int(widths_ceil[i].item())
+        roi_map = F.interpolate(maps[i][:, None], size=[height, width], mode="bicubic", align_corners=False)[:, 0]
         flat = roi_map.reshape(num_keypoints, -1)
         position = flat.argmax(dim=1)
-        x_int = position % size[1]
-        y_int = torch.div(position - x_int, size[1], rounding_mode="floor")
-        keypoints[i, :, 0] = (x_int.float() + 0.5) * (widths[i] / widths_ceil[i]) + rois[i, 0]
-        keypoints[i, :, 1] = (y_int.float() + 0.5) * (heights[i] / heights_ceil[i]) + rois[i, 1]
-        keypoints[i, :, 2] = 1
+        x_int = position % width
+        y_int = torch.div(position - x_int, width, rounding_mode="floor")
+        x = (x_int.float() + 0.5) * (widths[i] / widths_ceil[i]) + rois[i, 0]
+        y = (y_int.float() + 0.5) * (heights[i] / heights_ceil[i]) + rois[i, 1]
         peak = roi_map[index, y_int, x_int]
-        if decoding == "detectron2":
+        if softmax_scores:
             # exp(peak - max) is 1 at the arg-max; the normaliser sums the pooled heatmap's cells.
             largest = flat.max(dim=1).values
             normaliser = (maps[i] - largest[:, None, None]).exp().sum(dim=(1, 2))
-            scores[i] = (peak - largest).exp() / normaliser
-        else:
-            scores[i] = peak
+            peak = (peak - largest).exp() / normaliser
+        keypoints = torch.cat([keypoints, torch.stack([x, y, torch.ones_like(x)], dim=1)[None]])
+        scores = torch.cat([scores, peak[None]])
     return keypoints, scores
 
 

@@ -20,8 +20,9 @@ class KeypointHead(nn.Sequential):
     Sequential (conv, ReLU, conv, ReLU, ...): torchvision's KeypointRCNNHeads layout."""
 
     def __init__(self, in_channels: int = 256, conv_dim: int = 512, num_convs: int = 8,
-                 num_keypoints: int | None = None):
-        # num_keypoints belongs to the predictor; the config node carries it here so one node
+                 num_keypoints: int | None = None, keypoint_names=None, skeleton=None):
+        # num_keypoints belongs to the predictor, the names and skeleton (1-based pairs) to the
+        # pictures of predictions; the config node carries them here so one node
         # (model.roi_heads.keypoint_head) says everything about the branch.
         layers: list[nn.Module] = []
         channels = in_channels
@@ -31,6 +32,8 @@ class KeypointHead(nn.Sequential):
         super().__init__(*layers)
         self.out_channels = channels
         self.num_keypoints = num_keypoints
+        self.keypoint_names = None if keypoint_names is None else [str(n) for n in keypoint_names]
+        self.skeleton = None if skeleton is None else [tuple(int(i) for i in pair) for pair in skeleton]
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 # MSRA fill, as both torchvision and Detectron2 initialise this head.

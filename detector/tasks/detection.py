@@ -224,8 +224,11 @@ class DetectionTask(Task):
             keypoints = require_keypoints(cfg)
         with open_dict(cfg):
             if keypoints is not None and cfg.model.roi_heads.keypoint_head.num_keypoints is None:
-                # The dataset's count, kept as a number as model.num_classes is.
-                cfg.model.roi_heads.keypoint_head.num_keypoints = keypoints.count
+                # The dataset's keypoints, kept in the checkpoints as model.class_names is.
+                head = cfg.model.roi_heads.keypoint_head
+                head.num_keypoints = keypoints.count
+                head.keypoint_names = list(keypoints.names)
+                head.skeleton = [list(pair) for pair in keypoints.skeleton]
             if cfg.model.class_names is None:
                 cfg.model.class_names = names
             # Resolved here once, and kept as a number: the resolver reads the annotations.

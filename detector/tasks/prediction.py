@@ -12,7 +12,7 @@ import torch
 
 from detector.evaluation.inference import sample_masks
 from detector.evaluation.results_format import detections_to_coco_results
-from detector.utils.draw import draw_boxes
+from detector.utils.draw import draw_boxes, draw_keypoints
 from detector.utils.progress import Progress
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -104,9 +104,11 @@ def describe(out: dict[str, torch.Tensor], file_name: str, image_id: int, score_
     entries, COCO results entries). category_of maps the model's labels 1..K to the dataset's
     category ids (COCO's run 1..90 with gaps). A mask model's outputs also keep their "masks"
     ([N, 1, H, W] probabilities), and each entry gains its "segmentation": the mask at 0.5 as a
-    COCO RLE with str counts."""
+    COCO RLE with str counts. A keypoint model's keep their "keypoints" and "keypoints_scores",
+    and each entry gains COCO's "keypoints" [x, y, v] * K and "keypoint_scores"."""
     keep = out["scores"] >= score_thresh
-    kept = {key: value[keep].cpu() for key, value in out.items() if key in ("boxes", "scores", "labels", "masks")}
+    kept = {key: value[keep].cpu() for key, value in out.items()
+            if key in ("boxes", "scores", "labels", "masks", "keypoints", "keypoints_scores")}
     labels = [int(label) for label in kept["labels"]]
     texts = [names[label - 1] if 0 < label <= len(names) else str(label) for label in labels]
     predictions = []
@@ -119,6 +121,10 @@ def describe(out: dict[str, torch.Tensor], file_name: str, image_id: int, score_
         # The same RLE in both files (results are one per detection, in the same order).
         for prediction, result in zip(predictions, results):
             prediction["segmentation"] = result["segmentation"]
+    if "keypoints" in kept:
+        for prediction, result in zip(predictions, results):
+            prediction["keypoints"] = result["keypoints"]
+            prediction["keypoint_scores"] = result["keypoint_scores"]
     return kept, texts, predictions, results
 
 
@@ -157,6 +163,7 @@ def predict_images(
 
     if batch_size < 1:
         raise ValueError(f"--batch-size {batch_size}: must be at least 1.")
+    skeleton = None   # a keypoint model's, drawn with its keypoints (1-based pairs)
     if is_exported_file(str(weights)):
         from detector.deploy.run_settings import exported_for_prediction
 
@@ -179,6 +186,8 @@ def predict_images(
         names = list(built.class_names) if built.class_names is not None else []
         num_classes = int(built.num_classes)
         category_ids = checkpoint.category_ids or list(range(1, len(names) + 1))
+        if "keypoint_head" in built.roi_heads and built.roi_heads.keypoint_head is not None:
+            skeleton = built.roi_heads.keypoint_head.skeleton
         del checkpoint   # the model holds the weights now
     if tta:
         from detector.evaluation.tta import checkpoint_tta
@@ -221,6 +230,9 @@ def predict_images(
                 masks = sample_masks(kept["masks"]) if "masks" in kept else None  # filled under the boxes
                 drawn = draw_boxes(image, kept["boxes"].float().numpy(), texts, kept["scores"].float().numpy(),
                                    masks=masks)
+                if "keypoints" in kept:   # a keypoint model: dots and its skeleton over the boxes
+                    drawn = draw_keypoints(drawn, kept["keypoints"].float().numpy(), texts, skeleton,
+                                           kept["keypoints_scores"].float().numpy())
                 # RGB -> BGR for OpenCV; PNG keeps the drawing crisp.
                 cv2.imwrite(str(output_dir / f"{path.stem}.png"), drawn[:, :, ::-1])
                 logger.debug("%s: %d detections", path.name, len(texts))

@@ -1,4 +1,4 @@
-"""Drawing boxes with class names (and scores), and instance masks, on an image, for browsing data and predictions."""
+"""Drawing boxes with class names (and scores), instance masks and keypoints, on an image, for browsing data and predictions."""
 from __future__ import annotations
 
 import zlib
@@ -37,6 +37,40 @@ def draw_masks(image, masks, labels_text, colour: tuple[int, int, int] | None = 
         out[mask] = np.round(out[mask] * (1 - alpha) + fill * alpha).astype(np.uint8)
         contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(out, contours, -1, tuple(int(c) for c in fill), 1, cv2.LINE_8)
+    return out
+
+
+# Keypoints below this score (the model's keypoints_scores) are left out of the pictures.
+KEYPOINT_SCORE_THRESH = 0.0
+
+
+def draw_keypoints(image, keypoints, labels_text, skeleton=None, scores=None,
+                   score_thresh: float = KEYPOINT_SCORE_THRESH) -> np.ndarray:
+    """A copy of `image` (HxWx3 uint8 RGB) with each object's keypoints [N, K, 3] (x, y, v) as
+    dots and its skeleton (1-based pairs of keypoints, COCO's convention) as lines, in its
+    class's colour. A keypoint is left out where v <= 0 or its score (scores [N, K]) is below
+    `score_thresh`; a skeleton line needs both ends."""
+    out = np.ascontiguousarray(np.asarray(image, dtype=np.uint8)).copy()
+    points = np.asarray(keypoints, dtype=np.float32)
+    if points.ndim != 3 or points.shape[2] < 2 or len(points) != len(labels_text):
+        raise ValueError(f"Keypoints of shape {points.shape} for {len(labels_text)} captions; expected "
+                         f"[{len(labels_text)}, K, 3].")
+    shown = points[..., 2] > 0 if points.shape[2] > 2 else np.ones(points.shape[:2], bool)
+    if scores is not None:
+        shown &= np.asarray(scores, dtype=np.float32).reshape(points.shape[:2]) >= score_thresh
+    radius = max(2, round(min(out.shape[:2]) / 200))
+    thickness = max(1, round(min(out.shape[:2]) / 300))
+    for person, visible, text in zip(points, shown, labels_text):
+        colour = label_colour(str(text))
+        for a, b in skeleton or ():
+            if 0 < a <= len(person) and 0 < b <= len(person) and visible[a - 1] and visible[b - 1]:
+                start = tuple(int(round(v)) for v in person[a - 1, :2])
+                end = tuple(int(round(v)) for v in person[b - 1, :2])
+                cv2.line(out, start, end, colour, thickness, cv2.LINE_AA)
+        for (x, y), show in zip(person[:, :2], visible):
+            if show:
+                cv2.circle(out, (int(round(x)), int(round(y))), radius, colour, -1, cv2.LINE_AA)
+                cv2.circle(out, (int(round(x)), int(round(y))), radius, (0, 0, 0), 1, cv2.LINE_AA)
     return out
 
 

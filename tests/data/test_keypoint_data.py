@@ -126,3 +126,39 @@ def test_gt_annotations_get_num_keypoints():
     index = index_coco(coco, "", "a.json")
     assert index.gt_dict["annotations"][0]["num_keypoints"] == 1
     assert index.records[0].keypoints == [[5, 5, 2, 0, 0, 0]]
+
+
+def _write_pose_folder(root, lines, kpt_shape="[3, 3]", flip_idx="[0, 2, 1]"):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        Image.new("RGB", (100, 50), (90, 120, 200)).save(root / "images" / split / "a.jpg")
+        (root / "labels" / split / "a.txt").write_text("\n".join(lines) + "\n")
+    (root / "data.yaml").write_text(f"path: .\ntrain: images/train\nval: images/val\nnames: [person]\n"
+                                    f"kpt_shape: {kpt_shape}\nflip_idx: {flip_idx}\n")
+
+
+def test_yolo_pose_labels_become_coco_keypoints_with_their_flip_idx(tmp_path):
+    # Box centred at (0.5, 0.5), half the image; points: visible, hidden, not labelled.
+    _write_pose_folder(tmp_path, ["0 0.5 0.5 0.5 0.5 0.3 0.4 2 0.7 0.6 1 0 0 0"])
+    cfg = load_config(["dataset=yolo", f"dataset.path={tmp_path}", "dataset.keypoint_sigmas=[0.05,0.05,0.05]"])
+    dataset = build_dataset(cfg, "train", with_keypoints=True)
+    record = dataset.records[0]
+    assert record.keypoints[0].tolist() == pytest.approx([[30, 20, 2], [70, 30, 1], [0, 0, 0]])
+    # flip_idx [0, 2, 1] from data.yaml, since dataset.keypoint_flip_map is null.
+    assert dataset.keypoint_flip.tolist() == [0, 2, 1]
+    spec = require_keypoints(_with_keypoint_head(cfg))
+    assert spec.names == ("keypoint_0", "keypoint_1", "keypoint_2")
+    gt = dataset.gt_dict["annotations"][0]
+    assert gt["num_keypoints"] == 2 and len(gt["keypoints"]) == 9
+
+
+def test_a_pose_line_of_the_wrong_length_is_a_bad_sample(tmp_path):
+    _write_pose_folder(tmp_path, ["0 0.5 0.5 0.5 0.5 0.3 0.4 2"])
+    cfg = load_config(["dataset=yolo", f"dataset.path={tmp_path}", "dataset.on_bad_sample=error"])
+    from detector.data.dataset import BadSampleError
+
+    with pytest.raises(BadSampleError, match="a pose label .* 'class cx cy w h' plus 3 x 3 keypoint values"):
+        build_dataset(cfg, "train", with_keypoints=True)

@@ -68,7 +68,12 @@ def keypoint_fields(state: Mapping[str, torch.Tensor]) -> dict:
     if not convs or convs != list(range(0, 2 * len(convs), 2)):
         raise ValueError(f"keypoint head with convs at {convs}: expected roi_heads.keypoint_head.<0, 2, 4, ...>.weight "
                          "(conv, ReLU in turn, as torchvision's KeypointRCNNHeads).")
-    return {"keypoint_head": {"conv_dim": int(state["roi_heads.keypoint_head.0.weight"].shape[0]),
-                              "num_convs": len(convs),
-                              # ConvTranspose2d weights are [in, out, k, k].
-                              "num_keypoints": int(state["roi_heads.keypoint_predictor.kps_score_lowres.weight"].shape[1])}}
+    from detector.data.coco_keypoints import COCO_PERSON_KEYPOINT_NAMES, COCO_PERSON_SKELETON
+
+    # ConvTranspose2d weights are [in, out, k, k].
+    count = int(state["roi_heads.keypoint_predictor.kps_score_lowres.weight"].shape[1])
+    head = {"conv_dim": int(state["roi_heads.keypoint_head.0.weight"].shape[0]), "num_convs": len(convs),
+            "num_keypoints": count}
+    if count == len(COCO_PERSON_KEYPOINT_NAMES):   # the published person models: COCO's names and skeleton
+        head.update(keypoint_names=list(COCO_PERSON_KEYPOINT_NAMES), skeleton=[list(p) for p in COCO_PERSON_SKELETON])
+    return {"keypoint_head": head}
