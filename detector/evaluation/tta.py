@@ -31,6 +31,7 @@ from torch import nn
 from torchvision.ops import box_iou
 
 from detector.modeling.boxes import batched_nms, clip_to_image, hflip_boxes
+from detector.modeling.postprocess_keys import postprocess_module
 
 MERGE_METHODS = ("nms", "wbf")
 
@@ -158,7 +159,7 @@ def tta_from_settings(test, model: nn.Module) -> TestTimeAugmentation:
     (aug_scales, aug_flip, aug_merge, aug_wbf_iou_thresh), whatever its test.aug says. The
     merge uses the model's own post-processing (its RoI heads' NMS threshold and detections per
     image), whatever config the model was built from."""
-    roi = model.roi_heads
+    roi = postprocess_module(model)   # the RoI heads (R-CNN) or the model itself (one-stage)
     return TestTimeAugmentation(
         model, scales=list(test.aug_scales), flip=bool(test.aug_flip), nms_thresh=float(roi.nms_thresh),
         detections_per_img=int(roi.detections_per_img), merge=str(test.aug_merge),

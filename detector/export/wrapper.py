@@ -123,7 +123,7 @@ class ExportableDetector(nn.Module):
         """The result keys forward returns, in order: boxes, scores, labels, and masks when the
         RoI heads have a mask head (Mask R-CNN, Cascade Mask R-CNN; the convention of
         detector.modeling.mask_branch.MaskBranch, as `model.roi_heads.mask_head` in the config)."""
-        has_masks = getattr(self.model.roi_heads, "mask_head", None) is not None
+        has_masks = getattr(getattr(self.model, "roi_heads", None), "mask_head", None) is not None   # one-stage: none
         # A keypoint head (Keypoint R-CNN): keypoints [N, K, 3] and keypoints_scores [N, K] too.
         has_keypoints = getattr(getattr(self.model, "roi_heads", None), "keypoint_head", None) is not None
         return (BOX_OUTPUTS + (("masks",) if has_masks else ())

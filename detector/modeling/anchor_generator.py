@@ -14,6 +14,11 @@ import torch
 from torch import nn
 
 
+def flat_anchor_sizes(sizes) -> list[float]:
+    """Every size of a config's `sizes` (a number or a list of numbers per level), in order."""
+    return [float(s) for level in sizes for s in ([level] if isinstance(level, (int, float)) else level)]
+
+
 class AnchorGenerator(nn.Module):
     """Produces the anchors of all levels, concatenated level after level, and within a level
     location-major (row, column) with the aspect ratios innermost. That order matches the

@@ -11,9 +11,10 @@ from detector.modeling.backbone.fpn_p6p7 import BackboneWithSelectedFPN
 
 
 def dense_backbone(backbone: Mapping[str, Any], fpn: Mapping[str, Any], in_features: Sequence[str],
-                   anchor_generator: Mapping[str, Any]) -> tuple[BackboneWithSelectedFPN, nn.Module]:
+                   anchor_generator: Mapping[str, Any], anchors_key: str = "model.anchor_generator"
+                   ) -> tuple[BackboneWithSelectedFPN, nn.Module]:
     """The ResNet of `backbone` whose `in_features` feed the pyramid of `fpn`, and the anchors
-    of `anchor_generator` (one entry of sizes per pyramid level)."""
+    of `anchor_generator` (one entry of sizes per pyramid level; `anchors_key` names its node)."""
     body = instantiate(backbone)
     in_features = list(in_features)
     missing = [name for name in in_features if name not in body.out_features]
@@ -24,7 +25,7 @@ def dense_backbone(backbone: Mapping[str, Any], fpn: Mapping[str, Any], in_featu
                        in_strides=[body.strides[n] for n in in_features])
     features = BackboneWithSelectedFPN(body, neck, in_features)
     if len(anchor_generator["sizes"]) != len(features.strides):
-        raise ValueError(f"model.anchor_generator.sizes={list(anchor_generator['sizes'])} needs one entry per pyramid "
+        raise ValueError(f"{anchors_key}.sizes={list(anchor_generator['sizes'])} needs one entry per pyramid "
                          f"level: {len(features.strides)} levels (strides {features.strides}) come from "
                          f"model.in_features={in_features} plus P6 and P7.")
     return features, instantiate(anchor_generator)

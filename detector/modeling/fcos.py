@@ -50,7 +50,7 @@ class FCOS(DenseDetector):
                  focal_gamma: float = 2.0, **kwargs):
         super().__init__(*args, **kwargs)
         if self.anchor_generator.num_anchors_per_location != 1:
-            raise ValueError("FCOS predicts one point per location: model.anchor_generator needs one size per level "
+            raise ValueError("FCOS predicts one point per location: model.points needs one size per level "
                              f"and aspect_ratios [1.0], got {self.anchor_generator.num_anchors_per_location} anchors "
                              "per location.")
         self.center_sampling_radius = center_sampling_radius
@@ -125,19 +125,22 @@ class FCOS(DenseDetector):
 
 
 def fcos_fpn(backbone, num_classes: int, channels_last: bool, fold_norms: bool, input, fpn, in_features,
-             anchor_generator, head, head_loss, postprocess,
-             rpn=None, roi_heads=None) -> FCOS:
+             points, head, head_loss, postprocess,
+             rpn=None, roi_heads=None, anchor_generator=None) -> FCOS:
     """model=fcos_fpn: the ResNet of `backbone`, its `in_features` into the FPN of `fpn` (P3..P7),
-    one point per location (`anchor_generator`), the dense head with centerness of `head`, the
+    one point per location (`points`: squares of each level's stride, made by an AnchorGenerator, and
+    named apart from an anchor-based model's `anchor_generator` so that what sets anchors for a
+    dataset (the schedule=auto recipe) leaves FCOS's points alone), the dense head with centerness of `head`, the
     target rule and losses of `head_loss`, the test-time keys of `postprocess`.
 
-    `rpn` and `roi_heads`: the R-CNN nodes a CPU schedule (conf/schedule/shapes.yaml, bccd.yaml)
-    lightens for every model= option, and so adds to this one's config; a one-stage model has
-    neither, so they are not used (its own test-time keys are `postprocess`)."""
+    `rpn`, `roi_heads` and `anchor_generator`: the R-CNN nodes a CPU schedule
+    (conf/schedule/shapes.yaml, bccd.yaml) sets for every model= option, and so adds to this one's
+    config; FCOS has none of them, so they are not used (its own test-time keys are `postprocess`,
+    its points `points`, fixed at the strides)."""
     from detector.modeling.build import set_norm_folding
     from detector.modeling.dense_builders import dense_backbone, dense_head
 
-    features, anchors = dense_backbone(backbone, fpn, in_features, anchor_generator)
+    features, anchors = dense_backbone(backbone, fpn, in_features, points, anchors_key="model.points")
     model = FCOS(
         features, dense_head(head, features.out_channels, anchors.num_anchors_per_location, num_classes), anchors,
         instantiate(input), num_classes, score_thresh=postprocess["score_thresh"],

@@ -179,13 +179,16 @@ def write_label_statistics(cfg: DictConfig, train_set, ctx: RunContext) -> list[
     """output_dir/label_stats.png (boxes per class, sizes and aspect ratios against the
     anchors) and the same picture for TensorBoard."""
     from detector.data.label_statistics import plot_label_statistics
+    from detector.modeling.anchor_generator import flat_anchor_sizes
     from detector.data.transforms import training_scales
     from detector.engine.run_summary import LABEL_STATS_PNG
     from detector.evaluation.eval_pictures import read_png_rgb
 
     min_sizes, max_size = training_scales(cfg.aug)
-    anchors = cfg.model.anchor_generator
-    path = plot_label_statistics(train_set.records, list(train_set.class_names), list(anchors.sizes),
+    # FCOS has points (model.points) where the anchor-based models have anchors; RetinaNet's
+    # levels hold several sizes each (drawn all).
+    anchors = cfg.model.points if "points" in cfg.model else cfg.model.anchor_generator
+    path = plot_label_statistics(train_set.records, list(train_set.class_names), flat_anchor_sizes(anchors.sizes),
                                  list(anchors.aspect_ratios), float(np.median(min_sizes)), float(max_size),
                                  ctx.output_dir / LABEL_STATS_PNG)
     ctx.logger.info("Label statistics of the training set: %s.", path)

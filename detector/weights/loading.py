@@ -26,6 +26,7 @@ from torch import nn
 from detector.modeling.backbone.resnet import ResNet
 from detector.modeling.build import build_model
 from detector.modeling.classifier import HEAD_KEYS, ResNetClassifier
+from detector.modeling.postprocess_keys import translate_overrides
 from detector.weights.checkpoint_io import CheckpointRecord, read_checkpoint
 from detector.weights.config_upgrade import upgrade_config
 from detector.weights.starting_weights import StartingWeights, read_starting_weights
@@ -125,7 +126,8 @@ def config_from_checkpoint(checkpoint: dict, source: str, overrides: Iterable[st
             raise ValueError(f"Checkpoint '{source}' config has no '{key}' section.")
     cfg = OmegaConf.create(upgrade_config(checkpoint["config"]))
     OmegaConf.set_struct(cfg, True)
-    overrides = list(overrides)
+    # model.postprocess.<key> and model.roi_heads.<key> reach whichever node this model has.
+    overrides = translate_overrides(cfg.model, list(overrides))
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override '{item}' must look like key=value (e.g. model.roi_heads.score_thresh=0.0).")
