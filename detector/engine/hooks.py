@@ -75,10 +75,15 @@ class EvalHook(HookBase):
         self.eval_function = eval_function
         self.last_metrics: dict[str, float] | None = None
         self.last_iteration: int | None = None
+        # Periodic evaluations only up to this iteration (0: no limit). A time budget's plan sets
+        # it when a periodic evaluation would fall just before the final one.
+        self.last_periodic = 0
 
     def after_step(self) -> None:
         done = self.trainer.iter + 1
-        if done >= self.trainer.max_iter or (self.period > 0 and done % self.period == 0):
+        periodic = self.period > 0 and done % self.period == 0 and (not self.last_periodic
+                                                                   or done <= self.last_periodic)
+        if done >= self.trainer.max_iter or periodic:
             self.evaluate(done)
 
     def evaluate(self, iteration: int) -> None:

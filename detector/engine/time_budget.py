@@ -95,6 +95,9 @@ class BudgetPlan:
     revised_at: int = 0
     revised_elapsed_s: float = 0.0
     first_max_iter: int = 0
+    # The last periodic evaluation (0: every multiple of eval_period before max_iter): the
+    # revision skips one that would fall within half a period of the final evaluation.
+    last_periodic_eval: int = 0
 
     @property
     def revision_iteration(self) -> int:
@@ -132,6 +135,8 @@ class BudgetPlan:
                 f"{self.planned_at} and {self.eval_s:.1f} s for "
                 + ("the evaluation" if self.eval_period else "an evaluation (estimated, none ran yet)")
                 + f" -> train.max_iter {self.first_max_iter} -> {self.max_iter}"
+                + (f", no periodic evaluation after iteration {self.last_periodic_eval} (it would fall within half "
+                   "a period of the final one)" if self.last_periodic_eval else "")
                 + (f", solver.steps={self.lr_steps}" if self.lr_steps else ""))
 
 
@@ -170,21 +175,34 @@ def revise_plan(plan: BudgetPlan, elapsed_s: float, iteration: int, step_s: floa
     below `iteration` (ending now: that evaluation is the last). Multistep LR steps still ahead
     keep their fraction of the run; the cosine's start (planned_at) stays."""
     left = plan.budget_s * (1.0 - margin) - elapsed_s
+    period = plan.eval_period
 
-    def cost(max_iter: int) -> float:
-        periodic = 0
-        if plan.eval_period:
-            periodic = (max_iter - 1) // plan.eval_period - iteration // plan.eval_period
-        return (max_iter - iteration) * step_s + (max(0, periodic) + 1) * eval_s
+    def periodic_evaluations(max_iter: int, last: int) -> int:
+        if not period:
+            return 0
+        return max(0, min(max_iter - 1, last) // period - iteration // period)
 
-    max_iter = iteration + max(0, int((left - eval_s) // max(step_s, 1e-9)))
-    while max_iter > iteration and cost(max_iter) > left:
-        max_iter -= 1
+    def longest(last: int) -> int:
+        max_iter = iteration + max(0, int((left - eval_s) // max(step_s, 1e-9)))
+        while max_iter > iteration and (max_iter - iteration) * step_s + (
+                periodic_evaluations(max_iter, last) + 1) * eval_s > left:
+            max_iter -= 1
+        return max_iter
+
+    last_periodic = 0
+    max_iter = longest(last=1 << 62)
+    final_periodic = (max_iter - 1) // period * period if period else 0
+    if final_periodic > iteration and max_iter - final_periodic < period / 2:
+        # Evaluating twice within half a period tells little: that periodic evaluation is
+        # skipped and its time trained instead.
+        last_periodic = max(iteration, final_periodic - period)
+        max_iter = longest(last_periodic)
     steps = sorted({s if s <= iteration else min(max_iter, max(iteration + 1, round(s * max_iter / plan.max_iter)))
                     for s in plan.lr_steps})
     return replace(plan, max_iter=int(max_iter), step_s=float(step_s), eval_s=float(eval_s), lr_steps=steps,
-                   checkpoint_period=plan.eval_period or int(max_iter), revised_at=int(iteration),
-                   revised_elapsed_s=float(elapsed_s), first_max_iter=plan.max_iter)
+                   checkpoint_period=period or int(max_iter), revised_at=int(iteration),
+                   revised_elapsed_s=float(elapsed_s), first_max_iter=plan.max_iter,
+                   last_periodic_eval=int(last_periodic))
 
 
 def estimate_eval_s(images_per_rank: int | None, step_s: float, images_per_step: int, eval_cost: float,

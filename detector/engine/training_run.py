@@ -243,6 +243,8 @@ def _budget_hook(cfg: DictConfig, ctx, run: TrainingRun, trainer: Trainer, evalu
     from detector.engine.time_budget import TimeBudgetHook, apply_plan_to_config, estimate_eval_s, process_start_time
 
     budget = run.budget
+    if budget is not None and budget.plan is not None:   # resumed: the checkpoint's plan
+        eval_hook.last_periodic = budget.plan.last_periodic_eval
     if budget is None or budget.plan is not None:
         return None
     eval_hook.period, checkpoint_hook.period, best.patience = 0, 0, 0
@@ -265,6 +267,7 @@ def _budget_hook(cfg: DictConfig, ctx, run: TrainingRun, trainer: Trainer, evalu
         run.scheduler.steps = list(plan.lr_steps)
         eval_hook.period, checkpoint_hook.period, best.patience = (plan.eval_period, plan.checkpoint_period,
                                                                    plan.early_stop_patience)
+        eval_hook.last_periodic = plan.last_periodic_eval
         if plan.checkpoints_held_back:
             checkpoint_hook.period = 0
         for writer in writers:

@@ -137,21 +137,44 @@ def test_the_revision_fits_the_measured_steps_and_evaluations_in_the_budget():
     assert (first.max_iter, first.eval_period) == (379, 95)
     spent = 79 + (95 - 60) * 1.0 + 6.0
     revised = revise_plan(first, spent, 95, 1.0, 6.0, 0.05)
-    periodic = (revised.max_iter - 1) // 95 - 1          # evaluations after the revision, before the final
+    # The longest run with every periodic evaluation would be 515, with one at 475, 40 iterations
+    # before the final one: that one is skipped (the last periodic is 380) and trained instead.
+    assert (revised.max_iter, revised.last_periodic_eval) == (521, 380)
+    periodic = 380 // 95 - 1                                # evaluations after the revision, before the final
     used = spent + (revised.max_iter - 95) * 1.0 + (periodic + 1) * 6.0
     assert 570 - 1.0 < used <= 570                          # one step short of the budget less 5%
-    assert revised.max_iter == 515 and revised.eval_period == 95 and revised.checkpoint_period == 95
+    assert revised.eval_period == 95 and revised.checkpoint_period == 95
     assert (revised.revised_at, revised.first_max_iter, revised.planned_at) == (95, 379, 60)
+    # shapes, 5 min: revised at its only periodic evaluation (148), the longest run that fits
+    # (305) would evaluate at 296 and again at 305. That evaluation is skipped and trained instead.
+    shapes = BudgetPlan(300, 60, 51, 0.82, 20.0, 296, 148, 148, 0)
+    skipped = revise_plan(shapes, 133, 148, 0.728, 18.6, 0.05)
+    assert (skipped.max_iter, skipped.last_periodic_eval) == (331, 148)
+    assert 133 + (331 - 148) * 0.728 + 18.6 <= 285 < 133 + (332 - 148) * 0.728 + 18.6
     # Over budget already: the revision ends the run where it is.
     assert revise_plan(first, 600, 95, 1.0, 6.0, 0.05).max_iter == 95
     # Multistep steps still ahead keep their fraction; one already passed stays.
     stepped = BudgetPlan(600, 60, 79, 1.3, 19.0, 379, 95, 95, 0, [80, 300])
-    assert revise_plan(stepped, spent, 95, 1.0, 6.0, 0.05).lr_steps == [80, round(300 * 515 / 379)]
+    assert revise_plan(stepped, spent, 95, 1.0, 6.0, 0.05).lr_steps == [80, round(300 * 521 / 379)]
     # No evaluation period: checkpoint at the (new) end only, revision half-way.
     quiet = plan_budget(600, 79, 60, 1.3, 19.0, 0, 0.15, 0.05)
     assert quiet.revision_iteration == 60 + (quiet.max_iter - 60) // 2
     assert revise_plan(quiet, 300, quiet.revision_iteration, 1.0, 19.0, 0.05).checkpoint_period == (
         quiet.revision_iteration + int((570 - 300 - 19.0) // 1.0))
+
+
+def test_periodic_evaluations_stop_at_the_plans_last_periodic_one():
+    from detector.engine.hooks import EvalHook
+
+    model = torch.nn.Linear(2, 1)
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.01), iter(lambda: torch.ones(1, 2), None),
+                      max_iter=10, step_fn=lambda m, batch: {"loss": m(batch).pow(2).mean()})
+    evaluated = []
+    hook = EvalHook(3, lambda iteration: (evaluated.append(iteration) or {}, []))
+    hook.last_periodic = 6
+    trainer.register_hooks([hook])
+    trainer.train()
+    assert evaluated == [3, 6, 10]   # not 9: the final evaluation follows at 10
 
 
 def test_hook_revises_the_plan_at_the_first_evaluation_and_the_run_ends_within_the_budget():
@@ -169,11 +192,12 @@ def test_hook_revises_the_plan_at_the_first_evaluation_and_the_run_ends_within_t
 
     class Evaluation(HookBase):
         def __init__(self):
-            self.period, self.at = 0, []
+            self.period, self.last, self.at = 0, 0, []
 
         def after_step(self):
             done = self.trainer.iter + 1
-            if done >= self.trainer.max_iter or (self.period and done % self.period == 0):
+            if done >= self.trainer.max_iter or (self.period and done % self.period == 0
+                                                 and (not self.last or done <= self.last)):
                 clock.now += 3.0
                 self.at.append(done)
 
@@ -181,7 +205,7 @@ def test_hook_revises_the_plan_at_the_first_evaluation_and_the_run_ends_within_t
     trainer = Trainer(model, optimizer, iter(lambda: torch.ones(1, 2), None), max_iter=5, step_fn=step)
 
     def apply(plan):
-        trainer.max_iter, evaluation.period = plan.max_iter, plan.eval_period
+        trainer.max_iter, evaluation.period, evaluation.last = plan.max_iter, plan.eval_period, plan.last_periodic_eval
 
     hook = TimeBudgetHook(timing_from=2, timing_iters=3, started_at=0.0,
                           make_plan=lambda step_s, elapsed_s, iteration: plan_budget(100, elapsed_s, iteration, step_s,
@@ -193,7 +217,10 @@ def test_hook_revises_the_plan_at_the_first_evaluation_and_the_run_ends_within_t
     # First plan: 90 s left at 2 s per step and 10 s per evaluation: 2 periodic, 30 steps.
     assert (hook.plan.first_max_iter, hook.plan.eval_period, hook.plan.revised_at) == (35, 12, 12)
     assert hook.plan.step_s == pytest.approx(1.0) and hook.plan.eval_s == pytest.approx(3.0)
-    assert evaluation.at[0] == 12 and evaluation.at[-1] == trainer.max_iter == hook.plan.max_iter
+    # 80 s left at iteration 12: with every periodic evaluation 74 iterations fit, one evaluation
+    # at 72; skipping it (the last periodic is 60) fits 77.
+    assert (hook.plan.max_iter, hook.plan.last_periodic_eval) == (77, 60)
+    assert evaluation.at == [12, 24, 36, 48, 60, 77] and trainer.iter == 77
     assert 100 - 1.0 < clock.now <= 100   # the budget used to within one step, not overrun
 
 
