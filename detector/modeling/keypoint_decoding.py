@@ -85,7 +85,6 @@ def decode_heatmaps(maps: torch.Tensor, rois: torch.Tensor, softmax_scores: bool
     widths = (rois[:, 2] - rois[:, 0]).clamp(min=1.0)
     heights = (rois[:, 3] - rois[:, 1]).clamp(min=1.0)
     widths_ceil, heights_ceil = widths.ceil(), heights.ceil()
-    index = torch.arange(num_keypoints, device=maps.device)
     keypoints = torch.zeros((0, num_keypoints, 3), dtype=torch.float32, device=maps.device)
     scores = torch.zeros((0, num_keypoints), dtype=torch.float32, device=maps.device)
     for i in range(int(rois.shape[0])):
@@ -94,11 +93,12 @@ def decode_heatmaps(maps: torch.Tensor, rois: torch.Tensor, softmax_scores: bool
         roi_map = F.interpolate(maps[i][:, None], size=[height, width], mode="bicubic", align_corners=False)[:, 0]
         flat = roi_map.reshape(num_keypoints, -1)
         position = flat.argmax(dim=1)
-        x_int = position % width
-        y_int = torch.div(position - x_int, width, rounding_mode="floor")
+        columns = roi_map.shape[2]   # the resized width, as the exported graph's own int64 shape
+        x_int = position % columns
+        y_int = torch.div(position - x_int, columns, rounding_mode="floor")
         x = (x_int.float() + 0.5) * (widths[i] / widths_ceil[i]) + rois[i, 0]
         y = (y_int.float() + 0.5) * (heights[i] / heights_ceil[i]) + rois[i, 1]
-        peak = roi_map[index, y_int, x_int]
+        peak = flat.gather(1, position[:, None])[:, 0]   # roi_map[k, y, x], as a gather ONNX exports
         if softmax_scores:
             # exp(peak - max) is 1 at the arg-max; the normaliser sums the pooled heatmap's cells.
             largest = flat.max(dim=1).values

@@ -101,8 +101,12 @@ class KeypointRoIHeads(RoIHeads):
         boxes = [d["boxes"] for d in detections]
         heatmaps = self.keypoint_logits(features, boxes)
         keypoints, scores = heatmaps_to_keypoints(heatmaps, torch.cat(boxes), self.keypoint_decoding)
-        counts = [len(b) for b in boxes]
-        for d, image_keypoints, image_scores in zip(detections, keypoints.split(counts), scores.split(counts)):
+        if len(detections) == 1:   # a trace (detector.export) must not freeze the example's detection count
+            per_image = [(keypoints, scores)]
+        else:
+            counts = [len(b) for b in boxes]
+            per_image = list(zip(keypoints.split(counts), scores.split(counts)))
+        for d, (image_keypoints, image_scores) in zip(detections, per_image):
             d["keypoints"] = image_keypoints
             d["keypoints_scores"] = image_scores
         return detections

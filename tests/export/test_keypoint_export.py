@@ -74,7 +74,8 @@ def test_keypoint_rcnn_exports_keypoints(fmt, tmp_path):
         assert float((boxes - expected["boxes"]).abs().max()) <= BOX_TOL
         assert float((scores - expected["scores"]).abs().max()) <= SCORE_TOL
         assert float((keypoints - expected["keypoints"]).abs().max()) <= KEYPOINT_TOL
-        assert float((keypoint_scores - expected["keypoints_scores"]).abs().max()) <= SCORE_TOL
+        # torchvision's keypoint score is a heatmap logit (here tens to hundreds): relative rounding.
+        torch.testing.assert_close(keypoint_scores, expected["keypoints_scores"], rtol=1e-5, atol=SCORE_TOL)
         # Keypoints spread inside their boxes (not all at one corner).
         assert float(expected["keypoints"][..., 0].std()) > 1.0
     assert min(counts) > 0 and len(set(counts)) > 1, f"detection counts {counts} should differ"

@@ -42,7 +42,8 @@ def test_draw_keypoints_draws_dots_and_skeleton_lines():
     keypoints = np.array([[[10, 10, 1], [50, 10, 1], [50, 40, 0]]], np.float32)
     drawn = draw_keypoints(image, keypoints, ["thing"], skeleton=[(1, 2), (2, 3)])
     colour = np.array(label_colour("thing"))
-    assert (drawn[10, 30] == colour).all()                       # on the line from keypoint 1 to 2
+    # On the (anti-aliased) line from keypoint 1 to 2: the class's colour, give or take the smoothing.
+    assert np.abs(drawn[10, 30].astype(int) - colour).max() < 60
     assert (drawn[25, 50] == 0).all()                            # to keypoint 3 (v=0): no line
     assert (drawn[40, 50] == 0).all() and (drawn[10, 50] != 0).any()   # its dot is not drawn, 2's is
     # A low score hides a keypoint (and its lines) like v=0.
