@@ -40,8 +40,9 @@ class OpenVinoDetector(ExportedDetector):
                         self.requested, self.precision)
         else:
             log.info("OpenVINO runs %s at inference precision %s.", path, self.precision)
-        names = [output.get_any_name() for output in self.compiled.outputs]
-        if names != self.output_names:
+        # A tensor may carry several names (an input folded into a no-op Cast keeps both); match by set.
+        names = [sorted(output.get_names()) for output in self.compiled.outputs]
+        if len(names) != len(self.output_names) or any(n not in o for n, o in zip(self.output_names, names)):
             raise ValueError(f"'{path}' has outputs {names}, its metadata names {self.output_names}.")
         self.request = self.compiled.create_infer_request()
 

@@ -85,3 +85,30 @@ def compare_results(expected: dict, got: dict) -> None:
                        and max(abs(a - b) for a, b in zip(o["bbox"], d["bbox"])) <= BOX_TOL for o in theirs), d
         total += len(detections)
     assert total >= 20, "too few detections to compare"
+
+
+def test_deploy_benchmark_section_on_the_checkpoint(trained):
+    """tools/benchmark.py --sections deploy --trained CKPT --no-deploy-r50 on the tiny checkpoint:
+    one row per runtime (bf16 rows only with native bf16), each with its ms per image and the AP
+    that eval_only gives."""
+    from detector.benchmarking.deploy import format_deploy
+    from detector.benchmarking.suite import Options, run_benchmark
+    from detector.utils.hardware import cpu_has_native_bf16
+
+    options = Options(device="cpu", sections=("deploy",), trained=(str(trained["checkpoint"]),), trained_images=2,
+                      repeats=2, warmup=0, deploy_r50=False, log=lambda message: None)
+    report = run_benchmark(options)["deploy"]
+    section = report["trained"][str(trained["checkpoint"])]
+    names = [row["name"] for row in section["rows"]]
+    expected_names = ["pytorch fp32", "onnxruntime fp32", "openvino f32"]
+    if cpu_has_native_bf16():
+        expected_names = ["pytorch fp32", "pytorch bf16", "onnxruntime fp32", "openvino f32", "openvino bf16"]
+    assert names == expected_names
+    expected_ap = trained["expected"][0]["AP"]
+    for row in section["rows"]:
+        assert row["ms_median"] > 0
+        if "bf16" not in row["name"]:
+            assert abs(row["AP"] - expected_ap) <= AP_TOL, row
+    assert section["rows"][0]["ratio_to_pytorch_fp32"] == 1.0
+    table = "\n".join(format_deploy(report))
+    assert "openvino f32" in table and "R50" not in table

@@ -50,7 +50,7 @@ def test_openvino_detections_equal_eager(name, make_model, tmp_path):
     metadata = metadata_for(cfg, list(wrapper.output_names), "openvino", "test")
     runner = OpenVinoDetector(str(path), metadata, precision="fp32", threads=1)
     assert isinstance(runner, ExportedDetector) and runner.precision == "f32"
-    assert [i.get_any_name() for i in runner.compiled.inputs] == ["image"]
+    assert len(runner.compiled.inputs) == 1 and "image" in runner.compiled.inputs[0].get_names()
     counts = []
     for image in sample_images():
         with torch.no_grad():
@@ -81,9 +81,11 @@ def test_outputs_are_the_onnx_exports(exported):
 
     session = onnxruntime.InferenceSession(str(exported["onnx"]), providers=["CPUExecutionProvider"])
     compiled = openvino.Core().compile_model(str(exported["openvino"]), "CPU")
-    assert [o.get_any_name() for o in compiled.outputs] == [o.name for o in session.get_outputs()] \
-        == ["boxes", "scores", "labels", "masks"]
-    assert [i.get_any_name() for i in compiled.inputs] == [i.name for i in session.get_inputs()] == ["image"]
+    names = [o.name for o in session.get_outputs()]
+    assert names == ["boxes", "scores", "labels", "masks"] and len(compiled.outputs) == len(names)
+    assert all(name in output.get_names() for name, output in zip(names, compiled.outputs))
+    assert [i.name for i in session.get_inputs()] == ["image"] and len(compiled.inputs) == 1
+    assert "image" in compiled.inputs[0].get_names()
 
 
 def test_weights_stay_float32(exported):
@@ -91,9 +93,11 @@ def test_weights_stay_float32(exported):
     import openvino
 
     model = openvino.Core().read_model(str(exported["openvino"]))
-    constants = [op for op in model.get_ops() if op.get_type_name() == "Constant" and op.get_output_size()
-                 and op.get_output_element_type(0).is_real()]
-    assert constants and all(op.get_output_element_type(0).get_type_name() == "f32" for op in constants)
+    # The model's parameters keep their names (ONNX initializers); other constants are the graph's own scalars.
+    weights = [op for op in model.get_ops() if op.get_type_name() == "Constant"
+               and op.get_friendly_name().startswith("model.")]
+    assert len(weights) > 20
+    assert {op.get_output_element_type(0).get_type_name() for op in weights} == {"f32"}
 
 
 def test_resized_sizes_equal_eager_without_float64():
