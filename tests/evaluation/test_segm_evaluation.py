@@ -173,8 +173,9 @@ def test_bad_segm_inputs_get_clear_errors():
     broken = {**gt, "annotations": [{**gt["annotations"][0], "segmentation": [[1, 2, 3]]}]}
     with pytest.raises(EvaluationError, match="Annotation id 1: segmentation polygon #0 has an odd number"):
         evaluate_coco(broken, [{"image_id": 7, "category_id": 3, "segmentation": rle, "score": 1.0}], "segm")
-    with pytest.raises(EvaluationError, match="Unknown IoU type 'keypoints'"):
-        evaluate_results(gt, [], ("keypoints",))
+    # keypoints is an IoU type now (issue 28); a type neither library offers is still refused.
+    with pytest.raises(EvaluationError, match="Unknown IoU type 'boundary'"):
+        evaluate_results(gt, [], ("boundary",))
 
 
 def test_segm_error_analysis_matches_cocoeval_by_mask(coco_eval_reference):
