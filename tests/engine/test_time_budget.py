@@ -272,7 +272,7 @@ def test_a_run_resumed_under_a_budget_ends_bit_identical(tmp_path, monkeypatch):
 
     fixed_figures(monkeypatch)
     shapes = tmp_path / "shapes"
-    budget = ["train.time_budget=1m", "train.budget.timing_iters=2",
+    budget = ["train.time_budget=1m", "train.budget.timing_iters=2", "train.budget.margin=0.05",
               "train.amp=none", "test.analysis=off"]
     straight = tmp_path / "straight"
     train(load_config(tiny(shapes, straight, *budget)), DetectionTask())
