@@ -12,13 +12,19 @@ from torch import nn
 def needs_masks(cfg: DictConfig) -> bool:
     """Whether the model has a mask branch (model=mask_rcnn_fpn, cascade_mask_rcnn_fpn), so its
     training targets must carry instance masks. Box models have no mask_head key, or a null one."""
-    return "mask_head" in cfg.model.roi_heads and cfg.model.roi_heads.mask_head is not None
+    return _has_roi_branch(cfg, "mask_head")
 
 
 def needs_keypoints(cfg: DictConfig) -> bool:
     """Whether the model has a keypoint branch (model=keypoint_rcnn_fpn), so its training
     targets must carry keypoints. Other models have no keypoint_head key, or a null one."""
-    return "keypoint_head" in cfg.model.roi_heads and cfg.model.roi_heads.keypoint_head is not None
+    return _has_roi_branch(cfg, "keypoint_head")
+
+
+def _has_roi_branch(cfg: DictConfig, branch: str) -> bool:
+    """A non-null `branch` node in model.roi_heads; one-stage models (retinanet_fpn, fcos_fpn) may
+    have no roi_heads node at all."""
+    return "roi_heads" in cfg.model and branch in cfg.model.roi_heads and cfg.model.roi_heads[branch] is not None
 
 
 def targets_to(targets: list[dict], device: torch.device) -> list[dict[str, torch.Tensor]]:

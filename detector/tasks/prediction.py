@@ -186,7 +186,8 @@ def predict_images(
         names = list(built.class_names) if built.class_names is not None else []
         num_classes = int(built.num_classes)
         category_ids = checkpoint.category_ids or list(range(1, len(names) + 1))
-        if "keypoint_head" in built.roi_heads and built.roi_heads.keypoint_head is not None:
+        # (one-stage models, retinanet_fpn and fcos_fpn, may have no roi_heads node at all)
+        if "roi_heads" in built and "keypoint_head" in built.roi_heads and built.roi_heads.keypoint_head is not None:
             skeleton = built.roi_heads.keypoint_head.skeleton
         del checkpoint   # the model holds the weights now
     if tta:
