@@ -226,11 +226,13 @@ class TimeBudgetHook(HookBase):
     def __init__(self, timing_from: int, timing_iters: int, started_at: float,
                  make_plan: Callable[[float, float, int], BudgetPlan], apply_plan: Callable[[BudgetPlan], None],
                  clock: Callable[[], float] = time.perf_counter, now: Callable[[], float] = time.time,
-                 revise: Callable[[BudgetPlan, float, int, float, float], BudgetPlan] | None = None):
+                 revise: Callable[[BudgetPlan, float, int, float, float], BudgetPlan] | None = None,
+                 reserve_s: float = 0.0):
         self.timing_from = int(timing_from)
         self.timing_iters = max(1, int(timing_iters))
         self.started_at = float(started_at)
         self.make_plan, self.apply_plan, self.revise = make_plan, apply_plan, revise
+        self.reserve_s = float(reserve_s)   # the budget's margin, kept after the final evaluation
         self.clock, self.now = clock, now
         self._timing_start: float | None = None
         self._step_times: list[float] = []
@@ -300,16 +302,18 @@ class TimeBudgetHook(HookBase):
     def _end_within_budget(self) -> None:
         """The plan holds while the machine keeps the speed it was timed at. When it slows (another
         process took the cores, a laptop throttled), the run ends at the first iteration after
-        which only the final evaluation still fits, so the budget is kept: an overrun is the one
-        case where a run ends before the planned max_iter (a resumed run then differs from an
-        uninterrupted one, which kept no time either). Rank 0 decides for every rank."""
+        which only the final evaluation and half the margin (for what follows it: pictures, the
+        summary) still fit, so the budget is kept: an overrun is the one case where a run ends
+        before the planned max_iter (a resumed run then differs from an uninterrupted one, which
+        kept no time either). Rank 0 decides for every rank."""
         done = self.trainer.iter + 1
         if done >= self.trainer.max_iter:
             return
         from detector.utils.distributed import broadcast_from_main, is_main_process
 
         left = self.plan.budget_s - (self.now() - self.started_at) if is_main_process() else None
-        over = bool(broadcast_from_main(left is not None and left < self.plan.eval_s + self.plan.step_s))
+        over = bool(broadcast_from_main(left is not None
+                                        and left < self.plan.eval_s + self.plan.step_s + self.reserve_s / 2))
         if over:
             self.trainer.logger.warning(
                 "train.time_budget: %.0f s of the %.1f min budget are left at iteration %d, about one final "

@@ -283,7 +283,7 @@ def _budget_hook(cfg: DictConfig, ctx, run: TrainingRun, trainer: Trainer, evalu
         return time_budget.revise_plan(plan, elapsed_s, iteration, step_s, eval_s, float(settings.margin))
 
     return TimeBudgetHook(budget.timing_from, budget.timing_iters, process_start_time(), make_plan, apply_plan,
-                          revise=revise)
+                          revise=revise, reserve_s=float(settings.margin) * budget.budget_s)
 
 
 def finish_evaluation(evaluator, iteration: int | None) -> None:
