@@ -220,3 +220,29 @@ def test_test_time_augmentation(name):
         merged = tta([torch.rand(3, 120, 150)])[0]
     assert tta.nms_thresh == model.nms_thresh and tta.detections_per_img == model.detections_per_img
     assert set(merged) == {"boxes", "scores", "labels"} and len(merged["boxes"]) > 0 and len(single["boxes"]) > 0
+
+
+@pytest.mark.parametrize("name", ["faster_rcnn_fpn", "retinanet_fpn", "fcos_fpn"])
+def test_postprocess_keys_reach_every_model(name, tmp_path):
+    """model.postprocess.<key> and model.roi_heads.<key> both set the node the model has, through
+    load_model's overrides (which predict and export use); TTA reads the same values."""
+    from omegaconf import OmegaConf
+
+    from detector.evaluation.tta import tta_from_settings
+    from detector.modeling.postprocess_keys import postprocess_key, postprocess_module
+    from detector.weights.loading import load_model
+
+    extra = ["model.roi_heads.fc_dim=32"] if name == "faster_rcnn_fpn" else []
+    cfg = tiny(name, *extra)
+    torch.save({"model": build_model(cfg).state_dict(), "iteration": 0,
+                "config": OmegaConf.to_container(cfg, resolve=True)}, tmp_path / "model.pth")
+    model = load_model(tmp_path / "model.pth", overrides=["model.postprocess.score_thresh=0.3",
+                                                          "model.roi_heads.nms_thresh=0.4",
+                                                          "model.postprocess.detections_per_img=7"])
+    settings = postprocess_module(model)
+    assert (settings.score_thresh, settings.nms_thresh, settings.detections_per_img) == (0.3, 0.4, 7)
+    node = "roi_heads" if name == "faster_rcnn_fpn" else "postprocess"
+    assert postprocess_key(model.config.model, "nms_thresh") == f"model.{node}.nms_thresh"
+    assert model.config.model[node].detections_per_img == 7
+    tta = tta_from_settings(model.config.test, model)
+    assert (tta.nms_thresh, tta.detections_per_img) == (0.4, 7)
