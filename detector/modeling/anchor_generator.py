@@ -51,11 +51,13 @@ class AnchorGenerator(nn.Module):
     def num_anchors_per_location(self) -> int:
         return len(self.aspect_ratios) * len(self.sizes[0])
 
-    def cell_anchors(self, sizes: Sequence[float], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """[A, 4] anchors centred on (0, 0); height/width = aspect ratio, area = size**2. Ordered
-        aspect ratio major, size minor (torchvision's order, which its heads' channels follow)."""
+    def cell_anchors(self, sizes: float | Sequence[float], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """[A, 4] anchors centred on (0, 0) for one level's size (or sizes); height/width = aspect
+        ratio, area = size**2. Ordered aspect ratio major, size minor (torchvision's order, which
+        its heads' channels follow)."""
         ratios = torch.as_tensor(self.aspect_ratios, dtype=dtype, device=device)
-        scale = torch.as_tensor(list(sizes), dtype=dtype, device=device)
+        sizes = [sizes] if isinstance(sizes, (int, float)) else list(sizes)
+        scale = torch.as_tensor(sizes, dtype=dtype, device=device)
         height_factor = torch.sqrt(ratios)
         width_factor = 1 / height_factor
         widths = (width_factor[:, None] * scale[None, :]).view(-1)
