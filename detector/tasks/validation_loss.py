@@ -10,15 +10,16 @@ from torch import nn
 
 from detector.engine.precision import Precision
 from detector.engine.validation import VALIDATION_SEED, ValidationLossHook, validation_losses
-from detector.tasks.detection_step import DetectionStep, needs_masks
+from detector.tasks.detection_step import DetectionStep, needs_keypoints, needs_masks
 
 
 def build_validation_set(cfg, rank: int = 0, world_size: int = 1):
     """This rank's share of the held-out images (detector.data.build.build_held_out_dataset),
-    with masks for a mask model."""
+    with masks for a mask model, keypoints for a keypoint model."""
     from detector.data.build import build_held_out_dataset
 
-    return build_held_out_dataset(cfg, rank, world_size, with_masks=needs_masks(cfg))
+    return build_held_out_dataset(cfg, rank, world_size, with_masks=needs_masks(cfg),
+                                  with_keypoints=needs_keypoints(cfg))
 
 
 def compute_validation_loss(model: nn.Module, dataset, device: torch.device, batch_size: int = 2,

@@ -67,3 +67,14 @@ def test_the_checkpoint_predicts_the_datasets_four_keypoints(keypoint_run):
     boxes, points = output["boxes"], output["keypoints"]
     assert bool(((points[..., 0] >= boxes[:, None, 0] - 1e-3) & (points[..., 0] <= boxes[:, None, 2] + 1e-3)).all())
     assert bool((points[..., 2] == 1).all())
+
+
+def test_the_validation_loss_of_a_keypoint_model_includes_its_keypoint_loss(keypoint_run):
+    from detector.tasks.validation_loss import build_validation_set, compute_validation_loss
+
+    root = keypoint_run.parent
+    cfg = load_config(tiny(root / "shapes", root / "unused", "test.val_loss_max_images=2"))
+    DetectionTask().resolve_classes(cfg)
+    model = load_model(keypoint_run / "checkpoints" / "model_final.pth")
+    losses = compute_validation_loss(model, build_validation_set(cfg), torch.device("cpu"))
+    assert losses["loss_keypoint"] > 0 and "total_loss" in losses
