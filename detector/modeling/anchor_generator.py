@@ -35,12 +35,13 @@ class AnchorGenerator(nn.Module):
         super().__init__()
         if strides is not None and len(strides) != len(sizes):
             raise ValueError(f"anchor strides {list(strides)} and sizes {list(sizes)} must have one entry per level.")
-        # Each level: a list of sizes (a bare number is a list of one).
-        self.sizes = [[float(level)] if isinstance(level, (int, float)) else [float(s) for s in level] for level in sizes]
-        counts = {len(level) for level in self.sizes}
+        # `sizes` as given (a number or a list per level); `level_sizes` each level as a list.
+        self.sizes = [float(level) if isinstance(level, (int, float)) else [float(s) for s in level] for level in sizes]
+        self.level_sizes = [[level] if isinstance(level, float) else level for level in self.sizes]
+        counts = {len(level) for level in self.level_sizes}
         if len(counts) > 1 or 0 in counts:
-            raise ValueError(f"model.anchor_generator.sizes={[list(level) for level in self.sizes]}: every level needs "
-                             "the same number of sizes (at least one), since one head predicts for all levels.")
+            raise ValueError(f"model.anchor_generator.sizes={self.sizes}: every level needs the same number of sizes "
+                             "(at least one), since one head predicts for all levels.")
         self.aspect_ratios = [float(r) for r in aspect_ratios]
         self.round_anchors = round_anchors
         self.strides = None if strides is None else [int(s) for s in strides]
@@ -49,7 +50,7 @@ class AnchorGenerator(nn.Module):
 
     @property
     def num_anchors_per_location(self) -> int:
-        return len(self.aspect_ratios) * len(self.sizes[0])
+        return len(self.aspect_ratios) * len(self.level_sizes[0])
 
     def cell_anchors(self, sizes: float | Sequence[float], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """[A, 4] anchors centred on (0, 0) for one level's size (or sizes); height/width = aspect
@@ -98,7 +99,7 @@ class AnchorGenerator(nn.Module):
         """Anchors per level for feature sizes and an image size given as ints or (traced) tensors."""
         anchors = []
         strides = self.level_strides(feature_sizes, image_size)
-        for (height, width), (stride_y, stride_x), size in zip(feature_sizes, strides, self.sizes):
+        for (height, width), (stride_y, stride_x), size in zip(feature_sizes, strides, self.level_sizes):
             shift_x = torch.arange(width, dtype=torch.int64, device=device) * stride_x
             shift_y = torch.arange(height, dtype=torch.int64, device=device) * stride_y
             grid_y, grid_x = torch.meshgrid(shift_y, shift_x, indexing="ij")
