@@ -121,3 +121,21 @@ def test_resized_sizes_equal_eager_without_float64():
             got = integer_resized_size(torch.tensor(side), torch.tensor(side * 2), min_size, 10**6)
             assert int(got[0]) == math.floor(side * scale), (min_size, side)
     assert mismatches <= 3   # the documented rare case: the other side's product a whole number
+
+
+def test_precision_hint_is_explicit_and_read_back(exported, caplog):
+    """fp32 compiles at f32 whatever the CPU; bf16 is asked for with the hint, and where the CPU
+    has no native bf16 (OpenVINO then runs f32) the log says what it actually runs."""
+    import logging
+
+    from detector.deploy import load_exported
+    from detector.utils.hardware import cpu_has_native_bf16
+
+    assert load_exported(exported["openvino"], precision="fp32", threads=1).precision == "f32"
+    with caplog.at_level(logging.INFO, logger="deploy_test"):
+        runner = load_exported(exported["openvino"], precision="bf16", threads=1,
+                               logger=logging.getLogger("deploy_test"))
+    assert runner.requested == "bf16"
+    if not cpu_has_native_bf16():
+        assert runner.precision == "f32"
+        assert "asked for INFERENCE_PRECISION_HINT=bf16, but this CPU runs f32" in caplog.text
