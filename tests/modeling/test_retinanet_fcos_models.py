@@ -90,6 +90,16 @@ def test_a_few_steps_train_and_lower_the_loss(name):
     assert totals[-1] < totals[0], totals
 
 
+def spread_logits_(reference) -> None:
+    """Class logits of a few units instead of the prior's -4.6, at which the focal loss of an easy
+    negative is ~1e-6: a wrong set of anchors in the loss then shows."""
+    generator = torch.Generator().manual_seed(5)
+    logits = reference.head.classification_head.cls_logits
+    with torch.no_grad():
+        logits.weight.copy_(torch.randn(logits.weight.shape, generator=generator) * 0.05)
+        logits.bias.copy_(torch.randn(logits.bias.shape, generator=generator) - 1.0)
+
+
 def test_fcos_targets_follow_torchvision():
     """Which points are positive for which box: torchvision's FCOS.compute_loss rules, compared
     through the losses both models compute on the same weights and targets."""
@@ -100,6 +110,7 @@ def test_fcos_targets_follow_torchvision():
 
     torch.manual_seed(0)
     reference = fcos_resnet50_fpn(weights=None, weights_backbone=None, num_classes=4, min_size=128, max_size=128)
+    spread_logits_(reference)
     with tempfile.TemporaryDirectory() as folder:
         ours = converted(reference, Path(folder), ["backbone.norm=bn"])
     image_targets = targets()
@@ -113,7 +124,21 @@ def test_fcos_targets_follow_torchvision():
             module.eval()   # the same (running) statistics in both
     want = reference(images, [dict(t) for t in image_targets])
     got = ours(images, [dict(t) for t in image_targets])
-    torch.testing.assert_close(got["loss_classifier"], want["classification"], rtol=1e-4, atol=1e-6)
+    # torchvision's focal loss also covers its never-positive background column (all points,
+    # over the batch's positive count): taken out of its sum, as this head has no such column.
+    from torchvision.ops import sigmoid_focal_loss
+
+    with torch.no_grad():
+        batch = reference.transform(images)[0].tensors
+        features = list(reference.backbone(batch).values())
+        background = reference.head.classification_head(features)[..., 0]
+        anchors = ours.anchor_generator([f.shape[-2:] for f in features], (128, 128))
+        positives = sum(int((ours.match(torch.cat(anchors), [len(a) for a in anchors], t["boxes"]) >= 0).sum())
+                        for t in image_targets)
+    extra = float(sigmoid_focal_loss(background, torch.zeros_like(background), reduction="sum")) / max(1, positives)
+    assert positives > 10 and extra > 0.1
+    torch.testing.assert_close(float(got["loss_classifier"]), float(want["classification"]) - extra, rtol=1e-4,
+                               atol=1e-6)
     torch.testing.assert_close(got["loss_box_reg"], want["bbox_regression"], rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(got["loss_centerness"], want["bbox_ctrness"], rtol=1e-4, atol=1e-6)
 
@@ -128,6 +153,7 @@ def test_retinanet_losses_follow_torchvision(version, tmp_path):
     torch.manual_seed(0)
     factory = retinanet_resnet50_fpn if version == "v1" else retinanet_resnet50_fpn_v2
     reference = factory(weights=None, weights_backbone=None, num_classes=4, min_size=128, max_size=128)
+    spread_logits_(reference)
     ours = converted(reference, tmp_path, ["backbone.norm=bn"])
     images = [torch.rand(3, 128, 128, generator=torch.Generator().manual_seed(i)) for i in range(2)]
     for model in (reference, ours):
