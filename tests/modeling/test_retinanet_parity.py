@@ -82,6 +82,12 @@ def assert_top_detections_match(reference: nn.Module, ours: nn.Module, images: l
     """Every one of torchvision's best TOP detections has its match (match_within: same label, box
     within 1e-2 px, score within 1e-4); returns the figures, one line per image."""
     with torch.no_grad():
+        # The pyramid first (P3..P7 on the same normalized batch): a level the detections barely
+        # draw from (P7) must agree too.
+        batch = reference.transform(images)[0].tensors
+        for level, (want, got) in enumerate(zip(reference.backbone(batch).values(), ours.backbone(batch).values())):
+            assert want.shape == got.shape
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-5 * float(want.abs().max()), msg=f"P{level + 3}")
         expected, actual = reference(images), ours(images)
     lines = []
     for want, got in zip(expected, actual):
