@@ -17,6 +17,7 @@ tests/tools/test_export.py and tests/export/test_masks.py check this.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -68,11 +69,12 @@ def bilinear_resize(image: torch.Tensor, height: torch.Tensor, width: torch.Tens
     return top * wy0[:, None] + bottom * wy1[:, None]
 
 
-def float64_floor_shortfalls(target: int, limit: int = SIZE_TABLE_LIMIT) -> list[int]:
+@functools.lru_cache(maxsize=16)
+def float64_floor_shortfalls(target: int, limit: int = SIZE_TABLE_LIMIT) -> tuple[int, ...]:
     """The sides d < limit for which the eager model's float64 arithmetic, floor(d * (target / d)),
     gives target - 1 instead of target (e.g. d = 97 for target 800: 799.9999999999999). About
     one side in twenty: the exported graph must reproduce them to resize to the eager sizes."""
-    return [d for d in range(1, limit) if math.floor(d * (target / d)) != target]
+    return tuple(d for d in range(1, limit) if math.floor(d * (target / d)) != target)
 
 
 def integer_resized_size(height: torch.Tensor, width: torch.Tensor, min_size: int,
