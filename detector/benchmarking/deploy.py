@@ -134,22 +134,15 @@ def test_set_ap(runner, loader, dataset) -> dict[str, float]:
 
 
 def run_trained_checkpoint(path: str, opts, log) -> dict:
-    from omegaconf import OmegaConf, open_dict
+    from omegaconf import OmegaConf
 
-    from detector.data import build_test_loader
+    from detector.benchmarking.test_images import first_test_images, single_image_test_loader
     from detector.weights.loading import load_model
 
     model = load_model(path, device="cpu")
     cfg = OmegaConf.create(OmegaConf.to_container(model.config, resolve=True))
-    with open_dict(cfg):
-        cfg.dataloader.num_workers = 0
-        cfg.dataloader.test_batch_size = 1
-    loader = build_test_loader(cfg)
-    images = []
-    for batch in loader:
-        images.extend(batch["images"])
-        if len(images) >= opts.trained_images:
-            break
+    loader = single_image_test_loader(cfg)
+    images = first_test_images(loader, opts.trained_images)
     rows = rows_to_run(cpu_has_native_bf16() if opts.bf16 == "auto" else opts.bf16 == "on")
     with tempfile.TemporaryDirectory() as folder:
         runners = build_runners(model, rows, Path(folder), log)

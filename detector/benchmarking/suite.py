@@ -166,7 +166,7 @@ def run_trained(opts: Options, device) -> dict:
     from omegaconf import OmegaConf
 
     from detector.benchmarking.detections import agreement
-    from detector.data import build_test_loader
+    from detector.benchmarking.test_images import first_test_images, single_image_test_loader
     from detector.weights.loading import load_model
 
     report = {}
@@ -174,15 +174,7 @@ def run_trained(opts: Options, device) -> dict:
         exact = load_model(path, overrides=EXACT).to(device)
         fast = load_model(path).to(device)
         cfg = exact.config
-        with open_dict_copy(cfg) as loader_cfg:
-            loader_cfg.dataloader.num_workers = 0
-            loader = build_test_loader(loader_cfg)
-        images = []
-        for batch in loader:
-            images.extend(batch["images"])
-            if len(images) >= opts.trained_images:
-                break
-        images = [image.to(device) for image in images[: opts.trained_images]]
+        images = [image.to(device) for image in first_test_images(single_image_test_loader(cfg), opts.trained_images)]
         variants = {"exact": (exact, None), "fast_fp32": (fast, None)}
         if bf16_timed(opts, device):
             variants["fast_bf16"] = (fast, torch.bfloat16)
@@ -199,13 +191,6 @@ def summarize_agreement(rows: list[dict]) -> dict:
             "count_equal_images": sum(r["count_theirs"] == r["count_ours"] for r in rows),
             "max_box_diff_px": max((r.get("max_box_diff_px", 0.0) for r in rows), default=0.0),
             "max_score_diff": max((r.get("max_score_diff", 0.0) for r in rows), default=0.0)}
-
-
-def open_dict_copy(cfg):
-    from omegaconf import OmegaConf, open_dict
-
-    copy = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    return open_dict(copy)
 
 
 def run_benchmark(opts: Options) -> dict:
