@@ -34,3 +34,9 @@ def dense_backbone(backbone: Mapping[str, Any], fpn: Mapping[str, Any], in_featu
 def dense_head(head: Mapping[str, Any], in_channels: int, num_anchors: int, num_classes: int) -> nn.Module:
     """The head of `head` for `num_anchors` anchors per location and `num_classes` classes."""
     return instantiate(head, in_channels=in_channels, num_anchors=num_anchors, num_classes=num_classes)
+
+
+def postprocess_settings(postprocess: Mapping[str, Any]) -> dict[str, Any]:
+    """A one-stage model's test-time keys (model.postprocess) as its constructor takes them."""
+    return {key: postprocess[key] for key in ("score_thresh", "nms_thresh", "detections_per_img", "topk_candidates",
+                                              "clip_before_nms")}

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from detector.modeling.boxes import batched_nms, boxes_to_original, clip_boxes, clip_to_image, size_tensor
-from detector.modeling.preprocessing import ImagePreprocessor, validate_images, validate_targets
+from detector.modeling.preprocessing import ImagePreprocessor, targets_on_device, validate_images, validate_targets
 
 
 class DenseDetector(nn.Module):
@@ -50,9 +50,7 @@ class DenseDetector(nn.Module):
             validate_targets(targets, len(images), self.num_classes)
         batch = self.preprocessor(images)
         if self.training:
-            device = batch.tensor.device
-            targets = [{"boxes": t["boxes"].to(device, torch.float32), "labels": t["labels"].to(device)}
-                       for t in targets]
+            targets = targets_on_device(targets, batch.tensor.device)
         detections, losses = self.detect(batch.tensor, batch.image_sizes, batch.padded_size, targets)
         if self.training:
             return losses

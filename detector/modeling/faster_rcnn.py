@@ -17,7 +17,7 @@ from torch import nn
 from detector.modeling.boxes import boxes_to_original
 from detector.modeling.keypoint_decoding import keypoints_to_original
 from detector.modeling.mask_paste import paste_masks
-from detector.modeling.preprocessing import ImagePreprocessor, validate_images, validate_targets
+from detector.modeling.preprocessing import ImagePreprocessor, targets_on_device, validate_images, validate_targets
 
 
 class FasterRCNN(nn.Module):
@@ -42,12 +42,7 @@ class FasterRCNN(nn.Module):
             validate_targets(targets, len(images), self.num_classes)
         batch = self.preprocessor(images)
         if self.training:
-            device = batch.tensor.device
-            # Instance masks [G, H, W] ride along for a mask head (Mask R-CNN), keypoints [G, K, 3]
-            # for a keypoint head (Keypoint R-CNN).
-            targets = [{"boxes": t["boxes"].to(device, torch.float32), "labels": t["labels"].to(device),
-                        **({"masks": t["masks"].to(device)} if "masks" in t else {}),
-                        **({"keypoints": t["keypoints"].to(device)} if "keypoints" in t else {})} for t in targets]
+            targets = targets_on_device(targets, batch.tensor.device)
         detections, losses = self.detect(batch.tensor, batch.image_sizes, batch.padded_size, targets)
         if self.training:
             return losses

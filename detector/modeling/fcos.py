@@ -138,15 +138,12 @@ def fcos_fpn(backbone, num_classes: int, channels_last: bool, fold_norms: bool, 
     config; FCOS has none of them, so they are not used (its own test-time keys are `postprocess`,
     its points `points`, fixed at the strides)."""
     from detector.modeling.build import set_norm_folding
-    from detector.modeling.dense_builders import dense_backbone, dense_head
+    from detector.modeling.dense_builders import dense_backbone, dense_head, postprocess_settings
 
     features, anchors = dense_backbone(backbone, fpn, in_features, points, anchors_key="model.points")
     model = FCOS(
         features, dense_head(head, features.out_channels, anchors.num_anchors_per_location, num_classes), anchors,
-        instantiate(input), num_classes, score_thresh=postprocess["score_thresh"],
-        nms_thresh=postprocess["nms_thresh"], detections_per_img=postprocess["detections_per_img"],
-        topk_candidates=postprocess["topk_candidates"], clip_before_nms=postprocess["clip_before_nms"],
-        channels_last=channels_last,
+        instantiate(input), num_classes, **postprocess_settings(postprocess), channels_last=channels_last,
         center_sampling_radius=head_loss["center_sampling_radius"], focal_alpha=head_loss["focal_alpha"],
         focal_gamma=head_loss["focal_gamma"])
     set_norm_folding(model, fold_norms)

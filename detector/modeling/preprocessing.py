@@ -50,6 +50,13 @@ def validate_images(images) -> None:
             raise ValueError(f"images[{i}] is empty (shape {tuple(image.shape)}).")
 
 
+def targets_on_device(targets: Sequence[dict], device: torch.device) -> list[dict]:
+    """Training targets on the batch's device: boxes as float32 and labels, with the instance
+    masks [G, H, W] (a mask head) and keypoints [G, K, 3] (a keypoint head) when given."""
+    return [{"boxes": t["boxes"].to(device, torch.float32), "labels": t["labels"].to(device),
+             **{key: t[key].to(device) for key in ("masks", "keypoints") if key in t}} for t in targets]
+
+
 def validate_targets(targets, num_images: int, num_classes: int | None = None) -> None:
     if targets is None:
         raise ValueError("targets are required in training mode: a list of {'boxes': [M, 4], 'labels': [M]} dicts, "

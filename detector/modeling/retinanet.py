@@ -95,15 +95,12 @@ def retinanet_fpn(backbone, num_classes: int, channels_last: bool, fold_norms: b
     lightens for every model= option, and so adds to this one's config; a one-stage model has
     neither, so they are not used (its own test-time keys are `postprocess`)."""
     from detector.modeling.build import set_norm_folding
-    from detector.modeling.dense_builders import dense_backbone, dense_head
+    from detector.modeling.dense_builders import dense_backbone, dense_head, postprocess_settings
 
     features, anchors = dense_backbone(backbone, fpn, in_features, anchor_generator)
     model = RetinaNet(
         features, dense_head(head, features.out_channels, anchors.num_anchors_per_location, num_classes), anchors,
-        instantiate(input), num_classes, score_thresh=postprocess["score_thresh"],
-        nms_thresh=postprocess["nms_thresh"], detections_per_img=postprocess["detections_per_img"],
-        topk_candidates=postprocess["topk_candidates"], clip_before_nms=postprocess["clip_before_nms"],
-        channels_last=channels_last,
+        instantiate(input), num_classes, **postprocess_settings(postprocess), channels_last=channels_last,
         box_coder=BoxCoder(list(head_loss["bbox_reg_weights"])),
         matcher=Matcher(head_loss["fg_iou_thresh"], head_loss["bg_iou_thresh"], allow_low_quality_matches=True),
         box_loss=head_loss["box_loss"], smooth_l1_beta=head_loss["smooth_l1_beta"],

@@ -141,13 +141,10 @@ def detectron2_key_to_ours(key: str, box_conv_norm: bool = False) -> str:
                      "or convs then one fc) and MaskRCNNConvUpsampleHead, with FrozenBN, SyncBN/BN or GN, are supported.")
 
 
-def convert_detectron2(checkpoint: Mapping):
-    """Returns (state dict, backbone fields, model fields, num_classes, class_names)."""
-    weights = checkpoint.get("model", checkpoint) if isinstance(checkpoint, Mapping) else None
-    if not isinstance(weights, Mapping) or not weights:
-        raise ValueError("the Detectron2 file holds no 'model' dict of arrays.")
+def renamed_float_arrays(weights: Mapping, rename) -> tuple[dict, dict]:
+    """(our name -> float32 tensor, the keys set aside: pixel statistics, cell anchors, counters)
+    of a Detectron2 .pkl's arrays; a non-numeric array is refused, naming its key."""
     state, extra = {}, {}
-    box_conv_norm = any(re.match(r"^roi_heads\.box_head\.conv\d+\.norm\.", str(k)) for k in weights)
     for key, value in weights.items():
         if _IGNORED.search(key):
             extra[key] = value
@@ -155,7 +152,17 @@ def convert_detectron2(checkpoint: Mapping):
         array = np.asarray(value)
         if not np.issubdtype(array.dtype, np.number):
             raise ValueError(f"Detectron2 key '{key}' holds {array.dtype}, expected a numeric array.")
-        state[detectron2_key_to_ours(key, box_conv_norm)] = torch.from_numpy(np.ascontiguousarray(array)).to(torch.float32)
+        state[rename(key)] = torch.from_numpy(np.ascontiguousarray(array)).to(torch.float32)
+    return state, extra
+
+
+def convert_detectron2(checkpoint: Mapping):
+    """Returns (state dict, backbone fields, model fields, num_classes, class_names)."""
+    weights = checkpoint.get("model", checkpoint) if isinstance(checkpoint, Mapping) else None
+    if not isinstance(weights, Mapping) or not weights:
+        raise ValueError("the Detectron2 file holds no 'model' dict of arrays.")
+    box_conv_norm = any(re.match(r"^roi_heads\.box_head\.conv\d+\.norm\.", str(k)) for k in weights)
+    state, extra = renamed_float_arrays(weights, lambda key: detectron2_key_to_ours(key, box_conv_norm))
     backbone_norm = norm_kind(state, "backbone.body.bn1.")   # FrozenBN or SyncBN (statistics kept), or GN
     backbone = {**infer_resnet_config(state, "backbone.body."), "norm": "gn" if backbone_norm == "gn" else "frozen_bn",
                 "freeze_at": 2}

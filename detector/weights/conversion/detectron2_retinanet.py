@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from detector.weights.conversion.coco_classes import COCO_NAMES
-from detector.weights.conversion.detectron2_conversion import (DETECTRON2_MODEL_SETTINGS, _IGNORED,
-                                                               detectron2_key_to_ours)
+from detector.weights.conversion.detectron2_conversion import (DETECTRON2_MODEL_SETTINGS, detectron2_key_to_ours,
+                                                               renamed_float_arrays)
 from detector.weights.conversion.head_layout import norm_kind, numbered
 from detector.weights.conversion.resnet_layout import infer_resnet_config
 
@@ -91,15 +91,7 @@ def convert_detectron2_retinanet(checkpoint: Mapping):
     """Returns (state dict, backbone fields, model fields, num_classes, class_names)."""
     weights = checkpoint.get("model", checkpoint)
     norm = any(re.match(r"^head\.cls_subnet\.1\.(weight|bias)$", str(k)) for k in weights)
-    state, extra = {}, {}
-    for key, value in weights.items():
-        if _IGNORED.search(key):
-            extra[key] = value
-            continue
-        array = np.asarray(value)
-        if not np.issubdtype(array.dtype, np.number):
-            raise ValueError(f"Detectron2 key '{key}' holds {array.dtype}, expected a numeric array.")
-        state[_our_name(key, norm)] = torch.from_numpy(np.ascontiguousarray(array)).to(torch.float32)
+    state, extra = renamed_float_arrays(weights, lambda key: _our_name(key, norm))
     num_anchors = int(state["head.bbox_pred.weight"].shape[0]) // 4
     if num_anchors != len(ASPECT_RATIOS) * len(ANCHOR_SIZES[0]):
         raise ValueError(f"Detectron2 RetinaNet with {num_anchors} anchors per location: only the model zoo's "
