@@ -12,6 +12,11 @@ from typing import Iterable
 
 from omegaconf import DictConfig, OmegaConf
 
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the key and the fix. Defined here, at
+    the bottom of the package, so the engine, the tasks and the deployed-file runner all raise it."""
+
 # conf/ is installed as the package `detector.conf` (setup.py maps it), so Hydra reads it
 # through `pkg://detector.conf` from any working directory, from a wheel or a checkout.
 CONFIG_MODULE = "detector.conf"

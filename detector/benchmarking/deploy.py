@@ -136,7 +136,7 @@ def test_set_ap(runner, loader, dataset) -> dict[str, float]:
 def run_trained_checkpoint(path: str, opts, log) -> dict:
     from omegaconf import OmegaConf
 
-    from detector.benchmarking.test_images import first_test_images, single_image_test_loader
+    from detector.benchmarking.held_out_images import first_test_images, single_image_test_loader
     from detector.weights.loading import load_model
 
     model = load_model(path, device="cpu")

@@ -166,7 +166,7 @@ def run_trained(opts: Options, device) -> dict:
     from omegaconf import OmegaConf
 
     from detector.benchmarking.detections import agreement
-    from detector.benchmarking.test_images import first_test_images, single_image_test_loader
+    from detector.benchmarking.held_out_images import first_test_images, single_image_test_loader
     from detector.weights.loading import load_model
 
     report = {}

@@ -19,7 +19,7 @@ from detector.export.metadata import ExportMetadata
 
 
 def config_error(message: str) -> Exception:
-    from detector.engine.config_checks import ConfigError
+    from detector.config import ConfigError
 
     return ConfigError(message)
 

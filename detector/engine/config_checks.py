@@ -13,9 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the key and the fix."""
+from detector.config import ConfigError  # noqa: F401 (raised here; importable from here as before)
 
 
 def require_positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:

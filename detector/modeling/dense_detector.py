@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from detector.modeling.boxes import batched_nms, boxes_to_original, clip_boxes, clip_to_image, size_tensor
-from detector.modeling.preprocessing import ImagePreprocessor, targets_on_device, validate_images, validate_targets
+from detector.modeling.preprocessing import ImagePreprocessor, detector_call
 
 
 class DenseDetector(nn.Module):
@@ -45,16 +45,7 @@ class DenseDetector(nn.Module):
 
     # --- the calling convention ------------------------------------------------------------
     def forward(self, images: Sequence[torch.Tensor], targets: Sequence[dict] | None = None):
-        validate_images(images)
-        if self.training:
-            validate_targets(targets, len(images), self.num_classes)
-        batch = self.preprocessor(images)
-        if self.training:
-            targets = targets_on_device(targets, batch.tensor.device)
-        detections, losses = self.detect(batch.tensor, batch.image_sizes, batch.padded_size, targets)
-        if self.training:
-            return losses
-        return self.postprocess(detections, batch.image_sizes, batch.original_sizes)
+        return detector_call(self, images, targets)
 
     def detect(self, pixels: torch.Tensor, image_sizes, padded_size, targets: Sequence[dict] | None = None):
         """(detections per image in the resized images' pixels, losses) of a preprocessed batch;

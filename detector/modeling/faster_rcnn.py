@@ -17,7 +17,7 @@ from torch import nn
 from detector.modeling.boxes import boxes_to_original
 from detector.modeling.keypoint_decoding import keypoints_to_original
 from detector.modeling.mask_paste import paste_masks
-from detector.modeling.preprocessing import ImagePreprocessor, targets_on_device, validate_images, validate_targets
+from detector.modeling.preprocessing import ImagePreprocessor, detector_call
 
 
 class FasterRCNN(nn.Module):
@@ -37,16 +37,7 @@ class FasterRCNN(nn.Module):
         self.channels_last = channels_last
 
     def forward(self, images: Sequence[torch.Tensor], targets: Sequence[dict] | None = None):
-        validate_images(images)
-        if self.training:
-            validate_targets(targets, len(images), self.num_classes)
-        batch = self.preprocessor(images)
-        if self.training:
-            targets = targets_on_device(targets, batch.tensor.device)
-        detections, losses = self.detect(batch.tensor, batch.image_sizes, batch.padded_size, targets)
-        if self.training:
-            return losses
-        return self.postprocess(detections, batch.image_sizes, batch.original_sizes)
+        return detector_call(self, images, targets)
 
     def detect(self, pixels: torch.Tensor, image_sizes, padded_size, targets: Sequence[dict] | None = None):
         """The network on a preprocessed batch [N, 3, H, W]: (detections per image in the resized

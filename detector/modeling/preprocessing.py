@@ -50,6 +50,22 @@ def validate_images(images) -> None:
             raise ValueError(f"images[{i}] is empty (shape {tuple(image.shape)}).")
 
 
+def detector_call(model: nn.Module, images: Sequence[torch.Tensor], targets: Sequence[dict] | None):
+    """torchvision's calling convention for a detector with `preprocessor`, `num_classes`,
+    `detect(pixels, image_sizes, padded_size, targets)` and `postprocess(detections, image_sizes,
+    original_sizes)`: the losses in train mode, the detections in the input images' pixels in eval."""
+    validate_images(images)
+    if model.training:
+        validate_targets(targets, len(images), model.num_classes)
+    batch = model.preprocessor(images)
+    if model.training:
+        targets = targets_on_device(targets, batch.tensor.device)
+    detections, losses = model.detect(batch.tensor, batch.image_sizes, batch.padded_size, targets)
+    if model.training:
+        return losses
+    return model.postprocess(detections, batch.image_sizes, batch.original_sizes)
+
+
 def targets_on_device(targets: Sequence[dict], device: torch.device) -> list[dict]:
     """Training targets on the batch's device: boxes as float32 and labels, with the instance
     masks [G, H, W] (a mask head) and keypoints [G, K, 3] (a keypoint head) when given."""
