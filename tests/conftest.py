@@ -24,6 +24,23 @@ def no_weight_downloads(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def absl_handler_off_the_capture_stream():
+    """openvino imports absl, whose (unattached) handler keeps the sys.stderr of the moment:
+    here pytest's capture stream. A later in-process Hydra run reconfigures logging and closes
+    every known handler; absl's close() closes any stream that is not sys.stderr/stdout, so
+    pytest lost its own stderr and the whole session died. Point it at the real stderr, which
+    absl never closes (outside tests sys.stderr is the real one already)."""
+    yield
+    import sys
+
+    absl_logging = sys.modules.get("absl.logging")
+    handler = getattr(absl_logging, "_absl_handler", None) if absl_logging is not None else None
+    python_handler = getattr(handler, "python_handler", None)
+    if python_handler is not None and python_handler.stream is not sys.__stderr__:
+        python_handler.stream = sys.__stderr__
+
+
+@pytest.fixture(autouse=True)
 def run_log_files_released():
     """An in-process run leaves its output_dir/log.txt handler on the `detector` logger, as a
     script does until it exits. Drop it after each test: pytest.ini deletes a passing test's
