@@ -62,7 +62,8 @@ class DetectionEvaluator(TestSetEvaluator):
             output_dir=self.output_dir if is_main_process() else None, iteration=iteration,
             backend=str(self.cfg.test.evaluator), autocast_dtype=self.precision.dtype,
             num_samples=num_samples, log=self.logger, iou_types=iou_types,
-            keypoint_sigmas=self.cfg.dataset.keypoint_sigmas,
+            # Read only for a keypoint model: a user's dataset config without keypoints has no such key.
+            keypoint_sigmas=self.cfg.dataset.keypoint_sigmas if "keypoints" in iou_types else None,
         )
         took = time.perf_counter() - start
         self.logger.info("Evaluation took %.1fs.", took)
