@@ -4,6 +4,8 @@ that exists.
 The project has two splits, train and test. A layout's `train` is train; its `test` is test,
 or `valid` / `val` when there is no `test`. VOC's `trainval` trains when a `test` exists.
 With a single split, `carve_test` picks a seeded, stratified fraction of its images for test.
+`stratified_folds` deals K folds with the same seeded, stratified draw (for the honest
+predictions of detector-find-label-errors: detector/label_errors/).
 """
 from __future__ import annotations
 
@@ -70,18 +72,9 @@ def carve_test(images: Sequence[tuple[str, Sequence[int]]], fraction: float, see
                            "(two annotation files for one image?); keep one annotation file per image")
     if len(names) < 2:
         raise DatasetError(f"a test split cannot be carved from {len(names)} image(s); add images or a test split")
-    labels = {name: sorted(set(int(c) for c in classes)) for name, classes in images}
-    order = list(names)
-    random.Random(int(seed)).shuffle(order)
-    counts = Counter(c for name in names for c in labels[name])
-
-    groups: dict = defaultdict(list)
-    for name in order:
-        rarest = min(labels[name], key=lambda c: (counts[c], c)) if labels[name] else None
-        groups[rarest].append(name)
+    order, labels, counts, groups = _strata(names, images, seed)
     test = set()
-    for key in sorted(groups, key=lambda k: (k is None, k if k is not None else 0)):
-        members = groups[key]
+    for members in groups:
         share = int(round(fraction * len(members)))
         if len(members) >= 2:
             share = min(max(share, 1), len(members) - 1)
@@ -93,6 +86,48 @@ def carve_test(images: Sequence[tuple[str, Sequence[int]]], fraction: float, see
     _repair_coverage(order, labels, counts, test)
     _balance(order, labels, counts, test, target=min(len(names) - 1, max(1, int(round(fraction * len(names))))))
     return sorted(test)
+
+
+def _strata(names: list[str], images: Sequence[tuple[str, Sequence[int]]], seed: int):
+    """The draw shared by carve_test and stratified_folds: (order, labels, counts, groups).
+
+    order: the sorted names shuffled by `random.Random(seed)`; labels: each image's sorted
+    classes; counts: images per class; groups: the images (in `order`) grouped by their rarest
+    class, groups listed by class, background images (no class) last."""
+    labels = {name: sorted(set(int(c) for c in classes)) for name, classes in images}
+    order = list(names)
+    random.Random(int(seed)).shuffle(order)
+    counts = Counter(c for name in names for c in labels[name])
+    by_class: dict = defaultdict(list)
+    for name in order:
+        rarest = min(labels[name], key=lambda c: (counts[c], c)) if labels[name] else None
+        by_class[rarest].append(name)
+    keys = sorted(by_class, key=lambda k: (k is None, k if k is not None else 0))
+    return order, labels, counts, [by_class[k] for k in keys]
+
+
+def stratified_folds(images: Sequence[tuple[str, Sequence[int]]], folds: int, seed: int) -> list[list[str]]:
+    """`folds` disjoint parts of `images` ((name, labels) pairs), each sorted, drawn as carve_test
+    draws its test split (the same seeded shuffle and the same groups by rarest class): each group
+    is dealt round the folds in turn, continuing where the previous group stopped, so every fold
+    gets its share of every class and the folds differ in size by at most one image."""
+    folds = int(folds)
+    names = sorted(name for name, _ in images)
+    if folds < 2:
+        raise DatasetError(f"folds={folds}: expected 2 or more")
+    if len(names) < folds:
+        raise DatasetError(f"{len(names)} image(s) cannot be split into {folds} folds; use fewer folds")
+    if len(set(names)) != len(names):
+        twice = sorted(n for n, k in Counter(names).items() if k > 1)
+        raise DatasetError(f"{len(twice)} image(s) are listed more than once, e.g. {twice[:3]}")
+    _, _, _, groups = _strata(names, images, seed)
+    parts: list[list[str]] = [[] for _ in range(folds)]
+    turn = 0
+    for members in groups:
+        for name in members:
+            parts[turn % folds].append(name)
+            turn += 1
+    return [sorted(part) for part in parts]
 
 
 def _balance(order: list[str], labels: dict, counts: Counter, test: set, target: int) -> None:
