@@ -1,0 +1,86 @@
+"""NNCF post-training quantization of the OpenVINO model: int8 weights and activations in the
+network's feature layers, float everywhere else.
+
+What is quantized: the inputs (activations) and weights of the convolutions and fully-connected
+layers of the backbone, FPN, RPN head and RoI heads (box, mask, keypoint heads and predictors;
+a one-stage model's head), plus the FPN's additions and upsampling between them. That is where
+the time goes, and where int8 arithmetic costs little accuracy: each tensor is a feature map
+whose range the calibration images measure.
+
+What stays float (FLOAT_SCOPE): every node outside those layers -- the image resize and
+normalisation, anchor generation, box decoding (exp of the deltas, scaling by the anchor
+sides), clipping, the RoI pooler's level assignment (the square root of box areas), RoIAlign's
+sampling coordinates, score thresholds and NMS, and the mask pasting. These compute in pixels,
+or compare scores with thresholds: a coordinate rounded to 1/256 of its range moves a box by
+pixels, and NNCF would otherwise put quantizers on some of them (it treats any Multiply or Add of
+two tensors as quantizable). The node names come from the ONNX export's module scopes
+(`/backbone/...`, `/rpn/head/...`, `/roi_heads/box_head/...`), so one name pattern keeps them.
+
+Plain post-training quantization (NNCF's PERFORMANCE preset: symmetric int8, per-channel
+weights, fast bias correction) loses less than 0.001 AP on the bccd recipe's model
+(docs/deployment.md); nncf.quantize_with_accuracy_control is not needed for that margin.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+# A node is quantized only inside these module scopes (names the ONNX exporter gives them).
+FEATURE_SCOPES = (r"/backbone/", r"/rpn/head/", r"/head/", r"/roi_heads/[a-z]+_(?:head|predictor)[./]")
+# NNCF matches ignored-scope patterns with re.match: every name NOT starting with a feature scope.
+FLOAT_PATTERN = r"^(?!" + "|".join(FEATURE_SCOPES) + ")"
+# Operators that must never be quantized, whatever their name (NNCF does not quantize them today;
+# listed so that a future NNCF version cannot start to).
+FLOAT_TYPES = ("NonMaxSuppression", "ROIAlign", "TopK", "Exp", "Sqrt", "Sigmoid", "Softmax")
+
+
+def import_nncf():
+    try:
+        import nncf
+    except ModuleNotFoundError:
+        raise ImportError("--int8 needs the 'nncf' package (post-training quantization): pip install -e '.[deploy]' "
+                          "(openvino, nncf, onnx, onnxruntime).") from None
+    return nncf
+
+
+def float_scope():
+    """The nncf.IgnoredScope that keeps box arithmetic, RoIAlign, NMS and pre-processing float."""
+    nncf = import_nncf()
+    # validate=False: a box model has no mask scope, a one-stage model no RoI heads; a rule that
+    # matches nothing in a given model is expected, not an error.
+    return nncf.IgnoredScope(patterns=[FLOAT_PATTERN], types=list(FLOAT_TYPES), validate=False)
+
+
+def quantize_openvino(model, images: Sequence[torch.Tensor], log: Callable[[str], None] = print):
+    """The int8 `openvino.Model` of `model` (float32, as openvino_export.openvino_model makes it),
+    calibrated on `images` (each float32 [3, H, W] in [0, 1], the graph's input)."""
+    nncf = import_nncf()
+    if not images:
+        raise ValueError("int8 quantization needs at least one calibration image.")
+    dataset = nncf.Dataset(list(images), lambda image: np.ascontiguousarray(image.numpy(), dtype=np.float32))
+    nncf_log = logging.getLogger("nncf")
+    level = nncf_log.level
+    nncf_log.setLevel(logging.WARNING)   # one INFO line per node it leaves out
+    try:
+        log(f"[int8] calibrating on {len(images)} images (NNCF post-training quantization) ...")
+        return nncf.quantize(model, dataset, subset_size=len(images), preset=nncf.QuantizationPreset.PERFORMANCE,
+                             ignored_scope=float_scope())
+    finally:
+        nncf_log.setLevel(level)
+
+
+def quantized_node_types(model) -> dict[str, list[str]]:
+    """{operator type: names of the nodes} that read a FakeQuantize output, i.e. run on int8
+    values: what a test (and a curious user) checks the float scope against."""
+    found: dict[str, list[str]] = {}
+    for node in model.get_ordered_ops():
+        if node.get_type_name() != "FakeQuantize":
+            continue
+        for output in node.outputs():
+            for target in output.get_target_inputs():
+                consumer = target.get_node()
+                found.setdefault(consumer.get_type_name(), []).append(consumer.get_friendly_name())
+    return found

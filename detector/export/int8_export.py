@@ -1,0 +1,135 @@
+"""detector-export --format openvino --int8: a checkpoint to an int8 OpenVINO IR, calibrated on
+training images, and, where the dataset has a test split, the AP it keeps.
+
+    from detector.export.int8_export import export_int8
+    report = export_int8("model_final.pth", "model_int8.xml", calibration=["dataset=bccd"])
+    report.ap["int8"], report.ap["fp32"]
+
+The steps: the float32 OpenVINO model of the checkpoint (openvino_export.openvino_model), NNCF's
+post-training quantization on `calibration_images` training images (detector.export.int8), the
+file written with the same metadata as a float export plus precision=int8 and what it was
+calibrated on (rt_info `calibration`, `quantization`). Then the test split is evaluated twice
+through the evaluator eval_only uses (detector.evaluation.inference.evaluate_detector, the run
+config's test loader and test.evaluator): the written file as eval_only runs it (OpenVINO, f32
+inference precision around the int8 layers), and the PyTorch model in float32 (no autocast,
+whatever train.amp the checkpoint trained with). eval_only model.weights=FILE on the file,
+with the same dataset, prints the same int8 AP.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import torch
+
+from detector.export.calibration import DEFAULT_IMAGES, Calibration, calibration_config, calibration_images
+from detector.export.int8 import FLOAT_PATTERN, FLOAT_TYPES, quantize_openvino
+
+
+@dataclass
+class Int8Report:
+    path: Path
+    calibration: Calibration
+    ap: dict[str, dict] = field(default_factory=dict)   # "int8" / "fp32" -> metrics (empty: no test split)
+    test_images: int = 0
+    not_evaluated: str = ""                            # why the test split was not evaluated
+
+    def lines(self) -> list[str]:
+        c = self.calibration
+        lines = [f"int8: calibrated on {c.images} of the {c.available} training images of dataset={c.dataset} "
+                 f"(seed {c.seed})"]
+        if not self.ap:
+            lines.append(f"int8: not evaluated: {self.not_evaluated}")
+            return lines
+        for name, label in (("fp32", "PyTorch fp32"), ("int8", f"OpenVINO int8 ({self.path.name})")):
+            box = box_metrics(self.ap[name])
+            lines.append(f"{label:34s} AP {box['AP']:.4f}  AP50 {box['AP50']:.4f}  AP75 {box['AP75']:.4f}")
+        drop = box_metrics(self.ap["fp32"])["AP"] - box_metrics(self.ap["int8"])["AP"]
+        lines.append(f"int8 AP drop against fp32: {drop:+.4f} (on {self.test_images} test images)")
+        return lines
+
+
+def box_metrics(metrics: dict) -> dict:
+    """The box evaluation of evaluate_detector's metrics (a mask model's are keyed by IoU type)."""
+    return metrics["bbox"] if "bbox" in metrics else metrics
+
+
+def export_int8(weights: str | os.PathLike, output: str | os.PathLike, calibration: Sequence[str] = (),
+                calibration_count: int = DEFAULT_IMAGES, overrides: Iterable[str] = (), evaluate: bool = True,
+                log: Callable[[str], None] = print) -> Int8Report:
+    """Write checkpoint `weights` as an int8 OpenVINO IR to `output` (NAME.xml + NAME.bin).
+    calibration: dataset overrides (e.g. ["dataset=bccd"]; empty: the checkpoint's own dataset);
+    calibration_count: training images to calibrate on; overrides: model settings baked in
+    (as export_model's); evaluate: evaluate the file and the PyTorch fp32 model on the test
+    split when there is one."""
+    from detector.export import ExportableDetector, example_image, exported_metadata
+    from detector.export.openvino_export import openvino_model, save_openvino
+    from detector.weights.loading import model_from_checkpoint, read_model_checkpoint
+
+    output = Path(output)
+    if output.suffix != ".xml":
+        raise ValueError(f"--output {output}: an OpenVINO model is written as NAME.xml (its weights go to NAME.bin "
+                         "beside it); give a file name ending in .xml.")
+    if calibration_count < 1:
+        raise ValueError(f"--calibration-images {calibration_count}: give at least 1 (default {DEFAULT_IMAGES}).")
+    checkpoint = read_model_checkpoint(weights)
+    model = model_from_checkpoint(checkpoint, str(weights), overrides=list(overrides), device="cpu")
+    cfg = calibration_config(model.config, calibration)   # read before any export work: a bad override fails fast
+    images, record = calibration_images(cfg, calibration_count, calibration)
+    wrapper = ExportableDetector(model)
+    metadata = exported_metadata(model, wrapper, "openvino", str(weights), checkpoint.iteration,
+                                 checkpoint.category_ids)
+    del checkpoint
+    metadata = dataclasses.replace(metadata, precision="int8", extra={
+        "calibration": record.to_json(),
+        "quantization": json.dumps({"tool": "nncf.quantize", "nncf": nncf_version(), "preset": "performance",
+                                    "float_pattern": FLOAT_PATTERN, "float_types": list(FLOAT_TYPES)})})
+    log(f"[int8] converting {weights} to OpenVINO ...")
+    quantized = quantize_openvino(openvino_model(wrapper, example_image()), images, log)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    save_openvino(quantized, output, metadata.to_strings())
+    report = Int8Report(path=output, calibration=record)
+    if evaluate:
+        evaluate_int8(report, cfg, model, log)
+    return report
+
+
+def nncf_version() -> str:
+    import nncf
+
+    return str(nncf.__version__)
+
+
+def evaluate_int8(report: Int8Report, cfg, model: torch.nn.Module, log: Callable[[str], None]) -> None:
+    """Fill report.ap with the written file's and the PyTorch fp32 model's metrics on cfg's test
+    split, or report.not_evaluated with the reason there is none."""
+    from detector.data.coco_index import DatasetError
+    from detector.data.loader import build_test_loader
+    from detector.deploy import load_exported
+    from detector.evaluation.inference import evaluate_detector
+
+    try:
+        loader = build_test_loader(cfg, max_images=cfg.test.max_images)
+    except (DatasetError, FileNotFoundError) as error:
+        report.not_evaluated = f"dataset={cfg.dataset.name} has no usable test split ({error})"
+        return
+    dataset = loader.dataset
+    if len(dataset) == 0:
+        report.not_evaluated = f"dataset={cfg.dataset.name}'s test split is empty"
+        return
+    exported = load_exported(report.path, precision="fp32")
+    iou_types = ("bbox",) + tuple(kind for output, kind in (("masks", "segm"), ("keypoints", "keypoints"))
+                                  if output in exported.output_names)
+    sigmas = cfg.dataset.keypoint_sigmas if "keypoints" in iou_types else None
+    for name, runner in (("int8", exported), ("fp32", model)):
+        log(f"[int8] evaluating the {'int8 file' if name == 'int8' else 'PyTorch fp32 model'} on the "
+            f"{len(dataset)} test images of dataset={cfg.dataset.name} ...")
+        metrics, _ = evaluate_detector(runner, loader, dataset.coco_gt, dataset.label_to_category_id,
+                                       torch.device("cpu"), backend=str(cfg.test.evaluator), iou_types=iou_types,
+                                       keypoint_sigmas=sigmas)
+        report.ap[name] = metrics
+    report.test_images = len(dataset) if cfg.test.max_images is None else min(len(dataset), int(cfg.test.max_images))
