@@ -39,6 +39,8 @@ def main(argv=None) -> int:
                         help="trained checkpoints: compare the fast path and bf16 with the exact path on their test images")
     parser.add_argument("--deploy-r50", action=argparse.BooleanOptionalAction, default=True,
                         help="deploy section: also time R50-FPN at 800 px against torchvision (random weights)")
+    parser.add_argument("--calibration-images", type=int, default=100, metavar="N",
+                        help="deploy section: training images of each --trained checkpoint its int8 row is calibrated on")
     parser.add_argument("--datasets", type=Path, default=DATASETS, help="the shared datasets folder")
     parser.add_argument("--output", type=Path, default=Path("outputs/benchmark/benchmark.json"))
     args = parser.parse_args(argv)
@@ -51,6 +53,7 @@ def main(argv=None) -> int:
     options = Options(device=args.device, datasets=args.datasets, repeats=args.repeats, warmup=args.warmup,
                       sections=tuple(args.sections), growth_iterations=args.growth_iterations, compile=args.compile,
                       bf16=args.bf16, trained=tuple(args.trained), deploy_r50=args.deploy_r50,
+                      deploy_calibration_images=args.calibration_images,
                       log=lambda message: print(message, flush=True))
     from detector.utils.logger import setup_logger
 

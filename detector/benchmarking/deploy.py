@@ -9,10 +9,12 @@ running a detector on the CPU, side by side.
   times them (interleaved rounds, per-round ratios).
 
 A row is a runtime at a precision (RUNTIME_ROWS): PyTorch fp32 (the project's fast path), PyTorch
-bf16 (autocast), ONNX Runtime fp32, OpenVINO f32 and bf16 (INFERENCE_PRECISION_HINT). bf16 rows
-run only where the CPU computes bf16 natively (AVX512-BF16 / AMX; elsewhere PyTorch emulates it
-at 5-17x fp32's time and OpenVINO runs f32 whatever the hint). A new row (an int8 OpenVINO file,
-say) is one more DeployRow and, for a new kind of file, one more entry in EXPORTERS.
+bf16 (autocast), ONNX Runtime fp32, OpenVINO f32 and bf16 (INFERENCE_PRECISION_HINT), and OpenVINO
+int8 (NNCF post-training quantization, detector.export.int8; calibrated on the checkpoint's own
+training images, or for R50-FPN on coco128 photos other than the timed ones). bf16 rows run only
+where the CPU computes bf16 natively (AVX512-BF16 / AMX; elsewhere PyTorch emulates it at 5-17x
+fp32's time and OpenVINO runs f32 whatever the hint). A new row is one more DeployRow and, for a
+new kind of file, one more entry in EXPORTERS.
 """
 from __future__ import annotations
 
@@ -42,11 +44,15 @@ RUNTIME_ROWS: list[DeployRow] = [
     DeployRow("onnxruntime fp32", "onnx", "fp32"),
     DeployRow("openvino f32", "openvino", "fp32"),
     DeployRow("openvino bf16", "openvino", "bf16", needs_native_bf16=True),
+    DeployRow("openvino int8", "openvino_int8", "fp32"),   # int8 layers, the float rest at f32
 ]
 REFERENCE_ROW = "pytorch fp32"
+R50_CALIBRATION_PHOTOS = 8   # coco128 photos after the timed ones: R50-FPN's int8 file is for speed only
+NO_BF16_REASON = ("this CPU has no native bf16 (AVX512-BF16 / AMX): PyTorch would emulate it at 5-17x fp32's time "
+                  "and OpenVINO runs f32 whatever the hint")
 
 
-def export_onnx_file(model: nn.Module, folder: Path) -> Path:
+def export_onnx_file(model: nn.Module, folder: Path, calibration: list[torch.Tensor]) -> Path:
     from detector.export import ExportableDetector, example_image, export_onnx
 
     path = folder / "model.onnx"
@@ -54,7 +60,7 @@ def export_onnx_file(model: nn.Module, folder: Path) -> Path:
     return path
 
 
-def export_openvino_file(model: nn.Module, folder: Path) -> Path:
+def export_openvino_file(model: nn.Module, folder: Path, calibration: list[torch.Tensor]) -> Path:
     from detector.export import ExportableDetector, example_image, export_openvino
 
     path = folder / "model.xml"
@@ -62,24 +68,39 @@ def export_openvino_file(model: nn.Module, folder: Path) -> Path:
     return path
 
 
-# file kind -> writer of that file from the eval-mode model, into a folder.
-EXPORTERS: dict[str, Callable[[nn.Module, Path], Path]] = {"onnx": export_onnx_file, "openvino": export_openvino_file}
+def export_openvino_int8_file(model: nn.Module, folder: Path, calibration: list[torch.Tensor]) -> Path:
+    """The f32 OpenVINO file (written by the f32 row, or here) quantized on `calibration`."""
+    from detector.export.int8 import quantize_openvino
+    from detector.export.openvino_export import import_openvino, save_openvino
+
+    source = folder / "model.xml"
+    if not source.is_file():
+        export_openvino_file(model, folder, calibration)
+    quantized = quantize_openvino(import_openvino().Core().read_model(str(source)), calibration, log=lambda m: None)
+    return save_openvino(quantized, folder / "model_int8.xml", file_metadata(model, "openvino", precision="int8"))
 
 
-def file_metadata(model: nn.Module, fmt: str) -> dict[str, str]:
+# file kind -> writer of that file from the eval-mode model and calibration images, into a folder.
+EXPORTERS: dict[str, Callable[[nn.Module, Path, list[torch.Tensor]], Path]] = {
+    "onnx": export_onnx_file, "openvino": export_openvino_file, "openvino_int8": export_openvino_int8_file}
+
+
+def file_metadata(model: nn.Module, fmt: str, precision: str = "f32") -> dict[str, str]:
     from detector.export import ExportableDetector
     from detector.export.metadata import metadata_for
 
-    return metadata_for(model.config, list(ExportableDetector(model).output_names), fmt, "benchmark").to_strings()
+    return metadata_for(model.config, list(ExportableDetector(model).output_names), fmt, "benchmark",
+                        precision=precision).to_strings()
 
 
 def rows_to_run(bf16_native: bool, rows: list[DeployRow] = RUNTIME_ROWS) -> list[DeployRow]:
     return [row for row in rows if bf16_native or not row.needs_native_bf16]
 
 
-def build_runners(model: nn.Module, rows: list[DeployRow], folder: Path,
-                  log: Callable[[str], None]) -> dict[str, Callable[[list[torch.Tensor]], list[dict]]]:
-    """Row name -> a function running a list of images, batch 1 each; files exported once per kind."""
+def build_runners(model: nn.Module, rows: list[DeployRow], folder: Path, log: Callable[[str], None],
+                  calibration: list[torch.Tensor] = ()) -> dict[str, Callable[[list[torch.Tensor]], list[dict]]]:
+    """Row name -> a function running a list of images, batch 1 each; files exported once per kind
+    (an int8 file calibrated on `calibration`)."""
     from detector.deploy import load_exported
 
     threads = torch.get_num_threads()   # the same threads for every runtime
@@ -91,7 +112,7 @@ def build_runners(model: nn.Module, rows: list[DeployRow], folder: Path,
             continue
         if row.file not in files:
             log(f"[deploy] exporting {row.file} ...")
-            files[row.file] = EXPORTERS[row.file](model, folder)
+            files[row.file] = EXPORTERS[row.file](model, folder, list(calibration))
         exported = load_exported(files[row.file], precision=row.precision, threads=threads)
         runners[row.name] = exported_runner(exported)
     return runners
@@ -115,13 +136,14 @@ def exported_runner(exported: nn.Module):
 
 
 def time_runners(runners: dict, images: list[torch.Tensor], repeats: int, warmup: int,
-                 reference: str) -> dict[str, dict]:
+                 reference: str | tuple[str, ...]) -> dict[str, dict]:
     """ms per image (median over rounds, each round every runner on the next image) and the
-    median per-round ratio to `reference`."""
+    median per-round time ratio to each `reference` row (ratio_to_<row>; below 1: faster)."""
+    references = (reference,) if isinstance(reference, str) else tuple(reference)
     calls = {name: (lambda i, run=run: run([images[i % len(images)]])) for name, run in runners.items()}
     times = interleaved_times(calls, max(repeats, len(images)), warmup, torch.device("cpu"), desc="deploy timing")
     return {name: {"ms_median": 1000 * summarize(values)["median_s"],
-                   f"ratio_to_{reference.replace(' ', '_')}": ratio(values, times[reference])}
+                   **{f"ratio_to_{ref.replace(' ', '_')}": ratio(values, times[ref]) for ref in references}}
             for name, values in times.items()}
 
 
@@ -137,6 +159,7 @@ def run_trained_checkpoint(path: str, opts, log) -> dict:
     from omegaconf import OmegaConf
 
     from detector.benchmarking.held_out_images import first_test_images, single_image_test_loader
+    from detector.export.calibration import calibration_images
     from detector.weights.loading import load_model
 
     model = load_model(path, device="cpu")
@@ -144,8 +167,11 @@ def run_trained_checkpoint(path: str, opts, log) -> dict:
     loader = single_image_test_loader(cfg)
     images = first_test_images(loader, opts.trained_images)
     rows = rows_to_run(cpu_has_native_bf16() if opts.bf16 == "auto" else opts.bf16 == "on")
+    calibration = []
+    if any(row.file == "openvino_int8" for row in rows):
+        calibration, _ = calibration_images(cfg, opts.deploy_calibration_images)   # its training split, seeded
     with tempfile.TemporaryDirectory() as folder:
-        runners = build_runners(model, rows, Path(folder), log)
+        runners = build_runners(model, rows, Path(folder), log, calibration)
         timings = time_runners(runners, images[: opts.trained_images], opts.repeats, opts.warmup, REFERENCE_ROW)
         accuracy = {}
         for name, runner in runners.items():
@@ -161,15 +187,17 @@ def run_r50_800(opts, log) -> dict:
     """R50-FPN at 800 / 1333, random weights: each row against torchvision fp32, same weights."""
     from detector.benchmarking import peers
 
-    photos = peers.coco_photos(opts.datasets / "coco128", 3)
-    images = [image for image, _, _ in photos]
+    photos = peers.coco_photos(opts.datasets / "coco128", 3 + R50_CALIBRATION_PHOTOS)
+    images = [image for image, _, _ in photos[:3]]
+    calibration = [image for image, _, _ in photos[3:]]
     theirs = peers.torchvision_r50_fpn(*opts.test_size).eval()
     size = [f"model.input.min_size_test={opts.test_size[0]}", f"model.input.max_size_test={opts.test_size[1]}"]
     ours = peers.ours_with_same_weights(theirs, size).eval()
     rows = rows_to_run(cpu_has_native_bf16() if opts.bf16 == "auto" else opts.bf16 == "on")
     with tempfile.TemporaryDirectory() as folder:
-        runners = {"torchvision fp32": pytorch_runner(theirs, None), **build_runners(ours, rows, Path(folder), log)}
-        timings = time_runners(runners, images, opts.repeats, opts.warmup, "torchvision fp32")
+        runners = {"torchvision fp32": pytorch_runner(theirs, None),
+                   **build_runners(ours, rows, Path(folder), log, calibration)}
+        timings = time_runners(runners, images, opts.repeats, opts.warmup, ("torchvision fp32", REFERENCE_ROW))
     return {"size": list(opts.test_size), "images": [list(im.shape[-2:]) for im in images],
             "rows": [{"name": name, **timings[name]} for name in runners]}
 
@@ -189,20 +217,24 @@ def run_deploy(opts, device: torch.device) -> dict:
 
 
 def format_deploy(report: dict) -> list[str]:
-    lines = [f"deploy (CPU, {report['threads']} threads; bf16 rows only with native bf16: "
-             f"{'yes' if report['native_bf16'] else 'no, skipped'})"]
+    lines = [f"deploy (CPU, {report['threads']} threads)"]
+    if not report["native_bf16"]:
+        lines.append(f"  bf16 rows skipped: {NO_BF16_REASON}")
     for path, section in report.get("trained", {}).items():
         lines.append(f"  {section['dataset']} {path} at {section['size'][0]}/{section['size'][1]}: ms/image "
                      f"(median, {section['timed_images']} images), AP on {section['test_images']} test images")
-        lines.append(f"    {'runtime':22s} {'ms/image':>9s} {'vs pytorch fp32':>16s} {'AP':>7s} {'AP50':>7s}")
+        lines.append(f"    {'runtime':22s} {'ms/image':>9s} {'time vs pytorch fp32':>21s} {'speed-up':>9s} "
+                     f"{'AP':>7s} {'AP50':>7s}")
         for row in section["rows"]:
-            lines.append(f"    {row['name']:22s} {row['ms_median']:9.1f} {row['ratio_to_pytorch_fp32']:15.3f}x "
-                         f"{row['AP']:7.4f} {row['AP50']:7.4f}")
+            lines.append(f"    {row['name']:22s} {row['ms_median']:9.1f} {row['ratio_to_pytorch_fp32']:20.3f}x "
+                         f"{1 / row['ratio_to_pytorch_fp32']:8.2f}x {row['AP']:7.4f} {row['AP50']:7.4f}")
     if "r50_800" in report:
         section = report["r50_800"]
         lines.append(f"  R50-FPN {section['size'][0]}/{section['size'][1]}, random weights, coco128 photos "
                      f"{section['images']}: ms/image (median)")
-        lines.append(f"    {'runtime':22s} {'ms/image':>9s} {'vs torchvision fp32':>20s}")
+        lines.append(f"    {'runtime':22s} {'ms/image':>9s} {'time vs torchvision fp32':>25s} "
+                     f"{'speed-up vs pytorch fp32':>25s}")
         for row in section["rows"]:
-            lines.append(f"    {row['name']:22s} {row['ms_median']:9.1f} {row['ratio_to_torchvision_fp32']:19.3f}x")
+            lines.append(f"    {row['name']:22s} {row['ms_median']:9.1f} {row['ratio_to_torchvision_fp32']:24.3f}x "
+                         f"{1 / row['ratio_to_pytorch_fp32']:24.2f}x")
     return lines

@@ -36,6 +36,7 @@ class Options:
     trained: tuple[str, ...] = ()       # checkpoints for the "trained" section
     trained_images: int = 30
     deploy_r50: bool = True             # deploy section: also R50-FPN at test_size against torchvision
+    deploy_calibration_images: int = 100   # deploy section: training images the int8 row is calibrated on
     log: callable = field(default=print)
 
 

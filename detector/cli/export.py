@@ -82,6 +82,8 @@ def int8_refusal(args) -> str:
         given = "--calibration" if args.calibration is not None else "--calibration-images"
         return (f"{given} only applies with --int8 (the calibration data of the int8 quantization); add --int8 "
                 f"(with --format openvino), or drop {given}.")
+    if args.calibration_images is not None and args.calibration_images < 1:
+        return f"--calibration-images {args.calibration_images}: give at least 1 training image (default 100)."
     return ""
 
 

@@ -13,7 +13,8 @@ through the evaluator eval_only uses (detector.evaluation.inference.evaluate_det
 config's test loader and test.evaluator): the written file as eval_only runs it (OpenVINO, f32
 inference precision around the int8 layers), and the PyTorch model in float32 (no autocast,
 whatever train.amp the checkpoint trained with). eval_only model.weights=FILE on the file,
-with the same dataset, prints the same int8 AP.
+with the same dataset, prints the same int8 AP. Both figures are then written into the file
+(rt_info `evaluation`), so the file says what it scored when it was made.
 """
 from __future__ import annotations
 
@@ -37,6 +38,12 @@ class Int8Report:
     ap: dict[str, dict] = field(default_factory=dict)   # "int8" / "fp32" -> metrics (empty: no test split)
     test_images: int = 0
     not_evaluated: str = ""                            # why the test split was not evaluated
+
+    def evaluation_json(self, cfg) -> str:
+        """The rt_info `evaluation` entry: the test split's box metrics of both models, exact."""
+        keys = ("AP", "AP50", "AP75")
+        return json.dumps({"dataset": str(cfg.dataset.name), "split": "test", "images": self.test_images,
+                           **{name: {k: box_metrics(self.ap[name])[k] for k in keys} for name in ("int8", "fp32")}})
 
     def lines(self) -> list[str]:
         c = self.calibration
@@ -95,6 +102,8 @@ def export_int8(weights: str | os.PathLike, output: str | os.PathLike, calibrati
     report = Int8Report(path=output, calibration=record)
     if evaluate:
         evaluate_int8(report, cfg, model, log)
+    if report.ap:   # the figures travel with the file: what it scored when it was made
+        save_openvino(quantized, output, {**metadata.to_strings(), "evaluation": report.evaluation_json(cfg)})
     return report
 
 

@@ -13,7 +13,10 @@ archive's extra file) carries the same string entries, written from one `ExportM
                        (score threshold, NMS thresholds, detections per image, proposal counts)
     config             YAML: the source checkpoint's config, as the model was built from it
     source, iteration  the checkpoint exported and the iteration it was written at
-    format, precision  onnx | openvino | torchscript; the weights' precision (f32)
+    format, precision  onnx | openvino | torchscript; the weights' precision (f32, or int8 for
+                       an int8 OpenVINO file: detector-export --int8)
+    calibration        int8 only, JSON: the dataset, split, image count and seed calibrated on
+    quantization       int8 only, JSON: the tool (nncf.quantize), its version and the float scope
 
 Strings because ONNX and OpenVINO store strings; `from_strings` is the one decoder
 (detector.deploy.metadata_reader reads the entries out of each kind of file).

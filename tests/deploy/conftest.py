@@ -73,3 +73,51 @@ def make_model():
 def checkpoint_writer():
     """write_checkpoint(path, name, *overrides) -> path, for the tests."""
     return write_checkpoint
+
+
+# A tiny detector briefly trained on the generated shapes (tests/reliability's tiny run), shared by
+# the eval_only, benchmark and int8 tests: one short training per session.
+TRAINED_ITERATIONS = 20
+TRAINED_RUN = [f"train.max_iter={TRAINED_ITERATIONS}", f"train.checkpoint_period={TRAINED_ITERATIONS}",
+               "train.amp=none", "test.analysis=off", "dataset.num_test=4", "model.roi_heads.score_thresh=0.01"]
+
+
+def evaluate_run(trained: dict, weights, name: str, *extra: str):
+    """eval_only of `weights` on the trained run's data (its overrides, `extra` added) into
+    trained["root"]/name: (metrics, output folder)."""
+    from reliability_helpers import tiny  # on pytest.ini's pythonpath
+
+    from detector.config import load_config
+    from detector.engine.run import evaluate_checkpoint
+    from detector.tasks.detection import DetectionTask
+
+    out = trained["root"] / name
+    cfg = load_config(tiny(trained["root"] / "shapes", out, *TRAINED_RUN, "eval_only=true", f"model.weights={weights}",
+                           *extra))
+    return evaluate_checkpoint(cfg, DetectionTask()), out
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """{"root", "checkpoint", "files": {onnx, openvino}, "expected": (the checkpoint's eval_only
+    metrics, its output folder), "iterations", "evaluate": evaluate_run bound to this run}."""
+    from reliability_helpers import tiny
+
+    from detector.config import load_config
+    from detector.engine.run import train
+    from detector.export import export_model
+    from detector.tasks.detection import DetectionTask
+
+    root = tmp_path_factory.mktemp("deploy_eval")
+    out = root / "run"
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    train(load_config(tiny(root / "shapes", out, *TRAINED_RUN)), DetectionTask())
+    checkpoint = out / "checkpoints" / "model_final.pth"
+    files = {fmt: export_model(checkpoint, fmt, root / f"model.{suffix}")
+             for fmt, suffix in (("onnx", "onnx"), ("openvino", "xml"))}
+    run = {"root": root, "checkpoint": checkpoint, "files": files, "iterations": TRAINED_ITERATIONS}
+    run["evaluate"] = lambda weights, name, *extra: evaluate_run(run, weights, name, *extra)
+    run["expected"] = run["evaluate"](checkpoint, "eval_pth")
+    torch.set_num_threads(previous)
+    return run

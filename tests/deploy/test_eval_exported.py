@@ -11,54 +11,23 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from reliability_helpers import tiny  # on pytest.ini's pythonpath
-
-from detector.config import load_config
-from detector.engine.run import evaluate_checkpoint, train
-from detector.tasks.detection import DetectionTask
-
 AP_TOL = 0.002
 BOX_TOL = 1e-2      # pixels
 SCORE_TOL = 1e-3
-ITERATIONS = 20
-RUN = [f"train.max_iter={ITERATIONS}", f"train.checkpoint_period={ITERATIONS}", "train.amp=none", "test.analysis=off",
-       "dataset.num_test=4", "model.roi_heads.score_thresh=0.01"]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A checkpoint trained for a few seconds, its evaluation, and its ONNX and OpenVINO exports."""
-    from detector.export import export_model
-
-    root = tmp_path_factory.mktemp("deploy_eval")
-    out = root / "run"
-    train(load_config(tiny(root / "shapes", out, *RUN)), DetectionTask())
-    checkpoint = out / "checkpoints" / "model_final.pth"
-    files = {fmt: export_model(checkpoint, fmt, root / f"model.{suffix}")
-             for fmt, suffix in (("onnx", "onnx"), ("openvino", "xml"))}
-    trained = {"root": root, "checkpoint": checkpoint, "files": files}
-    trained["expected"] = evaluate(trained, checkpoint, "eval_pth")
-    return trained
-
-
-def evaluate(trained, weights, name, *extra):
-    out = trained["root"] / name
-    cfg = load_config(tiny(trained["root"] / "shapes", out, *RUN, "eval_only=true", f"model.weights={weights}", *extra))
-    metrics = evaluate_checkpoint(cfg, DetectionTask())
-    return metrics, out
+# The trained run (tests/deploy/conftest.py's session fixture `trained`): one short training, shared.
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "openvino"])
 def test_exported_file_gives_the_checkpoint_ap(trained, fmt):
     expected, expected_out = trained["expected"]
-    got, out = evaluate(trained, trained["files"][fmt], f"eval_{fmt}")
+    got, out = trained["evaluate"](trained["files"][fmt], f"eval_{fmt}")
     print(f"{fmt}: AP {got['AP']:.4f} (checkpoint {expected['AP']:.4f}), AP50 {got['AP50']:.4f} "
           f"({expected['AP50']:.4f})")
     for key in ("AP", "AP50", "AP75"):
         assert abs(got[key] - expected[key]) <= AP_TOL, (key, got[key], expected[key])
     compare_results(read_results(expected_out), read_results(out))
     written = json.loads((out / "metrics.json").read_text())
-    assert written["iteration"] == ITERATIONS
+    assert written["iteration"] == trained["iterations"]
     assert abs(written["bbox"]["AP"] - got["AP"]) < 1e-9
     recorded = OmegaConf.load(out / "config.yaml")
     assert recorded.model.weights == str(trained["files"][fmt])
@@ -89,26 +58,32 @@ def compare_results(expected: dict, got: dict) -> None:
 
 def test_deploy_benchmark_section_on_the_checkpoint(trained):
     """tools/benchmark.py --sections deploy --trained CKPT --no-deploy-r50 on the tiny checkpoint:
-    one row per runtime (bf16 rows only with native bf16), each with its ms per image and the AP
-    that eval_only gives."""
+    one row per runtime (bf16 rows only with native bf16, else a printed reason), each with its ms
+    per image and the AP that eval_only gives; the int8 row (calibrated on 4 training images) an AP
+    near it."""
     from detector.benchmarking.deploy import format_deploy
     from detector.benchmarking.suite import Options, run_benchmark
     from detector.utils.hardware import cpu_has_native_bf16
 
     options = Options(device="cpu", sections=("deploy",), trained=(str(trained["checkpoint"]),), trained_images=2,
-                      repeats=2, warmup=0, deploy_r50=False, log=lambda message: None)
+                      repeats=2, warmup=0, deploy_r50=False, deploy_calibration_images=4, log=lambda message: None)
     report = run_benchmark(options)["deploy"]
     section = report["trained"][str(trained["checkpoint"])]
     names = [row["name"] for row in section["rows"]]
-    expected_names = ["pytorch fp32", "onnxruntime fp32", "openvino f32"]
+    expected_names = ["pytorch fp32", "onnxruntime fp32", "openvino f32", "openvino int8"]
     if cpu_has_native_bf16():
-        expected_names = ["pytorch fp32", "pytorch bf16", "onnxruntime fp32", "openvino f32", "openvino bf16"]
+        expected_names = ["pytorch fp32", "pytorch bf16", "onnxruntime fp32", "openvino f32", "openvino bf16",
+                          "openvino int8"]
     assert names == expected_names
     expected_ap = trained["expected"][0]["AP"]
     for row in section["rows"]:
         assert row["ms_median"] > 0
-        if "bf16" not in row["name"]:
+        if "bf16" not in row["name"] and "int8" not in row["name"]:
             assert abs(row["AP"] - expected_ap) <= AP_TOL, row
+    int8 = section["rows"][names.index("openvino int8")]
+    assert 0 < int8["AP"] and abs(int8["AP"] - expected_ap) <= 0.01, int8   # quantized: near, not equal
     assert section["rows"][0]["ratio_to_pytorch_fp32"] == 1.0
     table = "\n".join(format_deploy(report))
-    assert "openvino f32" in table and "R50" not in table
+    assert "openvino int8" in table and "speed-up" in table and "R50" not in table
+    if not cpu_has_native_bf16():
+        assert "bf16 rows skipped: this CPU has no native bf16" in table

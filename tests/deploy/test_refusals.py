@@ -77,3 +77,23 @@ def test_openvino_output_must_be_xml(exported, tmp_path, capsys):
                  str(tmp_path / "model.onnx")]) == 2
     assert "ending in .xml" in capsys.readouterr().err
     assert not (tmp_path / "model.onnx").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--format", "onnx", "--int8", "--output", "m.onnx"], r"--int8 applies to --format openvino .*not --format onnx"),
+    (["--format", "torchscript", "--int8", "--output", "m.pt"], r"--int8 applies to --format openvino"),
+    (["--format", "openvino", "--calibration", "dataset=bccd", "--output", "m.xml"],
+     r"--calibration only applies with --int8.*add --int8"),
+    (["--format", "openvino", "--calibration-images", "5", "--output", "m.xml"],
+     r"--calibration-images only applies with --int8"),
+    (["--format", "openvino", "--int8", "--calibration-images", "0", "--output", "m.xml"],
+     r"--calibration-images 0: give at least 1"),
+])
+def test_int8_option_refusals(tmp_path, capsys, args, message):
+    """Refused before any work: the checkpoint named does not even exist, and nothing is written."""
+    from detector.cli.export import main
+
+    args = [str(tmp_path / a) if a.startswith("m.") else a for a in args]
+    assert main(["--weights", str(tmp_path / "absent.pth"), *args]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert list(tmp_path.iterdir()) == []
