@@ -1,0 +1,133 @@
+"""What kind of mistake each suspect box is, from the matching the error analysis uses.
+
+The confident predictions of every image (score >= confident_score) are matched to the given
+boxes exactly as detector-analyze matches them (COCO's greedy matching, then TIDE's error kinds:
+detector/evaluation/analysis/errors.py), with TIDE's foreground IoU at `good_iou` and its
+background IoU at `near_iou`. A prediction the model is sure of that the labels do not explain
+points at a label the model disagrees with:
+
+    missing      TIDE "bkg": a confident prediction with no given box of any class over it
+                 (IoU <= near_iou with all of them): a box left out
+    wrong_class  TIDE "cls": a confident prediction of another class on a given box (IoU >= good_iou)
+                 that no surer prediction of its own class matched: its class was swapped
+    loose        TIDE "loc": the best same-class prediction overlaps a given box at
+                 near_iou..good_iou and nothing matched the box: drawn loose or off the object
+    spurious     a given box that no prediction of any class (score >= spurious_score, all classes)
+                 overlaps above near_iou: a box on nothing
+
+Crowd regions and VOC difficult boxes are not judged: they are never suspects, and a prediction
+lying on one (half its area or more) is not a missing box. One given box gets one suspect at most
+(the surer one); confident predictions of one unlabelled object (two classes, or NMS leftovers)
+give one missing suspect (the surest; others overlapping it at missing_merge_iou or more are merged).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from detector.evaluation.analysis.box_iou import coco_box_iou
+from detector.evaluation.analysis.errors import GT_MATCHED, classify_errors
+from detector.evaluation.analysis.inputs import prepare_inputs
+
+KINDS = ("missing", "wrong_class", "loose", "spurious")
+
+
+@dataclass
+class Candidate:
+    """One suspect before scoring: the kind, the given annotation (index into the annotations,
+    or -1 for missing) and the prediction that names it (index into the results, or -1)."""
+
+    kind: str
+    image_id: int
+    annotation: int
+    prediction: int
+
+
+def judged(annotation: dict) -> bool:
+    """Whether a given box is judged: crowd regions and VOC difficult boxes are not."""
+    return not annotation.get("iscrowd", 0) and not annotation.get("difficult", 0)
+
+
+def find_candidates(coco: dict, results: list[dict], *, confident_score: float, good_iou: float, near_iou: float,
+                    spurious_score: float, missing_merge_iou: float) -> tuple[list[Candidate], np.ndarray]:
+    """The suspects of `coco` (annotations) against `results` (COCO results, all scores), by kind,
+    and per annotation whether a confident prediction of its class matched it."""
+    annotations = coco["annotations"]
+    # Crowd and difficult boxes both stand as regions the matching ignores (iscrowd=1).
+    matching_gt = dict(coco, annotations=[dict(a, iscrowd=0 if judged(a) else 1) for a in annotations])
+    confident = [i for i, r in enumerate(results) if float(r["score"]) >= confident_score]
+    inputs = prepare_inputs(matching_gt, [results[i] for i in confident])
+    table = classify_errors(inputs, fg_iou=good_iou, bg_iou=near_iou)
+
+    by_gt: dict[int, Candidate] = {}
+    sure: dict[int, float] = {}
+    missing: list[int] = []
+    for row, kind in enumerate(table.det_kind):
+        det = confident[row]
+        score = float(results[det]["score"])
+        target = int(table.det_target[row])
+        if kind == "bkg":
+            missing.append(det)
+            continue
+        if kind not in ("cls", "loc") or target < 0:
+            continue
+        matched_by = int(table.gt_det[target])
+        if table.gt_state[target] == GT_MATCHED and (kind == "loc" or inputs.det_scores[matched_by] >= score):
+            continue   # a prediction of the box's own class matched it, at least as sure
+        if score > sure.get(target, -1.0):
+            by_gt[target] = Candidate("wrong_class" if kind == "cls" else "loose",
+                                      int(annotations[target]["image_id"]), target, det)
+            sure[target] = score
+    candidates = list(by_gt.values())
+    candidates += _missing(coco, results, missing, missing_merge_iou)
+    candidates += _spurious(coco, results, table.gt_state, spurious_score, near_iou)
+    return candidates, np.asarray(table.gt_state == GT_MATCHED, dtype=bool)
+
+
+def _by_image(items, key="image_id") -> dict[int, list[int]]:
+    grouped: dict[int, list[int]] = {}
+    for index, item in enumerate(items):
+        grouped.setdefault(int(item[key]), []).append(index)
+    return grouped
+
+
+def _missing(coco: dict, results: list[dict], dets: list[int], merge_iou: float) -> list[Candidate]:
+    """One candidate per unlabelled object: off ignored regions, the surest of overlapping ones."""
+    annotations = coco["annotations"]
+    ignored_by_image = {}
+    for index, ann in enumerate(annotations):
+        if not judged(ann):
+            ignored_by_image.setdefault(int(ann["image_id"]), []).append(index)
+    kept: list[Candidate] = []
+    per_image: dict[int, list[int]] = {}
+    for det in sorted(dets, key=lambda d: -float(results[d]["score"])):
+        image_id = int(results[det]["image_id"])
+        box = np.asarray([results[det]["bbox"]], dtype=np.float64)
+        regions = ignored_by_image.get(image_id, [])
+        if regions:
+            on_region = coco_box_iou(box, [annotations[i]["bbox"] for i in regions], np.ones(len(regions), bool))
+            if on_region.max() >= 0.5:
+                continue
+        taken = per_image.setdefault(image_id, [])
+        if taken and coco_box_iou(box, [results[d]["bbox"] for d in taken]).max() >= merge_iou:
+            continue
+        taken.append(det)
+        kept.append(Candidate("missing", image_id, -1, det))
+    return kept
+
+
+def _spurious(coco: dict, results: list[dict], gt_state, min_score: float, near_iou: float) -> list[Candidate]:
+    """Given boxes that the confident matching left unmatched and that no prediction comes near."""
+    annotations = coco["annotations"]
+    results_by_image = _by_image([r for r in results if float(r["score"]) >= min_score])
+    near_results = [r for r in results if float(r["score"]) >= min_score]
+    kept = []
+    for index, ann in enumerate(annotations):
+        if not judged(ann) or gt_state[index] == GT_MATCHED:
+            continue
+        dets = results_by_image.get(int(ann["image_id"]), [])
+        if dets and coco_box_iou([near_results[d]["bbox"] for d in dets], [ann["bbox"]]).max() > near_iou:
+            continue
+        kept.append(Candidate("spurious", int(ann["image_id"]), index, -1))
+    return kept
