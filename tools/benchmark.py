@@ -10,8 +10,10 @@ ours_r18 (the default CPU-recipe model, alone), train (step time and peak memory
 512 px), data (bccd loader against the bccd recipe's step), eval (faster-coco-eval against
 pycocotools on the same detections), growth (memory over --growth-iterations steps), trained
 (with --trained CKPT...: the fast path and bf16 against the exact path on trained weights), and
-only when named, deploy (each CPU runtime -- PyTorch, ONNX Runtime, OpenVINO -- with --trained
-CKPT: ms per image and test-split AP; and R50-FPN at 800 px against torchvision; docs/deployment.md).
+only when named, deploy (each CPU runtime -- PyTorch, ONNX Runtime, OpenVINO f32 and int8 -- with
+--trained CKPT: ms per image and test-split AP; and R50-FPN at 800 px against torchvision;
+docs/deployment.md) and profile (torch.profiler's top operators of the PyTorch CPU path, R50-FPN at
+800 px: inference and a training step; docs/speed.md).
 Medians over --repeats after --warmup rounds; within each round the candidates run back to
 back, and ratios are medians of the per-round ratios. Prints a table and writes JSON.
 """

@@ -14,8 +14,10 @@ from detector.benchmarking.timing import interleaved_times, ratio, summarize
 from detector.benchmarking.training import parameter_counts, training_step
 from detector.utils.hardware import cpu_has_native_bf16
 
-SECTIONS = ("inference", "inference_small", "ours_r18", "train", "data", "eval", "growth", "trained", "deploy")
-OPT_IN_SECTIONS = ("deploy",)   # run only when named: it exports R50-FPN twice (minutes)
+SECTIONS = ("inference", "inference_small", "ours_r18", "train", "data", "eval", "growth", "trained", "deploy",
+            "profile")
+# Run only when named: deploy exports R50-FPN several times (minutes); profile is a diagnosis, not a figure.
+OPT_IN_SECTIONS = ("deploy", "profile")
 DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
 EXACT = ["model.channels_last=false", "model.fold_norms=false"]
 
@@ -225,6 +227,10 @@ def run_benchmark(opts: Options) -> dict:
             from detector.benchmarking.deploy import run_deploy
 
             report[section] = run_deploy(opts, device)
+        elif section == "profile":
+            from detector.benchmarking.profile import run_profile
+
+            report[section] = run_profile(opts, device)
         else:
             raise ValueError(f"unknown benchmark section '{section}'; valid: {', '.join(SECTIONS)}.")
     return report
@@ -284,6 +290,10 @@ def format_table(report: dict) -> str:
         from detector.benchmarking.deploy import format_deploy
 
         lines.extend(format_deploy(report["deploy"]))
+    if "profile" in report:
+        from detector.benchmarking.profile import format_profile
+
+        lines.extend(format_profile(report["profile"]))
     if "growth" in report:
         section = report["growth"]
         row(f"memory over {section['iterations']} it ({section['measure']}) MB at {section['mb_at']}",

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from detector.modeling.backbone import inference_weights
 from detector.utils.hardware import cpu_has_native_bf16
 
 
@@ -108,23 +109,53 @@ def folded_conv(x: torch.Tensor, conv: nn.Conv2d, scale: torch.Tensor, shift: to
                                               or scale.requires_grad or shift.requires_grad
                                               or (residual is not None and residual.requires_grad))
     if needs_grad:
+        inference_weights.drop(conv)
         y = _FoldedConvFunction.apply(x, conv.weight, scale, shift, conv.stride, conv.padding, conv.dilation,
                                       conv.groups)
     else:
-        weight = conv.weight * scale.view(-1, 1, 1, 1).to(conv.weight.dtype)
         # oneDNN's fused kernels are used in the NHWC layout only (their NCHW fallback lacks bf16).
         channels_last = x.is_contiguous(memory_format=torch.channels_last) and (
             residual is None or residual.is_contiguous(memory_format=torch.channels_last))
-        if channels_last and _fused_cpu_conv_available(x) and isinstance(conv.padding, tuple):
-            dtype = _compute_dtype(x)
-            if dtype == torch.float32 or (dtype == torch.bfloat16 and cpu_has_native_bf16()):
-                return _fused_cpu_conv(x.to(dtype), weight.to(dtype), shift.to(dtype), conv, relu, residual)
-        y = F.conv2d(x, weight, shift.to(weight.dtype), conv.stride, conv.padding, conv.dilation, conv.groups)
+        dtype = _compute_dtype(x)
+        fused = (channels_last and _fused_cpu_conv_available(x) and isinstance(conv.padding, tuple)
+                 and (dtype == torch.float32 or (dtype == torch.bfloat16 and cpu_has_native_bf16())))
+        if inference_weights.cacheable(conv, x):
+            weight, bias = _prepared_folded(conv, scale, shift, dtype if fused else None)
+        else:
+            weight, bias = _folded(conv, scale, shift, dtype if fused else None)
+        if fused:
+            return _fused_cpu_conv(x.to(dtype), weight, bias, conv, relu, residual)
+        y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
     # In place: the convolution's output is not needed by any backward pass.
     if residual is not None:
         y += residual
     return F.relu(y, inplace=True) if relu else y
 
+
+
+def _folded(conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor,
+            fused_dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight * scale, shift) as the convolution takes them: for oneDNN's fused NHWC kernel
+    (fused_dtype given) in that dtype and in channels-last layout (the kernel would otherwise copy
+    a 3x3 weight into it at every call; the values are the same), else in the weight's dtype."""
+    weight = conv.weight * scale.view(-1, 1, 1, 1).to(conv.weight.dtype)
+    if fused_dtype is None:
+        return weight, shift.to(weight.dtype)
+    return weight.to(fused_dtype).contiguous(memory_format=torch.channels_last), shift.to(fused_dtype)
+
+
+def _prepared_folded(conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor,
+                     fused_dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """_folded, made once per change of the weight or of the fold (inference_weights)."""
+    key = ("folded", inference_weights.parameter_key(conv.weight), fused_dtype)
+    return inference_weights.prepared(
+        conv, key, lambda inputs: torch.equal(inputs[0], scale) and torch.equal(inputs[1], shift),
+        lambda: ((scale.detach().clone(), shift.detach().clone()), _folded(conv, scale, shift, fused_dtype)))
+
+
+def _unfolded(conv: nn.Conv2d, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+    bias = None if conv.bias is None else conv.bias.to(dtype)
+    return conv.weight.to(dtype).contiguous(memory_format=torch.channels_last), bias
 
 
 def conv_with_post_ops(x: torch.Tensor, conv: nn.Conv2d, relu: bool = False,
@@ -138,8 +169,15 @@ def conv_with_post_ops(x: torch.Tensor, conv: nn.Conv2d, relu: bool = False,
     if fusable:
         dtype = _compute_dtype(x)
         if dtype == torch.float32 or (dtype == torch.bfloat16 and cpu_has_native_bf16()):
-            bias = None if conv.bias is None else conv.bias.to(dtype)
-            return _fused_cpu_conv(x.to(dtype), conv.weight.to(dtype), bias, conv, relu, residual)
+            if inference_weights.cacheable(conv, x):
+                key = ("unfolded", inference_weights.parameter_key(conv.weight),
+                       inference_weights.parameter_key(conv.bias), dtype)
+                weight, bias = inference_weights.prepared(conv, key, lambda inputs: True,
+                                                          lambda: ((), _unfolded(conv, dtype)))
+            else:
+                weight, bias = _unfolded(conv, dtype)
+            return _fused_cpu_conv(x.to(dtype), weight, bias, conv, relu, residual)
+    inference_weights.drop(conv)
     y = conv(x)
     if residual is not None:
         y = y + residual

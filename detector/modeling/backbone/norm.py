@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
+from detector.modeling.backbone import inference_weights
 from detector.modeling.backbone.folded_conv import folded_conv
 
 NORM_CHOICES = ("frozen_bn", "bn", "sync_bn", "gn")
@@ -67,6 +68,7 @@ def conv_norm(conv: nn.Conv2d, norm: nn.Module, x: torch.Tensor, fold: bool = Tr
     affine = fixed_affine(norm) if fold else None
     if affine is not None:
         return folded_conv(x, conv, *affine, relu=relu, residual=residual)
+    inference_weights.drop(conv)   # a norm in training: no prepared eval weights kept meanwhile
     y = norm(conv(x))
     if residual is not None:
         y += residual   # in place: one less activation-sized tensor

@@ -1,0 +1,94 @@
+"""The profile section (tools/benchmark.py --sections profile): where the PyTorch CPU path spends
+its time, by operator, on R50-FPN at 800 px (random weights, a coco128 photo).
+
+torch.profiler records every aten operator of a few runs after a warm-up; each operator's
+self time (its own, without the operators it calls) summed over the runs, divided by the runs,
+and its share of all self time, give a ranking whose shares add up to 100 %. Three parts:
+fp32 inference (and bf16 under autocast where the CPU runs bf16 natively), torchvision's fp32
+inference holding the same weights (the reference the speed goal is a ratio to), and one
+training step (forward, backward, SGD step; batch 1, the photo resized to 800 x 800).
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Callable
+
+import torch
+
+TOP = 12
+
+
+def operator_shares(run: Callable[[], object], runs: int, warmup: int, top: int = TOP) -> dict:
+    """{"ms_per_run", "ops": [{"op", "ms_per_run", "share", "calls_per_run"}...]} of `run`'s aten
+    operators by self CPU time (top `top`), and the rest summed as "other"."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(warmup):
+        run()
+    start = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(runs):
+            run()
+    wall = (time.perf_counter() - start) / runs
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    ops = [{"op": e.key, "ms_per_run": e.self_cpu_time_total / 1000 / runs, "share": e.self_cpu_time_total / total,
+            "calls_per_run": e.count / runs} for e in events[:top]]
+    rest = sum(e.self_cpu_time_total for e in events[top:])
+    ops.append({"op": "other", "ms_per_run": rest / 1000 / runs, "share": rest / total,
+                "calls_per_run": sum(e.count for e in events[top:]) / runs})
+    return {"wall_ms_per_run": 1000 * wall, "ms_per_run": total / 1000 / runs, "ops": ops}
+
+
+def inference_call(model: torch.nn.Module, image: torch.Tensor, dtype: torch.dtype | None):
+    def run():
+        autocast = torch.autocast("cpu", dtype=dtype) if dtype is not None else contextlib.nullcontext()
+        with torch.inference_mode(), autocast:
+            return model([image])
+    return run
+
+
+def run_profile(opts, device: torch.device) -> dict:
+    """The section's report: {"size", "threads", "parts": {name: operator_shares(...)}}. CPU only."""
+    from detector.benchmarking import peers
+    from detector.benchmarking.training import training_step
+    from detector.utils.hardware import cpu_has_native_bf16
+
+    if device.type != "cpu":
+        opts.log("[profile] the profile section profiles the CPU path; running it on the CPU")
+    cpu = torch.device("cpu")
+    min_size, max_size = opts.test_size
+    image, boxes, labels = peers.coco_photos(opts.datasets / "coco128", 1)[0]
+    theirs = peers.torchvision_r50_fpn(min_size, max_size).eval()
+    size = [f"model.input.min_size_test={min_size}", f"model.input.max_size_test={max_size}"]
+    ours = peers.ours_with_same_weights(theirs, size).eval()
+    runs, warmup = max(1, opts.repeats // 2), max(1, opts.warmup)
+    parts = {}
+    opts.log("[profile] fp32 inference (ours, then torchvision) ...")
+    parts["inference fp32"] = operator_shares(inference_call(ours, image, None), runs, warmup)
+    parts["torchvision inference fp32"] = operator_shares(inference_call(theirs, image, None), runs, warmup)
+    if cpu_has_native_bf16() or opts.bf16 == "on":
+        opts.log("[profile] bf16 inference ...")
+        parts["inference bf16"] = operator_shares(inference_call(ours, image, torch.bfloat16), runs, warmup)
+    opts.log(f"[profile] training step at {min_size} x {min_size} ...")
+    trainee = peers.ours_with_same_weights(theirs)
+    images, targets = peers.square_training_batch([(image, boxes, labels)], min_size, cpu)
+    parts["training step fp32"] = operator_shares(training_step(trainee, images, targets, cpu), runs, warmup)
+    return {"size": [min_size, max_size], "image": list(image.shape[-2:]), "threads": torch.get_num_threads(),
+            "runs": runs, "native_bf16": cpu_has_native_bf16(), "parts": parts}
+
+
+def format_profile(report: dict) -> list[str]:
+    lines = [f"profile (CPU, {report['threads']} threads; R50-FPN {report['size'][0]}/{report['size'][1]}, random "
+             f"weights, a coco128 photo {report['image']}; self time per operator, mean of {report['runs']} runs)"]
+    if not report["native_bf16"] and "inference bf16" not in report["parts"]:
+        lines.append("  bf16 not profiled: this CPU has no native bf16 (AVX512-BF16 / AMX)")
+    for name, part in report["parts"].items():
+        lines.append(f"  {name}: {part['wall_ms_per_run']:.0f} ms per run (profiled; {part['ms_per_run']:.0f} ms "
+                     "of operator self time)")
+        for op in part["ops"]:
+            lines.append(f"    {op['op']:42s} {op['ms_per_run']:9.1f} ms {100 * op['share']:5.1f} % "
+                         f"{op['calls_per_run']:7.0f} calls")
+    return lines

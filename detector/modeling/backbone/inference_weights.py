@@ -1,0 +1,57 @@
+"""The weights a CPU inference convolution runs with, prepared once instead of at every call.
+
+An eval-mode convolution on the CPU runs with weights derived from its parameters: a frozen
+norm folded in (weight * scale, see folded_conv) and, for oneDNN's NHWC kernels, the weight in
+channels-last layout (the fused kernel copies an NCHW 3x3 weight into NHWC at every call).
+On R50-FPN at 800 px that per-call work was about 7 % of an inference's operator time
+(docs/speed.md, the profile section): a pass over every convolution weight, per image.
+
+The prepared tensor is kept on the convolution module (a plain attribute: not in the state
+dict, not a parameter) with the key it was made from: the parameter's storage and version
+counter (bumped by every in-place change: an optimizer step, load_state_dict, copy_), the
+dtype and layout, and the fold's per-channel scale and shift by value. Any change makes a new
+one, so the numbers are those of the per-call computation, bit for bit. Only in eval mode and
+without autograd; a module back in training mode drops its copy (no stale weights held while
+training).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+ATTRIBUTE = "_inference_weights"
+
+
+def parameter_key(tensor: torch.Tensor | None) -> tuple | None:
+    """What identifies a parameter's current values without reading them."""
+    if tensor is None:
+        return None
+    return (tensor.data_ptr(), tensor._version, tensor.dtype, tensor.device)
+
+
+def prepared(conv: nn.Module, key: tuple, same_inputs: Callable[[tuple], bool],
+             make: Callable[[], tuple]) -> tuple:
+    """`make()`'s tensors for `conv`, reused while `key` is unchanged and same_inputs(the stored
+    inputs) holds; made again (and stored) otherwise."""
+    stored = conv.__dict__.get(ATTRIBUTE)
+    if stored is not None and stored[0] == key and same_inputs(stored[1]):
+        return stored[2]
+    inputs, tensors = make()
+    conv.__dict__[ATTRIBUTE] = (key, inputs, tensors)
+    return tensors
+
+
+def drop(conv: nn.Module) -> None:
+    """Forget `conv`'s prepared weights (a module back in training)."""
+    conv.__dict__.pop(ATTRIBUTE, None)
+
+
+def cacheable(conv: nn.Module, x: torch.Tensor) -> bool:
+    """Eval mode, no autograd, on the CPU (CUDA keeps the per-call path: its refold is a few
+    kernel launches, and comparing the fold's values would synchronise the device)."""
+    if conv.training:
+        drop(conv)
+        return False
+    return x.device.type == "cpu" and not torch.jit.is_tracing() and not torch.jit.is_scripting()
