@@ -7,6 +7,11 @@ and its share of all self time, give a ranking whose shares add up to 100 %. Thr
 fp32 inference (and bf16 under autocast where the CPU runs bf16 natively), torchvision's fp32
 inference holding the same weights (the reference the speed goal is a ratio to), and one
 training step (forward, backward, SGD step; batch 1, the photo resized to 800 x 800).
+
+Then the change the profile led to, before and after in one run: this project's fp32 inference
+with its convolution weights prepared at every call (before) and kept prepared
+(detector/modeling/backbone/inference_weights.py, after), with torchvision fp32, timed in
+interleaved rounds on three coco128 photos, each as a ratio to torchvision's time.
 """
 from __future__ import annotations
 
@@ -43,11 +48,44 @@ def operator_shares(run: Callable[[], object], runs: int, warmup: int, top: int 
 
 
 def inference_call(model: torch.nn.Module, image: torch.Tensor, dtype: torch.dtype | None):
+    """model([image]) under inference_mode (and bf16 autocast); run.image may be replaced."""
     def run():
         autocast = torch.autocast("cpu", dtype=dtype) if dtype is not None else contextlib.nullcontext()
         with torch.inference_mode(), autocast:
-            return model([image])
+            return model([run.image])
+    run.image = image
     return run
+
+
+def prepared_weights_timing(theirs, ours, images: list[torch.Tensor], opts, bf16: bool) -> dict:
+    """ms per image and ratio to torchvision fp32 of ours with per-call and kept weights."""
+    from detector.benchmarking.timing import interleaved_times, ratio, summarize
+    from detector.modeling.backbone import inference_weights
+
+    def candidate(model, dtype, prepared: bool | None):
+        call = inference_call(model, images[0], dtype)
+
+        def run(index: int):
+            if prepared is not None:
+                inference_weights.ENABLED = prepared
+            call.image = images[index % len(images)]
+            return call()
+        return run
+
+    candidates = {"torchvision fp32": candidate(theirs, None, None),
+                  "ours fp32, weights per call (before)": candidate(ours, None, False),
+                  "ours fp32, weights kept (after)": candidate(ours, None, True)}
+    if bf16:
+        candidates["ours bf16, weights per call (before)"] = candidate(ours, torch.bfloat16, False)
+        candidates["ours bf16, weights kept (after)"] = candidate(ours, torch.bfloat16, True)
+    try:
+        times = interleaved_times(candidates, max(opts.repeats, len(images)), opts.warmup, torch.device("cpu"),
+                                  desc="profile: before/after")
+    finally:
+        inference_weights.ENABLED = True
+    return {name: {"ms_median": 1000 * summarize(values)["median_s"],
+                   "ratio_to_torchvision_fp32": ratio(values, times["torchvision fp32"])}
+            for name, values in times.items()}
 
 
 def run_profile(opts, device: torch.device) -> dict:
@@ -60,7 +98,8 @@ def run_profile(opts, device: torch.device) -> dict:
         opts.log("[profile] the profile section profiles the CPU path; running it on the CPU")
     cpu = torch.device("cpu")
     min_size, max_size = opts.test_size
-    image, boxes, labels = peers.coco_photos(opts.datasets / "coco128", 1)[0]
+    photos = peers.coco_photos(opts.datasets / "coco128", 3)
+    image, boxes, labels = photos[0]
     theirs = peers.torchvision_r50_fpn(min_size, max_size).eval()
     size = [f"model.input.min_size_test={min_size}", f"model.input.max_size_test={max_size}"]
     ours = peers.ours_with_same_weights(theirs, size).eval()
@@ -76,8 +115,13 @@ def run_profile(opts, device: torch.device) -> dict:
     trainee = peers.ours_with_same_weights(theirs)
     images, targets = peers.square_training_batch([(image, boxes, labels)], min_size, cpu)
     parts["training step fp32"] = operator_shares(training_step(trainee, images, targets, cpu), runs, warmup)
+    del trainee
+    opts.log("[profile] before/after: weights prepared per call vs kept ...")
+    timing = prepared_weights_timing(theirs, ours, [photo[0] for photo in photos], opts,
+                                     cpu_has_native_bf16() or opts.bf16 == "on")
     return {"size": [min_size, max_size], "image": list(image.shape[-2:]), "threads": torch.get_num_threads(),
-            "runs": runs, "native_bf16": cpu_has_native_bf16(), "parts": parts}
+            "runs": runs, "native_bf16": cpu_has_native_bf16(), "parts": parts, "before_after": timing,
+            "timed_images": [list(photo[0].shape[-2:]) for photo in photos]}
 
 
 def format_profile(report: dict) -> list[str]:
@@ -91,4 +135,9 @@ def format_profile(report: dict) -> list[str]:
         for op in part["ops"]:
             lines.append(f"    {op['op']:42s} {op['ms_per_run']:9.1f} ms {100 * op['share']:5.1f} % "
                          f"{op['calls_per_run']:7.0f} calls")
+    if "before_after" in report:
+        lines.append(f"  before/after (interleaved rounds, coco128 photos {report['timed_images']}): ms/image (median)")
+        for name, row in report["before_after"].items():
+            lines.append(f"    {name:38s} {row['ms_median']:9.1f} ms {row['ratio_to_torchvision_fp32']:7.3f}x "
+                         "of torchvision fp32")
     return lines

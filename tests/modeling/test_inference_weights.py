@@ -24,7 +24,7 @@ def tiny_detector():
 
 def detections(model, image, cache: bool, monkeypatch) -> dict:
     if not cache:
-        monkeypatch.setattr(inference_weights, "cacheable", lambda conv, x: False)
+        monkeypatch.setattr(inference_weights, "ENABLED", False)
     with torch.no_grad():
         out = model([image])[0]
     monkeypatch.undo()
