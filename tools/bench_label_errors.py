@@ -10,6 +10,7 @@ matching rule, and the wall time of the whole job.
 
     python tools/bench_label_errors.py --folds 4 train.max_iter=350     # fixed iterations: load-independent
     python tools/bench_label_errors.py --folds 4 train.time_budget=30m  # the job's time instead
+    python tools/bench_label_errors.py --weights run/checkpoints/model_final.pth   # one given model
 """
 from __future__ import annotations
 
@@ -54,6 +55,8 @@ def main(argv=None) -> int:
     parser.add_argument("--folds", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0, help="the planting's seed")
     parser.add_argument("--share", type=float, default=0.05, help="share of the boxes for each planted kind")
+    parser.add_argument("--weights", default=None,
+                        help="predict with this checkpoint instead of training folds (the tool's --weights)")
     parser.add_argument("--work", default=None, help="folder for the copy and the tool's output (default: a temporary one)")
     args = parser.parse_args(argv)
 
@@ -75,7 +78,8 @@ def main(argv=None) -> int:
           + ", ".join(f"{sum(1 for p in planted if p['kind'] == k)} {k}" for k in ("missing", "wrong_class", "loose"))
           + f"; copy in {work / 'data'}", flush=True)
     started = time.time()
-    code = find_label_errors([*dataset, *args.overrides, "--output", str(output), "--folds", str(args.folds)])
+    code = find_label_errors([*dataset, *args.overrides, "--output", str(output), "--folds", str(args.folds),
+                              *(["--weights", args.weights] if args.weights else [])])
     wall = time.time() - started
     if code != 0:
         print(f"detector-find-label-errors failed (exit code {code})", file=sys.stderr)
@@ -89,7 +93,8 @@ def main(argv=None) -> int:
           "Precision: images with a planted error of that kind among the top N images ranked by their best suspect "
           "of that kind (all: any kind). Recall: planted errors found among the top 200 suspects of their kind. "
           "Base rate: the share of all images with such an error.")
-    print(f"wall time of the whole job: {wall:.0f} s ({wall / 60:.1f} min), --folds {args.folds} "
+    how = f"--weights {args.weights}" if args.weights else f"--folds {args.folds}"
+    print(f"wall time of the whole job: {wall:.0f} s ({wall / 60:.1f} min), {how} "
           f"{' '.join(args.overrides)}; results in {output}")
     return 0
 
