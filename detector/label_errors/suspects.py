@@ -4,7 +4,8 @@ Each entry has exactly the fields of label_errors.json (ENTRY_FIELDS, docs/label
 the image's name as the dataset names it, the given annotation's id (null for a missing box),
 the kind, the score (higher = more likely an error), the given and predicted boxes in COCO
 x, y, w, h (null where there is none), both classes and the prediction's score. The list runs
-from the highest score down; images rank by their highest-scoring entry.
+from the highest score down (equal scores: the image with cleanlab's lower label quality first);
+images rank by their highest-scoring entry.
 """
 from __future__ import annotations
 
@@ -43,11 +44,8 @@ class Findings:
     class_recall: dict[str, float]      # per class: the share of its boxes a confident prediction matched
 
     def ranked_images(self) -> list[int]:
-        """Image ids with a suspect, the most suspect first (by their best entry, then cleanlab's quality)."""
-        best: dict[int, float] = {}
-        for s in self.suspects:
-            best[s.image_id] = max(best.get(s.image_id, 0.0), s.score)
-        return sorted(best, key=lambda i: (-best[i], self.image_quality.get(i, 1.0), i))
+        """Image ids with a suspect, the most suspect first: in the order of their best entry."""
+        return list(dict.fromkeys(s.image_id for s in self.suspects))
 
 
 def _box(values) -> list[float]:
@@ -80,5 +78,6 @@ def find_suspects(coco: dict, results: list[dict], thresholds: Mapping[str, floa
             predicted_score=None if det is None else round(float(det["score"]), 4),
             image_id=candidate.image_id,
         ))
-    suspects.sort(key=lambda s: (-s.score, s.image, str(s.annotation_id)))
+    # Equal scores: the image cleanlab finds worse first, then by name (a stable, readable order).
+    suspects.sort(key=lambda s: (-s.score, qualities["image"].get(s.image_id, 1.0), s.image, str(s.annotation_id)))
     return Findings(suspects, qualities["image"], {names[c]: r for c, r in recall.items()})
