@@ -40,6 +40,7 @@ def main(argv=None) -> int:
     from detector.engine.launch import expected_errors
     from detector.label_errors.corrections import AcceptListError
     from detector.label_errors.fold_training import FoldTrainingError
+    from detector.label_errors.scoring import MissingCleanlabError
     from detector.utils.logger import setup_logger
 
     try:
@@ -60,7 +61,7 @@ def main(argv=None) -> int:
             parser.error(f"--folds {folds}: at least 2 (one model per held-out fold)")
         logger = setup_logger(args.output)
         run_job(training, settings, args.output, folds, top, args.weights, logger)
-    except (*expected_errors(), AcceptListError, FoldTrainingError, ValueError) as error:
+    except (*expected_errors(), AcceptListError, FoldTrainingError, MissingCleanlabError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

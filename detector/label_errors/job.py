@@ -64,7 +64,10 @@ def run_job(training_overrides: Sequence[str], settings, out: Path, folds: int, 
     from detector.label_errors.report import write_csv, write_json, write_summary
     from detector.modeling.postprocess_keys import postprocess_key
 
+    from detector.label_errors.scoring import require_cleanlab
+
     started = time.time()
+    require_cleanlab()
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     cfg = load_config(training_overrides)   # refuses a mistyped key before any work

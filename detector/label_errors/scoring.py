@@ -32,6 +32,19 @@ from detector.evaluation.analysis.box_iou import coco_box_iou
 from detector.label_errors.kinds import Candidate, judged
 
 
+class MissingCleanlabError(ImportError):
+    """cleanlab is not installed; the message says how to install it."""
+
+
+def require_cleanlab() -> None:
+    """Fail at once, before any training, when cleanlab is missing."""
+    try:
+        import cleanlab.object_detection.rank  # noqa: F401
+    except ImportError as error:
+        raise MissingCleanlabError(f"detector-find-label-errors needs cleanlab ({error}): pip install 'detector[labels]' "
+                                   "(or pip install -e '.[labels]' in a checkout, or pip install cleanlab)") from None
+
+
 def _xyxy(box) -> list[float]:
     x, y, w, h = (float(v) for v in box)
     return [x, y, x + w, y + h]
