@@ -120,8 +120,8 @@ def _missing(coco: dict, results: list[dict], dets: list[int], merge_iou: float)
 def _spurious(coco: dict, results: list[dict], gt_state, min_score: float, near_iou: float) -> list[Candidate]:
     """Given boxes that the confident matching left unmatched and that no prediction comes near."""
     annotations = coco["annotations"]
-    results_by_image = _by_image([r for r in results if float(r["score"]) >= min_score])
     near_results = [r for r in results if float(r["score"]) >= min_score]
+    results_by_image = _by_image(near_results)
     kept = []
     for index, ann in enumerate(annotations):
         if not judged(ann) or gt_state[index] == GT_MATCHED:
