@@ -12,7 +12,8 @@ counter (bumped by every in-place change: an optimizer step, load_state_dict, co
 dtype and layout, and the fold's per-channel scale and shift by value. Any change makes a new
 one, so the numbers are those of the per-call computation, bit for bit. Only in eval mode and
 without autograd; a module back in training mode drops its copy (no stale weights held while
-training).
+training). Not inside torch.compile, whose graph computes (and may constant-fold) the weights
+itself.
 """
 from __future__ import annotations
 
@@ -47,12 +48,15 @@ def prepared(conv: nn.Module, key: tuple, same_inputs: Callable[[tuple], bool],
 
 def drop(conv: nn.Module) -> None:
     """Forget `conv`'s prepared weights (a module back in training)."""
-    conv.__dict__.pop(ATTRIBUTE, None)
+    if not torch.compiler.is_compiling():   # a compiled graph holds no prepared copy, and a dict edit breaks it
+        conv.__dict__.pop(ATTRIBUTE, None)
 
 
 def cacheable(conv: nn.Module, x: torch.Tensor) -> bool:
     """Eval mode, no autograd, on the CPU (CUDA keeps the per-call path: its refold is a few
     kernel launches, and comparing the fold's values would synchronise the device)."""
+    if torch.compiler.is_compiling():   # torch.compile captures the per-call computation (and may fold it)
+        return False
     if conv.training:
         drop(conv)
         return False
