@@ -17,8 +17,11 @@ $(STAMP): pyproject.toml setup.py
 demo: install
 	$(PY) tools/train_net.py
 
+# Two workers, one test file each at a time (a file's fixtures are built once): most tests run one
+# thread or wait on a subprocess, so two at once use both cores. PYTEST_WORKERS=0 runs them in one process.
+PYTEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile tests
 
 clean:
 	rm -rf $(VENV) outputs

@@ -8,8 +8,10 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = (REPO_ROOT / ".." / "shared" / "datasets").resolve()
 
-# Two cores on the development machine: keep intra-op threads from fighting each other.
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Two cores on the development machine: keep intra-op threads from fighting each other. `make test`
+# runs two pytest workers (pytest-xdist, one file per worker at a time): one thread each there.
+# Tests that start torchrun give it --standalone (a free port), since two jobs may run at once.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture(autouse=True)

@@ -36,7 +36,7 @@ def torchrun() -> list[str]:
     found = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     if found is None:
         pytest.skip("torchrun is not installed next to this Python")
-    return [found, "--nproc_per_node=2", "--max_restarts=0", "--monitor_interval=0.5"]
+    return [found, "--standalone", "--nproc_per_node=2", "--max_restarts=0", "--monitor_interval=0.5"]
 
 
 def children(pid: int) -> list[int]:

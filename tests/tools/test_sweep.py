@@ -82,7 +82,7 @@ def test_classification_sweep_under_torchrun_gives_each_job_one_folder(tmp_path)
     sweep("train_cls.py", ["solver.base_lr=0.05,0.1", "train.max_iter=2", f"output_dir={sweep_dir}", f"data.root={data}",
                            "data.image_size=32", "dataloader.batch_size=2", "dataloader.num_workers=0",
                            "dataloader.test_batch_size=4", "solver.warmup_iters=1", "train.log_period=1"],
-          cwd=tmp_path, launcher=[torchrun, "--nproc_per_node=2", "--max_restarts=0"])
+          cwd=tmp_path, launcher=[torchrun, "--standalone", "--nproc_per_node=2", "--max_restarts=0"])
     check_job_folders(sweep_dir, ("0.05", "0.1"), max_iter=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "sweep"]
     for job in ("0", "1"):

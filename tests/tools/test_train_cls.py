@@ -134,7 +134,7 @@ def test_two_process_training_evaluates_like_one_process(six_classes, tmp_path):
         pytest.skip("torchrun is not installed next to this Python")
     out = tmp_path / "ddp"
     proc = run(tiny(six_classes, out, "train.max_iter=2", "dataloader.test_batch_size=4"),
-               launcher=[torchrun, "--nproc_per_node=2", "--max_restarts=0"], timeout=300)
+               launcher=[torchrun, "--standalone", "--nproc_per_node=2", "--max_restarts=0"], timeout=300)
     assert "Process group: 2 processes (gloo)" in proc.stdout
     assert len(list((out / "tb").iterdir())) == 1  # rank 0 alone writes
     distributed = json.loads((out / "metrics.json").read_text())

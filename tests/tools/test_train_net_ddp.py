@@ -19,7 +19,7 @@ def test_two_process_training_writes_once_and_evaluates_like_one_process(tmp_pat
     proc = run(
         tiny(root, out, "train.max_iter=4", "train.checkpoint_period=2", "dataset.num_test=7", "solver.reference_batch_size=8",
              "solver.base_lr=0.02", "model.roi_heads.score_thresh=0.0"),  # detections on every image
-        launcher=[torchrun, "--nproc_per_node=2", "--max_restarts=0"], timeout=300,
+        launcher=[torchrun, "--standalone", "--nproc_per_node=2", "--max_restarts=0"], timeout=300,
     )
     assert "Process group: 2 processes (gloo)" in proc.stdout
     # Rank 0 alone wrote: one event file, one log whose lines are not doubled.
