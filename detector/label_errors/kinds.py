@@ -7,11 +7,15 @@ background IoU at `near_iou`. A prediction the model is sure of that the labels 
 points at a label the model disagrees with:
 
     missing      TIDE "bkg": a confident prediction with no given box of any class over it
-                 (IoU <= near_iou with all of them): a box left out
+                 (IoU <= near_iou with all of them): a box left out. Also a confident prediction
+                 TIDE calls "loc" or "both" that overlaps given boxes below separate_iou when each
+                 of those boxes has its own object (another prediction of its class on it at
+                 good_iou, score >= spurious_score): an unlabelled object beside labelled ones
     wrong_class  TIDE "cls": a confident prediction of another class on a given box (IoU >= good_iou)
                  that no surer prediction of its own class matched: its class was swapped
     loose        TIDE "loc": the best same-class prediction overlaps a given box at
-                 near_iou..good_iou and nothing matched the box: drawn loose or off the object
+                 near_iou..good_iou and no prediction of its class sits on the box (at good_iou,
+                 score >= spurious_score): drawn loose or off the object
     spurious     a given box that no prediction of any class (score >= spurious_score, all classes)
                  overlaps above near_iou: a box on nothing
 
@@ -50,7 +54,8 @@ def judged(annotation: dict) -> bool:
 
 
 def find_candidates(coco: dict, results: list[dict], *, confident_score: float, good_iou: float, near_iou: float,
-                    spurious_score: float, missing_merge_iou: float) -> tuple[list[Candidate], np.ndarray]:
+                    spurious_score: float, missing_merge_iou: float, separate_iou: float
+                    ) -> tuple[list[Candidate], np.ndarray]:
     """The suspects of `coco` (annotations) against `results` (COCO results, all scores), by kind,
     and per annotation whether a confident prediction of its class matched it."""
     annotations = coco["annotations"]
@@ -59,6 +64,7 @@ def find_candidates(coco: dict, results: list[dict], *, confident_score: float, 
     confident = [i for i, r in enumerate(results) if float(r["score"]) >= confident_score]
     inputs = prepare_inputs(matching_gt, [results[i] for i in confident])
     table = classify_errors(inputs, fg_iou=good_iou, bg_iou=near_iou)
+    seen = _seen_by(coco, results, spurious_score, good_iou)
 
     by_gt: dict[int, Candidate] = {}
     sure: dict[int, float] = {}
@@ -67,13 +73,16 @@ def find_candidates(coco: dict, results: list[dict], *, confident_score: float, 
         det = confident[row]
         score = float(results[det]["score"])
         target = int(table.det_target[row])
-        if kind == "bkg":
+        if kind == "bkg" or (kind in ("loc", "both") and _separate_object(det, coco, results, seen, near_iou,
+                                                                           separate_iou)):
             missing.append(det)
             continue
         if kind not in ("cls", "loc") or target < 0:
             continue
-        matched_by = int(table.gt_det[target])
-        if table.gt_state[target] == GT_MATCHED and (kind == "loc" or inputs.det_scores[matched_by] >= score):
+        if kind == "loc" and (table.gt_state[target] == GT_MATCHED or seen[target] - {det}):
+            continue   # the box's own object is there: this prediction is another object, not a better box
+        if kind == "cls" and table.gt_state[target] == GT_MATCHED and \
+                inputs.det_scores[int(table.gt_det[target])] >= score:
             continue   # a prediction of the box's own class matched it, at least as sure
         if score > sure.get(target, -1.0):
             by_gt[target] = Candidate("wrong_class" if kind == "cls" else "loose",
@@ -83,6 +92,36 @@ def find_candidates(coco: dict, results: list[dict], *, confident_score: float, 
     candidates += _missing(coco, results, missing, missing_merge_iou)
     candidates += _spurious(coco, results, table.gt_state, spurious_score, near_iou)
     return candidates, np.asarray(table.gt_state == GT_MATCHED, dtype=bool)
+
+
+def _seen_by(coco: dict, results: list[dict], min_score: float, good_iou: float) -> list[set[int]]:
+    """Per annotation: the results of its class (score >= min_score) on it at IoU >= good_iou."""
+    annotations = coco["annotations"]
+    by_image = _by_image(results)
+    seen: list[set[int]] = [set() for _ in annotations]
+    for index, ann in enumerate(annotations):
+        dets = [d for d in by_image.get(int(ann["image_id"]), []) if int(results[d]["category_id"]) ==
+                int(ann["category_id"]) and float(results[d]["score"]) >= min_score]
+        if judged(ann) and dets:
+            iou = coco_box_iou([results[d]["bbox"] for d in dets], [ann["bbox"]])[:, 0]
+            seen[index] = {d for d, v in zip(dets, iou) if v >= good_iou}
+    return seen
+
+
+def _separate_object(det: int, coco: dict, results: list[dict], seen: list[set[int]], near_iou: float,
+                     separate_iou: float) -> bool:
+    """Whether a confident prediction that overlaps given boxes (near_iou..) is an object of its
+    own: each box it overlaps is on its own object -- another prediction of the box's class sits on
+    it -- and it overlaps none of them at separate_iou or more. In crowded images an unlabelled object
+    touches its labelled neighbours; TIDE calls such a prediction a localisation error."""
+    image_id = int(results[det]["image_id"])
+    boxes = [i for i, a in enumerate(coco["annotations"]) if int(a["image_id"]) == image_id and judged(a)]
+    if not boxes:
+        return True
+    iou = coco_box_iou([results[det]["bbox"]], [coco["annotations"][i]["bbox"] for i in boxes])[0]
+    if iou.max() >= separate_iou:
+        return False
+    return all(seen[i] - {det} for i, v in zip(boxes, iou) if v > near_iou)
 
 
 def _by_image(items, key="image_id") -> dict[int, list[int]]:

@@ -17,7 +17,7 @@ from detector.label_errors.scoring import box_qualities, class_recall, score_can
 
 ENTRY_FIELDS = ("image", "annotation_id", "kind", "score", "given_box", "predicted_box", "given_class",
                 "predicted_class", "predicted_score")
-THRESHOLD_KEYS = ("confident_score", "good_iou", "near_iou", "spurious_score", "missing_merge_iou")
+THRESHOLD_KEYS = ("confident_score", "good_iou", "near_iou", "spurious_score", "missing_merge_iou", "separate_iou")
 
 
 @dataclass
