@@ -5,6 +5,7 @@
     detector-find-label-errors dataset=auto dataset.path=my_data/ --output label_check/
     detector-find-label-errors dataset=bccd train.time_budget=40m --output bccd_check/ --folds 4
     detector-find-label-errors dataset=bccd --output bccd_check/ --weights run/checkpoints/model_final.pth
+    detector-find-label-errors --output label_check/ --rescore label_errors.confident_score=0.7
     detector-find-label-errors --output label_check/ --accept accepted.txt --write-fixed fixed.json
 
 Every image is predicted by a model that did not train on it (K models on K-1 folds each, trained
@@ -30,6 +31,9 @@ def main(argv=None) -> int:
     parser.add_argument("--weights", default=None,
                         help="predict with this checkpoint instead of training (its training images are not "
                              "honestly predicted)")
+    parser.add_argument("--rescore", action="store_true",
+                        help="score the predictions an earlier run left in --output again (new label_errors.* "
+                             "thresholds), without training")
     parser.add_argument("--accept", default=None,
                         help="with --write-fixed: the accepted entries (rank:N, rank:N-M, id:ANNOTATION_ID per line)")
     parser.add_argument("--write-fixed", default=None, help="with --accept: the corrected COCO JSON to write")
@@ -60,7 +64,12 @@ def main(argv=None) -> int:
         if folds < 2:
             parser.error(f"--folds {folds}: at least 2 (one model per held-out fold)")
         logger = setup_logger(args.output)
-        run_job(training, settings, args.output, folds, top, args.weights, logger)
+        if args.rescore:
+            from detector.label_errors.job import rescore
+
+            rescore(settings, args.output, top, logger)
+        else:
+            run_job(training, settings, args.output, folds, top, args.weights, logger)
     except (*expected_errors(), AcceptListError, FoldTrainingError, MissingCleanlabError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -61,6 +61,8 @@ def write_gallery(findings: Findings, coco: dict, out: Path, top: int, max_image
 
     folder = out / GALLERY_DIR
     folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("[0-9][0-9][0-9]_*.png"):   # an earlier run's pictures (--rescore)
+        old.unlink()
     images = {int(i["id"]): i for i in coco["images"]}
     names = {int(c["id"]): str(c["name"]) for c in coco["categories"]}
     given_by_image: dict[int, list[dict]] = {}

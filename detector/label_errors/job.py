@@ -7,6 +7,7 @@
    or one given model (--weights) predicting everything.
 4. Suspects: kinds from the error analysis' matching, scores from cleanlab (suspects.py).
 5. OUT/label_errors.json, label_errors.csv, gallery/, summary.md (report.py, gallery.py).
+--rescore repeats 4 and 5 from the predictions an earlier run left (new thresholds, no training).
 """
 from __future__ import annotations
 
@@ -60,14 +61,13 @@ def device_type(cfg) -> str:
 def run_job(training_overrides: Sequence[str], settings, out: Path, folds: int, top: int, weights: str | None,
             logger: logging.Logger) -> JobResult:
     from detector.config import load_config
-    from detector.label_errors.gallery import write_gallery
-    from detector.label_errors.report import write_csv, write_json, write_summary
-    from detector.modeling.postprocess_keys import postprocess_key
-
     from detector.label_errors.scoring import require_cleanlab
+    from detector.modeling.postprocess_keys import postprocess_key
 
     started = time.time()
     require_cleanlab()
+    settings = settings.copy()
+    settings.folds = folds   # --folds, as summary.md shows it
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     cfg = load_config(training_overrides)   # refuses a mistyped key before any work
@@ -98,17 +98,27 @@ def run_job(training_overrides: Sequence[str], settings, out: Path, folds: int, 
                               started, logger)
         notes.append(f"predictions: {folds} folds ({'/'.join(str(len(p)) for p in parts)} images), each predicted by "
                      f"the model trained on the other folds; time: {budget.source}")
+    findings, gallery = score_and_write(pooled, results, settings, out, top, notes, started,
+                                        int(cfg.dataset.max_image_pixels), logger)
+    return JobResult(findings, gallery, time.time() - started)
+
+
+def score_and_write(pooled: dict, results: list[dict], settings, out: Path, top: int, notes: list[str],
+                    started: float, max_image_pixels: int, logger: logging.Logger) -> tuple[Findings, list[str]]:
+    """Steps 4 and 5: the suspects of `results` against `pooled`, and every output file."""
+    from detector.label_errors.gallery import write_gallery
+    from detector.label_errors.report import write_csv, write_json, write_summary
+
     kept = [r for r in results if float(r["score"]) >= float(settings.min_score)]
     logger.info("scoring %d predictions (score >= %s) against %d boxes", len(kept), settings.min_score,
                 len(pooled["annotations"]))
     findings = find_suspects(pooled, kept, {key: settings[key] for key in THRESHOLD_KEYS})
     write_json(findings, out)
     write_csv(findings, out)
-    gallery = write_gallery(findings, pooled, out, top, int(cfg.dataset.max_image_pixels))
+    gallery = write_gallery(findings, pooled, out, top, max_image_pixels)
     wall = time.time() - started
-    notes.append(f"wall time of the whole job: {wall / 60:.1f} min")
+    notes = [*notes, f"wall time of the whole job: {wall / 60:.1f} min"]
     shown = {key: settings[key] for key in ("folds", "fold_seed", "min_score", *THRESHOLD_KEYS)}
-    shown["folds"] = folds
     shown["top"] = top
     write_summary(findings, pooled, shown, notes, gallery, out)
     counts = {kind: sum(1 for s in findings.suspects if s.kind == kind) for kind in
@@ -116,4 +126,32 @@ def run_job(training_overrides: Sequence[str], settings, out: Path, folds: int, 
     logger.info("%d suspects (%s) in %.1f min; %s, %s, gallery/ (%d images), summary.md in %s",
                 len(findings.suspects), ", ".join(f"{k} {v}" for k, v in counts.items()), wall / 60,
                 "label_errors.json", "label_errors.csv", len(gallery), out)
-    return JobResult(findings, gallery, wall)
+    return findings, gallery
+
+
+def rescore(settings, out: Path, top: int, logger: logging.Logger) -> JobResult:
+    """--rescore: the suspects again from the predictions an earlier run left in `out` (its
+    folds' or --weights' evaluation results), with the current settings; nothing is trained."""
+    from detector.label_errors.fold_format import read_folds
+    from detector.label_errors.fold_training import read_results
+    from detector.label_errors.pooled_dataset import POOLED_FILE, read_pooled
+    from detector.label_errors.scoring import require_cleanlab
+
+    started = time.time()
+    require_cleanlab()
+    out = Path(out).resolve()
+    if not (out / POOLED_FILE).is_file() or not (out / FOLDS_FILE).is_file():
+        raise FileNotFoundError(f"--rescore: {out} holds no earlier run ({POOLED_FILE}, {FOLDS_FILE}); "
+                                "run detector-find-label-errors with --output there first")
+    pooled = read_pooled(out / POOLED_FILE)
+    if (out / "weights_predictions").is_dir():
+        results = read_results(out / "weights_predictions")
+        notes = ["predictions: those of the earlier --weights run (--rescore)"]
+    else:
+        count = len(read_folds(str(out / FOLDS_FILE)))
+        settings = settings.copy()
+        settings.folds = count
+        results = [r for k in range(count) for r in read_results(out / "folds" / str(k))]
+        notes = [f"predictions: those of the earlier run's {count} folds (--rescore)"]
+    findings, gallery = score_and_write(pooled, results, settings, out, top, notes, started, 89478485, logger)
+    return JobResult(findings, gallery, time.time() - started)
