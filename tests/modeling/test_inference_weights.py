@@ -81,3 +81,26 @@ def test_training_mode_keeps_no_copy_and_the_state_dict_is_unchanged(monkeypatch
     targets = [{"boxes": torch.tensor([[10.0, 10.0, 60.0, 70.0]]), "labels": torch.tensor([1])}]
     model(images, targets)
     assert prepared_count(model) == 0
+
+
+def test_a_parameter_put_in_place_of_another_is_seen_and_the_old_memory_stays_held(monkeypatch):
+    """A new weight tensor (assigned, or load_state_dict(assign=True)) has a new storage, so the
+    key changes; the prepared copy keeps the old tensor alive until then, so that no new tensor
+    can be allocated at its address with an equal version and look unchanged."""
+    import gc
+    import weakref
+
+    torch.set_num_threads(1)
+    model = tiny_detector()
+    image = torch.rand((3, 120, 150), generator=torch.Generator().manual_seed(1))
+    before = detections(model, image, cache=True, monkeypatch=monkeypatch)
+    conv = next(m for m in model.backbone.body.modules() if isinstance(m, torch.nn.Conv2d))
+    old = weakref.ref(conv.weight)
+    conv.weight = torch.nn.Parameter(conv.weight.detach() * 1.5, requires_grad=False)
+    gc.collect()
+    assert old() is not None   # held by the prepared copy's key
+    after = detections(model, image, cache=True, monkeypatch=monkeypatch)
+    gc.collect()
+    assert old() is None       # released once the copy is made again for the new weight
+    per_call = detections(model, image, cache=False, monkeypatch=monkeypatch)
+    assert same(after, per_call) and not torch.equal(after["scores"][:10], before["scores"][:10])

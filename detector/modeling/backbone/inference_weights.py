@@ -27,11 +27,27 @@ ATTRIBUTE = "_inference_weights"
 ENABLED = True
 
 
-def parameter_key(tensor: torch.Tensor | None) -> tuple | None:
-    """What identifies a parameter's current values without reading them."""
-    if tensor is None:
-        return None
-    return (tensor.data_ptr(), tensor._version, tensor.dtype, tensor.device)
+class ParameterKey:
+    """What identifies a parameter's current values without reading them: its storage address,
+    version counter, dtype and device. It holds the tensor itself, so that while a prepared copy
+    is kept for it, its memory cannot be freed and reused by a parameter put in its place (a new
+    tensor at the same address with the same version would otherwise look unchanged)."""
+
+    __slots__ = ("tensor", "identity")
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor = tensor
+        self.identity = (tensor.data_ptr(), tensor._version, tensor.dtype, tensor.device)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ParameterKey) and self.identity == other.identity
+
+    def __hash__(self) -> int:
+        return hash(self.identity)
+
+
+def parameter_key(tensor: torch.Tensor | None) -> ParameterKey | None:
+    return None if tensor is None else ParameterKey(tensor)
 
 
 def prepared(conv: nn.Module, key: tuple, same_inputs: Callable[[tuple], bool],
