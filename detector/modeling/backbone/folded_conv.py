@@ -18,7 +18,8 @@ from detector.utils.hardware import cpu_has_native_bf16
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     device_type = x.device.type
-    if torch.is_autocast_enabled(device_type):
+    # meta tensors (shape checks) have no autocast state to ask about: asking raises
+    if device_type != "meta" and torch.is_autocast_enabled(device_type):
         return torch.get_autocast_dtype(device_type)
     return x.dtype
 
