@@ -1,16 +1,19 @@
 #!/usr/bin/env python
-"""Benchmark (not a test): a detector head against Faster R-CNN at equal wall time, side by side.
+"""Benchmark (not a test): detector heads against Faster R-CNN at equal wall time, side by side.
 
     python tools/bench_heads.py                                   # shapes: mask_rcnn_fpn vs faster_rcnn_fpn
     python tools/bench_heads.py --dataset bccd --model cascade_rcnn_fpn --baseline-iters 1450 --seeds 42 1 2
     python tools/bench_heads.py --model keypoint_rcnn_fpn --model-override model.roi_heads.keypoint_head.conv_dim=64
+    python tools/bench_heads.py --model retinanet_fpn --model fcos_fpn --baseline-iters 1000   # one baseline, two heads
 
-For each seed both trainings start at the same time with one thread each, so they share the
-machine fairly. The head keeps its recipe's iterations; the baseline gets --baseline-iters, which
-should make both take the same time (set it from the per-iteration ratio of a first run: the
-wall times are printed). Prints each pair's wall time and its bbox (and segm, or keypoints) AP /
-AP50 / AP75, then the medians over seeds. --model-override gives the measured head alone a setting
-(e.g. a narrower keypoint head for a CPU recipe, whose key the baseline does not have). Every command is printed before it runs, to reproduce by hand.
+For each seed the trainings start at the same time with one thread each, so they share the
+machine fairly. Each head keeps its recipe's iterations; the baseline gets --baseline-iters, which
+should make them take the same time (set it from the per-iteration ratio of a first run: the
+wall times are printed). Several --model heads share one baseline run, which is fair when their
+iterations cost about the same. Prints each run's wall time and its bbox (and segm, or keypoints)
+AP / AP50 / AP75 / APs, then the medians over seeds. --model-override gives the measured heads alone
+a setting (e.g. a narrower keypoint head for a CPU recipe, whose key the baseline does not have).
+Every command is printed before it runs, to reproduce by hand.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-KEYS = ("AP", "AP50", "AP75")
+KEYS = ("AP", "AP50", "AP75", "APs")   # APs: small objects (keypoints have no small area)
 KINDS = ("bbox", "segm", "keypoints")   # the metrics.json blocks a head may write
 
 
@@ -55,38 +58,49 @@ def run_side_by_side(commands: dict[str, tuple[list[str], Path]]) -> dict[str, f
 
 
 def scores(metrics: dict) -> str:
-    return "   ".join(f"{kind} " + " / ".join(f"{metrics[kind][k]:.4f}" for k in KEYS)
+    return "   ".join(f"{kind} " + " / ".join(f"{metrics[kind][k]:.4f}" for k in KEYS if k in metrics[kind])
                       for kind in KINDS if kind in metrics)
 
 
-def main(argv=None) -> int:
+def training_commands(args: argparse.Namespace, heads: list[str], seed: int,
+                      folder: Path) -> dict[str, tuple[list[str], Path]]:
+    """One train_net command per run: the baseline at --baseline-iters, each head at its recipe's iterations."""
+    common = [f"dataset={args.dataset}", "dataloader.num_workers=1", *args.overrides, f"seed={seed}"]
+    iters = args.baseline_iters
+    baseline_out = folder / args.baseline
+    commands = {args.baseline: ([sys.executable, "tools/train_net.py", f"model={args.baseline}", *common,
+                                 f"train.max_iter={iters}", f"train.checkpoint_period={iters}",
+                                 f"output_dir={baseline_out}"], baseline_out)}
+    for head in heads:
+        commands[head] = ([sys.executable, "tools/train_net.py", f"model={head}", *common, *args.model_override,
+                           f"output_dir={folder / head}"], folder / head)
+    return commands
+
+
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="shapes", help="dataset config group (default: shapes)")
-    parser.add_argument("--model", default="mask_rcnn_fpn", help="the head to measure (model config group)")
+    parser.add_argument("--model", action="append", default=None,
+                        help="a head to measure (model config group; repeatable; default mask_rcnn_fpn)")
     parser.add_argument("--baseline", default="faster_rcnn_fpn", help="the head to compare with")
     parser.add_argument("--baseline-iters", type=int, default=1400,
-                        help="baseline iterations, chosen so that both runs take the same time")
+                        help="baseline iterations, chosen so that every run takes the same time")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42], help="one side-by-side pair per seed")
     parser.add_argument("--output", default="outputs/bench_heads", help="parent folder of the runs and their logs")
     parser.add_argument("--model-override", action="append", default=[], metavar="KEY=VALUE",
-                        help="a config override for the measured head's run only (repeatable)")
+                        help="a config override for the measured heads' runs only (repeatable)")
     parser.add_argument("overrides", nargs="*", help="config overrides given to both runs")
-    args = parser.parse_intermixed_args(argv)
+    return parser.parse_intermixed_args(argv)
 
-    common = [f"dataset={args.dataset}", "dataloader.num_workers=1", *args.overrides]
-    iters = args.baseline_iters
-    results: dict[str, list[dict]] = {args.baseline: [], args.model: []}
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    heads = args.model or ["mask_rcnn_fpn"]
+    results: dict[str, list[dict]] = {name: [] for name in [args.baseline, *heads]}
     for seed in args.seeds:
         folder = Path(args.output) / f"{args.dataset}_seed{seed}"
         folder.mkdir(parents=True, exist_ok=True)
-        baseline_out, model_out = folder / args.baseline, folder / args.model
-        commands = {
-            args.baseline: ([sys.executable, "tools/train_net.py", f"model={args.baseline}", *common, f"seed={seed}",
-                             f"train.max_iter={iters}", f"train.checkpoint_period={iters}",
-                             f"output_dir={baseline_out}"], baseline_out),
-            args.model: ([sys.executable, "tools/train_net.py", f"model={args.model}", *common, *args.model_override,
-                          f"seed={seed}", f"output_dir={model_out}"], model_out),
-        }
+        commands = training_commands(args, heads, seed, folder)
         seconds = run_side_by_side(commands)
         for name, (_, out) in commands.items():
             metrics = json.loads((out / "metrics.json").read_text())
@@ -95,7 +109,7 @@ def main(argv=None) -> int:
 
     if len(args.seeds) > 1:
         for name, runs in results.items():
-            medians = {kind: {k: statistics.median(run[kind][k] for run in runs) for k in KEYS}
+            medians = {kind: {k: statistics.median(run[kind][k] for run in runs) for k in KEYS if k in runs[0][kind]}
                        for kind in KINDS if kind in runs[0]}
             print(f"median over {len(runs)} seeds  {name:<24} {scores(medians)}")
     return 0

@@ -45,3 +45,24 @@ def test_scores_show_segm_only_when_present(bench):
     block = {"AP": 0.5, "AP50": 0.75, "AP75": 0.25}
     assert bench.scores({"bbox": block}) == "bbox 0.5000 / 0.7500 / 0.2500"
     assert bench.scores({"bbox": block, "segm": block}).endswith("segm 0.5000 / 0.7500 / 0.2500")
+
+
+def test_scores_show_small_object_ap_where_the_block_has_it(bench):
+    bbox = {"AP": 0.5, "AP50": 0.75, "AP75": 0.25, "APs": 0.125}
+    keypoints = {"AP": 0.5, "AP50": 0.75, "AP75": 0.25}   # no small area for keypoints
+    assert bench.scores({"bbox": bbox, "keypoints": keypoints}) == \
+        "bbox 0.5000 / 0.7500 / 0.2500 / 0.1250   keypoints 0.5000 / 0.7500 / 0.2500"
+
+
+def test_several_heads_share_one_baseline_run(bench, tmp_path):
+    args = bench.parse_args(["--model", "retinanet_fpn", "--model", "fcos_fpn", "--baseline-iters", "900",
+                             "--model-override", "model.x=1", "train.amp=none"])
+    commands = bench.training_commands(args, args.model, 7, tmp_path)
+    assert list(commands) == ["faster_rcnn_fpn", "retinanet_fpn", "fcos_fpn"]
+    baseline, _ = commands["faster_rcnn_fpn"]
+    assert "train.max_iter=900" in baseline and "model.x=1" not in baseline
+    for head in ("retinanet_fpn", "fcos_fpn"):
+        cmd, out = commands[head]
+        assert out == tmp_path / head and f"model={head}" in cmd and "model.x=1" in cmd
+        assert not any(arg.startswith("train.max_iter") for arg in cmd)   # the head keeps its recipe's length
+    assert all("seed=7" in cmd and "train.amp=none" in cmd for cmd, _ in commands.values())
