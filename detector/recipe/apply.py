@@ -19,6 +19,7 @@ from typing import Iterable, Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from detector.recipe.budget import TrainingBudget
 from detector.recipe.choices import Choice, RecipeContext, choose, flatten
 from detector.recipe.statistics import SplitStatistics, split_statistics
 
@@ -136,6 +137,30 @@ def training_statistics(cfg: DictConfig) -> SplitStatistics:
     return _statistics_cache[key]
 
 
+def training_budget(cfg: DictConfig) -> TrainingBudget | None:
+    """The time budget that will decide train.max_iter, and the device that spends it; None when
+    train.max_iter does (given, or no budget). Read from the config, the device kind
+    (train.device, auto: CUDA when visible) and torch's thread count only, so the recipe's sizes
+    are the same in load_config and in the run on one machine."""
+    import torch
+
+    from detector.engine.time_budget import parse_time_budget
+
+    train = cfg.train
+    if "time_budget" not in train or (not OmegaConf.is_missing(train, "max_iter") and train.max_iter is not None):
+        return None
+    device = str(train.device)
+    kind = "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
+    budget = train.budget
+    seconds = parse_time_budget(train.time_budget, kind,
+                                {"cpu": budget.auto_cpu_minutes, "cuda": budget.auto_gpu_minutes})
+    if seconds is None:
+        return None
+    return TrainingBudget(seconds=float(seconds), device=kind, threads=int(torch.get_num_threads()),
+                          images_per_step=int(cfg.dataloader.batch_size) * int(train.grad_accum_steps),
+                          reserved_share=float(budget.margin) + float(budget.max_eval_share))
+
+
 def recipe_choices(cfg: DictConfig) -> list[Choice]:
     """The recipe's choices for this config (cached per dataset, bounds and context)."""
     stats = training_statistics(cfg)
@@ -143,7 +168,9 @@ def recipe_choices(cfg: DictConfig) -> list[Choice]:
     ctx = RecipeContext(levels=int(cfg.recipe.levels or 5), backbone_weights=bool(weights[0]),
                         model_weights=bool(weights[1]),
                         given_min_size_test=_given_value(cfg, "model.input.min_size_test"),
-                        given_max_size_test=_given_value(cfg, "model.input.max_size_test"))
+                        given_max_size_test=_given_value(cfg, "model.input.max_size_test"),
+                        given_train_sizes=_given_value(cfg, "aug.min_size") is not None,
+                        budget=training_budget(cfg))
     settings = OmegaConf.to_container(cfg.recipe, resolve=True)
     key = json.dumps([OmegaConf.to_container(cfg.dataset, resolve=True), settings, ctx.__dict__],
                      sort_keys=True, default=str)

@@ -4,7 +4,9 @@ conf/schedule/auto.yaml (`recipe:`): pure functions, each choice with the figure
 What each decision is for:
 - input size: the small objects (a low quantile of box sizes) must stay at or above the
   smallest anchor after the resize, and a photo must not be processed bigger than its
-  objects need (the cost of a step grows with the pixels);
+  objects need (the cost of a step grows with the pixels); under a time budget, no bigger
+  than leaves recipe.budget.min_iters iterations (budget.py: a from-scratch model learns
+  little in fewer, whatever its input size);
 - anchors: the smallest from those small objects, the largest from the large ones, spaced
   geometrically over the FPN levels (so a dataset of large objects on small photos does not
   spend its top levels on sizes bigger than the image); extra aspect ratios for elongated boxes;
@@ -18,10 +20,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from detector.recipe.budget import BudgetFit, TrainingBudget, fit_size_to_budget
 from detector.recipe.statistics import SplitStatistics
 
 
@@ -41,6 +44,10 @@ class RecipeContext:
     model_weights: bool                # model.weights set (a whole detector)
     given_min_size_test: int | None = None   # the user's model.input.min_size_test, if given
     given_max_size_test: int | None = None
+    given_train_sizes: bool = False    # the user gave aug.min_size
+    # The run's time budget, when one decides train.max_iter (None: train.max_iter given, or no
+    # budget): the input size is then weighed against it (budget.py).
+    budget: TrainingBudget | None = None
 
 
 def flatten(node: Mapping, prefix: str = "") -> dict[str, Any]:
@@ -66,8 +73,55 @@ def _quantile(values: np.ndarray, q: float, default: float) -> float:
     return float(np.quantile(values, q)) if len(values) else default
 
 
-def input_sizes(stats: SplitStatistics, s: Mapping) -> list[Choice]:
-    """Shortest edge for testing and training (with its jitter) and the longest-edge caps."""
+def _train_sizes(size: int, aspect: float, s: Mapping) -> tuple[int, int, list[int], int]:
+    """At test size `size` (images' long/short ratio `aspect`): the longest test edge, the jitter
+    step, the training shortest edges and their longest-edge cap."""
+    multiple = int(s["size_multiple"])
+    max_size = _round_to(math.ceil(size * aspect / multiple) * multiple, multiple)
+    step = max(multiple, _round_to(size * float(s["jitter"]), multiple))
+    train_sizes = sorted({max(multiple, size - step), size, size + step})
+    train_max = _round_to(math.ceil(max_size * max(train_sizes) / size / multiple) * multiple, multiple)
+    return max_size, step, train_sizes, train_max
+
+
+def _train_pixels(stats: SplitStatistics, aspect: float, s: Mapping) -> Callable[[int], float]:
+    """The mean pixels of one training image when testing at a size: over the training sizes
+    (equally likely) and the split's images, shortest edge x longest edge within its cap."""
+    ratios = stats.image_long / np.maximum(stats.image_short, 1) if stats.num_images else np.ones(1)
+
+    def pixels(size: int) -> float:
+        _, _, train_sizes, train_max = _train_sizes(size, aspect, s)
+        return float(np.mean([t * np.minimum(t * ratios, train_max) for t in train_sizes]))
+
+    return pixels
+
+
+def _budget_text(fit: BudgetFit, budget: TrainingBudget, stats: SplitStatistics, s: Mapping) -> str:
+    """The figures of the budget rule, for the log."""
+    where = f"{budget.seconds / 60:.1f} min on {budget.device}" + (
+        f" ({budget.threads} threads)" if budget.device == "cpu" else "")
+    head = (f"the budget ({where}, about {fit.train_s:.0f} s of training steps at {budget.images_per_step} images "
+            f"each) buys about {fit.iters_wanted} iterations at {fit.wanted} px ({fit.step_s_wanted:.2f} s each, "
+            "estimated)")
+    if not fit.lowered:
+        return head + (f", at least recipe.budget.min_iters={fit.min_iters}" if not fit.short else
+                       f", fewer than recipe.budget.min_iters={fit.min_iters}, but {fit.wanted} px is already the "
+                       "floor (recipe.min_input_size)")
+    q = float(s["small_object_quantile"])
+    below = float(np.mean(stats.relative_box_size * fit.chosen < float(s["min_object_px"]) - 1e-6)) \
+        if stats.num_boxes else 0.0
+    text = (f"{head}, fewer than recipe.budget.min_iters={fit.min_iters}: lowered to {fit.chosen} px, "
+            f"{fit.step_s_chosen:.2f} s each, about {fit.iters_chosen} iterations; there {below:.0%} of the boxes "
+            f"(wanted: {q:.0%}) measure below {s['min_object_px']} px, the smallest anchor")
+    if fit.short:
+        text += f" (recipe.min_input_size={s['min_input_size']} is the floor)"
+    return text + ("; for the size the objects want give a longer train.time_budget, or set "
+                   "model.input.min_size_test and aug.min_size, or recipe.budget.min_iters")
+
+
+def input_sizes(stats: SplitStatistics, s: Mapping, budget: TrainingBudget | None = None) -> list[Choice]:
+    """Shortest edge for testing and training (with its jitter) and the longest-edge caps;
+    lowered when a time budget would buy too few iterations at the size the objects want."""
     multiple = int(s["size_multiple"])
     native = _quantile(stats.image_short, 0.5, float(s["max_input_size"]))
     small = _quantile(stats.relative_box_size, float(s["small_object_quantile"]), 1.0)
@@ -79,10 +133,6 @@ def input_sizes(stats: SplitStatistics, s: Mapping) -> list[Choice]:
     size = _round_to(min(size, ceiling), multiple) if ceiling >= multiple else multiple
     aspect = max(1.0, _quantile(stats.image_long / np.maximum(stats.image_short, 1), 0.9, 1.0))
     aspect = min(aspect, float(s["max_aspect"]))
-    max_size = _round_to(math.ceil(size * aspect / multiple) * multiple, multiple)
-    step = max(multiple, _round_to(size * float(s["jitter"]), multiple))
-    train_sizes = sorted({max(multiple, size - step), size, size + step})
-    train_max = _round_to(math.ceil(max_size * max(train_sizes) / size / multiple) * multiple, multiple)
     q = float(s["small_object_quantile"])
     why = (f"{q:.0%} of the boxes are smaller than {small:.3f} of their image's shortest edge (median "
            f"{native:.0f} px): at {size} px they measure {small * size:.1f} px (wanted >= {s['min_object_px']} px; "
@@ -91,6 +141,14 @@ def input_sizes(stats: SplitStatistics, s: Mapping) -> list[Choice]:
     if short:
         why += (f"; the small objects stay below {s['min_object_px']} px: raise recipe.max_input_size / "
                 "recipe.max_upscale, or set model.input.min_size_test and aug.min_size")
+    if budget is not None and int(s["budget"]["min_iters"]) > 0:
+        floor = int(math.ceil(float(s["min_input_size"]) / multiple) * multiple)
+        fit = fit_size_to_budget(size, floor, multiple, _train_pixels(stats, aspect, s), s["budget"], budget)
+        why += "; " + _budget_text(fit, budget, stats, s)
+        # A warning when the budget's size leaves the small objects below the smallest anchor.
+        short = short or (fit.lowered and (fit.short or small * fit.chosen < float(s["min_object_px"]) - 1e-6))
+        size = fit.chosen
+    max_size, step, train_sizes, train_max = _train_sizes(size, aspect, s)
     return [
         Choice("model.input.min_size_test", size, why, warning=short),
         Choice("model.input.max_size_test", max_size,
@@ -169,6 +227,8 @@ def solver(s: Mapping, ctx: RecipeContext) -> list[Choice]:
 
 def choose(stats: SplitStatistics, settings: Mapping, ctx: RecipeContext) -> list[Choice]:
     """Every decision of the recipe, in the order they are logged."""
-    sizes = input_sizes(stats, settings)
+    # A size the user gave (test or training) is theirs: the budget does not lower the others.
+    chosen_by_user = ctx.given_min_size_test is not None or ctx.given_train_sizes
+    sizes = input_sizes(stats, settings, None if chosen_by_user else ctx.budget)
     test_size = ctx.given_min_size_test or next(c.value for c in sizes if c.key == "model.input.min_size_test")
     return [*sizes, *anchors(stats, settings, ctx, int(test_size)), *sampling(stats, settings), *solver(settings, ctx)]
