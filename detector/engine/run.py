@@ -5,6 +5,7 @@ the commands pick one (detector/cli/, started by detector/engine/launch.py).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -54,12 +55,17 @@ def apply_auto_settings(cfg: DictConfig, ctx: RunContext) -> None:
     choices from the training split (detector/recipe/), logged with their figures. Every
     rank computes the same values from the same data (after resolve_classes wrote it)."""
     from detector.engine.run_summary import command_line_overrides
-    from detector.recipe.apply import apply_recipe, mark_auto_keys
+    from detector.recipe.apply import apply_recipe, keep_recorded_choices, mark_auto_keys
+    from detector.weights.checkpoint_io import CheckpointRecord
+    from detector.weights.starting_weights import stored_config
 
     overrides = command_line_overrides()  # None outside Hydra: load_config already marked the keys
     if overrides is not None:
         mark_auto_keys(cfg, overrides)
-    apply_recipe(cfg, ctx.logger)
+    applied = apply_recipe(cfg, ctx.logger)
+    if ctx.resume is not None and applied:
+        path, checkpoint = ctx.resume
+        keep_recorded_choices(cfg, applied, stored_config(CheckpointRecord(Path(path), dict(checkpoint))), ctx.logger)
 
 
 def write_run_config(cfg: DictConfig, ctx: RunContext) -> None:

@@ -231,5 +231,27 @@ def apply_recipe(cfg: DictConfig, logger: logging.Logger, overrides: Sequence[st
     return applied
 
 
+def keep_recorded_choices(cfg: DictConfig, applied: Sequence[Choice], recorded: DictConfig | None,
+                          logger: logging.Logger) -> list[str]:
+    """A resumed run continues the model its checkpoint was trained as: each value the recipe just
+    chose that differs from the one the checkpoint's config records (the size rule weighs the
+    budget against this machine's threads, so a resume elsewhere may choose another size, and
+    with it other anchors) is replaced by the recorded one, with a warning. Returns the keys kept."""
+    if recorded is None:
+        return []
+    kept = []
+    for choice in applied:
+        theirs = OmegaConf.select(recorded, choice.key, default=None)
+        parent, leaf = _split(cfg, choice.key)
+        if theirs is None or parent is None or _show(theirs) == _show(parent[leaf]):
+            continue
+        logger.warning("schedule=auto: %s=%s as the resumed checkpoint's run chose it (the recipe now chooses %s "
+                       "on this machine); a resume continues the same model.", choice.key, _show(theirs),
+                       _show(parent[leaf]))
+        parent[leaf] = theirs
+        kept.append(choice.key)
+    return kept
+
+
 def _show(value) -> str:
     return str(OmegaConf.to_container(value) if OmegaConf.is_config(value) else value).replace(" ", "")

@@ -142,3 +142,25 @@ def test_load_config_weighs_the_budget_unless_max_iter_is_given(photo_statistics
     assert resolved_size("train.time_budget=15m", "recipe.budget.min_iters=0")[1] == 800
     assert resolved_size("train.time_budget=15m", "model.input.min_size_test=512")[1] == 512
     assert resolved_size("train.time_budget=15m", "aug.min_size=[800]")[1] == 800   # the user's training size
+
+
+def test_a_resume_keeps_the_sizes_and_anchors_its_checkpoint_recorded(caplog):
+    # The size rule depends on the thread count: resumed on another machine the recipe may choose
+    # another size (and anchors); the resumed run must continue the model its checkpoint holds.
+    import logging
+
+    from detector.recipe.choices import Choice
+    cfg = OmegaConf.create({"model": {"input": {"min_size_test": 320}, "anchor_generator": {"sizes": [16, 32]}},
+                            "aug": {"min_size": [288, 320]}})
+    applied = [Choice("model.input.min_size_test", 320, "r"), Choice("model.anchor_generator.sizes", [16, 32], "r"),
+               Choice("aug.min_size", [288, 320], "r")]
+    recorded = OmegaConf.create({"model": {"input": {"min_size_test": 512}, "anchor_generator": {"sizes": [16, 32]}},
+                                 "aug": {"min_size": [480, 512]}})
+    logger = logging.getLogger("test_recipe_budget")
+    with caplog.at_level(logging.WARNING, logger="test_recipe_budget"):
+        kept = recipe_apply.keep_recorded_choices(cfg, applied, recorded, logger)
+    assert kept == ["model.input.min_size_test", "aug.min_size"]
+    assert cfg.model.input.min_size_test == 512 and list(cfg.aug.min_size) == [480, 512]
+    assert list(cfg.model.anchor_generator.sizes) == [16, 32]
+    assert "resumed checkpoint" in caplog.text and "320" in caplog.text
+    assert recipe_apply.keep_recorded_choices(cfg, applied, None, logger) == []   # a checkpoint without a config
