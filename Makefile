@@ -22,7 +22,7 @@ demo: install
 # Not the default yet: a worker has died twice in tests/extensions (docs/testing.md).
 PYTEST_WORKERS ?= 0
 test: install
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile tests
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=20 tests
 
 clean:
 	rm -rf $(VENV) outputs
