@@ -27,6 +27,7 @@ give one missing suspect (the surest; others overlapping it at missing_merge_iou
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -65,6 +66,7 @@ def find_candidates(coco: dict, results: list[dict], *, confident_score: float, 
     inputs = prepare_inputs(matching_gt, [results[i] for i in confident])
     table = classify_errors(inputs, fg_iou=good_iou, bg_iou=near_iou)
     seen = _seen_by(coco, results, spurious_score, good_iou)
+    judged_by_image = indices_by_image(annotations, keep=judged)
 
     by_gt: dict[int, Candidate] = {}
     sure: dict[int, float] = {}
@@ -73,8 +75,8 @@ def find_candidates(coco: dict, results: list[dict], *, confident_score: float, 
         det = confident[row]
         score = float(results[det]["score"])
         target = int(table.det_target[row])
-        if kind == "bkg" or (kind in ("loc", "both") and _separate_object(det, coco, results, seen, near_iou,
-                                                                           separate_iou)):
+        if kind == "bkg" or (kind in ("loc", "both") and _separate_object(det, annotations, judged_by_image, results,
+                                                                           seen, near_iou, separate_iou)):
             missing.append(det)
             continue
         if kind not in ("cls", "loc") or target < 0:
@@ -97,7 +99,7 @@ def find_candidates(coco: dict, results: list[dict], *, confident_score: float, 
 def _seen_by(coco: dict, results: list[dict], min_score: float, good_iou: float) -> list[set[int]]:
     """Per annotation: the results of its class (score >= min_score) on it at IoU >= good_iou."""
     annotations = coco["annotations"]
-    by_image = _by_image(results)
+    by_image = indices_by_image(results)
     seen: list[set[int]] = [set() for _ in annotations]
     for index, ann in enumerate(annotations):
         dets = [d for d in by_image.get(int(ann["image_id"]), []) if int(results[d]["category_id"]) ==
@@ -108,36 +110,35 @@ def _seen_by(coco: dict, results: list[dict], min_score: float, good_iou: float)
     return seen
 
 
-def _separate_object(det: int, coco: dict, results: list[dict], seen: list[set[int]], near_iou: float,
-                     separate_iou: float) -> bool:
+def _separate_object(det: int, annotations: list[dict], judged_by_image: dict[int, list[int]], results: list[dict],
+                     seen: list[set[int]], near_iou: float, separate_iou: float) -> bool:
     """Whether a confident prediction that overlaps given boxes (near_iou..) is an object of its
     own: each box it overlaps is on its own object -- another prediction of the box's class sits on
     it -- and it overlaps none of them at separate_iou or more. In crowded images an unlabelled object
     touches its labelled neighbours; TIDE calls such a prediction a localisation error."""
-    image_id = int(results[det]["image_id"])
-    boxes = [i for i, a in enumerate(coco["annotations"]) if int(a["image_id"]) == image_id and judged(a)]
+    boxes = judged_by_image.get(int(results[det]["image_id"]), [])
     if not boxes:
         return True
-    iou = coco_box_iou([results[det]["bbox"]], [coco["annotations"][i]["bbox"] for i in boxes])[0]
+    iou = coco_box_iou([results[det]["bbox"]], [annotations[i]["bbox"] for i in boxes])[0]
     if iou.max() >= separate_iou:
         return False
     return all(seen[i] - {det} for i, v in zip(boxes, iou) if v > near_iou)
 
 
-def _by_image(items, key="image_id") -> dict[int, list[int]]:
+def indices_by_image(items: list[dict], keep: Callable[[dict], bool] | None = None) -> dict[int, list[int]]:
+    """Image id -> the positions in `items` (annotations or results) of that image's items (those
+    `keep` accepts), in order: grouped once, so that per-box work looks at one image's items only."""
     grouped: dict[int, list[int]] = {}
     for index, item in enumerate(items):
-        grouped.setdefault(int(item[key]), []).append(index)
+        if keep is None or keep(item):
+            grouped.setdefault(int(item["image_id"]), []).append(index)
     return grouped
 
 
 def _missing(coco: dict, results: list[dict], dets: list[int], merge_iou: float) -> list[Candidate]:
     """One candidate per unlabelled object: off ignored regions, the surest of overlapping ones."""
     annotations = coco["annotations"]
-    ignored_by_image = {}
-    for index, ann in enumerate(annotations):
-        if not judged(ann):
-            ignored_by_image.setdefault(int(ann["image_id"]), []).append(index)
+    ignored_by_image = indices_by_image(annotations, keep=lambda ann: not judged(ann))
     kept: list[Candidate] = []
     per_image: dict[int, list[int]] = {}
     for det in sorted(dets, key=lambda d: -float(results[d]["score"])):
@@ -160,7 +161,7 @@ def _spurious(coco: dict, results: list[dict], gt_state, min_score: float, near_
     """Given boxes that the confident matching left unmatched and that no prediction comes near."""
     annotations = coco["annotations"]
     near_results = [r for r in results if float(r["score"]) >= min_score]
-    results_by_image = _by_image(near_results)
+    results_by_image = indices_by_image(near_results)
     kept = []
     for index, ann in enumerate(annotations):
         if not judged(ann) or gt_state[index] == GT_MATCHED:

@@ -29,7 +29,7 @@ import warnings
 import numpy as np
 
 from detector.evaluation.analysis.box_iou import coco_box_iou
-from detector.label_errors.kinds import Candidate, judged
+from detector.label_errors.kinds import Candidate, indices_by_image, judged
 
 
 class MissingCleanlabError(ImportError):
@@ -135,9 +135,8 @@ def score_candidates(coco: dict, results: list[dict], candidates: list[Candidate
                      recall: dict[int, float]) -> list[float]:
     """Each candidate's score (module docstring), in [0, 1]."""
     annotations = coco["annotations"]
-    by_image: dict[int, list[int]] = {}
-    for index, result in enumerate(results):
-        by_image.setdefault(int(result["image_id"]), []).append(index)
+    by_image = indices_by_image(results)
+    judged_by_image = indices_by_image(annotations, keep=judged)
     scores = []
     for c in candidates:
         if c.kind == "spurious":
@@ -155,9 +154,9 @@ def score_candidates(coco: dict, results: list[dict], candidates: list[Candidate
                 if not np.isfinite(quality):
                     # cleanlab leaves out a prediction that touches any given box; ours overlap
                     # none above near_iou: their best IoU stands for the similarity.
-                    same_image = [a for a in annotations if int(a["image_id"]) == c.image_id and judged(a)]
-                    quality = float(coco_box_iou([results[c.prediction]["bbox"]], [a["bbox"] for a in same_image]).max()) \
-                        if same_image else 0.0
+                    same_image = judged_by_image.get(c.image_id, [])
+                    quality = float(coco_box_iou([results[c.prediction]["bbox"]],
+                                                 [annotations[a]["bbox"] for a in same_image]).max()) if same_image else 0.0
             else:
                 quality = qualities["swap" if c.kind == "wrong_class" else "badloc"][c.annotation]
         scores.append(float(np.clip((1.0 - quality) * confidence, 0.0, 1.0)))
