@@ -92,6 +92,20 @@ def _quiet():
         yield
 
 
+def _similarities(labels: list[dict], predictions: list[list[np.ndarray]]) -> list[dict] | None:
+    """cleanlab's per-image box similarities (IoU and distance matrices, the dataset's smallest
+    similarity), made once for the three box scores: each would otherwise make them itself, and
+    they are most of the scoring's time (a Python loop per box pair). The helper is cleanlab's own
+    (what its documented `auxiliary_inputs` hold); None where a cleanlab version lacks it, and
+    each score then makes its own, with the same values."""
+    try:
+        from cleanlab.internal.constants import ALPHA   # the similarity weighting the scores use by default
+        from cleanlab.object_detection.rank import _get_valid_inputs_for_compute_scores
+    except ImportError:
+        return None
+    return _get_valid_inputs_for_compute_scores(ALPHA, labels, predictions)
+
+
 def box_qualities(coco: dict, results: list[dict], confident_score: float) -> dict:
     """cleanlab's per-box qualities, keyed for the candidates: {"overlooked": {result: q},
     "swap": {annotation: q}, "badloc": {annotation: q}, "image": {image_id: q}}."""
@@ -104,12 +118,13 @@ def box_qualities(coco: dict, results: list[dict], confident_score: float) -> di
 
     image_ids, labels, predictions, boxes, prediction_index = cleanlab_inputs(coco, results)
     with _quiet():
+        shared = _similarities(labels, predictions)
         overlooked = compute_overlooked_box_scores(labels=labels, predictions=predictions,
-                                                   high_probability_threshold=confident_score)
+                                                   high_probability_threshold=confident_score, auxiliary_inputs=shared)
         swap = compute_swap_box_scores(labels=labels, predictions=predictions,
-                                       high_probability_threshold=confident_score)
+                                       high_probability_threshold=confident_score, auxiliary_inputs=shared)
         badloc = compute_badloc_box_scores(labels=labels, predictions=predictions,
-                                           low_probability_threshold=confident_score)
+                                           low_probability_threshold=confident_score, auxiliary_inputs=shared)
         image = get_label_quality_scores(labels, predictions, verbose=False)
     qualities = {"overlooked": {}, "swap": {}, "badloc": {}, "image": {}}
     for i, image_id in enumerate(image_ids):
