@@ -14,16 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from detector.evaluation.analysis.box_iou import coco_to_xyxy
 from detector.evaluation.eval_pictures import GT_COLOUR, PRED_COLOUR
 from detector.label_errors.kinds import judged
 from detector.label_errors.suspects import Findings
 
 GALLERY_DIR = "gallery"
-
-
-def _xyxy(box) -> list[float]:
-    x, y, w, h = (float(v) for v in box)
-    return [x, y, x + w, y + h]
 
 
 def _file_name(rank: int, image_name: str) -> str:
@@ -38,16 +34,16 @@ def draw_suspect_image(image: np.ndarray, given: list[dict], names: dict[int, st
 
     from detector.utils.draw import draw_boxes
 
-    out = draw_boxes(image, [_xyxy(a["bbox"]) for a in given], [names[int(a["category_id"])] for a in given],
+    out = draw_boxes(image, coco_to_xyxy([a["bbox"] for a in given]), [names[int(a["category_id"])] for a in given],
                      colour=GT_COLOUR)
     boxes, texts = [], []
     for s in suspects:
         box = s.predicted_box if s.predicted_box is not None else s.given_box
         what = s.predicted_class if s.kind in ("missing", "wrong_class", "loose") else ""
         texts.append(f"{s.kind}: {what} {s.score:.2f}".replace("  ", " "))
-        boxes.append(_xyxy(box))
+        boxes.append(box)
     if boxes:
-        out = draw_boxes(out, boxes, texts, colour=PRED_COLOUR)
+        out = draw_boxes(out, coco_to_xyxy(boxes), texts, colour=PRED_COLOUR)
     band = np.full((22, out.shape[1], 3), 255, dtype=np.uint8)
     cv2.putText(band, caption, (4, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     return np.concatenate([out, band])

@@ -28,7 +28,7 @@ import warnings
 
 import numpy as np
 
-from detector.evaluation.analysis.box_iou import coco_box_iou
+from detector.evaluation.analysis.box_iou import coco_box_iou, coco_to_xyxy
 from detector.label_errors.kinds import Candidate, indices_by_image, judged
 
 
@@ -43,11 +43,6 @@ def require_cleanlab() -> None:
     except ImportError as error:
         raise MissingCleanlabError(f"detector-find-label-errors needs cleanlab ({error}): pip install 'detector[labels]' "
                                    "(or pip install -e '.[labels]' in a checkout, or pip install cleanlab)") from None
-
-
-def _xyxy(box) -> list[float]:
-    x, y, w, h = (float(v) for v in box)
-    return [x, y, x + w, y + h]
 
 
 def cleanlab_inputs(coco: dict, results: list[dict]):
@@ -70,14 +65,14 @@ def cleanlab_inputs(coco: dict, results: list[dict]):
     labels, predictions, prediction_index = [], [], []
     for i in range(len(image_ids)):
         anns = [coco["annotations"][a] for a in boxes[i]]
-        labels.append({"bboxes": np.asarray([_xyxy(a["bbox"]) for a in anns], dtype=np.float64).reshape(-1, 4),
+        labels.append({"bboxes": coco_to_xyxy([a["bbox"] for a in anns]),
                        "labels": np.asarray([column[int(a["category_id"])] for a in anns], dtype=np.int64)})
         per_class = []
         order = []
         for k in range(len(category_ids)):
             rows = sorted(dets[i][k], key=lambda d: -float(results[d]["score"]))
-            per_class.append(np.asarray([_xyxy(results[d]["bbox"]) + [float(results[d]["score"])] for d in rows],
-                                        dtype=np.float64).reshape(-1, 5))
+            scores = np.asarray([float(results[d]["score"]) for d in rows], dtype=np.float64).reshape(-1, 1)
+            per_class.append(np.concatenate([coco_to_xyxy([results[d]["bbox"] for d in rows]), scores], axis=1))
             order.extend(rows)
         predictions.append(per_class)
         prediction_index.append(order)

@@ -25,3 +25,10 @@ def coco_box_iou(det_boxes: np.ndarray, gt_boxes: np.ndarray, gt_crowd: np.ndarr
     with np.errstate(divide="ignore", invalid="ignore"):
         iou = inter / union
     return np.where((width > 0) & (height > 0), iou, 0.0)
+
+
+def coco_to_xyxy(boxes) -> np.ndarray:
+    """[N, 4] x1, y1, x2, y2 (float64) of COCO [x, y, w, h] boxes (any sequence of four numbers)."""
+    xyxy = np.array(boxes, dtype=np.float64).reshape(-1, 4)
+    xyxy[:, 2:] += xyxy[:, :2]
+    return xyxy
