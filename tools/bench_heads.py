@@ -8,8 +8,9 @@
 
 For each seed the trainings start at the same time with one thread each, so they share the
 machine fairly. Each head keeps its recipe's iterations; the baseline gets --baseline-iters, which
-should make them take the same time (set it from the per-iteration ratio of a first run: the
-wall times are printed). Several --model heads share one baseline run, which is fair when their
+should make them take the same time (set it from the per-iteration ratio measured a few hundred
+iterations in: the first tens cost less, as the keypoint and mask heads get few positive
+proposals then). The wall and CPU seconds of each run are printed. Several --model heads share one baseline run, which is fair when their
 iterations cost about the same. Prints each run's wall time and its bbox (and segm, or keypoints)
 AP / AP50 / AP75 / APs, then the medians over seeds. --model-override gives the measured heads alone
 a setting (e.g. a narrower keypoint head for a CPU recipe, whose key the baseline does not have).
@@ -38,16 +39,28 @@ def start(cmd: list[str], log: Path) -> subprocess.Popen:
         return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT)
 
 
-def run_side_by_side(commands: dict[str, tuple[list[str], Path]]) -> dict[str, float]:
-    """Starts every command at once; returns each one's wall time. Fails naming the log of a failed run."""
+def finished(process: subprocess.Popen) -> float | None:
+    """The CPU seconds (user + system, its reaped children's included: the data-loading worker)
+    of a run that has ended, else None. os.wait4 reaps it and reports them, unlike Popen.poll."""
+    pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+    if pid == 0:
+        return None
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_side_by_side(commands: dict[str, tuple[list[str], Path]]) -> dict[str, tuple[float, float]]:
+    """Starts every command at once; returns each one's (wall seconds, CPU seconds). Fails naming the
+    log of a failed run. With one thread per run the CPU seconds are the run's cost whatever else
+    the machine did; the wall seconds are equal-time only when the runs shared the machine alike."""
     began = time.perf_counter()
     running = {name: start(cmd, out.with_suffix(".log")) for name, (cmd, out) in commands.items()}
-    seconds: dict[str, float] = {}
+    seconds: dict[str, tuple[float, float]] = {}
     while len(seconds) < len(running):  # poll, so each run's own end time is recorded
         for name, process in running.items():
-            if name in seconds or process.poll() is None:
+            if name in seconds or (cpu := finished(process)) is None:
                 continue
-            seconds[name] = time.perf_counter() - began
+            seconds[name] = (time.perf_counter() - began, cpu)
             if process.returncode != 0:
                 for other in running.values():
                     other.kill()
@@ -105,7 +118,8 @@ def main(argv=None) -> int:
         for name, (_, out) in commands.items():
             metrics = json.loads((out / "metrics.json").read_text())
             results[name].append(metrics)
-            print(f"seed {seed}  {name:<24} wall {seconds[name]:7.1f} s   {scores(metrics)}", flush=True)
+            wall, cpu = seconds[name]
+            print(f"seed {seed}  {name:<24} wall {wall:7.1f} s  cpu {cpu:7.1f} s   {scores(metrics)}", flush=True)
 
     if len(args.seeds) > 1:
         for name, runs in results.items():

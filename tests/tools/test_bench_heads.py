@@ -24,12 +24,18 @@ def sleeper(seconds: float, code: int = 0) -> list[str]:
     return [sys.executable, "-c", f"import time, sys; time.sleep({seconds}); sys.exit({code})"]
 
 
-def test_each_run_gets_its_own_wall_time(bench, tmp_path):
+def spinner(seconds: float) -> list[str]:
+    return [sys.executable, "-c", f"import time\nend = time.process_time() + {seconds}\nwhile time.process_time() < end: pass"]
+
+
+def test_each_run_gets_its_own_wall_and_cpu_time(bench, tmp_path):
     # The long run is listed first: waiting on it in order would give the short one its time.
     seconds = bench.run_side_by_side({"long": (sleeper(2.0), tmp_path / "long"),
-                                      "short": (sleeper(0.1), tmp_path / "short")})
-    assert seconds["long"] >= 2.0
-    assert seconds["short"] < seconds["long"] - 1.0
+                                      "short": (sleeper(0.1), tmp_path / "short"),
+                                      "busy": (spinner(1.0), tmp_path / "busy")})
+    assert seconds["long"][0] >= 2.0
+    assert seconds["short"][0] < seconds["long"][0] - 1.0
+    assert seconds["long"][1] < 0.5 and seconds["busy"][1] >= 0.8   # sleeping costs no CPU; spinning does
     assert (tmp_path / "long.log").exists() and (tmp_path / "short.log").exists()
 
 
