@@ -29,6 +29,7 @@ from detector.label_errors.fold_format import ALL_IMAGES
 
 FOLD_FORMAT = "detector.label_errors.fold_format.HeldOutFold"
 RESULTS = Path("inference") / "coco_instances_results.json"
+WEIGHTS_RUN = "weights_predictions"   # OUT/<this>: the --weights prediction run (--rescore looks for it)
 MIN_FOLD_S = 60.0   # a fold's budget is never planned below this (the plan needs a few timed steps)
 
 
@@ -49,11 +50,12 @@ class Budget:
 
 
 def given_key(overrides: Sequence[str], key: str) -> str | None:
-    """The value `overrides` give `key` (key=value, +key=, ++key=), else None."""
+    """The value `overrides` give `key` (key=value, +key=, ++key=), else None; None too where
+    they set it to null (key=null), as Hydra reads it."""
     for item in overrides:
         name, sep, value = str(item).lstrip("+").partition("=")
         if sep and name.strip() == key:
-            return value
+            return None if value in ("null", "None") else value
     return None
 
 
@@ -63,13 +65,13 @@ def job_budget(overrides: Sequence[str], settings, device_type: str, logger: log
 
     max_iter = given_key(overrides, "train.max_iter")
     budget = given_key(overrides, "train.time_budget")
-    if max_iter not in (None, "null", "None"):
-        if budget not in (None, "null", "None"):
+    if max_iter is not None:
+        if budget is not None:
             logger.warning("train.max_iter=%s and train.time_budget=%s are both given: train.max_iter wins, "
                            "each fold trains %s iterations.", max_iter, budget, max_iter)
         return Budget(None, f"train.max_iter={max_iter} per fold")
     default = settings.budget.gpu if device_type == "cuda" else settings.budget.cpu
-    if budget in (None, "null", "None", "auto"):
+    if budget in (None, "auto"):
         seconds = parse_time_budget(default)
         return Budget(seconds, f"the tool's default for a {'GPU' if device_type == 'cuda' else 'CPU'} "
                                f"(label_errors.budget.{'gpu' if device_type == 'cuda' else 'cpu'}={default}); "
@@ -94,7 +96,7 @@ def fold_overrides(user: Sequence[str], pooled: Path, folds_file: Path, fold: in
     return [*user, *extra]
 
 
-def run_training_command(overrides: Sequence[str], output_dir: Path, what: str, logger: logging.Logger) -> dict:
+def run_training_command(overrides: Sequence[str], output_dir: Path, what: str) -> dict:
     """detector-train with `overrides` in a process of its own; its metrics.json. Its console
     output goes to output_dir/console.txt (the run's own log is output_dir/log.txt)."""
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -129,7 +131,7 @@ def train_folds(user: Sequence[str], pooled: Path, folds_file: Path, num_folds: 
                     num_folds, "" if seconds is None else f" for {seconds / 60:.1f} min", fold_dir / "log.txt")
         metrics = run_training_command(
             fold_overrides(user, pooled, folds_file, fold, fold_dir, score_key, settings.min_score, seconds),
-            fold_dir, f"fold {fold}'s training", logger)
+            fold_dir, f"fold {fold}'s training")
         fold_results = read_results(fold_dir)
         ap = metrics.get("bbox", {}).get("AP") if isinstance(metrics.get("bbox"), dict) else None
         logger.info("fold %d/%d: %d predictions%s, %.1f min into the job", fold + 1, num_folds, len(fold_results),
@@ -141,8 +143,8 @@ def train_folds(user: Sequence[str], pooled: Path, folds_file: Path, num_folds: 
 def predict_with_weights(user: Sequence[str], weights: str, pooled: Path, folds_file: Path, out: Path,
                          score_key: str, settings, logger: logging.Logger) -> list[dict]:
     """--weights: the given model predicts every image (an eval_only run on all of them)."""
-    run_dir = out / "weights_predictions"
+    run_dir = out / WEIGHTS_RUN
     overrides = [*fold_overrides(user, pooled, folds_file, ALL_IMAGES, run_dir, score_key, settings.min_score, None),
                  "eval_only=true", f"model.weights={quoted(weights)}"]
-    run_training_command(overrides, run_dir, f"the prediction with --weights {weights}", logger)
+    run_training_command(overrides, run_dir, f"the prediction with --weights {weights}")
     return read_results(run_dir)

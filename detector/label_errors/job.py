@@ -133,7 +133,7 @@ def rescore(settings, out: Path, top: int, logger: logging.Logger) -> JobResult:
     """--rescore: the suspects again from the predictions an earlier run left in `out` (its
     folds' or --weights' evaluation results), with the current settings; nothing is trained."""
     from detector.label_errors.fold_format import read_folds
-    from detector.label_errors.fold_training import read_results
+    from detector.label_errors.fold_training import WEIGHTS_RUN, read_results
     from detector.label_errors.pooled_dataset import POOLED_FILE, read_pooled
     from detector.label_errors.scoring import require_cleanlab
 
@@ -144,8 +144,8 @@ def rescore(settings, out: Path, top: int, logger: logging.Logger) -> JobResult:
         raise FileNotFoundError(f"--rescore: {out} holds no earlier run ({POOLED_FILE}, {FOLDS_FILE}); "
                                 "run detector-find-label-errors with --output there first")
     pooled = read_pooled(out / POOLED_FILE)
-    if (out / "weights_predictions").is_dir():
-        results = read_results(out / "weights_predictions")
+    if (out / WEIGHTS_RUN).is_dir():
+        results = read_results(out / WEIGHTS_RUN)
         notes = ["predictions: those of the earlier --weights run (--rescore)"]
     else:
         count = len(read_folds(str(out / FOLDS_FILE)))
