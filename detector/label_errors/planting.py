@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import random
 
-
 from detector.evaluation.analysis.box_iou import coco_box_iou
 from detector.label_errors.kinds import judged
 
@@ -80,11 +79,8 @@ def _found_by(error: dict, entry: dict, same_kind: bool) -> bool:
 
 
 def _ranked_images(entries: list[dict]) -> list[str]:
-    order: list[str] = []
-    for entry in entries:   # already ranked: an image's first entry is its best
-        if entry["image"] not in order:
-            order.append(entry["image"])
-    return order
+    """The images in the order of their first entry (entries are ranked: an image's first is its best)."""
+    return list(dict.fromkeys(entry["image"] for entry in entries))
 
 
 def measure(entries: list[dict], planted: list[dict], num_images: int, tops=(50, 100), recall_top: int = 200) -> dict:
