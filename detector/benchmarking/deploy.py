@@ -26,6 +26,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from detector.benchmarking.suite import bf16_timed
 from detector.benchmarking.timing import interleaved_times, ratio, summarize
 from detector.utils.hardware import cpu_has_native_bf16
 
@@ -166,20 +167,20 @@ def run_trained_checkpoint(path: str, opts, log) -> dict:
     cfg = OmegaConf.create(OmegaConf.to_container(model.config, resolve=True))
     loader = single_image_test_loader(cfg)
     images = first_test_images(loader, opts.trained_images)
-    rows = rows_to_run(cpu_has_native_bf16() if opts.bf16 == "auto" else opts.bf16 == "on")
+    rows = rows_to_run(bf16_timed(opts, torch.device("cpu")))
     calibration = []
     if any(row.file == "openvino_int8" for row in rows):
         calibration, _ = calibration_images(cfg, opts.deploy_calibration_images)   # its training split, seeded
     with tempfile.TemporaryDirectory() as folder:
         runners = build_runners(model, rows, Path(folder), log, calibration)
-        timings = time_runners(runners, images[: opts.trained_images], opts.repeats, opts.warmup, REFERENCE_ROW)
+        timings = time_runners(runners, images, opts.repeats, opts.warmup, REFERENCE_ROW)
         accuracy = {}
         for name, runner in runners.items():
             log(f"[deploy] AP of {name} on the test split ...")
             accuracy[name] = test_set_ap(runner, loader, loader.dataset)
     size = [int(cfg.model.input.min_size_test), int(cfg.model.input.max_size_test)]
     return {"dataset": str(OmegaConf.select(cfg, "dataset.name")), "size": size,
-            "timed_images": min(len(images), opts.trained_images), "test_images": len(loader.dataset),
+            "timed_images": len(images), "test_images": len(loader.dataset),
             "rows": [{"name": name, **timings[name], **accuracy[name]} for name in runners]}
 
 
@@ -193,7 +194,7 @@ def run_r50_800(opts, log) -> dict:
     theirs = peers.torchvision_r50_fpn(*opts.test_size).eval()
     size = [f"model.input.min_size_test={opts.test_size[0]}", f"model.input.max_size_test={opts.test_size[1]}"]
     ours = peers.ours_with_same_weights(theirs, size).eval()
-    rows = rows_to_run(cpu_has_native_bf16() if opts.bf16 == "auto" else opts.bf16 == "on")
+    rows = rows_to_run(bf16_timed(opts, torch.device("cpu")))
     with tempfile.TemporaryDirectory() as folder:
         runners = {"torchvision fp32": pytorch_runner(theirs, None),
                    **build_runners(ours, rows, Path(folder), log, calibration)}

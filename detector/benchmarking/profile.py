@@ -15,11 +15,12 @@ interleaved rounds on three coco128 photos, each as a ratio to torchvision's tim
 """
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import Callable
 
 import torch
+
+from detector.benchmarking.deploy import pytorch_runner
 
 TOP = 12
 
@@ -47,29 +48,18 @@ def operator_shares(run: Callable[[], object], runs: int, warmup: int, top: int 
     return {"wall_ms_per_run": 1000 * wall, "ms_per_run": total / 1000 / runs, "ops": ops}
 
 
-def inference_call(model: torch.nn.Module, image: torch.Tensor, dtype: torch.dtype | None):
-    """model([image]) under inference_mode (and bf16 autocast); run.image may be replaced."""
-    def run():
-        autocast = torch.autocast("cpu", dtype=dtype) if dtype is not None else contextlib.nullcontext()
-        with torch.inference_mode(), autocast:
-            return model([run.image])
-    run.image = image
-    return run
-
-
 def prepared_weights_timing(theirs, ours, images: list[torch.Tensor], opts, bf16: bool) -> dict:
     """ms per image and ratio to torchvision fp32 of ours with per-call and kept weights."""
     from detector.benchmarking.timing import interleaved_times, ratio, summarize
     from detector.modeling.backbone import inference_weights
 
     def candidate(model, dtype, prepared: bool | None):
-        call = inference_call(model, images[0], dtype)
+        runner = pytorch_runner(model, dtype)
 
         def run(index: int):
             if prepared is not None:
                 inference_weights.ENABLED = prepared
-            call.image = images[index % len(images)]
-            return call()
+            return runner([images[index % len(images)]])
         return run
 
     candidates = {"torchvision fp32": candidate(theirs, None, None),
@@ -91,12 +81,14 @@ def prepared_weights_timing(theirs, ours, images: list[torch.Tensor], opts, bf16
 def run_profile(opts, device: torch.device) -> dict:
     """The section's report: {"size", "threads", "parts": {name: operator_shares(...)}}. CPU only."""
     from detector.benchmarking import peers
+    from detector.benchmarking.suite import bf16_timed
     from detector.benchmarking.training import training_step
     from detector.utils.hardware import cpu_has_native_bf16
 
     if device.type != "cpu":
         opts.log("[profile] the profile section profiles the CPU path; running it on the CPU")
     cpu = torch.device("cpu")
+    bf16 = bf16_timed(opts, cpu)
     min_size, max_size = opts.test_size
     photos = peers.coco_photos(opts.datasets / "coco128", 3)
     image, boxes, labels = photos[0]
@@ -105,20 +97,18 @@ def run_profile(opts, device: torch.device) -> dict:
     ours = peers.ours_with_same_weights(theirs, size).eval()
     runs, warmup = max(1, opts.repeats // 2), max(1, opts.warmup)
     parts = {}
-    opts.log("[profile] fp32 inference (ours, then torchvision) ...")
-    parts["inference fp32"] = operator_shares(inference_call(ours, image, None), runs, warmup)
-    parts["torchvision inference fp32"] = operator_shares(inference_call(theirs, image, None), runs, warmup)
-    if cpu_has_native_bf16() or opts.bf16 == "on":
-        opts.log("[profile] bf16 inference ...")
-        parts["inference bf16"] = operator_shares(inference_call(ours, image, torch.bfloat16), runs, warmup)
+    for name, model, dtype in (("inference fp32", ours, None), ("torchvision inference fp32", theirs, None),
+                               *([("inference bf16", ours, torch.bfloat16)] if bf16 else [])):
+        opts.log(f"[profile] {name} ...")
+        runner = pytorch_runner(model, dtype)
+        parts[name] = operator_shares(lambda: runner([image]), runs, warmup)
     opts.log(f"[profile] training step at {min_size} x {min_size} ...")
     trainee = peers.ours_with_same_weights(theirs)
     images, targets = peers.square_training_batch([(image, boxes, labels)], min_size, cpu)
     parts["training step fp32"] = operator_shares(training_step(trainee, images, targets, cpu), runs, warmup)
     del trainee
     opts.log("[profile] before/after: weights prepared per call vs kept ...")
-    timing = prepared_weights_timing(theirs, ours, [photo[0] for photo in photos], opts,
-                                     cpu_has_native_bf16() or opts.bf16 == "on")
+    timing = prepared_weights_timing(theirs, ours, [photo[0] for photo in photos], opts, bf16)
     return {"size": [min_size, max_size], "image": list(image.shape[-2:]), "threads": torch.get_num_threads(),
             "runs": runs, "native_bf16": cpu_has_native_bf16(), "parts": parts, "before_after": timing,
             "timed_images": [list(photo[0].shape[-2:]) for photo in photos]}
