@@ -28,7 +28,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 
 from detector.export.calibration import DEFAULT_IMAGES, Calibration, calibration_config, calibration_images
-from detector.export.int8 import FLOAT_PATTERN, FLOAT_TYPES, quantize_openvino
+from detector.export.int8 import FLOAT_PATTERN, FLOAT_TYPES, import_nncf, quantize_openvino
 
 
 @dataclass
@@ -74,15 +74,10 @@ def export_int8(weights: str | os.PathLike, output: str | os.PathLike, calibrati
     (as export_model's); evaluate: evaluate the file and the PyTorch fp32 model on the test
     split when there is one."""
     from detector.export import ExportableDetector, example_image, exported_metadata
-    from detector.export.openvino_export import openvino_model, save_openvino
+    from detector.export.openvino_export import checked_output, openvino_model, save_openvino
     from detector.weights.loading import model_from_checkpoint, read_model_checkpoint
 
-    output = Path(output)
-    if output.suffix != ".xml":
-        raise ValueError(f"--output {output}: an OpenVINO model is written as NAME.xml (its weights go to NAME.bin "
-                         "beside it); give a file name ending in .xml.")
-    if calibration_count < 1:
-        raise ValueError(f"--calibration-images {calibration_count}: give at least 1 (default {DEFAULT_IMAGES}).")
+    output = checked_output(output)   # before the minutes of quantization and evaluation
     checkpoint = read_model_checkpoint(weights)
     model = model_from_checkpoint(checkpoint, str(weights), overrides=list(overrides), device="cpu")
     cfg = calibration_config(model.config, calibration)   # read before any export work: a bad override fails fast
@@ -93,7 +88,8 @@ def export_int8(weights: str | os.PathLike, output: str | os.PathLike, calibrati
     del checkpoint
     metadata = dataclasses.replace(metadata, precision="int8", extra={
         "calibration": record.to_json(),
-        "quantization": json.dumps({"tool": "nncf.quantize", "nncf": nncf_version(), "preset": "performance",
+        "quantization": json.dumps({"tool": "nncf.quantize", "nncf": str(import_nncf().__version__),
+                                    "preset": "performance",
                                     "float_pattern": FLOAT_PATTERN, "float_types": list(FLOAT_TYPES)})})
     log(f"[int8] converting {weights} to OpenVINO ...")
     quantized = quantize_openvino(openvino_model(wrapper, example_image()), images, log)
@@ -105,12 +101,6 @@ def export_int8(weights: str | os.PathLike, output: str | os.PathLike, calibrati
     if report.ap:   # the figures travel with the file: what it scored when it was made
         save_openvino(quantized, output, {**metadata.to_strings(), "evaluation": report.evaluation_json(cfg)})
     return report
-
-
-def nncf_version() -> str:
-    import nncf
-
-    return str(nncf.__version__)
 
 
 def evaluate_int8(report: Int8Report, cfg, model: torch.nn.Module, log: Callable[[str], None]) -> None:

@@ -51,15 +51,21 @@ def openvino_model(wrapper: ExportableDetector, example: torch.Tensor):
     return model
 
 
+def checked_output(output: str | os.PathLike) -> Path:
+    """`output` as a Path, refused unless it names the .xml (callers check before any long work)."""
+    output = Path(output)
+    if output.suffix != ".xml":
+        raise ValueError(f"--output {output}: an OpenVINO model is written as NAME.xml (its weights go to NAME.bin "
+                         "beside it); give a file name ending in .xml.")
+    return output
+
+
 def save_openvino(model, output: str | os.PathLike, metadata: Mapping[str, str] | None = None) -> Path:
     """`model` (an openvino.Model) to `output` (.xml, its weights in the .bin beside it), the
     metadata strings in its rt_info under RT_INFO_SECTION. Weights stay float32
     (compress_to_fp16=False): the precision is chosen when the file is run (test.precision)."""
     ov = import_openvino()
-    output = Path(output)
-    if output.suffix != ".xml":
-        raise ValueError(f"--output {output}: an OpenVINO model is written as NAME.xml (its weights go to NAME.bin "
-                         "beside it); give a file name ending in .xml.")
+    output = checked_output(output)
     for key, value in (metadata or {}).items():
         model.set_rt_info(value, [RT_INFO_SECTION, key])
     ov.save_model(model, str(output), compress_to_fp16=False)
