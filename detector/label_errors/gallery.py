@@ -49,8 +49,9 @@ def draw_suspect_image(image: np.ndarray, given: list[dict], names: dict[int, st
     return np.concatenate([out, band])
 
 
-def write_gallery(findings: Findings, coco: dict, out: Path, top: int, max_image_pixels: int = 89478485) -> list[str]:
-    """The pictures of the `top` most suspect images; their file names, in rank order."""
+def write_gallery(findings: Findings, coco: dict, out: Path, top: int, max_image_pixels: int) -> list[str]:
+    """The pictures of the `top` most suspect images; their file names, in rank order (an image over
+    dataset.max_image_pixels, or unreadable, is left out)."""
     from PIL import Image
 
     from detector.data.image_io import BadImageError, read_image_rgb

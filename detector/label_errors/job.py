@@ -145,13 +145,27 @@ def rescore(settings, out: Path, top: int, logger: logging.Logger) -> JobResult:
                                 "run detector-find-label-errors with --output there first")
     pooled = read_pooled(out / POOLED_FILE)
     if (out / WEIGHTS_RUN).is_dir():
-        results = read_results(out / WEIGHTS_RUN)
+        run_dirs = [out / WEIGHTS_RUN]
         notes = ["predictions: those of the earlier --weights run (--rescore)"]
     else:
         count = len(read_folds(str(out / FOLDS_FILE)))
         settings = settings.copy()
         settings.folds = count
-        results = [r for k in range(count) for r in read_results(out / "folds" / str(k))]
+        run_dirs = [out / "folds" / str(k) for k in range(count)]
         notes = [f"predictions: those of the earlier run's {count} folds (--rescore)"]
-    findings, gallery = score_and_write(pooled, results, settings, out, top, notes, started, 89478485, logger)
+    results = [r for run_dir in run_dirs for r in read_results(run_dir)]
+    findings, gallery = score_and_write(pooled, results, settings, out, top, notes, started,
+                                        recorded_max_image_pixels(run_dirs[0]), logger)
     return JobResult(findings, gallery, time.time() - started)
+
+
+def recorded_max_image_pixels(run_dir: Path) -> int:
+    """dataset.max_image_pixels of an earlier prediction run (its config.yaml): --rescore draws the
+    gallery under the limit that run read the images with, not under a default of its own."""
+    from omegaconf import OmegaConf
+
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"--rescore: {path} is missing (every training run writes it); run "
+                                "detector-find-label-errors again without --rescore")
+    return int(OmegaConf.load(path).dataset.max_image_pixels)
