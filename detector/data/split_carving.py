@@ -65,11 +65,7 @@ def carve_test(images: Sequence[tuple[str, Sequence[int]]], fraction: float, see
     then in both parts (short of contrived label overlaps). Background images share the draw."""
     if not 0.0 < fraction < 1.0:
         raise DatasetError(f"dataset.test_fraction={fraction}: expected a fraction between 0 and 1, e.g. 0.2")
-    names = sorted(name for name, _ in images)
-    if len(set(names)) != len(names):
-        twice = sorted(n for n, k in Counter(names).items() if k > 1)
-        raise DatasetError(f"{len(twice)} image(s) are listed more than once in the split to carve, e.g. {twice[:3]} "
-                           "(two annotation files for one image?); keep one annotation file per image")
+    names = _sorted_names(images, "in the split to carve")
     if len(names) < 2:
         raise DatasetError(f"a test split cannot be carved from {len(names)} image(s); add images or a test split")
     order, labels, counts, groups = _strata(names, images, seed)
@@ -86,6 +82,16 @@ def carve_test(images: Sequence[tuple[str, Sequence[int]]], fraction: float, see
     _repair_coverage(order, labels, counts, test)
     _balance(order, labels, counts, test, target=min(len(names) - 1, max(1, int(round(fraction * len(names))))))
     return sorted(test)
+
+
+def _sorted_names(images: Sequence[tuple[str, Sequence[int]]], where: str) -> list[str]:
+    """The images' names, sorted: the draw's starting order. A name listed twice is refused."""
+    names = sorted(name for name, _ in images)
+    if len(set(names)) != len(names):
+        twice = sorted(n for n, k in Counter(names).items() if k > 1)
+        raise DatasetError(f"{len(twice)} image(s) are listed more than once {where}, e.g. {twice[:3]} "
+                           "(two annotation files for one image?); keep one annotation file per image")
+    return names
 
 
 def _strata(names: list[str], images: Sequence[tuple[str, Sequence[int]]], seed: int):
@@ -112,14 +118,11 @@ def stratified_folds(images: Sequence[tuple[str, Sequence[int]]], folds: int, se
     is dealt round the folds in turn, continuing where the previous group stopped, so every fold
     gets its share of every class and the folds differ in size by at most one image."""
     folds = int(folds)
-    names = sorted(name for name, _ in images)
     if folds < 2:
         raise DatasetError(f"folds={folds}: expected 2 or more")
+    names = _sorted_names(images, "in the folds' images")
     if len(names) < folds:
         raise DatasetError(f"{len(names)} image(s) cannot be split into {folds} folds; use fewer folds")
-    if len(set(names)) != len(names):
-        twice = sorted(n for n, k in Counter(names).items() if k > 1)
-        raise DatasetError(f"{len(twice)} image(s) are listed more than once, e.g. {twice[:3]}")
     _, _, _, groups = _strata(names, images, seed)
     parts: list[list[str]] = [[] for _ in range(folds)]
     turn = 0
