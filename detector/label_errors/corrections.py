@@ -89,6 +89,15 @@ def apply_corrections(pooled: dict, accepted: list[dict]) -> dict:
     by_name = {str(i.get("name", i["file_name"])): i for i in coco["images"]}
     category = {str(c["name"]): int(c["id"]) for c in coco["categories"]}
     by_id = {a["id"]: a for a in coco["annotations"]}
+
+    def category_id(entry: dict) -> int:
+        name = entry["predicted_class"]
+        if name not in category:
+            raise AcceptListError(f"entry {entry['kind']} on {entry['image']!r}: class {name!r} is not in "
+                                  f"annotations.json (classes: {', '.join(category)}); label_errors.json and "
+                                  "annotations.json must come from the same run")
+        return category[name]
+
     removed = set()
     next_id = max([a["id"] for a in coco["annotations"] if isinstance(a["id"], int)], default=0) + 1
     for entry in accepted:
@@ -99,7 +108,7 @@ def apply_corrections(pooled: dict, accepted: list[dict]) -> dict:
                 raise AcceptListError(f"entry for image {entry['image']!r}: the image is not in annotations.json")
             x, y, w, h = entry["predicted_box"]
             coco["annotations"].append({"id": next_id, "image_id": image["id"], "bbox": [x, y, w, h], "area": w * h,
-                                        "iscrowd": 0, "category_id": category[entry["predicted_class"]]})
+                                        "iscrowd": 0, "category_id": category_id(entry)})
             next_id += 1
             continue
         if ann_id not in by_id or ann_id in removed:
@@ -107,7 +116,7 @@ def apply_corrections(pooled: dict, accepted: list[dict]) -> dict:
                                   f"{'already removed by a spurious entry' if ann_id in removed else 'not in annotations.json'}")
         ann = by_id[ann_id]
         if kind == "wrong_class":
-            ann["category_id"] = category[entry["predicted_class"]]
+            ann["category_id"] = category_id(entry)
         elif kind == "loose":
             ann["bbox"] = list(entry["predicted_box"])
             ann["area"] = float(ann["bbox"][2]) * float(ann["bbox"][3])

@@ -73,7 +73,8 @@ def run_job(training_overrides: Sequence[str], settings, out: Path, folds: int, 
     cfg = load_config(training_overrides)   # refuses a mistyped key before any work
     pooled = build_pooled(cfg)
     if len(pooled["images"]) < folds:
-        raise ValueError(f"the dataset has {len(pooled['images'])} usable image(s): too few for --folds {folds}")
+        raise ValueError(f"dataset={cfg.dataset.name} has {len(pooled['images'])} usable image(s): too few for "
+                         f"--folds {folds}; give --folds {len(pooled['images'])} or fewer (at least 2), or more images")
     pooled_path = write_pooled(pooled, out)
     parts = draw_folds(pooled, folds, int(settings.fold_seed))
     folds_path = out / FOLDS_FILE
