@@ -22,6 +22,7 @@ from functools import lru_cache
 
 from detector.data.coco_index import DatasetError, DatasetIndex, index_coco
 from detector.data.formats import DatasetFormat, check_split
+from detector.data.image_io import DEFAULT_MAX_IMAGE_PIXELS
 from detector.data.split_carving import subset_index
 
 ALL_IMAGES = -1
@@ -46,7 +47,7 @@ class HeldOutFold(DatasetFormat):
     split), or -1 for every image in both splits. **source: the dataset's own keys, unused."""
 
     def __init__(self, *, pooled: str, folds_file: str, fold: int, name: str, classes=None, filter_empty: bool = False,
-                 on_bad_sample: str = "skip", max_image_pixels: int = 89478485, keypoint_sigmas=None,
+                 on_bad_sample: str = "skip", max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, keypoint_sigmas=None,
                  keypoint_flip_map=None, **source):
         super().__init__(name=name, classes=None, filter_empty=filter_empty, on_bad_sample=on_bad_sample,
                          max_image_pixels=max_image_pixels, keypoint_sigmas=keypoint_sigmas,

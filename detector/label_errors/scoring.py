@@ -164,9 +164,8 @@ def score_candidates(coco: dict, results: list[dict], candidates: list[Candidate
                 if not np.isfinite(quality):
                     # cleanlab leaves out a prediction that touches any given box; ours overlap
                     # none above near_iou: their best IoU stands for the similarity.
-                    same_image = judged_by_image.get(c.image_id, [])
-                    quality = float(coco_box_iou([results[c.prediction]["bbox"]],
-                                                 [annotations[a]["bbox"] for a in same_image]).max()) if same_image else 0.0
+                    same_image = [annotations[a]["bbox"] for a in judged_by_image.get(c.image_id, [])]
+                    quality = float(coco_box_iou([results[c.prediction]["bbox"]], same_image).max()) if same_image else 0.0
             else:
                 quality = qualities["swap" if c.kind == "wrong_class" else "badloc"][c.annotation]
         scores.append(float(np.clip((1.0 - quality) * confidence, 0.0, 1.0)))
