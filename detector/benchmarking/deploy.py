@@ -26,7 +26,6 @@ from typing import Callable
 import torch
 from torch import nn
 
-from detector.benchmarking.suite import bf16_timed
 from detector.benchmarking.timing import interleaved_times, ratio, summarize
 from detector.utils.hardware import cpu_has_native_bf16
 
@@ -92,6 +91,13 @@ def file_metadata(model: nn.Module, fmt: str, precision: str = "f32") -> dict[st
 
     return metadata_for(model.config, list(ExportableDetector(model).output_names), fmt, "benchmark",
                         precision=precision).to_strings()
+
+
+def cpu_bf16(opts) -> bool:
+    """Whether the CPU sections (deploy, profile) run bf16: suite.bf16_timed's rule on the CPU
+    (--bf16 on / off as given; auto: where the CPU computes bf16 natively). Not imported from
+    suite, which imports the sections."""
+    return opts.bf16 == "on" if opts.bf16 in ("on", "off") else cpu_has_native_bf16()
 
 
 def rows_to_run(bf16_native: bool, rows: list[DeployRow] = RUNTIME_ROWS) -> list[DeployRow]:
@@ -167,7 +173,7 @@ def run_trained_checkpoint(path: str, opts, log) -> dict:
     cfg = OmegaConf.create(OmegaConf.to_container(model.config, resolve=True))
     loader = single_image_test_loader(cfg)
     images = first_test_images(loader, opts.trained_images)
-    rows = rows_to_run(bf16_timed(opts, torch.device("cpu")))
+    rows = rows_to_run(cpu_bf16(opts))
     calibration = []
     if any(row.file == "openvino_int8" for row in rows):
         calibration, _ = calibration_images(cfg, opts.deploy_calibration_images)   # its training split, seeded
@@ -194,7 +200,7 @@ def run_r50_800(opts, log) -> dict:
     theirs = peers.torchvision_r50_fpn(*opts.test_size).eval()
     size = [f"model.input.min_size_test={opts.test_size[0]}", f"model.input.max_size_test={opts.test_size[1]}"]
     ours = peers.ours_with_same_weights(theirs, size).eval()
-    rows = rows_to_run(bf16_timed(opts, torch.device("cpu")))
+    rows = rows_to_run(cpu_bf16(opts))
     with tempfile.TemporaryDirectory() as folder:
         runners = {"torchvision fp32": pytorch_runner(theirs, None),
                    **build_runners(ours, rows, Path(folder), log, calibration)}

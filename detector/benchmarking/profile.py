@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from detector.benchmarking.deploy import pytorch_runner
+from detector.benchmarking.deploy import cpu_bf16, pytorch_runner
 
 TOP = 12
 
@@ -81,14 +81,13 @@ def prepared_weights_timing(theirs, ours, images: list[torch.Tensor], opts, bf16
 def run_profile(opts, device: torch.device) -> dict:
     """The section's report: {"size", "threads", "parts": {name: operator_shares(...)}}. CPU only."""
     from detector.benchmarking import peers
-    from detector.benchmarking.suite import bf16_timed
     from detector.benchmarking.training import training_step
     from detector.utils.hardware import cpu_has_native_bf16
 
     if device.type != "cpu":
         opts.log("[profile] the profile section profiles the CPU path; running it on the CPU")
     cpu = torch.device("cpu")
-    bf16 = bf16_timed(opts, cpu)
+    bf16 = cpu_bf16(opts)
     min_size, max_size = opts.test_size
     photos = peers.coco_photos(opts.datasets / "coco128", 3)
     image, boxes, labels = photos[0]
