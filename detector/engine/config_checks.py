@@ -57,7 +57,7 @@ def _check_iterations(cfg: DictConfig) -> None:
                           "tools/train_cls.py cls_schedule=cpu) or set train.max_iter=N.")
     budget = OmegaConf.select(cfg, "train.time_budget")
     if budget is not None:
-        from detector.engine.time_budget import TimeBudgetError, parse_time_budget
+        from detector.utils.durations import TimeBudgetError, parse_time_budget
 
         try:
             parse_time_budget(budget, "cpu", {"cpu": 1, "cuda": 1})

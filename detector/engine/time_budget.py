@@ -21,48 +21,15 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import statistics
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Mapping
 
 from detector.engine.trainer import HookBase
+from detector.utils.durations import TimeBudgetError, parse_time_budget  # noqa: F401 (re-exported)
 
 _IMPORTED_AT = time.time()
-
-
-class TimeBudgetError(ValueError):
-    """A train.time_budget value that cannot be read (the message says what to write)."""
-
-
-def parse_time_budget(value: Any, device_type: str = "cpu", auto_minutes: Mapping | None = None) -> float | None:
-    """Seconds of `value`: "15m", "2h", "90s", "1h30m", a number of minutes, "auto" (the
-    device's default from `auto_minutes`: {"cpu": 10, "cuda": 30}), None/"null": no budget."""
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "null", "none")):
-        return None
-    if isinstance(value, bool):
-        raise TimeBudgetError(f"train.time_budget={value!r}: write a duration such as 15m, 2h or 90 (minutes).")
-    if isinstance(value, (int, float)):
-        seconds = float(value) * 60
-    else:
-        text = str(value).strip().lower()
-        if text == "auto":
-            if auto_minutes is None:
-                raise TimeBudgetError("train.time_budget=auto needs the device's default minutes.")
-            return float(auto_minutes["cuda" if device_type == "cuda" else "cpu"]) * 60
-        parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m(?:in)?)?\s*(?:(\d+(?:\.\d+)?)s)?", text)
-        if re.fullmatch(r"\d+(?:\.\d+)?", text):
-            seconds = float(text) * 60
-        elif parts and any(parts.groups()):
-            hours, minutes, secs = (float(g) if g else 0.0 for g in parts.groups())
-            seconds = hours * 3600 + minutes * 60 + secs
-        else:
-            raise TimeBudgetError(f"train.time_budget={value!r}: write a duration such as 15m, 2h, 1h30m, 90s "
-                                  "or a number of minutes.")
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise TimeBudgetError(f"train.time_budget={value!r} must be a positive duration (15m, 2h, minutes).")
-    return seconds
 
 
 def process_start_time() -> float:

@@ -61,7 +61,7 @@ def given_key(overrides: Sequence[str], key: str) -> str | None:
 
 def job_budget(overrides: Sequence[str], settings, device_type: str, logger: logging.Logger) -> Budget:
     """The whole job's time (module docstring), logged."""
-    from detector.engine.time_budget import parse_time_budget
+    from detector.utils.durations import parse_time_budget
 
     max_iter = given_key(overrides, "train.max_iter")
     budget = given_key(overrides, "train.time_budget")

@@ -144,7 +144,7 @@ def training_budget(cfg: DictConfig) -> TrainingBudget | None:
     are the same in load_config and in the run on one machine."""
     import torch
 
-    from detector.engine.time_budget import parse_time_budget
+    from detector.utils.durations import parse_time_budget
 
     train = cfg.train
     if "time_budget" not in train or (not OmegaConf.is_missing(train, "max_iter") and train.max_iter is not None):
