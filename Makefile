@@ -17,10 +17,10 @@ $(STAMP): pyproject.toml setup.py
 demo: install
 	$(PY) tools/train_net.py
 
-# PYTEST_WORKERS=2: two pytest-xdist workers, one test file each at a time (a file's fixtures are
-# built once); most tests run one thread or wait on a subprocess, so two at once use both cores.
-# Not the default yet: a worker has died twice in tests/extensions (docs/testing.md).
-PYTEST_WORKERS ?= 0
+# Two pytest-xdist workers, one test file each at a time (a file's fixtures are built once); most
+# tests run one thread or wait on a subprocess, so two at once use both cores. PYTEST_WORKERS=0:
+# one process.
+PYTEST_WORKERS ?= 2
 test: install
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=20 tests
 
