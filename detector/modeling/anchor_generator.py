@@ -4,6 +4,11 @@ R-CNN's RPN takes one size per level; RetinaNet takes several per level (torchvi
 Detectron2's three octave scales 2**0, 2**(1/3), 2**(2/3)), and FCOS one point per location (a
 single square "anchor" of the level's stride). A level given as a number is the one-size list, so
 configs with one size per level give the same anchors as before.
+
+`octave_scales` keeps RetinaNet's several sizes per level when a recipe or a user gives one size
+per level (schedule=auto, the CPU schedules): a level given as one number x becomes
+[int(x * s) for s in octave_scales], truncated as torchvision computes its RetinaNet sizes. A level
+given as a list is taken as it is (Detectron2's untruncated sizes, older configs).
 """
 from __future__ import annotations
 
@@ -14,9 +19,21 @@ import torch
 from torch import nn
 
 
-def flat_anchor_sizes(sizes) -> list[float]:
+def level_anchor_sizes(sizes, octave_scales: Sequence[float] | None = None) -> list[list[float]]:
+    """The sizes of each level: a level given as a list as it is; one given as a number x as [x],
+    or with octave_scales as [int(x * s) for s in octave_scales]."""
+    def level_sizes(level) -> list[float]:
+        if not isinstance(level, (int, float)):
+            return [float(s) for s in level]
+        if not octave_scales:
+            return [float(level)]
+        return [float(int(level * float(scale))) for scale in octave_scales]
+    return [level_sizes(level) for level in sizes]
+
+
+def flat_anchor_sizes(sizes, octave_scales: Sequence[float] | None = None) -> list[float]:
     """Every size of a config's `sizes` (a number or a list of numbers per level), in order."""
-    return [float(s) for level in sizes for s in ([level] if isinstance(level, (int, float)) else level)]
+    return [s for level in level_anchor_sizes(sizes, octave_scales) for s in level]
 
 
 class AnchorGenerator(nn.Module):
@@ -24,6 +41,7 @@ class AnchorGenerator(nn.Module):
     location-major (row, column) with the aspect ratios innermost. That order matches the
     RPN head's flattened outputs.
 
+    octave_scales: multipliers that turn a level given as one size into several (module docstring).
     round_anchors: torchvision rounds the base (cell) anchors to integers, Detectron2 does
     not. strides: the step between anchor centres per level; None derives it as
     image_size // feature_size per level, as torchvision does (for P6 of an odd-sized P5
@@ -31,13 +49,15 @@ class AnchorGenerator(nn.Module):
     """
 
     def __init__(self, sizes: Sequence[float | Sequence[float]], aspect_ratios: Sequence[float],
-                 round_anchors: bool = True, strides: Sequence[int] | None = None, max_cache_entries: int = 32):
+                 round_anchors: bool = True, strides: Sequence[int] | None = None,
+                 octave_scales: Sequence[float] | None = None, max_cache_entries: int = 32):
         super().__init__()
         if strides is not None and len(strides) != len(sizes):
             raise ValueError(f"anchor strides {list(strides)} and sizes {list(sizes)} must have one entry per level.")
         # `sizes` as given (a number or a list per level); `level_sizes` each level as a list.
         self.sizes = [float(level) if isinstance(level, (int, float)) else [float(s) for s in level] for level in sizes]
-        self.level_sizes = [[level] if isinstance(level, float) else level for level in self.sizes]
+        self.octave_scales = None if not octave_scales else [float(s) for s in octave_scales]
+        self.level_sizes = level_anchor_sizes(self.sizes, self.octave_scales)
         counts = {len(level) for level in self.level_sizes}
         if len(counts) > 1 or 0 in counts:
             raise ValueError(f"model.anchor_generator.sizes={self.sizes}: every level needs the same number of sizes "

@@ -189,7 +189,8 @@ def write_label_statistics(cfg: DictConfig, train_set, ctx: RunContext) -> list[
     # FCOS has points (model.points) where the anchor-based models have anchors; RetinaNet's
     # levels hold several sizes each (drawn all).
     anchors = cfg.model.points if "points" in cfg.model else cfg.model.anchor_generator
-    path = plot_label_statistics(train_set.records, list(train_set.class_names), flat_anchor_sizes(anchors.sizes),
+    sizes = flat_anchor_sizes(anchors.sizes, anchors.get("octave_scales"))
+    path = plot_label_statistics(train_set.records, list(train_set.class_names), sizes,
                                  list(anchors.aspect_ratios), float(np.median(min_sizes)), float(max_size),
                                  ctx.output_dir / LABEL_STATS_PNG)
     ctx.logger.info("Label statistics of the training set: %s.", path)

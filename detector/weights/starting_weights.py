@@ -41,7 +41,7 @@ WEIGHT_SETTINGS = ("backbone.stride_in_1x1", "model.input.format", "model.input.
 # file's config holds conf/'s defaults for these, which must not replace the run's.
 DETECTOR_SETTINGS = WEIGHT_SETTINGS + tuple(f"model.{key}" for key in (
     "anchor_generator.sizes", "anchor_generator.aspect_ratios", "anchor_generator.round_anchors",
-    "anchor_generator.strides", "rpn.bbox_reg_weights", "roi_heads.pooler_sampling_ratio",
+    "anchor_generator.strides", "anchor_generator.octave_scales", "rpn.bbox_reg_weights", "roi_heads.pooler_sampling_ratio",
     "roi_heads.pooler_aligned", "roi_heads.canonical_box_size", "roi_heads.canonical_level",
     "roi_heads.bbox_reg_weights", "roi_heads.predictor_layout", "roi_heads.mask_paste",
     "roi_heads.keypoint_decoding"))

@@ -48,6 +48,23 @@ def test_one_size_per_level_gives_the_anchors_it_gave_before():
         AnchorGenerator([[32, 40], [64]], [1.0])
 
 
+def test_one_size_per_level_keeps_retinanets_octave_scales():
+    """model=retinanet_fpn's default anchors are torchvision's retinanet_resnet50_fpn sizes; a
+    schedule that sets one size per level (schedule=shapes, schedule=auto) keeps its nine anchors
+    per location, scaled from that size; a level given as a list is taken as it is (Detectron2)."""
+    from torchvision.models.detection.retinanet import _default_anchorgen
+
+    ours = build_model(tiny("retinanet_fpn", "schedule=1x")).anchor_generator   # shapes' schedule sets sizes
+    assert ours.level_sizes == [list(map(float, s)) for s in _default_anchorgen().sizes]
+    shapes = build_model(tiny("retinanet_fpn")).anchor_generator   # the default dataset: shapes, its schedule
+    assert shapes.num_anchors_per_location == 9
+    assert shapes.level_sizes[0] == [16.0, 20.0, 25.0] and shapes.level_sizes[4] == [256.0, 322.0, 406.0]
+    listed = AnchorGenerator([[32, 32 * 2 ** (1 / 3)], [64, 64 * 2 ** (1 / 3)]], [1.0], octave_scales=[1.0, 3.0])
+    assert listed.level_sizes[0] == [32.0, 32 * 2 ** (1 / 3)]
+    rcnn = build_model(load_config(["model=faster_rcnn_fpn", "backbone=resnet18", "model.num_classes=3"]))
+    assert rcnn.rpn.anchor_generator.num_anchors_per_location == 3   # R-CNN: no octave scales
+
+
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_every_backbone(backbone):
     """Each model on each backbone= option: built (on the meta device: shapes only, no memory

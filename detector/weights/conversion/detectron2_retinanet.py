@@ -41,7 +41,7 @@ DETECTRON2_RETINANET_SETTINGS = {
     "name": "retinanet_fpn",
     "input": DETECTRON2_MODEL_SETTINGS["input"],
     "anchor_generator": {"sizes": ANCHOR_SIZES, "aspect_ratios": list(ASPECT_RATIOS), "round_anchors": False,
-                         "strides": [8, 16, 32, 64, 128]},
+                         "strides": [8, 16, 32, 64, 128], "octave_scales": None},
     "fpn": {"p6_source": "c5"},
     "head_loss": {"box_loss": "smooth_l1", "smooth_l1_beta": DETECTRON2_RETINANET_BETA, "normalizer": "batch_ema"},
     "postprocess": {"detections_per_img": 100, "clip_before_nms": False},
