@@ -16,6 +16,15 @@ the first periodic evaluation (or half-way, without one), from what the run has 
 then: the step time since the plan and that evaluation's time (revise_plan). Nothing is
 checkpointed between the two, so every checkpoint holds the revised plan and a resume from
 any of them still matches the uninterrupted run.
+
+When the steps then turn slower than measured (a CPU's steps drift by 10-20 % over a run, or
+another process takes the cores), each later periodic evaluation checks the plan against the
+step time measured since the revision and shortens max_iter to what still fits, so the LR
+schedule still ends (a cosine that stops part-way loses AP). The plan is only ever shortened,
+and the checkpoint written after that evaluation records it. Only if the machine slows
+between evaluations does the run end before its max_iter (_end_within_budget). In both
+cases a run resumed from an earlier checkpoint may differ from the uninterrupted one, which
+could not keep to its plan either.
 """
 from __future__ import annotations
 
@@ -65,6 +74,9 @@ class BudgetPlan:
     # The last periodic evaluation (0: every multiple of eval_period before max_iter): the
     # revision skips one that would fall within half a period of the final evaluation.
     last_periodic_eval: int = 0
+    # Set by shorten_plan: the iteration of the last shortening (0: none) and the max_iter before.
+    shortened_at: int = 0
+    unshortened_max_iter: int = 0
 
     @property
     def revision_iteration(self) -> int:
@@ -105,6 +117,11 @@ class BudgetPlan:
                 + (f", no periodic evaluation after iteration {self.last_periodic_eval} (it would fall within half "
                    "a period of the final one)" if self.last_periodic_eval else "")
                 + (f", solver.steps={self.lr_steps}" if self.lr_steps else ""))
+
+    def describe_shortening(self) -> str:
+        return (f"shortened at iteration {self.shortened_at}: since iteration {self.revised_at} the steps took "
+                f"{self.step_s:.3f} s, the evaluation {self.eval_s:.1f} s -> train.max_iter "
+                f"{self.unshortened_max_iter} -> {self.max_iter}, where the LR schedule now ends")
 
 
 def plan_budget(budget_s: float, elapsed_s: float, iteration: int, step_s: float, eval_s: float,
@@ -172,6 +189,20 @@ def revise_plan(plan: BudgetPlan, elapsed_s: float, iteration: int, step_s: floa
                    last_periodic_eval=int(last_periodic))
 
 
+def shorten_plan(plan: BudgetPlan, elapsed_s: float, iteration: int, step_s: float, eval_s: float,
+                 margin: float) -> BudgetPlan | None:
+    """The revised plan's max_iter cut to what fits after `iteration` (`elapsed_s` spent) at the
+    step and evaluation times measured since the revision; None when the plan still fits. The
+    plan is never lengthened: a run that turned faster keeps its schedule, and ends early by
+    the difference."""
+    fitted = revise_plan(plan, elapsed_s, iteration, step_s, eval_s, margin)
+    if fitted.max_iter >= plan.max_iter:
+        return None
+    return replace(fitted, revised_at=plan.revised_at, revised_elapsed_s=plan.revised_elapsed_s,
+                   first_max_iter=plan.first_max_iter, shortened_at=int(iteration),
+                   unshortened_max_iter=int(plan.max_iter))
+
+
 def estimate_eval_s(images_per_rank: int | None, step_s: float, images_per_step: int, eval_cost: float,
                     eval_fixed_s: float) -> float:
     """One evaluation: per test image, `eval_cost` of a training step's time per image, plus a fixed part."""
@@ -187,24 +218,31 @@ class TimeBudgetHook(HookBase):
     already see the planned max_iter. At the plan's revision_iteration, `revision_hook()`
     (registered after the evaluation and before the checkpointer) calls
     `revise(plan, elapsed_s, iteration, step_s, eval_s)` with the step time measured since the
-    plan and the evaluation's time, and hands the result to `apply_plan` too. `clock` (seconds,
-    monotonic) and `now` (Unix time) are replaceable for tests."""
+    plan and the evaluation's time, and hands the result to `apply_plan` too; at each later
+    periodic evaluation it calls `shorten(plan, ...)` with the figures measured since the
+    revision (module docstring). `clock` (seconds, monotonic) and `now` (Unix time) are
+    replaceable for tests."""
 
     def __init__(self, timing_from: int, timing_iters: int, started_at: float,
                  make_plan: Callable[[float, float, int], BudgetPlan], apply_plan: Callable[[BudgetPlan], None],
                  clock: Callable[[], float] = time.perf_counter, now: Callable[[], float] = time.time,
                  revise: Callable[[BudgetPlan, float, int, float, float], BudgetPlan] | None = None,
-                 reserve_s: float = 0.0):
+                 reserve_s: float = 0.0,
+                 shorten: Callable[[BudgetPlan, float, int, float, float], BudgetPlan | None] | None = None):
         self.timing_from = int(timing_from)
         self.timing_iters = max(1, int(timing_iters))
         self.started_at = float(started_at)
-        self.make_plan, self.apply_plan, self.revise = make_plan, apply_plan, revise
+        self.make_plan, self.apply_plan, self.revise, self.shorten = make_plan, apply_plan, revise, shorten
         self.reserve_s = float(reserve_s)   # the budget's margin, kept after the final evaluation
         self.clock, self.now = clock, now
         self._timing_start: float | None = None
         self._step_times: list[float] = []
         self._planned_clock: float | None = None     # clock() when the plan was made
         self._before_revision: float | None = None   # clock() at the revision iteration, before its evaluation
+        # Since the revision: the training steps' time and count (evaluations left out); the
+        # last evaluation's iteration and clock() after it; clock() before the current one.
+        self._steps_s, self._steps = 0.0, 0
+        self._last_eval, self._after_eval, self._before_eval = 0, None, None
         self.plan: BudgetPlan | None = None
 
     @property
@@ -219,6 +257,8 @@ class TimeBudgetHook(HookBase):
         if self.plan is not None:
             if self._revision_due():
                 self._before_revision = self.clock()
+            elif self._check_due():
+                self._before_eval = self.clock()
             self._end_within_budget()
             return
         done = self.trainer.iter + 1
@@ -250,9 +290,25 @@ class TimeBudgetHook(HookBase):
         """The hook that revises the plan once the revision iteration's evaluation is done."""
         return _PlanRevision(self)
 
+    def _check_due(self) -> bool:
+        """A periodic evaluation after the revision, where shorten() checks the plan."""
+        plan, done = self.plan, self.trainer.iter + 1
+        return (self.shorten is not None and plan is not None and bool(plan.revised_at)
+                and self._after_eval is not None and bool(plan.eval_period) and done % plan.eval_period == 0
+                and done < self.trainer.max_iter and (not plan.last_periodic_eval or done <= plan.last_periodic_eval))
+
     def revise_now(self) -> None:
-        if not self._revision_due() or self._before_revision is None:
+        """After this iteration's evaluation: the revision when due, else the check of a revised
+        plan at a periodic evaluation."""
+        if self._revision_due() and self._before_revision is not None:
+            self._revise()
+        elif self._before_eval is not None and self._check_due():
+            self._shorten()
+        else:
             return
+        self._last_eval, self._after_eval, self._before_eval = self.trainer.iter + 1, self.clock(), None
+
+    def _revise(self) -> None:
         from detector.utils.distributed import broadcast_from_main, is_main_process
 
         done = self.trainer.iter + 1
@@ -264,6 +320,21 @@ class TimeBudgetHook(HookBase):
             plan = self.revise(self.plan, self.now() - self.started_at, done, step_s, eval_s)
         self.plan = broadcast_from_main(plan)
         self.apply_plan(self.plan)
+
+    def _shorten(self) -> None:
+        from detector.utils.distributed import broadcast_from_main, is_main_process
+
+        done = self.trainer.iter + 1
+        self._steps_s += self._before_eval - self._after_eval
+        self._steps += done - self._last_eval
+        shorter = None
+        if is_main_process():
+            eval_s = self.clock() - self._before_eval
+            shorter = self.shorten(self.plan, self.now() - self.started_at, done, self._steps_s / self._steps, eval_s)
+        shorter = broadcast_from_main(shorter)
+        if shorter is not None:
+            self.plan = shorter
+            self.apply_plan(shorter)
 
 
     def _end_within_budget(self) -> None:

@@ -12,7 +12,7 @@ from torch import nn
 
 from detector import load_config
 from detector.engine.time_budget import (BudgetPlan, TimeBudgetError, TimeBudgetHook, parse_time_budget, plan_budget,
-                                         revise_plan, setup_budget)
+                                         revise_plan, setup_budget, shorten_plan)
 from detector.engine.trainer import HookBase, Trainer
 from reliability_helpers import tiny  # on pytest.ini's pythonpath
 
@@ -227,6 +227,70 @@ def test_hook_revises_the_plan_at_the_first_evaluation_and_the_run_ends_within_t
     assert (hook.plan.max_iter, hook.plan.last_periodic_eval) == (77, 60)
     assert evaluation.at == [12, 24, 36, 48, 60, 77] and trainer.iter == 77
     assert 100 - 1.0 < clock.now <= 100   # the budget used to within one step, not overrun
+
+
+def test_steps_that_turn_slower_after_the_revision_shorten_the_plan_so_the_schedule_still_ends():
+    """bccd under 10 min: revised at 107 from steps of 0.85 s, the steps then took about 1.05 s
+    and the run was cut at 548 of 620 with its cosine unfinished. Here: revised at iteration 12
+    from 1 s steps; from iteration 20 on each step takes 1.5 s. The periodic evaluations after
+    the revision shorten max_iter (never lengthen it), so the run ends at its planned max_iter,
+    with the LR schedule's end, and within the budget, where without them it is cut."""
+    from detector.solver.lr_scheduler import WarmupLR
+
+    def run(shorten):
+        clock = Counter(2.0)
+        model = torch.nn.Linear(2, 1)
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)   # the LR is read as a fraction of this
+        scheduler = WarmupLR(optimizer, max_iter=5, warmup_iters=0, decay="cosine")
+
+        def step(m, batch):
+            clock.now += clock.step_s
+            clock.step_s = 2.0 if clock.now < 10.0 else 1.0 if clock.now < 22.0 else 1.5
+            return {"loss": m(batch).pow(2).mean()}
+
+        class Evaluation(HookBase):
+            def __init__(self):
+                self.period, self.last, self.at = 0, 0, []
+
+            def after_step(self):
+                done = self.trainer.iter + 1
+                if done >= self.trainer.max_iter or (self.period and done % self.period == 0
+                                                     and (not self.last or done <= self.last)):
+                    clock.now += 3.0
+                    self.at.append(done)
+
+        evaluation, lrs = Evaluation(), []
+        trainer = Trainer(model, optimizer, iter(lambda: torch.ones(1, 2), None), max_iter=5, step_fn=step)
+
+        class LR(HookBase):   # the LR of the next step
+            def after_step(self):
+                scheduler.step()
+                lrs.append(optimizer.param_groups[0]["lr"])
+
+        def apply(plan):
+            trainer.max_iter = scheduler.max_iter = plan.max_iter
+            evaluation.period, evaluation.last = plan.eval_period, plan.last_periodic_eval
+
+        hook = TimeBudgetHook(timing_from=2, timing_iters=3, started_at=0.0,
+                              make_plan=lambda step_s, elapsed_s, iteration: plan_budget(
+                                  100, elapsed_s, iteration, step_s, 10.0, 4, 0.25, 0.0),
+                              apply_plan=apply, clock=clock, now=clock,
+                              revise=lambda plan, *figures: revise_plan(plan, *figures, margin=0.0),
+                              shorten=shorten)
+        trainer.register_hooks([hook, LR(), evaluation, hook.revision_hook()])
+        trainer.train()
+        return hook.plan, trainer, clock, lrs
+
+    cut_plan, cut, cut_clock, cut_lrs = run(None)
+    assert cut_plan.max_iter == 77 and cut.iter < 77   # the plan of the revision, cut by the guard
+    assert cut_lrs[-1] > 1e-4                          # its cosine was far from its end (a tenth of the peak)
+    plan, trainer, clock, lrs = run(lambda plan, *figures: shorten_plan(plan, *figures, margin=0.0))
+    assert plan.revised_at == 12 and plan.first_max_iter == 35 and 0 < plan.shortened_at < plan.max_iter < 77
+    assert trainer.iter == plan.max_iter               # ended where the plan says, not cut
+    assert lrs[-1] < 1e-5 and clock.now <= 100         # the cosine ended, within the budget
+    assert plan.describe_shortening().startswith(f"shortened at iteration {plan.shortened_at}")
+    # A plan that still fits is not shortened, and never lengthened by faster steps.
+    assert shorten_plan(plan, 50.0, plan.shortened_at, 1.5, 3.0, 0.0) is None
 
 
 def test_an_explicit_max_iter_wins_over_the_budget(caplog):
