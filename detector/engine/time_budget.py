@@ -36,7 +36,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Mapping
 
 from detector.engine.trainer import HookBase
-from detector.utils.durations import TimeBudgetError, parse_time_budget  # noqa: F401 (re-exported)
+from detector.utils.durations import (TimeBudgetError, configured_budget_s,  # noqa: F401 (re-exported)
+                                      parse_time_budget)
 
 _IMPORTED_AT = time.time()
 
@@ -394,11 +395,7 @@ def setup_budget(cfg, device_type: str, checkpoint: Mapping | None, logger) -> B
     cfg is set for the run until the plan: train.max_iter = the planning iteration, no LR steps
     (or, resuming, the plan the checkpoint holds: apply_plan_to_config)."""
     budget = cfg.train.budget
-    try:
-        budget_s = parse_time_budget(cfg.train.time_budget, device_type,
-                                     {"cpu": budget.auto_cpu_minutes, "cuda": budget.auto_gpu_minutes})
-    except TimeBudgetError:
-        raise
+    budget_s = configured_budget_s(cfg.train, device_type)
     if budget_s is None:
         return None
     if cfg.train.max_iter is not None:

@@ -144,16 +144,15 @@ def training_budget(cfg: DictConfig) -> TrainingBudget | None:
     are the same in load_config and in the run on one machine."""
     import torch
 
-    from detector.utils.durations import parse_time_budget
+    from detector.utils.durations import configured_budget_s
+    from detector.utils.hardware import device_kind
 
     train = cfg.train
     if "time_budget" not in train or (not OmegaConf.is_missing(train, "max_iter") and train.max_iter is not None):
         return None
-    device = str(train.device)
-    kind = "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
+    kind = device_kind(str(train.device))
     budget = train.budget
-    seconds = parse_time_budget(train.time_budget, kind,
-                                {"cpu": budget.auto_cpu_minutes, "cuda": budget.auto_gpu_minutes})
+    seconds = configured_budget_s(train, kind)
     if seconds is None:
         return None
     return TrainingBudget(seconds=float(seconds), device=kind, threads=int(torch.get_num_threads()),

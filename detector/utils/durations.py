@@ -40,3 +40,11 @@ def parse_time_budget(value: Any, device_type: str = "cpu", auto_minutes: Mappin
     if not math.isfinite(seconds) or seconds <= 0:
         raise TimeBudgetError(f"train.time_budget={value!r} must be a positive duration (15m, 2h, minutes).")
     return seconds
+
+
+def configured_budget_s(train: Any, device_type: str) -> float | None:
+    """Seconds of a config's train.time_budget on `device_type` ("cpu" or "cuda"), "auto" read
+    from train.budget.auto_cpu_minutes / auto_gpu_minutes; None: no budget."""
+    budget = train.budget
+    return parse_time_budget(train.time_budget, device_type,
+                             {"cpu": budget.auto_cpu_minutes, "cuda": budget.auto_gpu_minutes})

@@ -13,3 +13,9 @@ def cpu_has_native_bf16() -> bool:
     and oneDNN's fused bf16 kernels refuse to run at all."""
     probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     return bool(torch.backends.mkldnn.is_available() and probe is not None and probe())
+
+
+def device_kind(requested: str) -> str:
+    """train.device as the kind of device a run uses: "cuda" for cuda, and for auto when a GPU is
+    visible; else "cpu" (engine/devices.select_device picks the device itself)."""
+    return "cuda" if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()) else "cpu"
