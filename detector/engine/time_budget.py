@@ -17,14 +17,14 @@ then: the step time since the plan and that evaluation's time (revise_plan). Not
 checkpointed between the two, so every checkpoint holds the revised plan and a resume from
 any of them still matches the uninterrupted run.
 
-When the steps then turn slower than measured (a CPU's steps drift by 10-20 % over a run, or
-another process takes the cores), each later periodic evaluation checks the plan against the
-step time measured since the revision and shortens max_iter to what still fits, so the LR
-schedule still ends (a cosine that stops part-way loses AP). The plan is only ever shortened,
-and the checkpoint written after that evaluation records it. Only if the machine slows
-between evaluations does the run end before its max_iter (_end_within_budget). In both
-cases a run resumed from an earlier checkpoint may differ from the uninterrupted one, which
-could not keep to its plan either.
+The steps then drift (a CPU's by 10-30 % over a run, with the machine's load or as the detector
+learns), so each later periodic evaluation refits the plan to the step time measured since the
+revision (refit_plan): max_iter is shortened to what still fits, so that the LR schedule still
+ends (a cosine that stops part-way loses AP), or lengthened when at least 2 % more iterations
+fit, so that the budget is used. The checkpoint written after that evaluation records it. Only
+if the machine slows between evaluations does the run end before its max_iter
+(_end_within_budget). A run resumed from a checkpoint before a refit or such an end may differ
+from the uninterrupted one, which could not keep to its first plan either.
 """
 from __future__ import annotations
 
@@ -75,9 +75,9 @@ class BudgetPlan:
     # The last periodic evaluation (0: every multiple of eval_period before max_iter): the
     # revision skips one that would fall within half a period of the final evaluation.
     last_periodic_eval: int = 0
-    # Set by shorten_plan: the iteration of the last shortening (0: none) and the max_iter before.
-    shortened_at: int = 0
-    unshortened_max_iter: int = 0
+    # Set by refit_plan: the iteration of the last refit (0: none) and the max_iter before it.
+    refitted_at: int = 0
+    max_iter_before_refit: int = 0
 
     @property
     def revision_iteration(self) -> int:
@@ -119,10 +119,11 @@ class BudgetPlan:
                    "a period of the final one)" if self.last_periodic_eval else "")
                 + (f", solver.steps={self.lr_steps}" if self.lr_steps else ""))
 
-    def describe_shortening(self) -> str:
-        return (f"shortened at iteration {self.shortened_at}: since iteration {self.revised_at} the steps took "
+    def describe_refit(self) -> str:
+        change = "shortened" if self.max_iter < self.max_iter_before_refit else "lengthened"
+        return (f"{change} at iteration {self.refitted_at}: since iteration {self.revised_at} the steps took "
                 f"{self.step_s:.3f} s, the evaluation {self.eval_s:.1f} s -> train.max_iter "
-                f"{self.unshortened_max_iter} -> {self.max_iter}, where the LR schedule now ends")
+                f"{self.max_iter_before_refit} -> {self.max_iter}, where the LR schedule now ends")
 
 
 def plan_budget(budget_s: float, elapsed_s: float, iteration: int, step_s: float, eval_s: float,
@@ -190,18 +191,18 @@ def revise_plan(plan: BudgetPlan, elapsed_s: float, iteration: int, step_s: floa
                    last_periodic_eval=int(last_periodic))
 
 
-def shorten_plan(plan: BudgetPlan, elapsed_s: float, iteration: int, step_s: float, eval_s: float,
-                 margin: float) -> BudgetPlan | None:
-    """The revised plan's max_iter cut to what fits after `iteration` (`elapsed_s` spent) at the
-    step and evaluation times measured since the revision; None when the plan still fits. The
-    plan is never lengthened: a run that turned faster keeps its schedule, and ends early by
-    the difference."""
+def refit_plan(plan: BudgetPlan, elapsed_s: float, iteration: int, step_s: float, eval_s: float,
+               margin: float, min_gain: float = 0.02) -> BudgetPlan | None:
+    """The revised plan refitted after `iteration` (`elapsed_s` spent) to the step and evaluation
+    times measured since the revision: max_iter cut to what fits when the rest no longer does,
+    or raised when at least `min_gain` (a fraction of max_iter) more iterations fit -- a smaller
+    gain is not worth moving the LR schedule. None: the plan stands."""
     fitted = revise_plan(plan, elapsed_s, iteration, step_s, eval_s, margin)
-    if fitted.max_iter >= plan.max_iter:
+    if plan.max_iter <= fitted.max_iter < plan.max_iter * (1.0 + min_gain):
         return None
     return replace(fitted, revised_at=plan.revised_at, revised_elapsed_s=plan.revised_elapsed_s,
-                   first_max_iter=plan.first_max_iter, shortened_at=int(iteration),
-                   unshortened_max_iter=int(plan.max_iter))
+                   first_max_iter=plan.first_max_iter, refitted_at=int(iteration),
+                   max_iter_before_refit=int(plan.max_iter))
 
 
 def estimate_eval_s(images_per_rank: int | None, step_s: float, images_per_step: int, eval_cost: float,
@@ -220,7 +221,7 @@ class TimeBudgetHook(HookBase):
     (registered after the evaluation and before the checkpointer) calls
     `revise(plan, elapsed_s, iteration, step_s, eval_s)` with the step time measured since the
     plan and the evaluation's time, and hands the result to `apply_plan` too; at each later
-    periodic evaluation it calls `shorten(plan, ...)` with the figures measured since the
+    periodic evaluation it calls `refit(plan, ...)` with the figures measured since the
     revision (module docstring). `clock` (seconds, monotonic) and `now` (Unix time) are
     replaceable for tests."""
 
@@ -229,11 +230,11 @@ class TimeBudgetHook(HookBase):
                  clock: Callable[[], float] = time.perf_counter, now: Callable[[], float] = time.time,
                  revise: Callable[[BudgetPlan, float, int, float, float], BudgetPlan] | None = None,
                  reserve_s: float = 0.0,
-                 shorten: Callable[[BudgetPlan, float, int, float, float], BudgetPlan | None] | None = None):
+                 refit: Callable[[BudgetPlan, float, int, float, float], BudgetPlan | None] | None = None):
         self.timing_from = int(timing_from)
         self.timing_iters = max(1, int(timing_iters))
         self.started_at = float(started_at)
-        self.make_plan, self.apply_plan, self.revise, self.shorten = make_plan, apply_plan, revise, shorten
+        self.make_plan, self.apply_plan, self.revise, self.refit = make_plan, apply_plan, revise, refit
         self.reserve_s = float(reserve_s)   # the budget's margin, kept after the final evaluation
         self.clock, self.now = clock, now
         self._timing_start: float | None = None
@@ -292,9 +293,9 @@ class TimeBudgetHook(HookBase):
         return _PlanRevision(self)
 
     def _check_due(self) -> bool:
-        """A periodic evaluation after the revision, where shorten() checks the plan."""
+        """A periodic evaluation after the revision, where refit() checks the plan."""
         plan, done = self.plan, self.trainer.iter + 1
-        return (self.shorten is not None and plan is not None and bool(plan.revised_at)
+        return (self.refit is not None and plan is not None and bool(plan.revised_at)
                 and self._after_eval is not None and bool(plan.eval_period) and done % plan.eval_period == 0
                 and done < self.trainer.max_iter and (not plan.last_periodic_eval or done <= plan.last_periodic_eval))
 
@@ -304,7 +305,7 @@ class TimeBudgetHook(HookBase):
         if self._revision_due() and self._before_revision is not None:
             self._revise()
         elif self._before_eval is not None and self._check_due():
-            self._shorten()
+            self._refit()
         else:
             return
         self._last_eval, self._after_eval, self._before_eval = self.trainer.iter + 1, self.clock(), None
@@ -322,20 +323,20 @@ class TimeBudgetHook(HookBase):
         self.plan = broadcast_from_main(plan)
         self.apply_plan(self.plan)
 
-    def _shorten(self) -> None:
+    def _refit(self) -> None:
         from detector.utils.distributed import broadcast_from_main, is_main_process
 
         done = self.trainer.iter + 1
         self._steps_s += self._before_eval - self._after_eval
         self._steps += done - self._last_eval
-        shorter = None
+        refitted = None
         if is_main_process():
             eval_s = self.clock() - self._before_eval
-            shorter = self.shorten(self.plan, self.now() - self.started_at, done, self._steps_s / self._steps, eval_s)
-        shorter = broadcast_from_main(shorter)
-        if shorter is not None:
-            self.plan = shorter
-            self.apply_plan(shorter)
+            refitted = self.refit(self.plan, self.now() - self.started_at, done, self._steps_s / self._steps, eval_s)
+        refitted = broadcast_from_main(refitted)
+        if refitted is not None:
+            self.plan = refitted
+            self.apply_plan(refitted)
 
 
     def _end_within_budget(self) -> None:

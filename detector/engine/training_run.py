@@ -277,17 +277,17 @@ def _budget_hook(cfg: DictConfig, ctx, run: TrainingRun, trainer: Trainer, evalu
         run.checkpointer.config = OmegaConf.to_container(cfg, resolve=True)
         if is_main_process():
             OmegaConf.save(cfg, ctx.output_dir / "config.yaml", resolve=True)
-        ctx.logger.info("train.time_budget plan: %s.", plan.describe_shortening() if plan.shortened_at
+        ctx.logger.info("train.time_budget plan: %s.", plan.describe_refit() if plan.refitted_at
                         else plan.describe_revision() if plan.revised_at else plan.describe())
 
     def revise(plan, elapsed_s: float, iteration: int, step_s: float, eval_s: float):
         return time_budget.revise_plan(plan, elapsed_s, iteration, step_s, eval_s, float(settings.margin))
 
-    def shorten(plan, elapsed_s: float, iteration: int, step_s: float, eval_s: float):
-        return time_budget.shorten_plan(plan, elapsed_s, iteration, step_s, eval_s, float(settings.margin))
+    def refit(plan, elapsed_s: float, iteration: int, step_s: float, eval_s: float):
+        return time_budget.refit_plan(plan, elapsed_s, iteration, step_s, eval_s, float(settings.margin))
 
     return TimeBudgetHook(budget.timing_from, budget.timing_iters, process_start_time(), make_plan, apply_plan,
-                          revise=revise, reserve_s=float(settings.margin) * budget.budget_s, shorten=shorten)
+                          revise=revise, reserve_s=float(settings.margin) * budget.budget_s, refit=refit)
 
 
 def finish_evaluation(evaluator, iteration: int | None) -> None:

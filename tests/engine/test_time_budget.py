@@ -12,7 +12,7 @@ from torch import nn
 
 from detector import load_config
 from detector.engine.time_budget import (BudgetPlan, TimeBudgetError, TimeBudgetHook, parse_time_budget, plan_budget,
-                                         revise_plan, setup_budget, shorten_plan)
+                                         refit_plan, revise_plan, setup_budget)
 from detector.engine.trainer import HookBase, Trainer
 from reliability_helpers import tiny  # on pytest.ini's pythonpath
 
@@ -229,15 +229,16 @@ def test_hook_revises_the_plan_at_the_first_evaluation_and_the_run_ends_within_t
     assert 100 - 1.0 < clock.now <= 100   # the budget used to within one step, not overrun
 
 
-def test_steps_that_turn_slower_after_the_revision_shorten_the_plan_so_the_schedule_still_ends():
+def test_periodic_evaluations_refit_the_plan_to_steps_that_turn_slower_or_faster():
     """bccd under 10 min: revised at 107 from steps of 0.85 s, the steps then took about 1.05 s
     and the run was cut at 548 of 620 with its cosine unfinished. Here: revised at iteration 12
     from 1 s steps; from iteration 20 on each step takes 1.5 s. The periodic evaluations after
-    the revision shorten max_iter (never lengthen it), so the run ends at its planned max_iter,
-    with the LR schedule's end, and within the budget, where without them it is cut."""
+    the revision shorten max_iter, so the run ends at its planned max_iter, with the LR
+    schedule's end, and within the budget, where without them it is cut. Steps that turn faster
+    (0.7 s) lengthen the plan, so the budget is used."""
     from detector.solver.lr_scheduler import WarmupLR
 
-    def run(shorten):
+    def run(refit, later_step_s=1.5):
         clock = Counter(2.0)
         model = torch.nn.Linear(2, 1)
         optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)   # the LR is read as a fraction of this
@@ -245,7 +246,7 @@ def test_steps_that_turn_slower_after_the_revision_shorten_the_plan_so_the_sched
 
         def step(m, batch):
             clock.now += clock.step_s
-            clock.step_s = 2.0 if clock.now < 10.0 else 1.0 if clock.now < 22.0 else 1.5
+            clock.step_s = 2.0 if clock.now < 10.0 else 1.0 if clock.now < 22.0 else later_step_s
             return {"loss": m(batch).pow(2).mean()}
 
         class Evaluation(HookBase):
@@ -276,7 +277,7 @@ def test_steps_that_turn_slower_after_the_revision_shorten_the_plan_so_the_sched
                                   100, elapsed_s, iteration, step_s, 10.0, 4, 0.25, 0.0),
                               apply_plan=apply, clock=clock, now=clock,
                               revise=lambda plan, *figures: revise_plan(plan, *figures, margin=0.0),
-                              shorten=shorten)
+                              refit=refit)
         trainer.register_hooks([hook, LR(), evaluation, hook.revision_hook()])
         trainer.train()
         return hook.plan, trainer, clock, lrs
@@ -284,14 +285,23 @@ def test_steps_that_turn_slower_after_the_revision_shorten_the_plan_so_the_sched
     cut_plan, cut, cut_clock, cut_lrs = run(None)
     assert cut_plan.max_iter == 77 and cut.iter < 77   # the plan of the revision, cut by the guard
     assert cut_lrs[-1] > 1e-4                          # its cosine was far from its end (a tenth of the peak)
-    plan, trainer, clock, lrs = run(lambda plan, *figures: shorten_plan(plan, *figures, margin=0.0))
-    assert plan.revised_at == 12 and plan.first_max_iter == 35 and 0 < plan.shortened_at < plan.max_iter < 77
+    refit = lambda plan, *figures: refit_plan(plan, *figures, margin=0.0)   # noqa: E731
+    plan, trainer, clock, lrs = run(refit)
+    assert plan.revised_at == 12 and plan.first_max_iter == 35 and 0 < plan.refitted_at < plan.max_iter < 77
     assert trainer.iter == plan.max_iter               # ended where the plan says, not cut
     assert lrs[-1] < 1e-5 and clock.now <= 100         # the cosine ended, within the budget
-    assert plan.describe_shortening().startswith(f"shortened at iteration {plan.shortened_at}")
-    # A plan that still fits is not shortened, and never lengthened by faster steps.
-    assert shorten_plan(plan, 50.0, plan.shortened_at, 1.5, 3.0, 0.0) is None
-
+    assert plan.describe_refit().startswith(f"shortened at iteration {plan.refitted_at}")
+    # Faster steps: the plan of the revision (77) is lengthened, and still ends within the budget.
+    fast, fast_trainer, fast_clock, _ = run(refit, later_step_s=0.7)
+    assert fast.max_iter > 77 and fast_trainer.iter == fast.max_iter and 100 - 1.0 < fast_clock.now <= 100
+    assert fast.describe_refit().startswith(f"lengthened at iteration {fast.refitted_at}")
+    # A plan that still fits stands unless 2% more iterations (here 2 of 56) fit.
+    at = plan.refitted_at
+    gain = {revise_plan(plan, spent / 10, at, 1.5, 3.0, 0.0).max_iter - plan.max_iter: spent / 10
+            for spent in range(300, 900)}
+    assert refit_plan(plan, gain[0], at, 1.5, 3.0, 0.0) is None
+    assert refit_plan(plan, gain[1], at, 1.5, 3.0, 0.0) is None
+    assert refit_plan(plan, gain[2], at, 1.5, 3.0, 0.0).max_iter == plan.max_iter + 2
 
 def test_an_explicit_max_iter_wins_over_the_budget(caplog):
     cfg = load_config(["train.time_budget=5m", "train.max_iter=7"])
