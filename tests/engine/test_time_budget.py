@@ -53,6 +53,22 @@ class Counter:
         return self.now
 
 
+class FakeEvaluation(HookBase):
+    """Evaluates (advances the fake clock by `eval_s`) every `period` iterations up to `last`
+    (0: no limit) and at the end, as EvalHook does; `at` lists where."""
+
+    def __init__(self, clock: Counter, eval_s: float):
+        self.clock, self.eval_s = clock, eval_s
+        self.period, self.last, self.at = 0, 0, []
+
+    def after_step(self):
+        done = self.trainer.iter + 1
+        if done >= self.trainer.max_iter or (self.period and done % self.period == 0
+                                             and (not self.last or done <= self.last)):
+            self.clock.now += self.eval_s
+            self.at.append(done)
+
+
 def test_hook_fixes_max_iter_after_timing_and_the_loop_follows_it():
     clock = Counter(2.0)
     model = nn.Linear(2, 1)
@@ -195,18 +211,7 @@ def test_hook_revises_the_plan_at_the_first_evaluation_and_the_run_ends_within_t
             clock.step_s = 1.0
         return {"loss": m(batch).pow(2).mean()}
 
-    class Evaluation(HookBase):
-        def __init__(self):
-            self.period, self.last, self.at = 0, 0, []
-
-        def after_step(self):
-            done = self.trainer.iter + 1
-            if done >= self.trainer.max_iter or (self.period and done % self.period == 0
-                                                 and (not self.last or done <= self.last)):
-                clock.now += 3.0
-                self.at.append(done)
-
-    evaluation = Evaluation()
+    evaluation = FakeEvaluation(clock, 3.0)
     trainer = Trainer(model, optimizer, iter(lambda: torch.ones(1, 2), None), max_iter=5, step_fn=step)
 
     def apply(plan):
@@ -249,18 +254,7 @@ def test_periodic_evaluations_refit_the_plan_to_steps_that_turn_slower_or_faster
             clock.step_s = 2.0 if clock.now < 10.0 else 1.0 if clock.now < 22.0 else later_step_s
             return {"loss": m(batch).pow(2).mean()}
 
-        class Evaluation(HookBase):
-            def __init__(self):
-                self.period, self.last, self.at = 0, 0, []
-
-            def after_step(self):
-                done = self.trainer.iter + 1
-                if done >= self.trainer.max_iter or (self.period and done % self.period == 0
-                                                     and (not self.last or done <= self.last)):
-                    clock.now += 3.0
-                    self.at.append(done)
-
-        evaluation, lrs = Evaluation(), []
+        evaluation, lrs = FakeEvaluation(clock, 3.0), []
         trainer = Trainer(model, optimizer, iter(lambda: torch.ones(1, 2), None), max_iter=5, step_fn=step)
 
         class LR(HookBase):   # the LR of the next step
