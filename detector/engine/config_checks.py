@@ -98,6 +98,12 @@ def check_run_config(cfg: DictConfig) -> None:
     longest = cfg.train.max_iter if cfg.train.max_iter is not None else float("inf")  # null: planned from the budget
     if steps != sorted(steps) or any(s <= 0 or s > longest for s in steps):
         raise ConfigError(f"solver.steps={steps} must be increasing iterations within 1..train.max_iter={cfg.train.max_iter}.")
+    if bool(cfg.train.ema.enabled):
+        if not 0 < float(cfg.train.ema.decay) < 1:
+            raise ConfigError(f"train.ema.decay={cfg.train.ema.decay} must be in (0, 1), e.g. 0.9998.")
+        if not float(cfg.train.ema.get("ramp", 2000)) > 0:
+            raise ConfigError(f"train.ema.ramp={cfg.train.ema.ramp} must be > 0 (updates until the decay reaches "
+                              "63% of train.ema.decay).")
     if cfg.train.amp not in ("none", "bf16", "fp16"):
         raise ConfigError(f"train.amp={cfg.train.amp!r}: use none, bf16 or fp16.")
     from detector.engine.best_checkpoint import check_best_settings

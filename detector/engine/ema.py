@@ -11,7 +11,7 @@ from torch import nn
 class ModelEMA:
     """Keeps `ema = decay_t * ema + (1 - decay_t) * model` after each optimizer step.
 
-    `decay_t` ramps up from 0 towards `decay` over the first few thousand updates
+    `decay_t` ramps up from 0 towards `decay` over the first `ramp` updates or so
     (decay * (1 - exp(-updates / ramp))), so early, poor weights fade quickly. Buffers
     (BatchNorm statistics) are copied, not averaged.
     """
@@ -19,6 +19,8 @@ class ModelEMA:
     def __init__(self, model: nn.Module, decay: float = 0.9998, ramp: float = 2000.0):
         if not 0.0 < decay < 1.0:
             raise ValueError(f"train.ema.decay must be in (0, 1), got {decay}.")
+        if not ramp > 0.0:
+            raise ValueError(f"train.ema.ramp must be > 0 (updates), got {ramp}.")
         self.module = copy.deepcopy(model).eval()
         for param in self.module.parameters():
             param.requires_grad_(False)

@@ -176,6 +176,26 @@ def test_ema_follows_the_weights(tmp_path):
     assert torch.equal(final["model_raw"]["net.0.weight"], model_w)
 
 
+def test_ema_ramp_sets_how_fast_the_decay_reaches_its_value():
+    from detector.engine.ema import ModelEMA
+
+    model = nn.Linear(2, 1)
+    short, long = ModelEMA(model, decay=0.99, ramp=10), ModelEMA(model, decay=0.99)
+    for ema in (short, long):
+        ema.updates = 10
+    assert short.current_decay() == pytest.approx(0.99 * (1 - math.exp(-1)))
+    assert long.current_decay() == pytest.approx(0.99 * (1 - math.exp(-10 / 2000)))
+    # One update towards weights moved by 1: the short ramp keeps ~63% of the old average.
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    before = short.module.weight.clone()
+    short.update(model)
+    moved = (short.module.weight - before) / 1.0
+    assert torch.allclose(moved, torch.full_like(moved, 1 - 0.99 * (1 - math.exp(-11 / 10))))
+    with pytest.raises(ValueError, match="train.ema.ramp"):
+        ModelEMA(model, decay=0.99, ramp=0)
+
+
 def test_clip_grad_norm_is_recorded(tmp_path):
     trainer = make(tmp_path, max_iter=3)
     trainer.clip_grad_norm = 1e-3

@@ -172,6 +172,8 @@ def test_non_finite_loss_stops_with_clear_message_and_keeps_checkpoint(shapes_ro
         ("dataloader.batch_size=0", "dataloader.batch_size=0"),
         ("model.input.min_size_test=900", "min_size_test=900"),
         ("aug.max_size=100", "aug.max_size=100"),
+        ("train.ema.enabled=true train.ema.ramp=0", "train.ema.ramp=0"),
+        ("train.ema.enabled=true train.ema.decay=1.5", "train.ema.decay=1.5"),
     ],
 )
 def test_bad_config_values_are_rejected_before_work(override, expected, tmp_path):
@@ -179,7 +181,7 @@ def test_bad_config_values_are_rejected_before_work(override, expected, tmp_path
     from detector.engine.config_checks import ConfigError
     from detector.tasks.detection import DetectionTask
 
-    cfg = load_config([f"output_dir={tmp_path}", override, "model.input.max_size_test=800"])
+    cfg = load_config([f"output_dir={tmp_path}", *override.split(), "model.input.max_size_test=800"])
     with pytest.raises(ConfigError, match=expected.replace("[", r"\[")):
         DetectionTask().check_config(cfg)
 
