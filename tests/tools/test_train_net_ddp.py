@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from reliability_helpers import run_in_process
 from test_train_net import run, tiny
 
 
@@ -32,8 +33,9 @@ def test_two_process_training_writes_once_and_evaluates_like_one_process(tmp_pat
     results = json.loads((out / "inference" / "coco_instances_results.json").read_text())
     assert len({r["image_id"] for r in results}) == 7  # each test image once, from both shards
 
+    # One process: eval_only of the same checkpoint, in this process (no second start of Python).
     single = tmp_path / "single"
-    run(tiny(root, single, "dataset.num_test=7", "eval_only=true", "train.max_iter=4",
+    run_in_process(tiny(root, single, "dataset.num_test=7", "eval_only=true", "train.max_iter=4",
              f"model.weights={out / 'checkpoints' / 'model_final.pth'}"))
     assert json.loads((single / "metrics.json").read_text()) == distributed
     assert json.loads((single / "inference" / "coco_instances_results.json").read_text()) == results
