@@ -139,6 +139,10 @@ def test_two_process_training_evaluates_like_one_process(six_classes, tmp_path):
     assert len(list((out / "tb").iterdir())) == 1  # rank 0 alone writes
     distributed = json.loads((out / "metrics.json").read_text())
     assert distributed["num_samples"] == 18  # both shards gathered, each test image once
+    # One process: eval_only of the same checkpoint, in this process (no second start of Python).
+    from reliability_helpers import run_in_process
+
     single = tmp_path / "single"
-    run(tiny(six_classes, single, "eval_only=true", f"model.weights={out / 'checkpoints' / 'model_final.pth'}"))
+    run_in_process(tiny(six_classes, single, "eval_only=true", f"model.weights={out / 'checkpoints' / 'model_final.pth'}"),
+                   config_name="cls")
     assert json.loads((single / "metrics.json").read_text()) == distributed
