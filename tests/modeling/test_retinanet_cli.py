@@ -1,16 +1,19 @@
 """The one-stage models through the command-line tools on tiny generated shapes: tools/train_net.py
 trains and evaluates them, resumes them, evaluates a checkpoint with test-time augmentation
 (eval_only), and tools/predict.py writes their detections. FCOS runs under schedule=auto, whose
-recipe sets only the keys a model has (it sizes anchors, and FCOS has points)."""
+recipe sets only the keys a model has (it sizes anchors, and FCOS has points).
+
+Each test's first training runs the script in its own process; what follows it (the resume, the
+eval_only, the prediction) runs the same commands in this process (reliability_helpers.run_in_process,
+detector.cli.predict.main, what tools/predict.py calls), sparing a start of Python and torch each."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import torch
 
-from tests.tools.test_train_net import REPO, run
+from reliability_helpers import run_in_process
+from tests.tools.test_train_net import run
 
 
 def tiny(root, output_dir, *extra: str) -> list[str]:
@@ -24,9 +27,11 @@ def tiny(root, output_dir, *extra: str) -> list[str]:
 
 
 def predict(weights, image, output) -> list[dict]:
-    subprocess.run([sys.executable, "tools/predict.py", "--weights", str(weights), "--input", str(image), "--output",
-                    str(output), "--score-thresh", "0.0", "--device", "cpu"],
-                   check=True, cwd=REPO, capture_output=True, text=True, timeout=240)
+    """tools/predict.py's main, in this process."""
+    from detector.cli.predict import main
+
+    assert main(["--weights", str(weights), "--input", str(image), "--output", str(output), "--score-thresh", "0.0",
+                 "--device", "cpu"]) == 0
     return json.loads((output / "predictions.json").read_text())
 
 
@@ -55,13 +60,13 @@ def test_retinanet_trains_resumes_evaluates_with_tta_and_predicts(tmp_path):
     assert final["config"]["model"]["name"] == name and "head.cls_logits.weight" in final["model"]
 
     # Resume: continues from last.pth (iteration 4) to 6.
-    run([*args, "train.max_iter=6", "train.resume=true"])
+    run_in_process([*args, "train.max_iter=6", "train.resume=true"])
     assert "last.pth at iteration 4." in (out / "log.txt").read_text()   # "Resumed from ... at iteration 4."
     assert json.loads((out / "metrics.json").read_text())["iteration"] == 6
 
     # eval_only with test-time augmentation (two scales, flipped) on the final checkpoint.
     evaluated = tmp_path / "eval"
-    run([*tiny(root, evaluated, f"model={name}", f"schedule={schedule}"), "eval_only=true", "test.aug=true",
+    run_in_process([*tiny(root, evaluated, f"model={name}", f"schedule={schedule}"), "eval_only=true", "test.aug=true",
          "test.aug_scales=[1.0,1.25]", f"model.weights={out / 'checkpoints' / 'model_final.pth'}"])
     assert set(json.loads((evaluated / "metrics.json").read_text())["bbox"]) >= {"AP", "AP50"}
 
