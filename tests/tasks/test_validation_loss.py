@@ -9,7 +9,8 @@ import torch
 
 from detector.tasks.validation_loss import build_validation_set, compute_validation_loss
 
-from test_train_net import final_weights, run, tiny
+from reliability_helpers import run_in_process
+from test_train_net import final_weights, tiny
 
 LOSSES = {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "total_loss"}
 
@@ -78,8 +79,9 @@ def test_training_logs_validation_loss_and_trains_the_same(tmp_path):
     root = tmp_path / "shapes"
     common = ("train.max_iter=4", "dataset.num_test=3", "dataloader.num_workers=0", "backbone.norm=bn")
     with_val, without = tmp_path / "val", tmp_path / "plain"
-    run(tiny(root, with_val, *common, "train.val_loss_period=2"))
-    run(tiny(root, without, *common))
+    # Both runs in this process (tools/train_net.py's run without two more starts of Python), each seeded by its config.
+    run_in_process(tiny(root, with_val, *common, "train.val_loss_period=2"))
+    run_in_process(tiny(root, without, *common))
     scalars = _scalars(with_val / "tb")
     for name in LOSSES:
         steps = scalars[f"val/{name}"]
