@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from reliability_helpers import FAULTS, REPO, TRAIN_NET, observe, tiny, tool_env, train_net, wait_for
+from reliability_helpers import FAULTS, REPO, TRAIN_NET, observe, run_in_process, tiny, tool_env, wait_for
 from detector.weights.checkpoint_io import CheckpointError, save_checkpoint
 from detector.weights.checkpointer import LAST, PREVIOUS, Checkpointer, load_latest_good
 
@@ -54,6 +54,15 @@ def assert_same_weights(a: dict, b: dict) -> None:
 
 def leftovers(folder: Path, name: str) -> list[Path]:
     return sorted(folder.glob(f".{name}.*.tmp"))
+
+
+def resumed_in_process(args: list[str], run_dir: Path) -> str:
+    """tools/train_net.py's run with `args`, in this process (no start of Python and torch; one
+    thread, as the subprocesses): what it added to run_dir/log.txt."""
+    log = run_dir / "log.txt"
+    before = len(log.read_text()) if log.is_file() else 0
+    run_in_process(args)
+    return log.read_text()[before:]
 
 
 def test_sigkill_at_three_points_then_resume_equals_uninterrupted_run(generated_shapes, tmp_path):
@@ -100,11 +109,11 @@ def test_sigkill_at_three_points_then_resume_equals_uninterrupted_run(generated_
     assert iteration_of(checkpoints / LAST) == MAX_ITER
     assert not (checkpoints / "model_final.pth").exists() and leftovers(checkpoints, "model_final.pth")
 
-    # Resume once more: nothing left to train, model_final.pth is written from last.pth.
-    done = train_net(args)
-    assert "already at train.max_iter=8" in done.stdout
+    # Resume once more (in this process): nothing left to train, model_final.pth is written from last.pth.
+    done = resumed_in_process(args, killed)
+    assert "already at train.max_iter=8" in done
     observe("SIGKILL while model_final.pth is half written, then resume",
-            "\n".join(line.split("] ")[-1] for line in done.stdout.splitlines()
+            "\n".join(line.split("] ")[-1] for line in done.splitlines()
                       if "Removing" in line or "already at" in line or "model_final.pth" in line),
             "nothing: model_final.pth is written from last.pth; final weights torch.equal the uninterrupted run's")
     assert not leftovers(checkpoints, LAST) and not leftovers(checkpoints, "model_final.pth")
@@ -116,12 +125,12 @@ def test_sigkill_at_three_points_then_resume_equals_uninterrupted_run(generated_
     last = straight_dir / "checkpoints" / LAST
     data = last.read_bytes()
     last.write_bytes(data[: len(data) // 3])
-    again = train_net(tiny(shapes_root, straight_dir, *RUN, "train.resume=true"))
-    assert f"Cannot resume from {last}" in again.stdout and "truncated" in again.stdout
-    assert f"Resuming from the previous good checkpoint {last.with_name(PREVIOUS)} (iteration 6)" in again.stdout
+    again = resumed_in_process(tiny(shapes_root, straight_dir, *RUN, "train.resume=true"), straight_dir)
+    assert f"Cannot resume from {last}" in again and "truncated" in again
+    assert f"Resuming from the previous good checkpoint {last.with_name(PREVIOUS)} (iteration 6)" in again
     assert (last.parent / "last.pth.damaged").is_file()
     observe("last.pth truncated by hand, then resume",
-            "\n".join(line.split("] ")[-1] for line in again.stdout.splitlines() if "last.pth" in line and "WARNING" in line),
+            "\n".join(line.split("] ")[-1] for line in again.splitlines() if "last.pth" in line and "WARNING" in line),
             "one checkpoint period (iterations 7-8 retrained); final weights equal the uninterrupted run's")  # kept for inspection, not rotated into previous.pth
     assert iteration_of(last) == MAX_ITER
     assert_same_weights(weights(straight_dir / "checkpoints" / "model_final.pth"), reference)
@@ -184,8 +193,8 @@ def test_sigkill_then_resume_is_bit_identical_with_every_stateful_option(generat
     kill(proc)
     killed_at = iteration_of(killed / "checkpoints" / LAST)
     assert killed_at in (2, 4) and not (killed / "checkpoints" / "model_final.pth").exists()
-    resumed = train_net(args)
-    assert f"at iteration {killed_at}." in resumed.stdout and "Resumed from" in resumed.stdout
+    resumed = resumed_in_process(args, killed)   # in this process: a start of Python less
+    assert f"at iteration {killed_at}." in resumed and "Resumed from" in resumed
     assert straight.wait(timeout=240) == 0, (tmp_path / "straight.log").read_text()[-3000:]
 
     a = torch.load(straight_dir / "checkpoints" / "model_final.pth", weights_only=True)
