@@ -15,7 +15,7 @@ import torch
 from omegaconf import OmegaConf
 
 from detector.config import load_config
-from reliability_helpers import TINY_MODEL, TRAIN_NET, REPO, train_net
+from reliability_helpers import TINY_MODEL, TRAIN_NET, REPO, run_in_process, train_net
 
 _spec = importlib.util.spec_from_file_location("folder_datasets", REPO / "tests" / "data" / "folder_datasets.py")
 fd = importlib.util.module_from_spec(_spec)
@@ -72,7 +72,8 @@ def test_a_one_split_yolo_folder_trains_and_its_carved_test_images_stay_for_resu
     assert list(load_config(["dataset=auto", f"dataset.path={root}"]).dataset.test_images) != carve
 
     # A resume of the finished run evaluates its final weights again: on the recorded images.
-    train_net([*RUN, f"dataset.path={root}", f"output_dir={run}", "train.max_iter=3", "train.resume=true"])
+    # (This run and the eval_only below run tools/train_net.py's run in this process: two starts of Python less.)
+    run_in_process([*RUN, f"dataset.path={root}", f"output_dir={run}", "train.max_iter=3", "train.resume=true"])
     resumed_log = (run / "log.txt").read_text()[len(log):]
     assert "changed since" in resumed_log and "The recorded test images are kept" in resumed_log
     assert f"{where}test: 2 images, {test_boxes} boxes" in resumed_log
@@ -82,7 +83,7 @@ def test_a_one_split_yolo_folder_trains_and_its_carved_test_images_stay_for_resu
 
     # eval_only of its checkpoint in a new folder: the run folder of model.weights gives the record.
     evaluation = tmp_path / "evaluation"
-    train_net([*RUN, f"dataset.path={root}", f"output_dir={evaluation}", "eval_only=true",
+    run_in_process([*RUN, f"dataset.path={root}", f"output_dir={evaluation}", "eval_only=true",
                f"model.weights={run / 'checkpoints' / 'model_final.pth'}"])
     assert recorded_test_images(evaluation) == carve
     assert "Evaluation of 2 images" in (evaluation / "log.txt").read_text()
