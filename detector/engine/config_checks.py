@@ -101,7 +101,7 @@ def check_run_config(cfg: DictConfig) -> None:
     if bool(cfg.train.ema.enabled):
         if not 0 < float(cfg.train.ema.decay) < 1:
             raise ConfigError(f"train.ema.decay={cfg.train.ema.decay} must be in (0, 1), e.g. 0.9998.")
-        if not float(cfg.train.ema.get("ramp", 2000)) > 0:
+        if not float(cfg.train.ema.ramp) > 0:
             raise ConfigError(f"train.ema.ramp={cfg.train.ema.ramp} must be > 0 (updates until the decay reaches "
                               "63% of train.ema.decay).")
     if cfg.train.amp not in ("none", "bf16", "fp16"):

@@ -56,10 +56,12 @@ def record_in_log_file(message: str) -> None:
             handler.emit(logging.LogRecord("detector", logging.ERROR, __file__, 0, message, None, None))
 
 
-def start(cfg: DictConfig, task: Task) -> dict[str, Any] | None:
+def start(cfg: DictConfig, task: Task, overrides: list[str] | None = None) -> dict[str, Any] | None:
     """The run itself, unguarded: the config checked (nothing exists yet), the output folder
     checked once and the process group joined (open_run_context), the sweep job's
-    overrides.yaml, then train or evaluate_checkpoint; returns the metrics."""
+    overrides.yaml, then train or evaluate_checkpoint; returns the metrics. `overrides`: the
+    command line's (eval_only refines the checkpoint's config with their model.*/backbone.*
+    keys); None: Hydra's, as the commands run."""
     from detector.engine.context import open_run_context
     from detector.engine.run import checkpoint_overrides, evaluate_checkpoint, train
     from detector.engine.sweep import use_job_output_dir, write_overrides_record
@@ -70,9 +72,10 @@ def start(cfg: DictConfig, task: Task) -> dict[str, Any] | None:
     if ctx.is_main:
         write_overrides_record(ctx.output_dir)  # -m: the job's overrides.yaml
     if bool(cfg.eval_only):
-        from hydra.core.hydra_config import HydraConfig
+        if overrides is None:
+            from hydra.core.hydra_config import HydraConfig
 
-        overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+            overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
         return evaluate_checkpoint(cfg, task, checkpoint_overrides(overrides), ctx=ctx)
     return train(cfg, task, ctx=ctx)
 

@@ -98,7 +98,7 @@ def prepare_training(cfg: DictConfig, ctx, model: nn.Module) -> TrainingRun:
     if budget is not None:
         scheduler.decay_start = budget.plan_iteration
     scaler = precision.make_scaler()
-    ema = ModelEMA(core, float(cfg.train.ema.decay), float(cfg.train.ema.get("ramp", 2000))) if cfg.train.ema.enabled else None
+    ema = ModelEMA(core, float(cfg.train.ema.decay), float(cfg.train.ema.ramp)) if cfg.train.ema.enabled else None
     checkpointer = Checkpointer(core, ctx.output_dir / "checkpoints", optimizer, scheduler, scaler, ema,
                                 config=OmegaConf.to_container(cfg, resolve=True), save_to_disk=is_main_process(),
                                 logger=logger)

@@ -119,16 +119,14 @@ def observe(fault: str, seen: str, lost: str) -> None:
 def run_in_process(args: list[str], config_name: str = "config", task=None):
     """What tools/train_net.py (config_name "config") or tools/train_cls.py ("cls") does with the
     same arguments, in this process, without a second start of Python and torch (seconds each):
-    the task's config check, the output folder and the run's logger (open_run_context), then
-    train or, under eval_only=true, the checkpoint's evaluation refined by the command line's
-    model.*/backbone.* keys, as launch.start does. On one intra-op thread, as the tools run in
-    the tests' subprocesses (OMP_NUM_THREADS=1), so the numbers are those a subprocess gets.
-    Returns the metrics."""
+    the commands' own launch.start (config check, output folder, train or eval_only) with these
+    arguments as the command line. On one intra-op thread, as the tools run in the tests'
+    subprocesses (OMP_NUM_THREADS=1), so the numbers are those a subprocess gets. Returns the
+    metrics."""
     import torch
 
     from detector.config import load_config
-    from detector.engine.context import open_run_context
-    from detector.engine.run import checkpoint_overrides, evaluate_checkpoint, train
+    from detector.engine.launch import start
 
     if task is None:
         if config_name == "cls":
@@ -137,14 +135,9 @@ def run_in_process(args: list[str], config_name: str = "config", task=None):
             from detector.tasks.detection import DetectionTask as task_class
         task = task_class()
     args = [str(a) for a in args]
-    cfg = load_config(args, config_name=config_name)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        task.check_config(cfg)
-        ctx = open_run_context(cfg)
-        if bool(cfg.eval_only):
-            return evaluate_checkpoint(cfg, task, checkpoint_overrides(args), ctx=ctx)
-        return train(cfg, task, ctx=ctx)
+        return start(load_config(args, config_name=config_name), task, overrides=args)
     finally:
         torch.set_num_threads(threads)
