@@ -88,12 +88,13 @@ def int8_refusal(args) -> str:
 
 
 def export_int8_command(args) -> int:
+    from detector.deploy.int8_evaluation import evaluate_int8
     from detector.export.calibration import DEFAULT_IMAGES
     from detector.export.int8_export import export_int8
 
     report = export_int8(args.weights, args.output, calibration=args.calibration or [],
                          calibration_count=DEFAULT_IMAGES if args.calibration_images is None else args.calibration_images,
-                         overrides=args.overrides, log=print)
+                         overrides=args.overrides, evaluate=evaluate_int8, log=print)
     for line in report.lines():
         print(line)
     print(f"exported {args.weights} as openvino int8 -> {report.path}")

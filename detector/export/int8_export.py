@@ -1,20 +1,19 @@
 """detector-export --format openvino --int8: a checkpoint to an int8 OpenVINO IR, calibrated on
 training images, and, where the dataset has a test split, the AP it keeps.
 
+    from detector.deploy.int8_evaluation import evaluate_int8
     from detector.export.int8_export import export_int8
-    report = export_int8("model_final.pth", "model_int8.xml", calibration=["dataset=bccd"])
+    report = export_int8("model_final.pth", "model_int8.xml", calibration=["dataset=bccd"], evaluate=evaluate_int8)
     report.ap["int8"], report.ap["fp32"]
 
 The steps: the float32 OpenVINO model of the checkpoint (openvino_export.openvino_model), NNCF's
 post-training quantization on `calibration_images` training images (detector.export.int8), the
 file written with the same metadata as a float export plus precision=int8 and what it was
-calibrated on (rt_info `calibration`, `quantization`). Then the test split is evaluated twice
-through the evaluator eval_only uses (detector.evaluation.inference.evaluate_detector, the run
-config's test loader and test.evaluator): the written file as eval_only runs it (OpenVINO, f32
-inference precision around the int8 layers), and the PyTorch model in float32 (no autocast,
-whatever train.amp the checkpoint trained with). eval_only model.weights=FILE on the file,
-with the same dataset, prints the same int8 AP. Both figures are then written into the file
-(rt_info `evaluation`), so the file says what it scored when it was made.
+calibrated on (rt_info `calibration`, `quantization`). Then `evaluate` (detector-export passes
+detector.deploy.int8_evaluation.evaluate_int8, which runs the written file, so it lives in the
+layer that runs files, above this one) fills in the AP of the file and of the PyTorch fp32 model
+on the test split, and both figures are written into the file (rt_info `evaluation`), so the
+file says what it scored when it was made.
 """
 from __future__ import annotations
 
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import torch
+from omegaconf import DictConfig
 
 from detector.export.calibration import DEFAULT_IMAGES, Calibration, calibration_config, calibration_images
 from detector.export.int8 import FLOAT_PATTERN, FLOAT_TYPES, import_nncf, quantize_openvino
@@ -37,7 +37,7 @@ class Int8Report:
     calibration: Calibration
     ap: dict[str, dict] = field(default_factory=dict)   # "int8" / "fp32" -> metrics (empty: no test split)
     test_images: int = 0
-    not_evaluated: str = ""                            # why the test split was not evaluated
+    not_evaluated: str = "not asked"                   # why the test split was not evaluated
 
     def evaluation_json(self, cfg) -> str:
         """The rt_info `evaluation` entry: the test split's box metrics of both models, exact."""
@@ -65,14 +65,19 @@ def box_metrics(metrics: dict) -> dict:
     return metrics["bbox"] if "bbox" in metrics else metrics
 
 
+# (report, the calibration dataset's config, the PyTorch model, log) -> None; fills report.ap or
+# report.not_evaluated.
+Evaluation = Callable[["Int8Report", DictConfig, torch.nn.Module, Callable[[str], None]], None]
+
+
 def export_int8(weights: str | os.PathLike, output: str | os.PathLike, calibration: Sequence[str] = (),
-                calibration_count: int = DEFAULT_IMAGES, overrides: Iterable[str] = (), evaluate: bool = True,
-                log: Callable[[str], None] = print) -> Int8Report:
+                calibration_count: int = DEFAULT_IMAGES, overrides: Iterable[str] = (),
+                evaluate: Evaluation | None = None, log: Callable[[str], None] = print) -> Int8Report:
     """Write checkpoint `weights` as an int8 OpenVINO IR to `output` (NAME.xml + NAME.bin).
     calibration: dataset overrides (e.g. ["dataset=bccd"]; empty: the checkpoint's own dataset);
     calibration_count: training images to calibrate on; overrides: model settings baked in
-    (as export_model's); evaluate: evaluate the file and the PyTorch fp32 model on the test
-    split when there is one."""
+    (as export_model's); evaluate: what fills report.ap, the file's and the PyTorch fp32 model's
+    metrics on the test split (detector.deploy.int8_evaluation.evaluate_int8), None: not evaluated."""
     from detector.export import ExportableDetector, example_image, exported_metadata
     from detector.export.openvino_export import checked_output, openvino_model, save_openvino
     from detector.weights.loading import model_from_checkpoint, read_model_checkpoint
@@ -96,39 +101,8 @@ def export_int8(weights: str | os.PathLike, output: str | os.PathLike, calibrati
     output.parent.mkdir(parents=True, exist_ok=True)
     save_openvino(quantized, output, metadata.to_strings())
     report = Int8Report(path=output, calibration=record)
-    if evaluate:
-        evaluate_int8(report, cfg, model, log)
+    if evaluate is not None:
+        evaluate(report, cfg, model, log)
     if report.ap:   # the figures travel with the file: what it scored when it was made
         save_openvino(quantized, output, {**metadata.to_strings(), "evaluation": report.evaluation_json(cfg)})
     return report
-
-
-def evaluate_int8(report: Int8Report, cfg, model: torch.nn.Module, log: Callable[[str], None]) -> None:
-    """Fill report.ap with the written file's and the PyTorch fp32 model's metrics on cfg's test
-    split, or report.not_evaluated with the reason there is none."""
-    from detector.data.coco_index import DatasetError
-    from detector.data.loader import build_test_loader
-    from detector.deploy import load_exported
-    from detector.evaluation.inference import evaluate_detector
-
-    try:
-        loader = build_test_loader(cfg, max_images=cfg.test.max_images)
-    except (DatasetError, FileNotFoundError) as error:
-        report.not_evaluated = f"dataset={cfg.dataset.name} has no usable test split ({error})"
-        return
-    dataset = loader.dataset
-    if len(dataset) == 0:
-        report.not_evaluated = f"dataset={cfg.dataset.name}'s test split is empty"
-        return
-    exported = load_exported(report.path, precision="fp32")
-    iou_types = ("bbox",) + tuple(kind for output, kind in (("masks", "segm"), ("keypoints", "keypoints"))
-                                  if output in exported.output_names)
-    sigmas = cfg.dataset.keypoint_sigmas if "keypoints" in iou_types else None
-    for name, runner in (("int8", exported), ("fp32", model)):
-        log(f"[int8] evaluating the {'int8 file' if name == 'int8' else 'PyTorch fp32 model'} on the "
-            f"{len(dataset)} test images of dataset={cfg.dataset.name} ...")
-        metrics, _ = evaluate_detector(runner, loader, dataset.coco_gt, dataset.label_to_category_id,
-                                       torch.device("cpu"), backend=str(cfg.test.evaluator), iou_types=iou_types,
-                                       keypoint_sigmas=sigmas)
-        report.ap[name] = metrics
-    report.test_images = len(dataset) if cfg.test.max_images is None else min(len(dataset), int(cfg.test.max_images))
