@@ -8,7 +8,7 @@ TorchScript (torch.jit.load).
     detector-export --weights CKPT --format openvino --output model.xml \
         [--set model.roi_heads.score_thresh=0.3]
     detector-export --weights CKPT --format openvino --int8 --output model_int8.xml \
-        [--calibration dataset=bccd] [--calibration-images 100]
+        [--calibration dataset=bccd] [--calibration-images 100] [--bias-correction full|fast]
 
 --int8 quantizes the OpenVINO model with NNCF (post-training, int8 convolutions and fully
 connected layers; box decoding, RoIAlign and NMS stay float), calibrated on training images of
@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
                         "dataset=auto dataset.path=DIR (default: the checkpoint's own dataset)")
     parser.add_argument("--calibration-images", type=int, default=None, metavar="N",
                         help="with --int8: training images to calibrate on (default 100; seeded choice)")
+    parser.add_argument("--bias-correction", choices=("full", "fast"), default=None,
+                        help="with --int8: NNCF's bias correction; full (default) keeps more AP, fast quantizes "
+                        "several times sooner (for large models and many images)")
     args = parser.parse_args(argv)
     refusal = int8_refusal(args)
     if refusal:
@@ -78,9 +81,11 @@ def int8_refusal(args) -> str:
         return (f"--int8 applies to --format openvino (NNCF quantizes the OpenVINO model; ONNX Runtime and "
                 f"TorchScript files stay float32), not --format {args.format}. Use --format openvino --int8 "
                 "--output NAME.xml, or drop --int8.")
-    if not args.int8 and (args.calibration is not None or args.calibration_images is not None):
-        given = "--calibration" if args.calibration is not None else "--calibration-images"
-        return (f"{given} only applies with --int8 (the calibration data of the int8 quantization); add --int8 "
+    int8_options = {"--calibration": args.calibration, "--calibration-images": args.calibration_images,
+                    "--bias-correction": args.bias_correction}
+    given = next((name for name, value in int8_options.items() if value is not None), None)
+    if not args.int8 and given:
+        return (f"{given} only applies with --int8 (an option of the int8 quantization); add --int8 "
                 f"(with --format openvino), or drop {given}.")
     if args.calibration_images is not None and args.calibration_images < 1:
         return f"--calibration-images {args.calibration_images}: give at least 1 training image (default 100)."
@@ -90,11 +95,13 @@ def int8_refusal(args) -> str:
 def export_int8_command(args) -> int:
     from detector.deploy.int8_evaluation import evaluate_int8
     from detector.export.calibration import DEFAULT_IMAGES
+    from detector.export.int8 import DEFAULT_BIAS_CORRECTION
     from detector.export.int8_export import export_int8
 
     report = export_int8(args.weights, args.output, calibration=args.calibration or [],
                          calibration_count=DEFAULT_IMAGES if args.calibration_images is None else args.calibration_images,
-                         overrides=args.overrides, evaluate=evaluate_int8, log=print)
+                         overrides=args.overrides, evaluate=evaluate_int8, log=print,
+                         bias_correction=args.bias_correction or DEFAULT_BIAS_CORRECTION)
     for line in report.lines():
         print(line)
     print(f"exported {args.weights} as openvino int8 -> {report.path}")

@@ -28,7 +28,7 @@ import torch
 from omegaconf import DictConfig
 
 from detector.export.calibration import DEFAULT_IMAGES, Calibration, calibration_config, calibration_images
-from detector.export.int8 import FLOAT_PATTERN, FLOAT_TYPES, import_nncf, quantize_openvino
+from detector.export.int8 import DEFAULT_BIAS_CORRECTION, FLOAT_PATTERN, FLOAT_TYPES, import_nncf, quantize_openvino
 
 
 @dataclass
@@ -72,12 +72,14 @@ Evaluation = Callable[["Int8Report", DictConfig, torch.nn.Module, Callable[[str]
 
 def export_int8(weights: str | os.PathLike, output: str | os.PathLike, calibration: Sequence[str] = (),
                 calibration_count: int = DEFAULT_IMAGES, overrides: Iterable[str] = (),
-                evaluate: Evaluation | None = None, log: Callable[[str], None] = print) -> Int8Report:
+                evaluate: Evaluation | None = None, log: Callable[[str], None] = print,
+                bias_correction: str = DEFAULT_BIAS_CORRECTION) -> Int8Report:
     """Write checkpoint `weights` as an int8 OpenVINO IR to `output` (NAME.xml + NAME.bin).
     calibration: dataset overrides (e.g. ["dataset=bccd"]; empty: the checkpoint's own dataset);
     calibration_count: training images to calibrate on; overrides: model settings baked in
     (as export_model's); evaluate: what fills report.ap, the file's and the PyTorch fp32 model's
-    metrics on the test split (detector.deploy.int8_evaluation.evaluate_int8), None: not evaluated."""
+    metrics on the test split (detector.deploy.int8_evaluation.evaluate_int8), None: not evaluated;
+    bias_correction: "full" or "fast" (detector.export.int8.BIAS_CORRECTION)."""
     from detector.export import ExportableDetector, example_image, exported_metadata
     from detector.export.openvino_export import checked_output, openvino_model, save_openvino
     from detector.weights.loading import model_from_checkpoint, read_model_checkpoint
@@ -94,10 +96,10 @@ def export_int8(weights: str | os.PathLike, output: str | os.PathLike, calibrati
     metadata = dataclasses.replace(metadata, precision="int8", extra={
         "calibration": record.to_json(),
         "quantization": json.dumps({"tool": "nncf.quantize", "nncf": str(import_nncf().__version__),
-                                    "preset": "performance",
+                                    "preset": "performance", "bias_correction": bias_correction,
                                     "float_pattern": FLOAT_PATTERN, "float_types": list(FLOAT_TYPES)})})
     log(f"[int8] converting {weights} to OpenVINO ...")
-    quantized = quantize_openvino(openvino_model(wrapper, example_image()), images, log)
+    quantized = quantize_openvino(openvino_model(wrapper, example_image()), images, log, bias_correction)
     output.parent.mkdir(parents=True, exist_ok=True)
     save_openvino(quantized, output, metadata.to_strings())
     report = Int8Report(path=output, calibration=record)

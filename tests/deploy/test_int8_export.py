@@ -87,7 +87,9 @@ def test_int8_file_metadata_says_int8_and_its_calibration(trained, int8_export):
     calibration = json.loads(metadata.extra["calibration"])
     assert calibration == {"dataset": "shapes", "split": "train", "images": CALIBRATION_IMAGES, "available": 8,
                            "seed": calibration["seed"], "overrides": []}
-    assert json.loads(metadata.extra["quantization"])["tool"] == "nncf.quantize"
+    quantization = json.loads(metadata.extra["quantization"])
+    assert quantization["tool"] == "nncf.quantize" and quantization["bias_correction"] == "full"   # the default
+    assert "(NNCF post-training quantization, full bias correction)" in int8_export[1]
     assert metadata.class_names == read_metadata(trained["files"]["openvino"]).class_names
 
 

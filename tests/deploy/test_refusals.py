@@ -86,6 +86,8 @@ def test_openvino_output_must_be_xml(exported, tmp_path, capsys):
      r"--calibration only applies with --int8.*add --int8"),
     (["--format", "openvino", "--calibration-images", "5", "--output", "m.xml"],
      r"--calibration-images only applies with --int8"),
+    (["--format", "openvino", "--bias-correction", "fast", "--output", "m.xml"],
+     r"--bias-correction only applies with --int8"),
     (["--format", "openvino", "--int8", "--calibration-images", "0", "--output", "m.xml"],
      r"--calibration-images 0: give at least 1"),
 ])
