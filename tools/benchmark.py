@@ -43,6 +43,9 @@ def main(argv=None) -> int:
                         help="deploy section: also time R50-FPN at 800 px against torchvision (random weights)")
     parser.add_argument("--calibration-images", type=int, default=100, metavar="N",
                         help="deploy section: training images of each --trained checkpoint its int8 row is calibrated on")
+    parser.add_argument("--bias-correction", choices=("full", "fast"), default="full",
+                        help="deploy section: the int8 row's NNCF bias correction, as detector-export's (fast: for "
+                        "large models; the same int8 graph and speed)")
     parser.add_argument("--datasets", type=Path, default=DATASETS, help="the shared datasets folder")
     parser.add_argument("--output", type=Path, default=Path("outputs/benchmark/benchmark.json"))
     args = parser.parse_args(argv)
@@ -55,7 +58,7 @@ def main(argv=None) -> int:
     options = Options(device=args.device, datasets=args.datasets, repeats=args.repeats, warmup=args.warmup,
                       sections=tuple(args.sections), growth_iterations=args.growth_iterations, compile=args.compile,
                       bf16=args.bf16, trained=tuple(args.trained), deploy_r50=args.deploy_r50,
-                      deploy_calibration_images=args.calibration_images,
+                      deploy_calibration_images=args.calibration_images, deploy_bias_correction=args.bias_correction,
                       log=lambda message: print(message, flush=True))
     from detector.utils.logger import setup_logger
 

@@ -190,7 +190,8 @@ def run_trained_checkpoint(path: str, opts, log) -> dict:
     if any(row.file == "openvino_int8" for row in rows):
         calibration, _ = calibration_images(cfg, opts.deploy_calibration_images)   # its training split, seeded
     with tempfile.TemporaryDirectory() as folder:
-        runners = build_runners(model, rows, Path(folder), log, calibration)
+        runners = build_runners(model, rows, Path(folder), log, calibration,
+                                int8_bias_correction=opts.deploy_bias_correction)
         timings = time_runners(runners, images, opts.repeats, opts.warmup, REFERENCE_ROW)
         accuracy = {}
         for name, runner in runners.items():

@@ -39,6 +39,7 @@ class Options:
     trained_images: int = 30
     deploy_r50: bool = True             # deploy section: also R50-FPN at test_size against torchvision
     deploy_calibration_images: int = 100   # deploy section: training images the int8 row is calibrated on
+    deploy_bias_correction: str = "full"   # deploy section: the trained int8 row's (detector-export's default)
     log: callable = field(default=print)
 
 
