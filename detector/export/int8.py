@@ -78,8 +78,10 @@ def quantize_openvino(model, images: Sequence[torch.Tensor], log: Callable[[str]
     level = nncf_log.level
     nncf_log.setLevel(logging.WARNING)   # one INFO line per node it leaves out
     try:
+        hint = ("; --bias-correction fast quantizes about 4x sooner for a little more AP lost"
+                if bias_correction == "full" else "")
         log(f"[int8] calibrating on {len(images)} images (NNCF post-training quantization, {bias_correction} "
-            "bias correction) ...")
+            f"bias correction{hint}) ...")
         return nncf.quantize(model, dataset, subset_size=len(images), preset=nncf.QuantizationPreset.PERFORMANCE,
                              ignored_scope=float_scope(), fast_bias_correction=BIAS_CORRECTION[bias_correction])
     finally:
