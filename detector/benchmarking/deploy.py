@@ -227,7 +227,8 @@ def run_deploy(opts, device: torch.device) -> dict:
     """The section's report: {"trained": {CKPT: {...}}, "r50_800": {...}, "threads": N}. CPU only."""
     if device.type != "cpu":
         opts.log("[deploy] the deploy section times CPU runtimes; running it on the CPU")
-    report: dict = {"threads": torch.get_num_threads(), "native_bf16": cpu_has_native_bf16(), "trained": {}}
+    report: dict = {"threads": torch.get_num_threads(), "native_bf16": cpu_has_native_bf16(), "bf16_rows": cpu_bf16(opts),
+                    "trained": {}}
     for path in opts.trained:
         opts.log(f"[deploy] trained checkpoint {path} ...")
         report["trained"][str(path)] = run_trained_checkpoint(str(path), opts, opts.log)
@@ -239,7 +240,9 @@ def run_deploy(opts, device: torch.device) -> dict:
 
 def format_deploy(report: dict) -> list[str]:
     lines = [f"deploy (CPU, {report['threads']} threads)"]
-    if not report["native_bf16"]:
+    if not report["native_bf16"] and report.get("bf16_rows"):   # --bf16 on
+        lines.append(f"  bf16 rows run anyway (--bf16 on), but {NO_BF16_REASON}")
+    elif not report["native_bf16"]:
         lines.append(f"  bf16 rows skipped: {NO_BF16_REASON}")
     for path, section in report.get("trained", {}).items():
         lines.append(f"  {section['dataset']} {path} at {section['size'][0]}/{section['size'][1]}: ms/image "

@@ -45,3 +45,14 @@ def test_openvino_compiles_repeated_image_sizes_for_their_size(exported):
     image = torch.rand(*shapes[0], generator=generator)
     assert runner.request_for(tuple(image.shape)) is runner.static_requests[shapes[0]]
     assert runner.request_for(shapes[-1]) is runner.request
+
+
+def test_deploy_table_says_when_bf16_rows_ran_without_native_bf16():
+    """--bf16 on, on a CPU without native bf16: the rows ran (emulated), and the table says so
+    instead of calling them skipped."""
+    from detector.benchmarking.deploy import format_deploy
+
+    report = {"threads": 2, "native_bf16": False, "bf16_rows": True, "trained": {}}
+    assert "bf16 rows run anyway (--bf16 on), but this CPU has no native bf16" in format_deploy(report)[1]
+    assert format_deploy({**report, "bf16_rows": False})[1].startswith("  bf16 rows skipped")
+    assert len(format_deploy({**report, "native_bf16": True})) == 1
