@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from detector.benchmarking.timing import interleaved_times, ratio, summarize
+from detector.export.int8 import DEFAULT_BIAS_CORRECTION
 from detector.utils.hardware import cpu_has_native_bf16
 
 
@@ -70,7 +71,7 @@ def export_openvino_file(model: nn.Module, folder: Path, calibration: list[torch
 
 
 def export_openvino_int8_file(model: nn.Module, folder: Path, calibration: list[torch.Tensor],
-                              bias_correction: str = "full") -> Path:
+                              bias_correction: str = DEFAULT_BIAS_CORRECTION) -> Path:
     """The f32 OpenVINO file (written by the f32 row, or here) quantized on `calibration`."""
     from detector.export.int8 import quantize_openvino
     from detector.export.openvino_export import import_openvino, save_openvino
@@ -108,7 +109,7 @@ def rows_to_run(bf16_native: bool, rows: list[DeployRow] = RUNTIME_ROWS) -> list
 
 
 def build_runners(model: nn.Module, rows: list[DeployRow], folder: Path, log: Callable[[str], None],
-                  calibration: list[torch.Tensor] = (), int8_bias_correction: str = "full",
+                  calibration: list[torch.Tensor] = (), int8_bias_correction: str = DEFAULT_BIAS_CORRECTION,
                   ) -> dict[str, Callable[[list[torch.Tensor]], list[dict]]]:
     """Row name -> a function running a list of images, batch 1 each; files exported once per kind
     (an int8 file calibrated on `calibration`, with detector-export's bias correction by default)."""

@@ -12,6 +12,7 @@ from detector.benchmarking import growth, inference, peers, pipeline
 from detector.benchmarking.memory import peak_memory_bytes
 from detector.benchmarking.timing import interleaved_times, ratio, summarize
 from detector.benchmarking.training import parameter_counts, training_step
+from detector.export.int8 import DEFAULT_BIAS_CORRECTION
 from detector.utils.hardware import cpu_has_native_bf16
 
 SECTIONS = ("inference", "inference_small", "ours_r18", "train", "data", "eval", "growth", "trained", "deploy",
@@ -39,7 +40,7 @@ class Options:
     trained_images: int = 30
     deploy_r50: bool = True             # deploy section: also R50-FPN at test_size against torchvision
     deploy_calibration_images: int = 100   # deploy section: training images the int8 row is calibrated on
-    deploy_bias_correction: str = "full"   # deploy section: the trained int8 row's (detector-export's default)
+    deploy_bias_correction: str = DEFAULT_BIAS_CORRECTION   # deploy section: the trained int8 row's, as detector-export's
     log: callable = field(default=print)
 
 

@@ -67,8 +67,10 @@ class OpenVinoDetector(ExportedDetector):
         dynamic graph's."""
         if shape in self.static_requests:
             return self.static_requests[shape]
+        if len(self.static_requests) >= self.static_sizes:   # no more compilations: no need to count
+            return self.request
         self.images_of_shape[shape] += 1
-        if self.images_of_shape[shape] < STATIC_AFTER_IMAGES or len(self.static_requests) >= self.static_sizes:
+        if self.images_of_shape[shape] < STATIC_AFTER_IMAGES:
             return self.request
         fixed = self.model.clone()
         fixed.reshape({0: list(shape)})
